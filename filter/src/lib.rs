@@ -1,0 +1,1 @@
+//! The modelgate Proxy-Wasm filter (placeholder: being written).

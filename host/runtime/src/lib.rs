@@ -1,0 +1,1 @@
+//! A general Proxy-Wasm runtime (placeholder: being written).
