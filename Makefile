@@ -1,0 +1,43 @@
+# modelgate: the two commands a new machine needs are `make demo` and `make test`.
+# Each target delegates to a script owned by the part it exercises.
+SHELL := /bin/bash
+WASM := target/wasm32-wasip1/wasm/modelgate.wasm
+
+.PHONY: setup wasm build demo test test-rust test-e2e test-deploy bench soak fuzz lint
+
+setup:            ## install toolchain target, apt packages and the Python venv
+	scripts/setup.sh
+
+wasm:             ## build the filter: target/wasm32-wasip1/wasm/modelgate.wasm
+	cargo build -p modelgate-filter --target wasm32-wasip1 --profile wasm
+
+build: wasm       ## build the host binary `modelgate`
+	cargo build --release -p modelgate-host
+
+demo: setup build ## run modelgate in front of real KServe model servers
+	scripts/demo.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p modelgate-filter --target wasm32-wasip1 -- -D warnings
+
+test: setup wasm lint test-rust test-deploy test-e2e ## every test, green
+
+test-rust: wasm
+	cargo test --workspace
+
+test-deploy:
+	scripts/test-deploy.sh
+
+test-e2e: build
+	scripts/test-e2e.sh
+
+bench: setup build
+	bench/run.sh
+
+soak: setup build
+	tests/reliability/soak.sh
+
+fuzz:
+	scripts/fuzz.sh
