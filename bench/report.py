@@ -1,0 +1,231 @@
+"""Turn one benchmark run into bench/results/latest.md and latest.png.
+
+Input is the JSON-lines file bench/run.sh writes: one "meta" record (machine,
+settings, wasm size), one "sample" record per wrk run (case, concurrency,
+round, wrk's done() figures, CPU ticks of the proxy's processes), one "rss"
+record per proxy, and one "conn1000" record for the keep-alive RSS check.
+
+Rounds of the same (case, concurrency) are pooled: throughput is total requests
+over total time, latency percentiles are the median over rounds, CPU is total
+CPU seconds over total requests.
+
+usage: report.py RESULTS.jsonl OUT_DIR
+"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+# Display order and labels; cases missing from a run are simply left out.
+CASES = [
+    ("direct", "1. direct (static nginx)"),
+    ("nginx", "2. nginx proxy"),
+    ("haproxy", "3. haproxy"),
+    ("mg-nofilter", "4. modelgate, no filter"),
+    ("mg-noop", "5. modelgate, no-op wasm"),
+    ("mg-full", "6. modelgate, full policy"),
+    ("ks-direct", "7a. direct → KServe"),
+    ("ks-nginx", "7b. nginx → KServe"),
+    ("ks-mg-full", "7c. modelgate full → KServe"),
+]
+LABEL = dict(CASES)
+# Which peer each case is compared against (same upstream).
+DIRECT_OF = {c: ("ks-direct" if c.startswith("ks-") else "direct") for c, _ in CASES}
+NGINX_OF = {c: ("ks-nginx" if c.startswith("ks-") else "nginx") for c, _ in CASES}
+MIB = 1024 * 1024
+
+
+def load(path):
+    meta, samples, rss, conn1000 = {}, [], {}, None
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        kind = rec.pop("type")
+        if kind == "meta":
+            meta = rec
+        elif kind == "sample":
+            samples.append(rec)
+        elif kind == "rss":
+            rss[rec["case"]] = rec
+        elif kind == "conn1000":
+            conn1000 = rec
+    return meta, samples, rss, conn1000
+
+
+def pool(samples):
+    """(case, conc) -> pooled figures over rounds."""
+    groups = defaultdict(list)
+    for s in samples:
+        groups[(s["case"], s["c"])].append(s)
+    out = {}
+    for key, runs in groups.items():
+        reqs = sum(r["wrk"]["requests"] for r in runs)
+        secs = sum(r["wrk"]["duration_us"] for r in runs) / 1e6
+        errors = sum(
+            r["wrk"][k]
+            for r in runs
+            for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout")
+        )
+        cpu = sum(r["cpu_s"] for r in runs)
+        rps_rounds = [r["wrk"]["requests"] / (r["wrk"]["duration_us"] / 1e6) for r in runs]
+        out[key] = {
+            "rps": reqs / secs if secs else 0.0,
+            "rps_min": min(rps_rounds),
+            "rps_max": max(rps_rounds),
+            "p50_ms": statistics.median(r["wrk"]["p50_us"] for r in runs) / 1000,
+            "p99_ms": statistics.median(r["wrk"]["p99_us"] for r in runs) / 1000,
+            "cpu_per_10k": cpu / reqs * 10_000 if reqs else float("nan"),
+            "errors": errors,
+            "requests": reqs,
+            "rounds": len(runs),
+        }
+    return out
+
+
+def ratio(figs, case, other, conc, field="rps"):
+    a, b = figs.get((case, conc)), figs.get((other, conc))
+    if not a or not b or not b[field] or case == other:
+        return None
+    return a[field] / b[field]
+
+
+def fmt_ratio(x):
+    return "–" if x is None else f"{x:.2f}×"
+
+
+def targets(figs, meta, conn1000):
+    """Each issue-7 target as (name, measured text, met: bool | None)."""
+    rows = []
+    r = ratio(figs, "mg-full", "nginx", 32)
+    rows.append(("full policy ≥ 1.0× nginx throughput at c=32", fmt_ratio(r), None if r is None else r >= 1.0))
+
+    d, n, m = (figs.get((c, 1)) for c in ("direct", "nginx", "mg-full"))
+    if d and n and m:
+        add_mg, add_ng = m["p50_ms"] - d["p50_ms"], n["p50_ms"] - d["p50_ms"]
+        text = f"modelgate +{add_mg * 1000:.0f} µs, nginx +{add_ng * 1000:.0f} µs"
+        rows.append(("added p50 over direct at c=1 ≤ nginx's", text, add_mg <= add_ng))
+    else:
+        rows.append(("added p50 over direct at c=1 ≤ nginx's", "not measured", None))
+
+    ks = [ratio(figs, "ks-mg-full", "ks-direct", c) for c in (1, 8, 32, 128)]
+    ks_c32 = ks[2]
+    text = ", ".join(f"c={c}: {fmt_ratio(x)}" for c, x in zip((1, 8, 32, 128), ks))
+    rows.append(("in front of KServe ≥ 0.95× direct (c=32)", text, None if ks_c32 is None else ks_c32 >= 0.95))
+
+    if conn1000:
+        hwm = conn1000["vmhwm_kib"] * 1024 / MIB
+        text = f"VmHWM {hwm:.1f} MiB ({conn1000['connected']} connections open)"
+        rows.append(("RSS ≤ 64 MiB with 1,000 keep-alive connections", text, hwm <= 64))
+    else:
+        rows.append(("RSS ≤ 64 MiB with 1,000 keep-alive connections", "not measured", None))
+
+    size = meta.get("wasm_bytes")
+    if size:
+        rows.append(("modelgate.wasm ≤ 1 MiB", f"{size / 1024:.0f} KiB ({size} bytes)", size <= MIB))
+    else:
+        rows.append(("modelgate.wasm ≤ 1 MiB", "not built", None))
+    return rows
+
+
+def markdown(meta, figs, rss, conn1000):
+    concs = sorted({c for _, c in figs})
+    cases = [c for c, _ in CASES if any((c, k) in figs for k in concs)]
+    out = [
+        "# modelgate benchmark: latest run",
+        "",
+        f"Machine: {meta['nproc']} CPUs, {meta['cpu_model']}, Linux {meta['kernel']}"
+        f" (shared; load average at start {meta['loadavg']}).",
+        f"Run: {meta['started']}, {meta['rounds']} round(s) of {meta['duration_s']} s per case and"
+        f" concurrency, cases interleaved (order reversed every other round); wrk {meta['wrk_threads']},"
+        f" {meta['pinning']}. Request: POST `/v1/models/sklearn-iris:predict`, one-instance V1 body,"
+        " RS256 bearer token, keep-alive.",
+        "",
+        "| c | case | req/s | p50 ms | p99 ms | × direct | × nginx | CPU s / 10k req | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for conc in concs:
+        for case in cases:
+            f = figs.get((case, conc))
+            if not f:
+                continue
+            out.append(
+                f"| {conc} | {LABEL[case]} | {f['rps']:,.0f} | {f['p50_ms']:.3f} | {f['p99_ms']:.3f}"
+                f" | {fmt_ratio(ratio(figs, case, DIRECT_OF[case], conc))}"
+                f" | {fmt_ratio(ratio(figs, case, NGINX_OF[case], conc))}"
+                f" | {f['cpu_per_10k']:.2f} | {f['errors']} |"
+            )
+    out += [
+        "",
+        "× direct and × nginx are throughput ratios against the same upstream (static nginx or KServe)."
+        " CPU is utime+stime of the proxy's own processes (for direct: the upstream itself) from /proc/<pid>/stat.",
+        "",
+        "| case | peak RSS (VmHWM) | processes |",
+        "|---|---:|---:|",
+    ]
+    for case in cases:
+        if case in rss:
+            r = rss[case]
+            out.append(f"| {LABEL[case]} | {r['vmhwm_kib'] / 1024:.1f} MiB | {r['processes']} |")
+    out += ["", "## Targets (issue 7)", "", "| target | measured | met |", "|---|---|---|"]
+    for name, text, met in targets(figs, meta, conn1000):
+        out.append(f"| {name} | {text} | {'–' if met is None else ('yes' if met else '**no**')} |")
+    if conn1000:
+        out += [
+            "",
+            f"Keep-alive check: wrk -c{conn1000['connections']} for {conn1000['duration_s']} s against case 6;"
+            f" modelgate RSS {conn1000['vmrss_kib'] / 1024:.1f} MiB while the connections were open"
+            f" ({conn1000['connected']} established), peak {conn1000['vmhwm_kib'] / 1024:.1f} MiB,"
+            f" {conn1000['rps']:,.0f} req/s, {conn1000['errors']} errors.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def plot(meta, figs, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    concs = sorted({c for _, c in figs})
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    for case, label in CASES:
+        pts = [(c, figs[(case, c)]) for c in concs if (case, c) in figs]
+        if not pts:
+            continue
+        style = "--" if case.startswith("ks-") else "-"
+        xs = [c for c, _ in pts]
+        for ax, field in zip(axes, ("rps", "p50_ms", "p99_ms")):
+            ax.plot(xs, [f[field] for _, f in pts], style, marker="o", label=label)
+    for ax, title in zip(axes, ("throughput (req/s)", "p50 latency (ms)", "p99 latency (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(concs, [str(c) for c in concs])
+        ax.set_xlabel("concurrent connections")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    for ax in axes[1:]:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"modelgate vs peers — {meta['nproc']} CPUs, {meta['cpu_model']}, {meta['started']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main():
+    results, out_dir = sys.argv[1], Path(sys.argv[2])
+    meta, samples, rss, conn1000 = load(results)
+    figs = pool(samples)
+    md = markdown(meta, figs, rss, conn1000)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.md").write_text(md)
+    plot(meta, figs, out_dir / "latest.png")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

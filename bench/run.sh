@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Load benchmark: modelgate against the direct path, nginx and haproxy, side by
+# side in one run on loopback (issue 7). Writes bench/results/latest.{md,png}.
+#
+#   bench/run.sh                 # full run (`make bench`), about 8 minutes
+#   BENCH_DURATION=2 BENCH_ROUNDS=1 BENCH_CASES="direct nginx haproxy" bench/run.sh
+#
+# Settings (environment):
+#   BENCH_DURATION  seconds per measurement (default 5)
+#   BENCH_ROUNDS    rounds per case and concurrency; every other round runs the
+#                   cases in reverse order so drift on this shared machine hits
+#                   all cases alike (default 2)
+#   BENCH_CONNS     concurrencies (default "1 8 32 128")
+#   BENCH_CASES     subset of: direct nginx haproxy mg-nofilter mg-noop mg-full
+#                   ks-direct ks-nginx ks-mg-full (default: all)
+#   BENCH_OUT       results directory (default bench/results)
+#   BENCH_PYTHON    Python with PyJWT and matplotlib (default .venv/bin/python)
+#
+# Ports 18500-18599 on 127.0.0.1. Every process started here is killed on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+DURATION=${BENCH_DURATION:-5}
+ROUNDS=${BENCH_ROUNDS:-2}
+CONNS=${BENCH_CONNS:-"1 8 32 128"}
+CASES=${BENCH_CASES:-"direct nginx haproxy mg-nofilter mg-noop mg-full ks-direct ks-nginx ks-mg-full"}
+OUT=${BENCH_OUT:-$BENCH/results}
+PY=${BENCH_PYTHON:-$ROOT/.venv/bin/python}
+MODELGATE=$ROOT/target/release/modelgate
+WASM=$ROOT/target/wasm32-wasip1/wasm/modelgate.wasm
+
+# One port per listener, fixed so configs and logs are easy to read.
+P_UPSTREAM=18501      # static nginx: case 1's target and everyone's upstream
+P_NGINX=18502
+P_HAPROXY=18503
+P_MG_NOFILTER=18504
+P_MG_NOOP=18505
+P_MG_FULL=18506
+P_KSERVE=18510        # KServe model server (HTTP); 18511 is its gRPC port
+P_KSERVE_GRPC=18511
+P_KS_NGINX=18512
+P_KS_MG_FULL=18513
+P_ADMIN_BASE=18520    # modelgate admin listeners: 18520 + index
+
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+wants() { [[ " $CASES " == *" $1 "* ]]; }
+wants_any() { local c; for c in "$@"; do wants "$c" && return 0; done; return 1; }
+
+# --- prerequisites ---------------------------------------------------------
+
+install_missing_packages() {
+    local missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+    ((${#missing[@]} == 0)) && return
+    log "installing ${missing[*]} from Debian packages"
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_python() {
+    if [[ ! -x $PY ]]; then
+        [[ -x $ROOT/scripts/setup.sh ]] || die "no Python at $PY and no scripts/setup.sh to make one"
+        "$ROOT/scripts/setup.sh"
+    fi
+    if ! "$PY" -c 'import jwt, cryptography, matplotlib' 2>/dev/null; then
+        log "installing PyJWT, cryptography and matplotlib into $PY's environment"
+        "$PY" -m pip install -q pyjwt cryptography matplotlib
+    fi
+}
+
+install_missing_packages
+export PATH=$PATH:/usr/sbin
+ensure_python
+if wants_any mg-nofilter mg-noop mg-full ks-mg-full; then
+    [[ -x $MODELGATE ]] || die "$MODELGATE missing: run 'make build' (or 'make bench')"
+    [[ -f $WASM ]] || die "$WASM missing: run 'make wasm'"
+fi
+# 1,000 keep-alive connections plus upstream connections need more than 1024 fds;
+# servers started below inherit this limit (capped by the hard limit, which an
+# unprivileged container may not raise).
+fd_hard=$(ulimit -Hn)
+if [[ $fd_hard == unlimited ]] || ((fd_hard > 65536)); then fd_hard=65536; fi
+ulimit -n "$fd_hard"
+((fd_hard >= 4096)) || die "open-file limit $fd_hard is too low for the 1,000-connection check"
+
+RUN=$(mktemp -d /tmp/modelgate-bench.XXXXXX)
+RESULTS=$RUN/results.jsonl
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    log "logs and rendered configs kept in $RUN"
+}
+trap cleanup EXIT
+log "run directory $RUN"
+
+# --- helpers ----------------------------------------------------------------
+
+# render TEMPLATE OUT VAR=VALUE...: fill @VAR@ placeholders of a bench/config template.
+render() {
+    local template=$1 out=$2 args=() kv
+    shift 2
+    for kv in "$@" "RUN=$RUN"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    sed "${args[@]}" "$template" >"$out"
+    if grep -q '@[A-Z_]*@' "$out"; then die "unfilled placeholder in $out"; fi
+}
+
+wait_http() { # URL SECONDS PID: until the URL answers (any status) or the process dies
+    local url=$1 deadline=$((SECONDS + $2)) pid=$3
+    until curl -s -o /dev/null --max-time 2 "$url"; do
+        kill -0 "$pid" 2>/dev/null || die "process $pid for $url exited; see $RUN"
+        ((SECONDS < deadline)) || die "$url not answering after $2 s; see $RUN"
+        sleep 0.2
+    done
+}
+
+# The process and its children (nginx workers), as a space-separated pid list.
+proc_tree() {
+    local pid=$1
+    echo "$pid $(ps -o pid= --ppid "$pid" | tr '\n' ' ')"
+}
+
+cpu_ticks() { # PIDS...: utime+stime summed over processes (all threads included)
+    local total=0 p f
+    for p in "$@"; do
+        if [[ -r /proc/$p/stat ]]; then
+            # Fields after the ")" closing comm: utime and stime are 12th and 13th.
+            f=$(sed 's/^.*) //' "/proc/$p/stat")
+            read -r -a f <<<"$f"
+            total=$((total + f[11] + f[12]))
+        fi
+    done
+    echo "$total"
+}
+
+status_kib() { # FIELD PIDS...: a /proc/<pid>/status field in KiB, summed
+    local field=$1 total=0 p v
+    shift
+    for p in "$@"; do
+        v=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+declare -A CASE_URL CASE_PID
+
+# spawn LOGNAME CMD...: start a server in the background; its pid is left in $STARTED.
+spawn() {
+    local name=$1
+    shift
+    "$@" >"$RUN/$name.log" 2>&1 &
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
+
+start_nginx() { # NAME TEMPLATE VAR=VALUE...
+    local name=$1 template=$2 conf=$RUN/$1.conf
+    shift 2
+    render "$template" "$conf" "NAME=$name" "$@"
+    mkdir -p "$RUN/$name"
+    spawn "$name" nginx -p "$RUN/$name" -c "$conf" -g 'daemon off;'
+}
+
+# --- servers ----------------------------------------------------------------
+
+TICK_HZ=$(getconf CLK_TCK)
+
+setup_static_cases() {
+    start_nginx upstream "$BENCH/config/nginx-upstream.conf.in" "UPSTREAM_PORT=$P_UPSTREAM"
+    wait_http "http://127.0.0.1:$P_UPSTREAM/" 10 "$STARTED"
+    CASE_URL[direct]=http://127.0.0.1:$P_UPSTREAM
+    CASE_PID[direct]=$STARTED
+
+    if wants nginx; then
+        start_nginx nginx-static "$BENCH/config/nginx-proxy.conf.in" \
+            "LISTEN_PORT=$P_NGINX" "BACKEND_PORT=$P_UPSTREAM"
+        wait_http "http://127.0.0.1:$P_NGINX/" 10 "$STARTED"
+        CASE_URL[nginx]=http://127.0.0.1:$P_NGINX
+        CASE_PID[nginx]=$STARTED
+    fi
+    if wants haproxy; then
+        render "$BENCH/config/haproxy.cfg.in" "$RUN/haproxy.cfg" \
+            "LISTEN_PORT=$P_HAPROXY" "BACKEND_PORT=$P_UPSTREAM"
+        spawn haproxy haproxy -db -f "$RUN/haproxy.cfg"
+        wait_http "http://127.0.0.1:$P_HAPROXY/" 10 "$STARTED"
+        CASE_URL[haproxy]=http://127.0.0.1:$P_HAPROXY
+        CASE_PID[haproxy]=$STARTED
+    fi
+}
+
+# --- measurement ------------------------------------------------------------
+
+# measure CASE CONC ROUND SECONDS: one wrk run, appended to $RESULTS as a sample.
+measure() {
+    local case=$1 conc=$2 round=$3 secs=$4 threads pids before after line
+    threads=$((conc < 2 ? 1 : 2))
+    read -r -a pids <<<"$(proc_tree "${CASE_PID[$case]}")"
+    before=$(cpu_ticks "${pids[@]}")
+    line=$(BENCH_TOKEN=$TOKEN wrk -t"$threads" -c"$conc" -d"${secs}s" --timeout 5s \
+        -s "$BENCH/request.lua" "${CASE_URL[$case]}" | grep '^{' | tail -n1)
+    after=$(cpu_ticks "${pids[@]}")
+    [[ -n $line ]] || die "wrk printed no summary for $case c=$conc"
+    printf '{"type":"sample","case":"%s","c":%d,"round":%d,"cpu_s":%s,"wrk":%s}\n' \
+        "$case" "$conc" "$round" "$(awk -v t=$((after - before)) -v hz="$TICK_HZ" 'BEGIN{print t/hz}')" \
+        "$line" >>"$RESULTS"
+    log "$(printf '%-12s c=%-3d round %d: %s' "$case" "$conc" "$round" \
+        "$(sed -E 's/.*"requests":([0-9]+).*"p50_us":([0-9]+).*"p99_us":([0-9]+).*/\1 req, p50 \2 us, p99 \3 us/' <<<"$line")")"
+}
+
+write_meta() {
+    local wasm_bytes=0
+    [[ -f $WASM ]] && wasm_bytes=$(stat -c %s "$WASM")
+    local model
+    model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+    printf '{"type":"meta","nproc":%d,"cpu_model":"%s","kernel":"%s","loadavg":"%s","started":"%s","duration_s":%s,"rounds":%d,"wrk_threads":"%s","pinning":"%s","wasm_bytes":%d}\n' \
+        "$(nproc)" "$model" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+        "$(date -u '+%Y-%m-%d %H:%M UTC')" "$DURATION" "$ROUNDS" \
+        "1 thread at c=1, 2 threads otherwise" "no CPU pinning" "$wasm_bytes" >>"$RESULTS"
+}
+
+record_rss() {
+    local case pids
+    for case in "${ACTIVE[@]}"; do
+        read -r -a pids <<<"$(proc_tree "${CASE_PID[$case]}")"
+        printf '{"type":"rss","case":"%s","vmhwm_kib":%d,"processes":%d}\n' \
+            "$case" "$(status_kib VmHWM "${pids[@]}")" "${#pids[@]}" >>"$RESULTS"
+    done
+}
+
+# --- main -------------------------------------------------------------------
+
+TOKEN=""
+write_meta
+setup_static_cases
+
+ACTIVE=()
+for case in $CASES; do
+    [[ -n ${CASE_URL[$case]:-} ]] || die "case $case was not started"
+    ACTIVE+=("$case")
+done
+
+log "warm-up: 1 s per case at c=32"
+for case in "${ACTIVE[@]}"; do
+    BENCH_TOKEN=$TOKEN wrk -t2 -c32 -d1s -s "$BENCH/request.lua" "${CASE_URL[$case]}" >/dev/null
+done
+
+for conc in $CONNS; do
+    for ((round = 1; round <= ROUNDS; round++)); do
+        order=("${ACTIVE[@]}")
+        if ((round % 2 == 0)); then
+            order=()
+            for ((i = ${#ACTIVE[@]} - 1; i >= 0; i--)); do order+=("${ACTIVE[i]}"); done
+        fi
+        for case in "${order[@]}"; do measure "$case" "$conc" "$round" "$DURATION"; done
+    done
+done
+record_rss
+
+"$PY" "$BENCH/report.py" "$RESULTS" "$OUT"
+cp "$RESULTS" "$OUT/latest.jsonl"
