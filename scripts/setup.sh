@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` need on a fresh machine, and nothing else:
+#   - the wasm32-wasip1 Rust target (the filter's build target);
+#   - a Python venv at .venv with tests/requirements.txt (KServe, scikit-learn, PyJWT, ...).
+# Idempotent and silent when everything is already in place, so running it before every
+# `make` target costs well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "setup: $*"; }
+
+# The target must be added to the toolchain rust-toolchain.toml pins, which rustup selects
+# from the working directory.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+    say "adding Rust target wasm32-wasip1"
+    rustup target add wasm32-wasip1
+fi
+
+# The venv is rebuilt only when tests/requirements.txt or the Python interpreter changed:
+# the marker records a hash of both, written only after pip finished successfully.
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+REQS=tests/requirements.txt
+MARKER=$VENV/.modelgate-requirements
+want=$( { "$PYTHON" --version 2>&1; cat "$REQS"; } | sha256sum | cut -d' ' -f1)
+have=$(cat "$MARKER" 2>/dev/null || true)
+
+if [[ "$want" != "$have" || ! -x $VENV/bin/python ]]; then
+    if [[ ! -x $VENV/bin/python ]]; then
+        say "creating Python venv in $VENV ($("$PYTHON" --version 2>&1))"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    say "installing $REQS into $VENV (first run takes about a minute)"
+    export PIP_DISABLE_PIP_VERSION_CHECK=1
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -r "$REQS"
+    echo "$want" >"$MARKER"
+fi

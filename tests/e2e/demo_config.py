@@ -1,0 +1,160 @@
+"""The demo configuration: the gateway's YAML (docs/host-config.md) and the filter's JSON
+(docs/config.md), built from the ports and the freshly generated keys.
+
+The demo and the end-to-end tests run this very configuration, so what the README shows is
+what the tests prove. The policy it states:
+
+  sklearn-iris  two replicas, round robin; explain goes to the explainer server.
+                Needs scope `predict:sklearn-iris`. 50 requests/s per subject, burst 100.
+                V1 rows of 4 numbers, at most 100 instances.
+  sklearn-wine  one replica. Needs scope `predict:sklearn-wine`.
+                2 requests/s per subject, burst 5 (small, so a loop of curls shows 429).
+                V1 rows of 13 numbers, at most 100 instances.
+  every model   a JWT from the demo issuer, any of the 12 supported algorithms; bodies over
+                64 KiB get 413; the token's `sub` goes upstream as `x-jwt-sub`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keys
+
+IRIS = "sklearn-iris"
+WINE = "sklearn-wine"
+IRIS_SCOPE = f"predict:{IRIS}"
+WINE_SCOPE = f"predict:{WINE}"
+ROUTING_HEADER = "x-gateway-model-name"
+SUBJECT_HEADER = "x-jwt-sub"
+MAX_BODY_BYTES = 64 * 1024
+IRIS_FEATURES = 4
+WINE_FEATURES = 13
+MAX_INSTANCES = 100
+IRIS_QUOTA = {"requestsPerSecond": 50, "burst": 100}
+WINE_QUOTA = {"requestsPerSecond": 2, "burst": 5}
+
+
+@dataclass(frozen=True)
+class Ports:
+    gateway: int = 8000
+    https: int = 8443
+    admin: int = 9901
+    iris1: int = 8081
+    iris2: int = 8082
+    wine: int = 8083
+    explainer: int = 8084
+
+    @classmethod
+    def from_base(cls, base: int) -> "Ports":
+        """Gateway base, HTTPS base+1, admin base+2, model servers base+11..14."""
+        return cls(base, base + 1, base + 2, base + 11, base + 12, base + 13, base + 14)
+
+    def all(self) -> list[int]:
+        return [self.gateway, self.https, self.admin, self.iris1, self.iris2, self.wine, self.explainer]
+
+
+def filter_config(keyset: keys.KeySet) -> dict:
+    """The modelgate filter's plugin configuration (what EnvoyExtensionPolicy `config` holds)."""
+    return {
+        "version": 1,
+        "logLevel": "info",
+        "failureMode": "deny",
+        "routing": {
+            "header": ROUTING_HEADER,
+            "unknownModel": "reject",
+            "listModels": True,
+        },
+        "jwt": {
+            "issuer": keys.ISSUER,
+            "audiences": [keys.AUDIENCE],
+            "jwks": keyset.jwks(),
+            "algorithms": list(keys.ALGORITHMS),
+            "leewaySeconds": 5,
+            "forwardClaims": {"sub": SUBJECT_HEADER},
+        },
+        "rateLimit": {"key": {"claim": "sub"}},
+        "validation": {"maxBodyBytes": MAX_BODY_BYTES},
+        "models": {
+            IRIS: {
+                "requiredScopes": [IRIS_SCOPE],
+                "rateLimit": IRIS_QUOTA,
+                "validation": {"featureCount": IRIS_FEATURES, "maxInstances": MAX_INSTANCES},
+            },
+            WINE: {
+                "requiredScopes": [WINE_SCOPE],
+                "rateLimit": WINE_QUOTA,
+                "validation": {"featureCount": WINE_FEATURES, "maxInstances": MAX_INSTANCES},
+            },
+        },
+    }
+
+
+def host_config(
+    ports: Ports,
+    wasm_path: str,
+    filter_config_path: str,
+    cert_path: str,
+    key_path: str,
+) -> dict:
+    """The gateway's configuration: listeners, clusters per model, routes by model header."""
+
+    def endpoint(port: int) -> str:
+        return f"127.0.0.1:{port}"
+
+    def by_model(model: str) -> list[dict]:
+        return [{"name": ROUTING_HEADER, "exact": model}]
+
+    return {
+        "version": 1,
+        "listeners": [
+            {"name": "http", "address": endpoint(ports.gateway)},
+            {
+                "name": "https",
+                "address": endpoint(ports.https),
+                "tls": {"certFile": cert_path, "keyFile": key_path},
+            },
+        ],
+        "admin": {"address": endpoint(ports.admin), "filterMetricTags": "dotPairs"},
+        "clusters": [
+            {
+                "name": IRIS,
+                "endpoints": [endpoint(ports.iris1), endpoint(ports.iris2)],
+                "lbPolicy": "roundRobin",
+            },
+            {"name": f"{IRIS}-explainer", "endpoints": [endpoint(ports.explainer)]},
+            {"name": WINE, "endpoints": [endpoint(ports.wine)]},
+        ],
+        # As KServe's generated HTTPRoutes: `:explain` to the explainer, everything else of
+        # the model to its predictor. The filter names the model in the routing header.
+        "routes": [
+            {
+                "name": f"{IRIS}-explain",
+                "match": {"regex": r"/v1/models/[\w-]+:explain", "headers": by_model(IRIS)},
+                "cluster": f"{IRIS}-explainer",
+                "timeout": "30s",
+            },
+            {
+                "name": IRIS,
+                "match": {"prefix": "/", "headers": by_model(IRIS)},
+                "cluster": IRIS,
+                "timeout": "30s",
+            },
+            {
+                "name": WINE,
+                "match": {"prefix": "/", "headers": by_model(WINE)},
+                "cluster": WINE,
+                "timeout": "30s",
+            },
+        ],
+        "filters": [
+            {
+                "name": "modelgate",
+                "wasm": wasm_path,
+                "rootId": "modelgate",
+                "configFile": filter_config_path,
+                "vmCount": 2,
+            }
+        ],
+        "bufferLimit": "1Mi",
+        "reload": {"watch": False},
+    }

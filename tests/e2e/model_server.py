@@ -1,0 +1,276 @@
+"""A real KServe model server for the demo and the end-to-end tests.
+
+It is KServe's own Python server (`kserve.ModelServer`, FastAPI + uvicorn) serving a
+scikit-learn model trained at start-up from the datasets scikit-learn ships (iris, wine),
+so nothing is downloaded. KServe's `sklearnserver` is not on PyPI, so the model class
+here does what it does: `get_predict_input` -> `predict` -> `get_predict_response`,
+which serves both the V1 and the V2 (Open Inference) protocols.
+
+Roles:
+  predictor  serves `:predict` (V1) and `infer` (V2); `:explain` answers KServe's 501,
+             as a real predictor without an explainer component does.
+  explainer  serves the same model under the same name and also implements `explain`,
+             the way KServe's explainer component answers `:explain` for an
+             InferenceService. The explanation is linear SHAP: for the logistic
+             regression trained here, each feature's contribution to the predicted
+             class's logit relative to the training mean, coef[c][j] * (x[j] - mean[j]).
+             For a linear model with independent features this is exact: the
+             contributions add up to logit(x) - logit(mean). It is our own code, not
+             alibi or another explainer library (none is installed here).
+
+Two additions serve the tests, neither changes KServe's answers:
+  - a Prometheus counter `model_server_requests_total{endpoint}` of every request that
+    reached this process (KServe's own histograms only count requests that got as far as
+    `predict`, so they cannot prove a rejected request never arrived);
+  - `GET /debug/requests`: the last requests received with their headers, so a test can
+    assert exactly which `x-request-id` / `x-user-id` arrived at which replica. An endpoint
+    rather than a log line because logs are noisy to parse and per-request logging costs
+    throughput (see REFERENCE.md section 5).
+
+Run: python model_server.py --model iris --name sklearn-iris --port 8081 [--role explainer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import logging
+import sys
+import threading
+import time
+import warnings
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=["iris", "wine"], required=True)
+    parser.add_argument("--name", required=True, help="model name on the URL path")
+    parser.add_argument("--port", type=int, required=True, help="HTTP port")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument("--role", choices=["predictor", "explainer"], default="predictor")
+    parser.add_argument("--replica", default="", help="label shown in /debug/requests")
+    parser.add_argument("--verbose", action="store_true", help="keep KServe's per-request logs")
+    return parser.parse_args(argv)
+
+
+# kserve.model_server parses sys.argv when it is imported (with argparse abbreviations, so
+# our --port would be read as its --http_port... or rejected). Parse ours first, then hide
+# them from KServe before the import.
+ARGS = parse_args(sys.argv[1:])
+sys.argv = sys.argv[:1]
+
+# pylint: disable=wrong-import-position
+import numpy as np  # noqa: E402
+from prometheus_client import Counter  # noqa: E402
+from sklearn import datasets  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+import kserve  # noqa: E402
+from kserve import model_server as kserve_model_server  # noqa: E402
+from kserve.protocol.rest.server import RESTServer  # noqa: E402
+from kserve.utils.utils import get_predict_input, get_predict_response  # noqa: E402
+
+REQUESTS = Counter(
+    "model_server_requests_total",
+    "Requests that reached this model server, by endpoint kind",
+    ["endpoint"],
+)
+RECENT_LIMIT = 256
+
+
+def endpoint_kind(method: str, path: str) -> str | None:
+    """Classifies a request path for the request counter; None for our own endpoints."""
+    if path in ("/metrics", "/debug/requests"):
+        return None
+    if path.startswith("/v1/models/"):
+        if path.endswith(":predict"):
+            return "v1_predict"
+        if path.endswith(":explain"):
+            return "v1_explain"
+        return "v1_model"
+    if path == "/v1/models":
+        return "v1_models"
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "v2_infer"
+    if path.startswith("/v2"):
+        return "v2_other"
+    return f"other_{method.lower()}"
+
+
+class RecentRequests:
+    """The last requests this server received, with their headers (thread-safe)."""
+
+    def __init__(self, replica: str):
+        self.replica = replica
+        self.items: collections.deque = collections.deque(maxlen=RECENT_LIMIT)
+        self.lock = threading.Lock()
+
+    def add(self, item: dict) -> None:
+        with self.lock:
+            self.items.append(item)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"replica": self.replica, "requests": list(self.items)}
+
+
+class RequestRecorder:
+    """ASGI middleware: counts every request and records it with its headers."""
+
+    def __init__(self, app, recent: RecentRequests):
+        self.app = app
+        self.recent = recent
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            kind = endpoint_kind(scope["method"], scope["path"])
+            if kind is not None:
+                REQUESTS.labels(endpoint=kind).inc()
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                self.recent.add(
+                    {
+                        "time": time.time(),
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "endpoint": kind,
+                        "headers": headers,
+                    }
+                )
+        await self.app(scope, receive, send)
+
+
+def train(dataset: str):
+    """Trains a deterministic classifier on a dataset bundled with scikit-learn."""
+    data = datasets.load_iris() if dataset == "iris" else datasets.load_wine()
+    if dataset == "iris":
+        # Unscaled, so the coefficients explain the raw features the caller sends.
+        model = LogisticRegression(max_iter=1000)
+    else:
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    model.fit(data.data, data.target)
+    return model, data
+
+
+class SklearnModel(kserve.Model):
+    """A scikit-learn classifier behind KServe's V1 and V2 protocols."""
+
+    def __init__(self, name: str, dataset: str):
+        super().__init__(name)
+        self.dataset = dataset
+        self.model = None
+        self.data = None
+        self.ready = False
+
+    def load(self) -> bool:
+        self.model, self.data = train(self.dataset)
+        self.ready = True
+        return self.ready
+
+    def predict(self, payload, headers=None):
+        instances = get_predict_input(payload)
+        result = self.model.predict(instances)
+        return get_predict_response(payload, result, self.name)
+
+    def get_input_types(self):
+        n = self.data.data.shape[1]
+        return [{"name": "input-0", "datatype": "FP64", "shape": [-1, n]}]
+
+    def get_output_types(self):
+        return [{"name": "output-0", "datatype": "INT64", "shape": [-1]}]
+
+
+class LinearShapExplainer(SklearnModel):
+    """The iris model again, plus `explain`: linear SHAP values of the predicted class."""
+
+    def explain(self, payload, headers=None):
+        instances = np.asarray(get_predict_input(payload), dtype=float)
+        mean = self.data.data.mean(axis=0)
+        classes = self.model.predict(instances)
+        explanations = []
+        for row, cls in zip(instances, classes):
+            coef = self.model.coef_[cls]
+            contributions = coef * (row - mean)
+            base = float(coef @ mean + self.model.intercept_[cls])
+            explanations.append(
+                {
+                    "predicted_class": int(cls),
+                    "class_name": str(self.data.target_names[cls]),
+                    "method": "linear-shap",
+                    "base_logit": round(base, 6),
+                    "contributions": {
+                        name: round(float(c), 6)
+                        for name, c in zip(self.data.feature_names, contributions)
+                    },
+                }
+            )
+        return {"explanations": explanations}
+
+
+class LoopbackModelServer(kserve.ModelServer):
+    """KServe's ModelServer with the REST listener on a chosen address and no gRPC.
+
+    KServe hard-codes host 0.0.0.0 in RESTServer; this repeats ModelServer.start for the
+    single-worker REST case and sets the uvicorn host before it binds.
+    """
+
+    def __init__(self, host: str, **kwargs):
+        super().__init__(enable_grpc=False, **kwargs)
+        self.bind_host = host
+
+    def start(self, models) -> None:
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = RESTServer(
+            "kserve.model_server:app",
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            grace_period=self.grace_period,
+            timeout_keep_alive=self.timeout_keep_alive,
+        )
+        self._rest_server.config.host = self.bind_host
+        self.servers.append(self._rest_server.start())
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
+
+
+def quiet_loggers() -> None:
+    """Drops the ~1 KB of logs KServe and FastAPI write per request (REFERENCE.md section 5)."""
+    warnings.filterwarnings("ignore")
+    for name in ("uvicorn.access", "kserve.trace"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    replica = ARGS.replica or f"{ARGS.name}@{ARGS.port}"
+    model_class = LinearShapExplainer if ARGS.role == "explainer" else SklearnModel
+    if ARGS.role == "explainer" and ARGS.model != "iris":
+        sys.exit("model_server: the explainer role is implemented for the iris model only")
+    model = model_class(ARGS.name, ARGS.model)
+    model.load()
+
+    recent = RecentRequests(replica)
+    app = kserve_model_server.app
+    app.add_middleware(RequestRecorder, recent=recent)
+
+    @app.get("/debug/requests")
+    def debug_requests():
+        return recent.snapshot()
+
+    server = LoopbackModelServer(ARGS.host, http_port=ARGS.port, enable_latency_logging=False)
+    # After the server's constructor: it (re)configures KServe's logging.
+    if not ARGS.verbose:
+        quiet_loggers()
+    print(
+        f"model_server: {replica} serving {ARGS.name} ({ARGS.model}, {ARGS.role}) "
+        f"on http://{ARGS.host}:{ARGS.port}",
+        flush=True,
+    )
+    server.start([model])
+
+
+if __name__ == "__main__":
+    main()
