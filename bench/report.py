@@ -175,7 +175,7 @@ def markdown(meta, figs, rss, conn1000):
     if conn1000:
         out += [
             "",
-            f"Keep-alive check: wrk -c{conn1000['connections']} for {conn1000['duration_s']} s against case 6;"
+            f"Keep-alive check: wrk -c{conn1000['connections']} for {conn1000['duration_s']} s against {LABEL[conn1000['case']]};"
             f" modelgate RSS {conn1000['vmrss_kib'] / 1024:.1f} MiB while the connections were open"
             f" ({conn1000['connected']} established), peak {conn1000['vmhwm_kib'] / 1024:.1f} MiB,"
             f" {conn1000['rps']:,.0f} req/s, {conn1000['errors']} errors.",

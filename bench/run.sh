@@ -105,16 +105,22 @@ log "run directory $RUN"
 
 # render TEMPLATE OUT VAR=VALUE...: fill @VAR@ placeholders of a bench/config template.
 render() {
-    local template=$1 out=$2 args=() kv
+    local template=$1 out=$2 args=() kv value
     shift 2
-    for kv in "$@" "RUN=$RUN"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    for kv in "$@" "RUN=$RUN"; do
+        value=${kv#*=}
+        value=${value//\\/\\\\}
+        value=${value//&/\\&}
+        value=${value//|/\\|}
+        args+=(-e "s|@${kv%%=*}@|$value|g")
+    done
     sed "${args[@]}" "$template" >"$out"
     if grep -q '@[A-Z_]*@' "$out"; then die "unfilled placeholder in $out"; fi
 }
 
-wait_http() { # URL SECONDS PID: until the URL answers (any status) or the process dies
+wait_http() { # URL SECONDS PID: until the URL answers 2xx or the process dies
     local url=$1 deadline=$((SECONDS + $2)) pid=$3
-    until curl -s -o /dev/null --max-time 2 "$url"; do
+    until curl -sf -o /dev/null --max-time 2 "$url"; do
         kill -0 "$pid" 2>/dev/null || die "process $pid for $url exited; see $RUN"
         ((SECONDS < deadline)) || die "$url not answering after $2 s; see $RUN"
         sleep 0.2
@@ -196,6 +202,66 @@ setup_static_cases() {
     fi
 }
 
+setup_kserve_cases() {
+    spawn kserve "$PY" "$ROOT/tests/e2e/model_server.py" \
+        --model iris --name sklearn-iris --port "$P_KSERVE"
+    # Start-up trains the model and imports KServe: tens of seconds on a busy machine.
+    wait_http "http://127.0.0.1:$P_KSERVE/v1/models/sklearn-iris" 180 "$STARTED"
+    CASE_URL[ks-direct]=http://127.0.0.1:$P_KSERVE
+    CASE_PID[ks-direct]=$STARTED
+
+    if wants ks-nginx; then
+        start_nginx nginx-kserve "$BENCH/config/nginx-proxy.conf.in" \
+            "LISTEN_PORT=$P_KS_NGINX" "BACKEND_PORT=$P_KSERVE"
+        wait_http "http://127.0.0.1:$P_KS_NGINX/v1/models/sklearn-iris" 10 "$STARTED"
+        CASE_URL[ks-nginx]=http://127.0.0.1:$P_KS_NGINX
+        CASE_PID[ks-nginx]=$STARTED
+    fi
+}
+
+build_noop_filter() {
+    log "building bench/noop-filter"
+    CARGO_TARGET_DIR=$ROOT/target cargo build -q --release --target wasm32-wasip1 \
+        --manifest-path "$BENCH/noop-filter/Cargo.toml"
+    NOOP_WASM=$ROOT/target/wasm32-wasip1/release/bench_noop_filter.wasm
+}
+
+# start_modelgate CASE TEMPLATE PORT BACKEND_PORT ADMIN_INDEX [VAR=VALUE...]
+start_modelgate() {
+    local case=$1 template=$2 port=$3 backend=$4 admin=$((P_ADMIN_BASE + $5))
+    shift 5
+    render "$template" "$RUN/$case.yaml" "LISTEN_PORT=$port" "BACKEND_PORT=$backend" \
+        "ADMIN_PORT=$admin" "$@"
+    RUST_LOG=warn spawn "$case" "$MODELGATE" serve --config "$RUN/$case.yaml"
+    wait_http "http://127.0.0.1:$admin/ready" 60 "$STARTED"
+    CASE_URL[$case]=http://127.0.0.1:$port
+    CASE_PID[$case]=$STARTED
+}
+
+setup_modelgate_cases() {
+    if wants mg-nofilter; then
+        start_modelgate mg-nofilter "$BENCH/config/modelgate-nofilter.yaml.in" \
+            "$P_MG_NOFILTER" "$P_UPSTREAM" 0
+    fi
+    if wants mg-noop; then
+        build_noop_filter
+        start_modelgate mg-noop "$BENCH/config/modelgate-noop.yaml.in" \
+            "$P_MG_NOOP" "$P_UPSTREAM" 1 "NOOP_WASM=$NOOP_WASM"
+    fi
+    if wants_any mg-full ks-mg-full; then
+        render "$BENCH/config/policy.json.in" "$RUN/policy.json" \
+            "JWKS=$(cat "$RUN/jwks.json")" "ISSUER=$JWT_ISSUER" "AUDIENCE=$JWT_AUDIENCE"
+    fi
+    if wants mg-full; then
+        start_modelgate mg-full "$BENCH/config/modelgate-full.yaml.in" \
+            "$P_MG_FULL" "$P_UPSTREAM" 2 "WASM=$WASM"
+    fi
+    if wants ks-mg-full; then
+        start_modelgate ks-mg-full "$BENCH/config/modelgate-full.yaml.in" \
+            "$P_KS_MG_FULL" "$P_KSERVE" 3 "WASM=$WASM"
+    fi
+}
+
 # --- measurement ------------------------------------------------------------
 
 # measure CASE CONC ROUND SECONDS: one wrk run, appended to $RESULTS as a sample.
@@ -235,11 +301,37 @@ record_rss() {
     done
 }
 
+# keepalive_rss_check CASE PORT: modelgate's memory with 1,000 keep-alive connections
+# open at once (wrk -c1000), sampled while they are open and as the peak after.
+keepalive_rss_check() {
+    local case=$1 port=$2 pid=${CASE_PID[$1]} conns=1000 secs=4 wrk_pid rss connected line
+    log "keep-alive check: $conns connections to $case for $secs s"
+    BENCH_TOKEN=$TOKEN wrk -t2 -c"$conns" -d"${secs}s" --timeout 5s -s "$BENCH/request.lua" \
+        "${CASE_URL[$case]}" >"$RUN/conn1000.txt" 2>&1 &
+    wrk_pid=$!
+    sleep $((secs - 1))
+    rss=$(status_kib VmRSS "$pid")
+    connected=$(ss -Htn state established "( sport = :$port )" | wc -l)
+    wait "$wrk_pid" || die "wrk -c$conns failed: $(cat "$RUN/conn1000.txt")"
+    line=$(grep '^{' "$RUN/conn1000.txt" | tail -n1)
+    printf '{"type":"conn1000","case":"%s","connections":%d,"duration_s":%d,"connected":%d,"vmrss_kib":%d,"vmhwm_kib":%d,"rps":%s,"errors":%s}\n' \
+        "$case" "$conns" "$secs" "$connected" "$rss" "$(status_kib VmHWM "$pid")" \
+        "$(sed -E 's/.*"requests":([0-9]+),"duration_us":([0-9]+).*/\1 \2/' <<<"$line" | awk '{printf "%.1f", $1 / ($2 / 1e6)}')" \
+        "$(sed -E 's/.*"err_connect":([0-9]+),"err_read":([0-9]+),"err_write":([0-9]+),"err_status":([0-9]+),"err_timeout":([0-9]+).*/\1 \2 \3 \4 \5/' <<<"$line" | awk '{print $1+$2+$3+$4+$5}')" \
+        >>"$RESULTS"
+}
+
 # --- main -------------------------------------------------------------------
 
-TOKEN=""
+# One RS256 key per run, made by PyJWT: the filter verifies a signature it has never
+# seen before this run, then serves it from its token cache.
+JWT_ISSUER=https://issuer.bench.modelgate.local
+JWT_AUDIENCE=modelgate-bench
+TOKEN=$("$PY" "$BENCH/keys.py" "$RUN" "$JWT_ISSUER" "$JWT_AUDIENCE" bench-client "predict")
 write_meta
 setup_static_cases
+if wants_any ks-direct ks-nginx ks-mg-full; then setup_kserve_cases; fi
+setup_modelgate_cases
 
 ACTIVE=()
 for case in $CASES; do
@@ -263,6 +355,7 @@ for conc in $CONNS; do
     done
 done
 record_rss
+if wants mg-full; then keepalive_rss_check mg-full "$P_MG_FULL"; fi
 
 "$PY" "$BENCH/report.py" "$RESULTS" "$OUT"
 cp "$RESULTS" "$OUT/latest.jsonl"
