@@ -15,6 +15,8 @@
 #                   ks-direct ks-nginx ks-mg-full (default: all)
 #   BENCH_OUT       results directory (default bench/results)
 #   BENCH_PYTHON    Python with PyJWT and matplotlib (default .venv/bin/python)
+#   BENCH_PROFILE   if 1: no table; instead `perf record` (cpu-clock) modelgate's
+#                   full-policy case at c=32 and write bench/results/profile.txt
 #
 # Ports 18500-18599 on 127.0.0.1. Every process started here is killed on exit.
 set -euo pipefail
@@ -24,7 +26,11 @@ BENCH=$ROOT/bench
 DURATION=${BENCH_DURATION:-5}
 ROUNDS=${BENCH_ROUNDS:-2}
 CONNS=${BENCH_CONNS:-"1 8 32 128"}
-CASES=${BENCH_CASES:-"direct nginx haproxy mg-nofilter mg-noop mg-full ks-direct ks-nginx ks-mg-full"}
+if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
+    CASES=${BENCH_CASES:-mg-full}
+else
+    CASES=${BENCH_CASES:-"direct nginx haproxy mg-nofilter mg-noop mg-full ks-direct ks-nginx ks-mg-full"}
+fi
 OUT=${BENCH_OUT:-$BENCH/results}
 PY=${BENCH_PYTHON:-$ROOT/.venv/bin/python}
 MODELGATE=$ROOT/target/release/modelgate
@@ -321,6 +327,38 @@ keepalive_rss_check() {
         >>"$RESULTS"
 }
 
+# profile_case CASE: where the proxy's CPU time goes under load, from perf's
+# cpu-clock sampling (hardware counters are not available in this VM). Wasm code
+# compiled by wasmtime has no symbols and shows up as its own anonymous mapping.
+profile_case() {
+    local case=$1 pid=${CASE_PID[$1]} secs=10 data=$RUN/perf.data report=$OUT/profile.txt
+    command -v perf >/dev/null || die "perf missing (Debian: apt-get install linux-perf)"
+    log "profiling $case for $secs s at c=32"
+    BENCH_TOKEN=$TOKEN wrk -t2 -c32 -d"$((secs + 2))s" -s "$BENCH/request.lua" \
+        "${CASE_URL[$case]}" >"$RUN/profile-wrk.txt" &
+    local wrk_pid=$!
+    sleep 1
+    perf record -q -e cpu-clock -F 1999 -g -p "$pid" -o "$data" -- sleep "$secs" 2>/dev/null
+    wait "$wrk_pid"
+    mkdir -p "$OUT"
+    {
+        echo "# perf profile of $case: cpu-clock at 1999 Hz for $secs s, wrk -c32 running"
+        echo "# wrk: $(grep '^{' "$RUN/profile-wrk.txt")"
+        echo
+        echo "## by shared object (self time)"
+        perf report -i "$data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -20
+        echo
+        echo "## by symbol (self time, top 60)"
+        perf report -i "$data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
+            | grep -v '^#' | grep -v '^$' | head -60
+        echo
+        echo "## by symbol including callees (top 60)"
+        perf report -i "$data" --children --sort sym --stdio -g none 2>/dev/null \
+            | grep -v '^#' | grep -v '^$' | head -60
+    } >"$report"
+    log "profile written to $report"
+}
+
 # --- main -------------------------------------------------------------------
 
 # One RS256 key per run, made by PyJWT: the filter verifies a signature it has never
@@ -332,6 +370,11 @@ write_meta
 setup_static_cases
 if wants_any ks-direct ks-nginx ks-mg-full; then setup_kserve_cases; fi
 setup_modelgate_cases
+
+if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
+    profile_case mg-full
+    exit 0
+fi
 
 ACTIVE=()
 for case in $CASES; do
