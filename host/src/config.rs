@@ -1,0 +1,690 @@
+//! The gateway's YAML configuration: its serde shape, parsing with field paths in every error,
+//! and the checks serde cannot express (references between sections, regexes, exclusive
+//! fields). The format is documented in `docs/host-config.md`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{ByteSize, ConfigDuration};
+
+/// The only config version this gateway reads.
+const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Pinned format version: `1`.
+    pub version: u32,
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// Most bytes of a request or response body a filter may ask to buffer
+    /// (Envoy's per-connection buffer limit): 413 (request) or 500 (response) past it.
+    #[serde(default = "default_buffer_limit")]
+    pub buffer_limit: ByteSize,
+    /// How long SIGTERM waits for in-flight requests before exiting anyway.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: ConfigDuration,
+    #[serde(default)]
+    pub reload: ReloadConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenerConfig {
+    #[serde(default = "default_listener_name")]
+    pub name: String,
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Path answered by the gateway itself with 200 `{"status":"ok"}`; `null` turns it off.
+    #[serde(default = "default_health_path")]
+    pub health_path: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    /// How filter metric names become Prometheus series.
+    #[serde(default)]
+    pub filter_metric_tags: MetricTagStyle,
+}
+
+/// Envoy exports a filter metric `name` as `wasmcustom.name`, sanitised. `dotPairs` also reads
+/// names of the form `base.k1.v1.k2.v2` as `base{k1="v1",k2="v2"}`, a simple form of Envoy's tag
+/// extraction for filters that name their metrics that way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MetricTagStyle {
+    #[default]
+    None,
+    DotPairs,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterConfig {
+    pub name: String,
+    pub endpoints: Vec<SocketAddr>,
+    #[serde(default)]
+    pub lb_policy: LbPolicy,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: ConfigDuration,
+    #[serde(default)]
+    pub outlier_detection: OutlierConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+}
+
+/// Passive health checking, after Envoy's outlier detection.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutlierConfig {
+    /// Consecutive connect errors or 5xx answers that eject an endpoint; 0 disables ejection.
+    #[serde(default = "default_consecutive_errors")]
+    pub consecutive_errors: u32,
+    /// An ejected endpoint returns after this times the number of its ejections.
+    #[serde(default = "default_base_ejection_time")]
+    pub base_ejection_time: ConfigDuration,
+    /// Upper bound of one ejection.
+    #[serde(default = "default_max_ejection_time")]
+    pub max_ejection_time: ConfigDuration,
+    /// At most this share of a cluster's endpoints is ejected at once (at least one always may be).
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u8,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_errors: default_consecutive_errors(),
+            base_ejection_time: default_base_ejection_time(),
+            max_ejection_time: default_max_ejection_time(),
+            max_ejection_percent: default_max_ejection_percent(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatchConfig,
+    pub cluster: String,
+    /// Whole-request deadline upstream (headers and body); 504 when it passes first.
+    #[serde(default = "default_route_timeout")]
+    pub timeout: ConfigDuration,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub request_headers: HeaderMutations,
+    #[serde(default)]
+    pub response_headers: HeaderMutations,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteMatchConfig {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchConfig>,
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderMatchConfig {
+    pub name: String,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// `true`: the header must be present; `false`: it must be absent.
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+/// When a request goes to another endpoint of the cluster (Envoy's `retry_on` names).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetryConfig {
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+    #[serde(default = "default_num_retries")]
+    pub num_retries: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            on: default_retry_on(),
+            num_retries: default_num_retries(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum RetryOn {
+    /// The TCP connection could not be made (or timed out).
+    #[serde(rename = "connect-failure")]
+    ConnectFailure,
+    /// The connection broke before any response arrived.
+    #[serde(rename = "reset")]
+    Reset,
+    /// The upstream answered 5xx.
+    #[serde(rename = "5xx")]
+    ServerError,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderMutations {
+    /// Replace (or create) these headers.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Append these headers, keeping existing values.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FilterConfig {
+    pub name: String,
+    pub wasm: PathBuf,
+    /// Defaults to the policy's `rootID` when read from one, else "".
+    #[serde(default)]
+    pub root_id: Option<String>,
+    /// Defaults to the filter's name (Envoy Gateway gives each wasm entry its own VM id).
+    #[serde(default)]
+    pub vm_id: Option<String>,
+    /// Raw bytes handed to `on_vm_start`.
+    #[serde(default)]
+    pub vm_config: Option<String>,
+    /// Inline plugin config (any YAML), delivered to `on_configure` as a JSON string.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Plugin config read verbatim from this file.
+    #[serde(default)]
+    pub config_file: Option<PathBuf>,
+    #[serde(default)]
+    pub from_envoy_extension_policy: Option<PolicySource>,
+    /// Defaults to the policy's `failOpen` when read from one, else false.
+    #[serde(default)]
+    pub fail_open: Option<bool>,
+    #[serde(default)]
+    pub env: Option<EnvConfig>,
+    /// VMs per plugin (Envoy runs one per worker); 0 means one per CPU.
+    #[serde(default)]
+    pub vm_count: usize,
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: ByteSize,
+    #[serde(default = "default_callback_deadline")]
+    pub callback_deadline: ConfigDuration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySource {
+    pub file: PathBuf,
+    /// Which `spec.wasm[]` entry; needed only when the manifest has several.
+    #[serde(default)]
+    pub wasm_name: Option<String>,
+}
+
+/// Host environment variables the VM may read, as Envoy Gateway's `env.hostKeys`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvConfig {
+    #[serde(default)]
+    pub host_keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccessLogConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Access-log field name -> filter state key (e.g. `model: wasm.model`).
+    #[serde(default)]
+    pub filter_state: BTreeMap<String, String>,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            enabled: true,
+            filter_state: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReloadConfig {
+    /// Reload when the config file or a file it names changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: ConfigDuration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            poll_interval: default_poll_interval(),
+        }
+    }
+}
+
+fn default_buffer_limit() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_drain_timeout() -> ConfigDuration {
+    ConfigDuration::from_millis(10_000)
+}
+fn default_listener_name() -> String {
+    "main".to_owned()
+}
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "serde default for an Option field"
+)]
+fn default_health_path() -> Option<String> {
+    Some("/health".to_owned())
+}
+fn default_connect_timeout() -> ConfigDuration {
+    ConfigDuration::from_millis(1_000)
+}
+fn default_consecutive_errors() -> u32 {
+    5
+}
+fn default_base_ejection_time() -> ConfigDuration {
+    ConfigDuration::from_millis(30_000)
+}
+fn default_max_ejection_time() -> ConfigDuration {
+    ConfigDuration::from_millis(300_000)
+}
+fn default_max_ejection_percent() -> u8 {
+    50
+}
+fn default_route_timeout() -> ConfigDuration {
+    ConfigDuration::from_millis(15_000)
+}
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectFailure]
+}
+fn default_num_retries() -> u32 {
+    1
+}
+fn default_memory_limit() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_callback_deadline() -> ConfigDuration {
+    ConfigDuration::from_millis(1_000)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_poll_interval() -> ConfigDuration {
+    ConfigDuration::from_millis(1_000)
+}
+
+/// Every problem found in a config, each naming its field path.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl Config {
+    /// Reads and checks the config at `path`; relative paths inside it are made relative to
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        let mut config = Config::parse(&text)?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses YAML text and checks it, without touching the file system.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let deserializer = serde_norway::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigErrors(vec![if path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            }])
+        })?;
+        let errors = config.check();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for listener in &mut self.listeners {
+            if let Some(tls) = &mut listener.tls {
+                join(&mut tls.cert_file);
+                join(&mut tls.key_file);
+            }
+        }
+        for filter in &mut self.filters {
+            join(&mut filter.wasm);
+            if let Some(file) = &mut filter.config_file {
+                join(file);
+            }
+            if let Some(source) = &mut filter.from_envoy_extension_policy {
+                join(&mut source.file);
+            }
+        }
+    }
+
+    /// Files whose change should trigger a reload, besides the config itself.
+    pub fn referenced_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for listener in &self.listeners {
+            if let Some(tls) = &listener.tls {
+                files.push(tls.cert_file.clone());
+                files.push(tls.key_file.clone());
+            }
+        }
+        for filter in &self.filters {
+            files.push(filter.wasm.clone());
+            files.extend(filter.config_file.clone());
+            files.extend(
+                filter
+                    .from_envoy_extension_policy
+                    .as_ref()
+                    .map(|s| s.file.clone()),
+            );
+        }
+        files
+    }
+
+    /// The checks serde cannot do; every error found, in document order.
+    fn check(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.version != VERSION {
+            errors.push(format!(
+                "version: unsupported version {}, expected {VERSION}",
+                self.version
+            ));
+        }
+        if self.listeners.is_empty() {
+            errors.push("listeners: at least one listener is required".to_owned());
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Some(path) = &listener.health_path
+                && !path.starts_with('/')
+            {
+                errors.push(format!("listeners[{i}].healthPath: must start with '/'"));
+            }
+        }
+        let mut cluster_names = std::collections::HashSet::new();
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            if !cluster_names.insert(cluster.name.as_str()) {
+                errors.push(format!(
+                    "clusters[{i}].name: duplicate cluster {:?}",
+                    cluster.name
+                ));
+            }
+            if cluster.endpoints.is_empty() {
+                errors.push(format!(
+                    "clusters[{i}].endpoints: at least one endpoint is required"
+                ));
+            }
+            if cluster.outlier_detection.max_ejection_percent > 100 {
+                errors.push(format!(
+                    "clusters[{i}].outlierDetection.maxEjectionPercent: must be at most 100"
+                ));
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            check_route(i, route, &cluster_names, &mut errors);
+        }
+        let mut filter_names = std::collections::HashSet::new();
+        for (i, filter) in self.filters.iter().enumerate() {
+            if !filter_names.insert(filter.name.as_str()) {
+                errors.push(format!(
+                    "filters[{i}].name: duplicate filter {:?}",
+                    filter.name
+                ));
+            }
+            let sources = [
+                filter.config.is_some(),
+                filter.config_file.is_some(),
+                filter.from_envoy_extension_policy.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() > 1 {
+                errors.push(format!(
+                    "filters[{i}]: give at most one of config, configFile and fromEnvoyExtensionPolicy"
+                ));
+            }
+        }
+        for (field, key) in &self.access_log.filter_state {
+            if key.is_empty() {
+                errors.push(format!(
+                    "accessLog.filterState.{field}: the filter state key is empty"
+                ));
+            }
+        }
+        errors
+    }
+}
+
+fn check_route(
+    i: usize,
+    route: &RouteConfig,
+    clusters: &std::collections::HashSet<&str>,
+    errors: &mut Vec<String>,
+) {
+    let m = &route.matcher;
+    let kinds = [m.path.is_some(), m.prefix.is_some(), m.regex.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        errors.push(format!(
+            "routes[{i}].match: give exactly one of path, prefix and regex"
+        ));
+    }
+    if let Some(regex) = &m.regex
+        && let Err(e) = regex::Regex::new(regex)
+    {
+        errors.push(format!("routes[{i}].match.regex: {e}"));
+    }
+    for (j, header) in m.headers.iter().enumerate() {
+        let at = format!("routes[{i}].match.headers[{j}]");
+        let kinds = [
+            header.exact.is_some(),
+            header.regex.is_some(),
+            header.present.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            errors.push(format!(
+                "{at}: give exactly one of exact, regex and present"
+            ));
+        }
+        if let Some(regex) = &header.regex
+            && let Err(e) = regex::Regex::new(regex)
+        {
+            errors.push(format!("{at}.regex: {e}"));
+        }
+        if hyper::header::HeaderName::from_bytes(header.name.as_bytes()).is_err() {
+            errors.push(format!(
+                "{at}.name: {:?} is not a valid header name",
+                header.name
+            ));
+        }
+    }
+    if !clusters.contains(route.cluster.as_str()) {
+        errors.push(format!(
+            "routes[{i}].cluster: unknown cluster {:?}",
+            route.cluster
+        ));
+    }
+    if route.timeout.0.is_zero() {
+        errors.push(format!("routes[{i}].timeout: must be greater than 0"));
+    }
+    for (section, mutations) in [
+        ("requestHeaders", &route.request_headers),
+        ("responseHeaders", &route.response_headers),
+    ] {
+        for (field, names) in [
+            ("set", mutations.set.keys().collect::<Vec<_>>()),
+            ("add", mutations.add.keys().collect()),
+            ("remove", mutations.remove.iter().collect()),
+        ] {
+            for name in names {
+                if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || name.starts_with(':')
+                {
+                    errors.push(format!(
+                        "routes[{i}].{section}.{field}: {name:?} is not a valid header name"
+                    ));
+                }
+            }
+        }
+        for (name, value) in mutations.set.iter().chain(&mutations.add) {
+            if hyper::header::HeaderValue::from_str(value).is_err() {
+                errors.push(format!(
+                    "routes[{i}].{section}: the value of {name:?} is not a valid header value"
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(yaml: &str) -> Vec<String> {
+        Config::parse(yaml)
+            .expect_err("config should be rejected")
+            .0
+    }
+
+    const MINIMAL: &str = "version: 1\nlisteners: [{address: 127.0.0.1:0}]\n";
+
+    #[test]
+    fn accepts_a_minimal_config_with_defaults() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.listeners[0].name, "main");
+        assert_eq!(config.listeners[0].health_path.as_deref(), Some("/health"));
+        assert_eq!(config.buffer_limit, ByteSize(1 << 20));
+    }
+
+    #[test]
+    fn unknown_fields_name_their_path() {
+        let errors = errors_of(
+            "version: 1\nlisteners: [{address: 127.0.0.1:0, tls: {certFile: a, keyFile: b, extra: 1}}]\n",
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("listeners[0].tls"), "{errors:?}");
+        assert!(errors[0].contains("unknown field `extra`"), "{errors:?}");
+    }
+
+    #[test]
+    fn reports_every_semantic_error() {
+        let yaml = format!(
+            "{MINIMAL}clusters: [{{name: a, endpoints: []}}]\nroutes:\n  - match: {{prefix: /, regex: '('}}\n    cluster: b\n"
+        );
+        let errors = errors_of(&yaml);
+        assert!(
+            errors.contains(&"clusters[0].endpoints: at least one endpoint is required".to_owned()),
+            "{errors:?}"
+        );
+        assert!(
+            errors.contains(
+                &"routes[0].match: give exactly one of path, prefix and regex".to_owned()
+            ),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("routes[0].match.regex: ")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.contains(&"routes[0].cluster: unknown cluster \"b\"".to_owned()),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn bad_scalars_name_their_path() {
+        let yaml = format!(
+            "{MINIMAL}clusters: [{{name: a, endpoints: [127.0.0.1:1], connectTimeout: 5}}]\n"
+        );
+        let errors = errors_of(&yaml);
+        assert!(
+            errors[0].starts_with("clusters[0].connectTimeout: "),
+            "{errors:?}"
+        );
+        let yaml = format!("{MINIMAL}clusters: [{{name: a, endpoints: [nowhere]}}]\n");
+        assert!(errors_of(&yaml)[0].starts_with("clusters[0].endpoints[0]: "));
+    }
+
+    #[test]
+    fn filter_config_sources_are_exclusive() {
+        let yaml = format!(
+            "{MINIMAL}filters: [{{name: f, wasm: f.wasm, config: {{}}, configFile: c.json}}]\n"
+        );
+        assert_eq!(
+            errors_of(&yaml),
+            ["filters[0]: give at most one of config, configFile and fromEnvoyExtensionPolicy"]
+        );
+    }
+
+    #[test]
+    fn rejects_other_versions() {
+        let errors = errors_of("version: 2\nlisteners: [{address: 127.0.0.1:0}]\n");
+        assert_eq!(errors, ["version: unsupported version 2, expected 1"]);
+    }
+}
