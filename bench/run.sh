@@ -331,22 +331,24 @@ keepalive_rss_check() {
 # cpu-clock sampling (hardware counters are not available in this VM). Wasm code
 # compiled by wasmtime has no symbols and shows up as its own anonymous mapping.
 profile_case() {
-    local case=$1 pid=${CASE_PID[$1]} secs=10 data=$RUN/perf.data report=$OUT/profile.txt
+    local case=$1 secs=10 data=$RUN/perf.data report=$OUT/profile.txt pids
     command -v perf >/dev/null || die "perf missing (Debian: apt-get install linux-perf)"
     log "profiling $case for $secs s at c=32"
     BENCH_TOKEN=$TOKEN wrk -t2 -c32 -d"$((secs + 2))s" -s "$BENCH/request.lua" \
         "${CASE_URL[$case]}" >"$RUN/profile-wrk.txt" &
     local wrk_pid=$!
     sleep 1
-    perf record -q -e cpu-clock -F 1999 -g -p "$pid" -o "$data" -- sleep "$secs" 2>/dev/null
+    pids=$(proc_tree "${CASE_PID[$case]}" | xargs | tr ' ' ',')
+    perf record -q -e cpu-clock -F 1999 -g -p "$pids" -o "$data" -- sleep "$secs" 2>/dev/null
     wait "$wrk_pid"
     mkdir -p "$OUT"
+    # (|| true: grep finding nothing to drop must not end the run)
     {
         echo "# perf profile of $case: cpu-clock at 1999 Hz for $secs s, wrk -c32 running"
         echo "# wrk: $(grep '^{' "$RUN/profile-wrk.txt")"
         echo
         echo "## by shared object (self time)"
-        perf report -i "$data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -20
+        perf report -i "$data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -20
         echo
         echo "## by symbol (self time, top 60)"
         perf report -i "$data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
@@ -355,7 +357,7 @@ profile_case() {
         echo "## by symbol including callees (top 60)"
         perf report -i "$data" --children --sort sym --stdio -g none 2>/dev/null \
             | grep -v '^#' | grep -v '^$' | head -60
-    } >"$report"
+    } >"$report" || true
     log "profile written to $report"
 }
 
