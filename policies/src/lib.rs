@@ -1,1 +1,120 @@
-//! Pure policy decisions for modelgate (placeholder: being written).
+//! Pure policy decisions for modelgate: model routing, JWT authentication and per-model
+//! authorization, rate limiting, and KServe V1/V2 request validation.
+//!
+//! This crate does no I/O and reads no clock: the Proxy-Wasm adapter (`filter/`) passes the
+//! request, the current time and the host's shared data in, and turns the returned
+//! [`HeadersDecision`]/[`BodyDecision`] back into host calls.
+//!
+//! ```text
+//! Policies::from_json(config)                      once, in on_configure (all compiling here)
+//! policies.on_request_headers(&view, now, store)   -> Continue | NeedBody | Reply
+//! policies.on_request_body(&pending, body, now, store) -> Continue | Reply
+//! ```
+
+mod authz;
+mod body_model;
+mod compile;
+mod config;
+mod decision;
+mod engine;
+mod error;
+mod jwks;
+mod jwt;
+mod kserve_v1;
+mod kserve_v2;
+mod models;
+mod ratelimit;
+mod reply;
+mod request;
+mod routing;
+mod store;
+mod token_cache;
+
+use std::time::SystemTime;
+
+pub use config::{ElementType, FailureMode, LogLevel};
+pub use decision::{
+    BodyDecision, Continue, HeaderEdits, HeadersDecision, NeedBody, Outcome, PendingRequest, Reply,
+    Verdict,
+};
+pub use error::ConfigError;
+pub use request::{HeaderSource, RequestView};
+pub use store::{MemoryStore, SharedStore, StoreError};
+
+/// The compiled policy set: built once from the configuration, then consulted per request.
+///
+/// Per-request methods take `&self`; the only interior state is the bounded cache of
+/// verified tokens.
+#[derive(Debug)]
+pub struct Policies {
+    inner: engine::Engine,
+}
+
+impl Policies {
+    /// Parse and compile the configuration document. Errors name the field path.
+    pub fn from_json(config: &[u8]) -> Result<Self, ConfigError> {
+        let raw = config::parse(config)?;
+        Ok(Self {
+            inner: compile::compile(raw)?,
+        })
+    }
+
+    /// The configured log level.
+    pub fn log_level(&self) -> LogLevel {
+        self.inner.log_level
+    }
+
+    /// The configured failure mode for internal faults.
+    pub fn failure_mode(&self) -> FailureMode {
+        self.inner.failure_mode
+    }
+
+    /// The routing header the policy sets (lower-case).
+    pub fn routing_header(&self) -> &str {
+        &self.inner.routing_header
+    }
+
+    /// The canonical names of every configured model, sorted.
+    pub fn model_names(&self) -> impl Iterator<Item = &str> {
+        self.inner.models.names()
+    }
+
+    /// Decide on a request from its headers.
+    ///
+    /// `now` is the host's current time; `store` is the host's shared data.
+    pub fn on_request_headers(
+        &self,
+        request: &RequestView<'_>,
+        now: SystemTime,
+        store: &dyn SharedStore,
+    ) -> HeadersDecision {
+        self.inner.on_request_headers(request, now, store)
+    }
+
+    /// Decide on a request whose headers returned [`HeadersDecision::NeedBody`], once the
+    /// complete body is buffered.
+    pub fn on_request_body(
+        &self,
+        pending: &PendingRequest,
+        body: &[u8],
+        now: SystemTime,
+        store: &dyn SharedStore,
+    ) -> BodyDecision {
+        self.inner.on_request_body(&pending.0, body, now, store)
+    }
+
+    /// The 413 reply for a body larger than [`PendingRequest::max_body_bytes`]: the adapter
+    /// sends it as soon as the buffered size passes the limit, without reading the body.
+    pub fn reject_oversized_body(&self, pending: &PendingRequest) -> Reply {
+        reply::payload_too_large(&pending.0)
+    }
+
+    /// The reply for an internal fault (a host call that failed, a trap caught in the adapter):
+    /// `Some(503)` under `failureMode: deny`, `None` (forward the request) under `allow`.
+    pub fn internal_fault_reply(&self, model: Option<&str>) -> Option<Reply> {
+        match self.inner.failure_mode {
+            FailureMode::Deny => Some(reply::internal_fault(self.inner.models.canonical(model))),
+            FailureMode::Allow => None,
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! `RawConfig` -> [`Engine`]: every check that can be made once is made here, and every
+//! error names the field path it is about.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::authz::Requirements;
+use crate::config::{
+    Protocol, RawBodyModel, RawConfig, RawJwt, RawLimitKey, RawModel, RawQuota, RawTokenSource,
+};
+use crate::engine::{BodyModel, Engine, LimitKey};
+use crate::error::ConfigError;
+use crate::jwks::{self, ALL_ALGS};
+use crate::jwt::{TokenSource, Verifier};
+use crate::kserve_v1::V1Rules;
+use crate::models::{Model, Models};
+use crate::ratelimit::Quota;
+use crate::routing::valid_name;
+use crate::token_cache::TokenCache;
+
+pub(crate) fn compile(raw: RawConfig) -> Result<Engine, ConfigError> {
+    if raw.version != 1 {
+        return Err(ConfigError::at(
+            "version",
+            format!("unsupported version {}, expected 1", raw.version),
+        ));
+    }
+    let routing_header = header_name(&raw.routing.header, "routing.header")?;
+    let body_model = raw.routing.body_model.map(compile_body_model).transpose()?;
+    let jwt = raw.jwt.map(compile_jwt).transpose()?;
+
+    let limit_key = match raw.rate_limit.key {
+        RawLimitKey::Claim(c) => {
+            if jwt.is_none() {
+                return Err(ConfigError::at(
+                    "rateLimit.key.claim",
+                    "keying by a claim needs jwt to be configured",
+                ));
+            }
+            LimitKey::Claim(c)
+        }
+        RawLimitKey::Header(h) => {
+            LimitKey::Header(header_name(&h, "rateLimit.key.header")?.to_string())
+        }
+        RawLimitKey::ClientAddress => LimitKey::ClientAddress,
+    };
+    let key_header = raw
+        .rate_limit
+        .key_header
+        .as_deref()
+        .map(|h| header_name(h, "rateLimit.keyHeader"))
+        .transpose()?;
+
+    if raw.validation.max_body_bytes == 0 {
+        return Err(ConfigError::at(
+            "validation.maxBodyBytes",
+            "must be greater than 0",
+        ));
+    }
+
+    let mut models = Models::default();
+    for (name, model) in raw.models {
+        let path = format!("models.{name}");
+        if !valid_name(&name) {
+            return Err(ConfigError::at(
+                &path,
+                "model names may hold only letters, digits, '-', '_' and '.'",
+            ));
+        }
+        for (i, alias) in model.aliases.iter().enumerate() {
+            if !valid_name(alias) {
+                return Err(ConfigError::at(
+                    &format!("{path}.aliases[{i}]"),
+                    "aliases may hold only letters, digits, '-', '_' and '.'",
+                ));
+            }
+        }
+        let aliases = model.aliases.clone();
+        let compiled = compile_model(&name, model, &path, jwt.is_some())?;
+        models.insert(compiled, &aliases).map_err(|taken| {
+            ConfigError::at(
+                &format!("{path}.aliases"),
+                format!("name {taken} is already taken"),
+            )
+        })?;
+    }
+
+    Ok(Engine {
+        log_level: raw.log_level,
+        failure_mode: raw.failure_mode,
+        routing_header,
+        unknown_model: raw.routing.unknown_model,
+        list_models: raw.routing.list_models,
+        body_model,
+        models,
+        jwt,
+        limit_key,
+        shadow: raw.rate_limit.shadow,
+        key_header,
+        max_body_bytes: raw.validation.max_body_bytes,
+    })
+}
+
+fn compile_body_model(raw: RawBodyModel) -> Result<BodyModel, ConfigError> {
+    if raw.field.is_empty() {
+        return Err(ConfigError::at(
+            "routing.bodyModel.field",
+            "must not be empty",
+        ));
+    }
+    if raw.paths.is_empty() {
+        return Err(ConfigError::at(
+            "routing.bodyModel.paths",
+            "must not be empty",
+        ));
+    }
+    for (i, p) in raw.paths.iter().enumerate() {
+        if !p.starts_with('/') || p.contains(['?', '#', '%']) {
+            return Err(ConfigError::at(
+                &format!("routing.bodyModel.paths[{i}]"),
+                "must be a plain path starting with '/'",
+            ));
+        }
+    }
+    Ok(BodyModel {
+        field: raw.field,
+        paths: raw.paths,
+    })
+}
+
+/// A header name, lower-cased, with only token characters (RFC 9110).
+fn header_name(name: &str, path: &str) -> Result<Arc<str>, ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !ok {
+        return Err(ConfigError::at(
+            path,
+            format!("invalid header name {name:?}"),
+        ));
+    }
+    Ok(Arc::from(name.to_ascii_lowercase()))
+}
+
+fn compile_jwt(raw: RawJwt) -> Result<Verifier, ConfigError> {
+    if raw.issuer.is_empty() {
+        return Err(ConfigError::at("jwt.issuer", "must not be empty"));
+    }
+    let allowed = match &raw.algorithms {
+        None => ALL_ALGS.to_vec(),
+        Some(names) => {
+            if names.is_empty() {
+                return Err(ConfigError::at("jwt.algorithms", "must not be empty"));
+            }
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    jwks::parse_algorithm(n)
+                        .map_err(|m| ConfigError::at(&format!("jwt.algorithms[{i}]"), m))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    if raw.jwks.keys.is_empty() {
+        return Err(ConfigError::at(
+            "jwt.jwks.keys",
+            "must hold at least one key",
+        ));
+    }
+    let mut keys = Vec::with_capacity(raw.jwks.keys.len());
+    for (i, jwk) in raw.jwks.keys.iter().enumerate() {
+        let path = format!("jwt.jwks.keys[{i}]");
+        let key = jwks::compile_key(jwk, &allowed, &path)?;
+        if key.kid.is_some() && keys.iter().any(|k: &jwks::Key| k.kid == key.kid) {
+            return Err(ConfigError::at(&format!("{path}.kid"), "duplicate kid"));
+        }
+        keys.push(key);
+    }
+    let sources = compile_sources(raw.token_sources)?;
+    let forward = raw
+        .forward_claims
+        .into_iter()
+        .map(|(claim, header)| {
+            let path = format!("jwt.forwardClaims.{claim}");
+            Ok((claim, header_name(&header, &path)?))
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    if raw.max_token_bytes == 0 {
+        return Err(ConfigError::at(
+            "jwt.maxTokenBytes",
+            "must be greater than 0",
+        ));
+    }
+    if raw.realm.contains(['"', '\\']) || raw.realm.bytes().any(|b| b < 0x20) {
+        return Err(ConfigError::at(
+            "jwt.realm",
+            "must not contain quotes, backslashes or control characters",
+        ));
+    }
+    Ok(Verifier {
+        keys,
+        issuer: raw.issuer,
+        audiences: raw.audiences.into_vec(),
+        leeway: raw.leeway_seconds,
+        sources,
+        forward,
+        max_token_bytes: raw.max_token_bytes,
+        realm: raw.realm,
+        strip_authorization: raw.strip_authorization,
+        cache: TokenCache::new(raw.cache_size),
+    })
+}
+
+fn compile_sources(raw: Option<Vec<RawTokenSource>>) -> Result<Vec<TokenSource>, ConfigError> {
+    Ok(match raw {
+        None => vec![TokenSource::Header {
+            name: "authorization".to_owned(),
+            prefix: "Bearer ".to_owned(),
+        }],
+        Some(list) => {
+            if list.is_empty() {
+                return Err(ConfigError::at("jwt.tokenSources", "must not be empty"));
+            }
+            let mut out = Vec::with_capacity(list.len());
+            for (i, s) in list.into_iter().enumerate() {
+                let path = format!("jwt.tokenSources[{i}]");
+                out.push(match (s.header, s.query) {
+                    (Some(h), None) => TokenSource::Header {
+                        name: header_name(&h, &format!("{path}.header"))?.to_string(),
+                        prefix: s.prefix.unwrap_or_default(),
+                    },
+                    (None, Some(q)) if s.prefix.is_none() && !q.is_empty() => TokenSource::Query(q),
+                    (None, Some(_)) if s.prefix.is_some() => {
+                        return Err(ConfigError::at(
+                            &format!("{path}.prefix"),
+                            "only header sources take a prefix",
+                        ));
+                    }
+                    _ => {
+                        return Err(ConfigError::at(
+                            &path,
+                            "set exactly one of header or query (non-empty)",
+                        ));
+                    }
+                });
+            }
+            out
+        }
+    })
+}
+
+fn compile_model(
+    name: &str,
+    raw: RawModel,
+    path: &str,
+    has_jwt: bool,
+) -> Result<Model, ConfigError> {
+    let (v1, v2) = match &raw.protocols {
+        None => (true, true),
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::at(
+                &format!("{path}.protocols"),
+                "must not be empty",
+            ));
+        }
+        Some(list) => (list.contains(&Protocol::V1), list.contains(&Protocol::V2)),
+    };
+    let mut claims = Vec::with_capacity(raw.required_claims.len());
+    for (claim, values) in raw.required_claims {
+        let values = values.into_vec();
+        if values.is_empty() {
+            return Err(ConfigError::at(
+                &format!("{path}.requiredClaims.{claim}"),
+                "must list at least one value",
+            ));
+        }
+        claims.push((claim, values));
+    }
+    let requirements = Requirements::new(raw.required_scopes, claims);
+    if !requirements.is_empty() && !has_jwt {
+        return Err(ConfigError::at(
+            path,
+            "requiredScopes and requiredClaims need jwt to be configured",
+        ));
+    }
+    let quota = raw
+        .rate_limit
+        .map(|q| compile_quota(name, &q, &format!("{path}.rateLimit")))
+        .transpose()?;
+    let v1_rules = match raw.validation {
+        None => V1Rules::default(),
+        Some(v) => {
+            let vpath = format!("{path}.validation");
+            if v.feature_count == Some(0) {
+                return Err(ConfigError::at(
+                    &format!("{vpath}.featureCount"),
+                    "must be greater than 0",
+                ));
+            }
+            if v.max_instances == Some(0) {
+                return Err(ConfigError::at(
+                    &format!("{vpath}.maxInstances"),
+                    "must be greater than 0",
+                ));
+            }
+            V1Rules {
+                feature_count: v.feature_count,
+                max_instances: v.max_instances,
+                element_type: v.element_type,
+            }
+        }
+    };
+    Ok(Model {
+        name: Arc::from(name),
+        v1,
+        v2,
+        requirements,
+        quota,
+        v1_rules,
+    })
+}
+
+fn compile_quota(model: &str, raw: &RawQuota, path: &str) -> Result<Quota, ConfigError> {
+    let positive = |value: u32, field: &str| {
+        NonZeroU32::new(value)
+            .ok_or_else(|| ConfigError::at(&format!("{path}.{field}"), "must be greater than 0"))
+    };
+    let (rate, per) = match (raw.requests_per_second, raw.requests_per_minute) {
+        (Some(r), None) => (positive(r, "requestsPerSecond")?, Duration::from_secs(1)),
+        (None, Some(r)) => (positive(r, "requestsPerMinute")?, Duration::from_mins(1)),
+        _ => {
+            return Err(ConfigError::at(
+                path,
+                "set exactly one of requestsPerSecond or requestsPerMinute",
+            ));
+        }
+    };
+    let burst = match raw.burst {
+        None => rate,
+        Some(b) => positive(b, "burst")?,
+    };
+    Ok(Quota::new(model, rate, per, burst))
+}

@@ -1,0 +1,321 @@
+//! The configuration document as written (`RawConfig`), parsed with field paths in every error.
+//!
+//! One versioned JSON document, the `config` of an `EnvoyExtensionPolicy` wasm entry.
+//! Unknown fields are errors everywhere: we write both the config and its reader, so a field
+//! the reader does not know is a typo, not version drift. `docs/config.md` documents each field.
+//! Compiling it into [`crate::Policies`] (keys, routes, quotas) happens in `compile.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Log level for the filter's own messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LogLevel {
+    /// Everything, including per-request decisions.
+    Trace,
+    /// Per-request denials and their reasons.
+    Debug,
+    /// Start-up and configuration (the default).
+    #[default]
+    Info,
+    /// Internal faults and shadow-mode rate limit hits.
+    Warn,
+    /// Internal faults only.
+    Error,
+    /// Only what precedes a crash.
+    Critical,
+}
+
+/// What to do on an internal fault (not on a policy deny).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureMode {
+    /// Answer 503: a fault never lets a request through unchecked (the default).
+    #[default]
+    Deny,
+    /// Forward the request as if the failed check had passed.
+    Allow,
+}
+
+/// The whole document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawConfig {
+    pub(crate) version: u32,
+    #[serde(default)]
+    pub(crate) log_level: LogLevel,
+    #[serde(default)]
+    pub(crate) failure_mode: FailureMode,
+    #[serde(default)]
+    pub(crate) routing: RawRouting,
+    pub(crate) jwt: Option<RawJwt>,
+    #[serde(default)]
+    pub(crate) rate_limit: RawRateLimit,
+    #[serde(default)]
+    pub(crate) validation: RawValidationSettings,
+    pub(crate) models: BTreeMap<String, RawModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawRouting {
+    #[serde(default = "default_routing_header")]
+    pub(crate) header: String,
+    #[serde(default)]
+    pub(crate) unknown_model: UnknownModel,
+    #[serde(default = "default_true")]
+    pub(crate) list_models: bool,
+    pub(crate) body_model: Option<RawBodyModel>,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        Self {
+            header: default_routing_header(),
+            unknown_model: UnknownModel::default(),
+            list_models: true,
+            body_model: None,
+        }
+    }
+}
+
+/// What happens to a request naming a model the configuration does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum UnknownModel {
+    /// 404 in KServe's shape (the default).
+    #[default]
+    Reject,
+    /// Forward untouched (no routing header, no model policy).
+    PassThrough,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawBodyModel {
+    #[serde(default = "default_body_field")]
+    pub(crate) field: String,
+    pub(crate) paths: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawJwt {
+    pub(crate) issuer: String,
+    #[serde(default)]
+    pub(crate) audiences: OneOrMany,
+    pub(crate) jwks: RawJwks,
+    pub(crate) algorithms: Option<Vec<String>>,
+    #[serde(default = "default_leeway")]
+    pub(crate) leeway_seconds: u64,
+    pub(crate) token_sources: Option<Vec<RawTokenSource>>,
+    #[serde(default)]
+    pub(crate) forward_claims: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) strip_authorization: bool,
+    #[serde(default = "default_max_token_bytes")]
+    pub(crate) max_token_bytes: usize,
+    #[serde(default = "default_cache_size")]
+    pub(crate) cache_size: usize,
+    #[serde(default = "default_realm")]
+    pub(crate) realm: String,
+}
+
+/// A string or a list of strings (`"aud": "a"` and `"aud": ["a", "b"]` both appear in the wild).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawJwks {
+    pub(crate) keys: Vec<RawJwk>,
+}
+
+/// One public JWK (RFC 7517/7518 members). Private members such as `d` are unknown fields,
+/// so a private key pasted by mistake is rejected instead of being published in the config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJwk {
+    pub(crate) kty: String,
+    pub(crate) kid: Option<String>,
+    pub(crate) alg: Option<String>,
+    #[serde(rename = "use")]
+    pub(crate) use_: Option<String>,
+    pub(crate) key_ops: Option<Vec<String>>,
+    pub(crate) n: Option<String>,
+    pub(crate) e: Option<String>,
+    pub(crate) crv: Option<String>,
+    pub(crate) x: Option<String>,
+    pub(crate) y: Option<String>,
+    pub(crate) k: Option<String>,
+    // Certificate members are accepted (JWKS endpoints publish them) but not used: the key is
+    // trusted because it is in the config, not because of a chain.
+    #[serde(rename = "x5u")]
+    _x5u: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "x5c")]
+    _x5c: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "x5t")]
+    _x5t: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "x5t#S256")]
+    _x5t_s256: Option<serde::de::IgnoredAny>,
+}
+
+/// Where to find the token: exactly one of `header` or `query`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawTokenSource {
+    pub(crate) header: Option<String>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) query: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawRateLimit {
+    #[serde(default)]
+    pub(crate) key: RawLimitKey,
+    #[serde(default)]
+    pub(crate) shadow: bool,
+    pub(crate) key_header: Option<String>,
+}
+
+/// What identifies a caller for rate limiting.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) enum RawLimitKey {
+    /// A JWT claim (`{"claim": "sub"}`).
+    Claim(String),
+    /// A request header (`{"header": "x-api-key"}`).
+    Header(String),
+    /// The client address (`"clientAddress"`).
+    ClientAddress,
+}
+
+impl Default for RawLimitKey {
+    fn default() -> Self {
+        RawLimitKey::Claim("sub".to_owned())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawValidationSettings {
+    #[serde(default = "default_max_body_bytes")]
+    pub(crate) max_body_bytes: usize,
+}
+
+impl Default for RawValidationSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawModel {
+    #[serde(default)]
+    pub(crate) aliases: Vec<String>,
+    pub(crate) protocols: Option<Vec<Protocol>>,
+    #[serde(default)]
+    pub(crate) required_scopes: Vec<String>,
+    #[serde(default)]
+    pub(crate) required_claims: BTreeMap<String, OneOrMany>,
+    pub(crate) rate_limit: Option<RawQuota>,
+    pub(crate) validation: Option<RawModelValidation>,
+}
+
+/// A KServe inference protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Protocol {
+    V1,
+    V2,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawQuota {
+    pub(crate) requests_per_second: Option<u32>,
+    pub(crate) requests_per_minute: Option<u32>,
+    pub(crate) burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawModelValidation {
+    pub(crate) feature_count: Option<usize>,
+    pub(crate) max_instances: Option<usize>,
+    #[serde(default)]
+    pub(crate) element_type: ElementType,
+}
+
+/// What V1 row elements may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ElementType {
+    /// JSON numbers only (the default: what scikit-learn models take).
+    #[default]
+    Number,
+    /// JSON strings only.
+    String,
+    /// JSON booleans only.
+    Bool,
+    /// Any JSON scalar (not null, not an object).
+    Any,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_routing_header() -> String {
+    "x-gateway-model-name".to_owned()
+}
+fn default_body_field() -> String {
+    "model".to_owned()
+}
+fn default_leeway() -> u64 {
+    60
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+fn default_cache_size() -> usize {
+    1024
+}
+fn default_realm() -> String {
+    "modelgate".to_owned()
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+
+/// Parse the document, naming the field path of any error.
+pub(crate) fn parse(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::at(&path, e.into_inner().to_string())
+    })
+}

@@ -1,0 +1,171 @@
+//! What a policy check decides: values the Proxy-Wasm adapter turns into host calls.
+//!
+//! A deny is a value ([`Reply`]), never an error: the adapter sends it as a local response.
+//! Every decision carries a [`Verdict`] (model and [`Outcome`]) so the adapter can count
+//! requests by model and outcome without knowing why.
+
+use std::sync::Arc;
+
+use crate::engine::Pending;
+
+/// The outcome of one request, as counted in metrics (`as_str` is the label value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Forwarded upstream (or answered at the edge, as the model listing is).
+    Allowed,
+    /// Missing or invalid token: 401.
+    Unauthenticated,
+    /// Valid token without the scope or claim the model requires: 403.
+    Forbidden,
+    /// Over the model's quota: 429.
+    RateLimited,
+    /// Malformed or oversized body, or a path that cannot name a model: 400 or 413.
+    Invalid,
+    /// The path or body names a model the configuration does not know: 404.
+    UnknownModel,
+    /// An internal fault (such as shared data that cannot be updated) under `failureMode`.
+    InternalError,
+}
+
+impl Outcome {
+    /// Every outcome, for adapters that define one metric per outcome up front.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Allowed,
+        Outcome::Unauthenticated,
+        Outcome::Forbidden,
+        Outcome::RateLimited,
+        Outcome::Invalid,
+        Outcome::UnknownModel,
+        Outcome::InternalError,
+    ];
+
+    /// The metric label value, in snake case.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::Forbidden => "forbidden",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Invalid => "invalid",
+            Outcome::UnknownModel => "unknown_model",
+            Outcome::InternalError => "internal_error",
+        }
+    }
+}
+
+/// Which model a request was for (when known) and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verdict {
+    /// The canonical model name (aliases resolved); `None` when no model was named or it is unknown.
+    pub model: Option<Arc<str>>,
+    /// The outcome to count.
+    pub outcome: Outcome,
+    /// True when the request was over its quota but shadow mode let it through.
+    pub shadow_rate_limited: bool,
+}
+
+impl Verdict {
+    pub(crate) fn new(model: Option<Arc<str>>, outcome: Outcome) -> Self {
+        Self {
+            model,
+            outcome,
+            shadow_rate_limited: false,
+        }
+    }
+}
+
+/// Request header changes to apply before forwarding: first every `remove`, then every `set`
+/// (a set replaces all existing values of that header).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeaderEdits {
+    /// Headers to remove (lower-case names).
+    pub remove: Vec<Arc<str>>,
+    /// Headers to set, replacing any existing value (lower-case names).
+    pub set: Vec<(Arc<str>, String)>,
+}
+
+impl HeaderEdits {
+    /// True when there is nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty()
+    }
+}
+
+/// Forward the request upstream after applying `headers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Continue {
+    /// Request header changes.
+    pub headers: HeaderEdits,
+    /// True when the routing header changed, so the adapter should ask the host to
+    /// recompute the route (foreign function `clear_route_cache`, tolerated when absent).
+    pub route_changed: bool,
+    /// Model and outcome, for metrics.
+    pub verdict: Verdict,
+}
+
+/// Answer the request at the edge with this local response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers (lower-case names), `content-type` included.
+    pub headers: Vec<(&'static str, String)>,
+    /// The JSON body.
+    pub body: String,
+    /// Model and outcome, for metrics.
+    pub verdict: Verdict,
+}
+
+/// The body is needed before deciding: buffer it (at most `max_bytes`, else 413 through
+/// [`crate::Policies::reject_oversized_body`]) and call [`crate::Policies::on_request_body`]
+/// with `pending` once it is complete.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NeedBody {
+    /// The largest body the policy accepts.
+    pub max_bytes: usize,
+    /// What the header phase found; hand it back with the body.
+    pub pending: PendingRequest,
+}
+
+/// The state carried from the header phase to the body phase of one request.
+///
+/// Opaque: the adapter stores it in its stream context and hands it back.
+#[derive(Debug, Clone)]
+pub struct PendingRequest(pub(crate) Pending);
+
+impl PendingRequest {
+    /// The largest body the policy accepts for this request.
+    pub fn max_body_bytes(&self) -> usize {
+        self.0.max_bytes
+    }
+
+    /// The model, when the header phase already knew it (body-model routing does not).
+    pub fn model(&self) -> Option<&Arc<str>> {
+        self.0.model_name()
+    }
+}
+
+/// The decision after the request headers.
+#[derive(Debug, Clone)]
+pub enum HeadersDecision {
+    /// Forward the request (do not buffer the body).
+    Continue(Continue),
+    /// Buffer the body, then call `on_request_body`.
+    NeedBody(NeedBody),
+    /// Send this local response.
+    Reply(Reply),
+}
+
+/// The decision after the complete request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyDecision {
+    /// Forward the request after applying the header edits.
+    Continue(Continue),
+    /// Send this local response.
+    Reply(Reply),
+}

@@ -1,0 +1,420 @@
+//! The request pipeline: route -> authenticate -> authorize -> rate limit -> (body) validate.
+//!
+//! Authentication runs at header time for every request, so an unauthenticated body is never
+//! buffered. When the model is only known from the body (`routing.bodyModel`), authorization
+//! and rate limiting run in the body phase, once the model is known.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{FailureMode, LogLevel, Protocol, UnknownModel};
+use crate::decision::{
+    BodyDecision, Continue, HeaderEdits, HeadersDecision, NeedBody, Outcome, PendingRequest, Reply,
+    Verdict,
+};
+use crate::jwt::{AuthError, Identity, Verifier};
+use crate::models::{ModelId, Models};
+use crate::ratelimit::Check;
+use crate::request::RequestView;
+use crate::routing::{self, Endpoint, Target};
+use crate::store::SharedStore;
+use crate::{body_model, kserve_v1, kserve_v2, reply};
+
+/// The header announcing a V2 binary-extension body.
+const BINARY_HEADER: &str = "inference-header-content-length";
+
+/// The compiled policy set.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub(crate) log_level: LogLevel,
+    pub(crate) failure_mode: FailureMode,
+    pub(crate) routing_header: Arc<str>,
+    pub(crate) unknown_model: UnknownModel,
+    pub(crate) list_models: bool,
+    pub(crate) body_model: Option<BodyModel>,
+    pub(crate) models: Models,
+    pub(crate) jwt: Option<Verifier>,
+    pub(crate) limit_key: LimitKey,
+    pub(crate) shadow: bool,
+    pub(crate) key_header: Option<Arc<str>>,
+    pub(crate) max_body_bytes: usize,
+}
+
+/// Routing by a field of a JSON body, on these exact paths.
+#[derive(Debug)]
+pub(crate) struct BodyModel {
+    pub(crate) field: String,
+    pub(crate) paths: Vec<String>,
+}
+
+/// What identifies a caller for rate limiting.
+#[derive(Debug, Clone)]
+pub(crate) enum LimitKey {
+    Claim(String),
+    Header(String),
+    ClientAddress,
+}
+
+/// State carried from the header phase to the body phase.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) max_bytes: usize,
+    stage: Stage,
+}
+
+#[derive(Debug, Clone)]
+enum Stage {
+    /// The model is known and every header-time check passed: validate, then forward.
+    Validate {
+        model: ModelId,
+        name: Arc<str>,
+        protocol: Protocol,
+        binary_header: Option<String>,
+        forward: Continue,
+    },
+    /// The model comes from the body: route, authorize and rate limit after it.
+    BodyModel {
+        identity: Option<Arc<Identity>>,
+        limit_key: String,
+        edits: HeaderEdits,
+    },
+}
+
+impl Pending {
+    pub(crate) fn model_name(&self) -> Option<&Arc<str>> {
+        match &self.stage {
+            Stage::Validate { name, .. } => Some(name),
+            Stage::BodyModel { .. } => None,
+        }
+    }
+}
+
+/// Seconds and the full duration since the Unix epoch (0 for times before it).
+fn since_epoch(now: SystemTime) -> Duration {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+impl Engine {
+    pub(crate) fn on_request_headers(
+        &self,
+        request: &RequestView<'_>,
+        now: SystemTime,
+        store: &dyn SharedStore,
+    ) -> HeadersDecision {
+        let now = since_epoch(now);
+        let target = routing::classify(request.path);
+        let identity = match self.authenticate(request, now.as_secs()) {
+            Ok(identity) => identity,
+            Err(reply) => return HeadersDecision::Reply(reply),
+        };
+        let mut edits = self.base_edits(request, identity.as_deref());
+
+        match target {
+            Target::Invalid(reason) => {
+                log::debug!("invalid path {:?}: {reason}", request.path);
+                HeadersDecision::Reply(reply::invalid(
+                    &format!("invalid request path: {reason}"),
+                    None,
+                ))
+            }
+            Target::List(protocol) if self.list_models && request.method == "GET" => {
+                let names = self
+                    .models
+                    .iter()
+                    .filter(|m| {
+                        m.speaks(protocol) && m.requirements.check(identity.as_deref()).is_ok()
+                    })
+                    .map(|m| &*m.name);
+                HeadersDecision::Reply(reply::model_list(names))
+            }
+            Target::Model {
+                name,
+                protocol,
+                endpoint,
+            } => {
+                let id = match self.models.lookup(name) {
+                    Some(id) if self.models.get(id).speaks(protocol) => id,
+                    _ => return self.unknown(name, edits),
+                };
+                let key = self.limit_key(request, identity.as_deref());
+                let shadow_limited =
+                    match self.admit(id, identity.as_deref(), &key, now, store, &mut edits) {
+                        Ok(shadow_limited) => shadow_limited,
+                        Err(reply) => return HeadersDecision::Reply(reply),
+                    };
+                let forward = self.forward(id, edits, shadow_limited);
+                let needs_body = request.method == "POST"
+                    && matches!(
+                        (protocol, endpoint),
+                        (Protocol::V1, Endpoint::Predict | Endpoint::Explain)
+                            | (Protocol::V2, Endpoint::Infer)
+                    );
+                if !needs_body {
+                    return HeadersDecision::Continue(forward);
+                }
+                let binary_header = match protocol {
+                    Protocol::V2 => request
+                        .headers
+                        .header(BINARY_HEADER)
+                        .map(std::borrow::Cow::into_owned),
+                    Protocol::V1 => None,
+                };
+                HeadersDecision::NeedBody(NeedBody {
+                    max_bytes: self.max_body_bytes,
+                    pending: PendingRequest(Pending {
+                        max_bytes: self.max_body_bytes,
+                        stage: Stage::Validate {
+                            model: id,
+                            name: Arc::clone(&self.models.get(id).name),
+                            protocol,
+                            binary_header,
+                            forward,
+                        },
+                    }),
+                })
+            }
+            Target::Other | Target::List(_) => {
+                let path = routing::strip_query(request.path);
+                let by_body = self
+                    .body_model
+                    .as_ref()
+                    .is_some_and(|b| request.method == "POST" && b.paths.iter().any(|p| p == path));
+                if by_body {
+                    let limit_key = self.limit_key(request, identity.as_deref());
+                    return HeadersDecision::NeedBody(NeedBody {
+                        max_bytes: self.max_body_bytes,
+                        pending: PendingRequest(Pending {
+                            max_bytes: self.max_body_bytes,
+                            stage: Stage::BodyModel {
+                                identity,
+                                limit_key,
+                                edits,
+                            },
+                        }),
+                    });
+                }
+                HeadersDecision::Continue(Continue {
+                    route_changed: !edits.remove.is_empty(),
+                    headers: edits,
+                    verdict: Verdict::new(None, Outcome::Allowed),
+                })
+            }
+        }
+    }
+
+    pub(crate) fn on_request_body(
+        &self,
+        pending: &Pending,
+        body: &[u8],
+        now: SystemTime,
+        store: &dyn SharedStore,
+    ) -> BodyDecision {
+        if body.len() > pending.max_bytes {
+            return BodyDecision::Reply(reply::payload_too_large(pending));
+        }
+        match &pending.stage {
+            Stage::Validate {
+                model,
+                name,
+                protocol,
+                binary_header,
+                forward,
+            } => {
+                let result = match protocol {
+                    Protocol::V1 => kserve_v1::validate(body, &self.models.get(*model).v1_rules),
+                    Protocol::V2 => kserve_v2::validate(body, binary_header.as_deref()),
+                };
+                match result {
+                    Ok(()) => BodyDecision::Continue(forward.clone()),
+                    Err(message) => {
+                        log::debug!("invalid body for model {name}: {message}");
+                        BodyDecision::Reply(reply::invalid(&message, Some(Arc::clone(name))))
+                    }
+                }
+            }
+            Stage::BodyModel {
+                identity,
+                limit_key,
+                edits,
+            } => {
+                let Some(field) = self.body_model.as_ref().map(|b| b.field.as_str()) else {
+                    return BodyDecision::Reply(reply::internal_fault(None));
+                };
+                let name = match body_model::find(body, field) {
+                    Ok(name) => name,
+                    Err(message) => return BodyDecision::Reply(reply::invalid(&message, None)),
+                };
+                let mut edits = edits.clone();
+                let Some(id) = self.models.lookup(&name) else {
+                    return match self.unknown(&name, edits) {
+                        HeadersDecision::Continue(c) => BodyDecision::Continue(c),
+                        HeadersDecision::Reply(r) => BodyDecision::Reply(r),
+                        HeadersDecision::NeedBody(_) => {
+                            BodyDecision::Reply(reply::internal_fault(None))
+                        }
+                    };
+                };
+                let now = since_epoch(now);
+                match self.admit(id, identity.as_deref(), limit_key, now, store, &mut edits) {
+                    Ok(shadow_limited) => {
+                        BodyDecision::Continue(self.forward(id, edits, shadow_limited))
+                    }
+                    Err(reply) => BodyDecision::Reply(reply),
+                }
+            }
+        }
+    }
+
+    /// Authenticate when JWT is configured; `Ok(None)` when it is not.
+    fn authenticate(
+        &self,
+        request: &RequestView<'_>,
+        now_secs: u64,
+    ) -> Result<Option<Arc<Identity>>, Reply> {
+        let Some(jwt) = &self.jwt else {
+            return Ok(None);
+        };
+        match jwt.authenticate(request, now_secs) {
+            Ok(identity) => Ok(Some(identity)),
+            Err(AuthError::Missing) => Err(reply::unauthenticated(&jwt.realm, None)),
+            Err(AuthError::Invalid(why)) => {
+                log::debug!("rejected token: {why}");
+                Err(reply::unauthenticated(&jwt.realm, Some(why)))
+            }
+        }
+    }
+
+    /// Header edits every forwarded request gets: client-sent copies of the headers this
+    /// policy owns are removed (a client must not pick its own route, claims or limit key),
+    /// and the verified claims are forwarded.
+    fn base_edits(&self, request: &RequestView<'_>, identity: Option<&Identity>) -> HeaderEdits {
+        let mut edits = HeaderEdits::default();
+        if request.headers.header(&self.routing_header).is_some() {
+            edits.remove.push(Arc::clone(&self.routing_header));
+        }
+        if let Some(jwt) = &self.jwt {
+            edits
+                .remove
+                .extend(jwt.forward.iter().map(|(_, h)| Arc::clone(h)));
+            if jwt.strip_authorization {
+                edits.remove.push(Arc::from("authorization"));
+            }
+        }
+        if let Some(h) = &self.key_header {
+            edits.remove.push(Arc::clone(h));
+        }
+        if let Some(identity) = identity {
+            edits.set.extend(identity.forwarded.iter().cloned());
+        }
+        edits
+    }
+
+    fn unknown(&self, name: &str, edits: HeaderEdits) -> HeadersDecision {
+        match self.unknown_model {
+            UnknownModel::Reject => HeadersDecision::Reply(reply::unknown_model(name)),
+            UnknownModel::PassThrough => HeadersDecision::Continue(Continue {
+                route_changed: edits.remove.contains(&self.routing_header),
+                headers: edits,
+                verdict: Verdict::new(None, Outcome::UnknownModel),
+            }),
+        }
+    }
+
+    /// Authorize and rate limit a caller for a model; adds the limit-key header on success.
+    /// `Ok(true)` means over quota but let through by shadow mode.
+    fn admit(
+        &self,
+        id: ModelId,
+        identity: Option<&Identity>,
+        key: &str,
+        now: Duration,
+        store: &dyn SharedStore,
+        edits: &mut HeaderEdits,
+    ) -> Result<bool, Reply> {
+        let model = self.models.get(id);
+        if let Err(denied) = model.requirements.check(identity) {
+            let realm = self.jwt.as_ref().map_or("modelgate", |j| j.realm.as_str());
+            log::debug!("forbidden for model {}: {}", model.name, denied.0);
+            return Err(reply::forbidden(
+                realm,
+                &denied.0,
+                model.requirements.scopes(),
+                Arc::clone(&model.name),
+            ));
+        }
+        if let Some(h) = &self.key_header {
+            edits.set.push((Arc::clone(h), key.to_owned()));
+        }
+        let Some(quota) = &model.quota else {
+            return Ok(false);
+        };
+        match quota.check(key, now, store) {
+            Check::Allowed { .. } => Ok(false),
+            Check::Limited {
+                limit,
+                retry_after_secs,
+                reset_secs,
+            } => {
+                if self.shadow {
+                    log::warn!("shadow mode: model {} over quota for key {key}", model.name);
+                    return Ok(true);
+                }
+                Err(reply::rate_limited(
+                    Arc::clone(&model.name),
+                    limit,
+                    retry_after_secs,
+                    reset_secs,
+                ))
+            }
+            Check::StoreFailed(error) => {
+                log::warn!(
+                    "rate limit state for model {} not updated: {error}",
+                    model.name
+                );
+                match self.failure_mode {
+                    FailureMode::Deny => Err(reply::internal_fault(Some(Arc::clone(&model.name)))),
+                    FailureMode::Allow => Ok(false),
+                }
+            }
+        }
+    }
+
+    fn forward(&self, id: ModelId, mut edits: HeaderEdits, shadow_limited: bool) -> Continue {
+        let name = Arc::clone(&self.models.get(id).name);
+        edits
+            .set
+            .push((Arc::clone(&self.routing_header), name.to_string()));
+        let mut verdict = Verdict::new(Some(name), Outcome::Allowed);
+        verdict.shadow_rate_limited = shadow_limited;
+        Continue {
+            headers: edits,
+            route_changed: true,
+            verdict,
+        }
+    }
+
+    /// The caller's rate-limit key: the configured claim or header, falling back to the
+    /// client address (and to `unknown` when even that is missing).
+    fn limit_key(&self, request: &RequestView<'_>, identity: Option<&Identity>) -> String {
+        let found = match &self.limit_key {
+            LimitKey::Claim(claim) => identity.and_then(|i| i.claim_text(claim)),
+            LimitKey::Header(h) => request.headers.header(h).map(std::borrow::Cow::into_owned),
+            LimitKey::ClientAddress => None,
+        };
+        found
+            .or_else(|| request.client_addr.map(|a| client_ip(a).to_owned()))
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+/// The address without its port: `1.2.3.4:5678` -> `1.2.3.4`, `[::1]:80` -> `::1`.
+fn client_ip(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match addr.rsplit_once(':') {
+        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
+        _ => addr,
+    }
+}

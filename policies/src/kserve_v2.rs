@@ -1,0 +1,367 @@
+//! KServe V2 (Open Inference Protocol) `infer` body validation.
+//!
+//! Each input needs a name, an OIP datatype and a shape of non-negative integers; its `data`
+//! (flat, or nested in the shape's layout) must hold exactly product(shape) values that fit
+//! the datatype. Tensor data is summarised while parsing (counts, ranges, kinds), never kept.
+//!
+//! Binary extension: with `inference-header-content-length: N` the first N bytes are the JSON
+//! header and tensors follow as raw bytes. The header is validated; an input whose
+//! `parameters.binary_data_size` is set carries its data in the binary part, whose size is
+//! checked against the shape for fixed-size datatypes and, in total, against the body.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+/// Validate a V2 infer body. `binary_header_len` is the `inference-header-content-length`
+/// header, when present.
+pub(crate) fn validate(body: &[u8], binary_header_len: Option<&str>) -> Result<(), String> {
+    let (json, binary_len) = match binary_header_len {
+        None => (body, None),
+        Some(raw) => {
+            let n: usize = raw.trim().parse().map_err(|_| {
+                "inference-header-content-length: not a non-negative integer".to_owned()
+            })?;
+            if n > body.len() {
+                return Err(format!(
+                    "inference-header-content-length: {n} exceeds the body's {} bytes",
+                    body.len()
+                ));
+            }
+            (&body[..n], Some(body.len() - n))
+        }
+    };
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    let request: InferRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let place = if path == "." { "body" } else { path.as_str() };
+        if inner.is_data() {
+            format!("{place}: {inner}")
+        } else {
+            format!("{place}: invalid JSON: {inner}")
+        }
+    })?;
+    let inputs = request.inputs.ok_or("inputs: missing")?;
+    if inputs.is_empty() {
+        return Err("inputs: must not be empty".to_owned());
+    }
+    let mut binary_total: u64 = 0;
+    for (i, input) in inputs.iter().enumerate() {
+        binary_total = binary_total.saturating_add(
+            check_input(input, binary_len.is_some()).map_err(|m| format!("inputs[{i}].{m}"))?,
+        );
+    }
+    if let Some(len) = binary_len
+        && binary_total != len as u64
+    {
+        return Err(format!(
+            "body: binary data is {len} bytes, inputs declare {binary_total}"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct InferRequest {
+    inputs: Option<Vec<Input>>,
+}
+
+#[derive(Deserialize)]
+struct Input {
+    name: String,
+    shape: Vec<u64>,
+    datatype: String,
+    data: Option<Data>,
+    parameters: Option<InputParameters>,
+}
+
+#[derive(Deserialize)]
+struct InputParameters {
+    binary_data_size: Option<u64>,
+}
+
+/// Check one input; returns the binary bytes it declares. Errors start with the field name.
+fn check_input(input: &Input, binary: bool) -> Result<u64, String> {
+    if input.name.is_empty() {
+        return Err("name: must not be empty".to_owned());
+    }
+    let datatype = Datatype::parse(&input.datatype)
+        .ok_or_else(|| format!("datatype: unknown datatype {:?}", input.datatype))?;
+    let count = input
+        .shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or("shape: element count overflows")?;
+    let binary_size = input.parameters.as_ref().and_then(|p| p.binary_data_size);
+    if let Some(size) = binary_size {
+        if !binary {
+            return Err(
+                "parameters.binary_data_size: needs the inference-header-content-length header"
+                    .to_owned(),
+            );
+        }
+        if input.data.is_some() {
+            return Err("data: not allowed with binary_data_size".to_owned());
+        }
+        if let Some(width) = datatype.width()
+            && count.checked_mul(width) != Some(size)
+        {
+            return Err(format!(
+                "parameters.binary_data_size: {size} bytes, shape {:?} of {} needs {}",
+                input.shape,
+                input.datatype,
+                count.saturating_mul(width)
+            ));
+        }
+        return Ok(size);
+    }
+    let data = input.data.as_ref().ok_or("data: missing")?;
+    if data.nested {
+        if data.shape.len() != input.shape.len()
+            || data.shape.iter().zip(&input.shape).any(|(a, b)| *a != *b)
+        {
+            return Err(format!(
+                "data: nested shape {:?} does not match shape {:?}",
+                data.shape, input.shape
+            ));
+        }
+    } else if data.count != count {
+        return Err(format!(
+            "data: {} elements, shape {:?} needs {count}",
+            data.count, input.shape
+        ));
+    }
+    datatype.check(data).map_err(|m| format!("data: {m}"))?;
+    Ok(0)
+}
+
+/// The Open Inference Protocol datatypes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Datatype {
+    Bool,
+    Uint(u32),
+    Int(u32),
+    Float(u64),
+    Bytes,
+}
+
+impl Datatype {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "BOOL" => Datatype::Bool,
+            "UINT8" => Datatype::Uint(8),
+            "UINT16" => Datatype::Uint(16),
+            "UINT32" => Datatype::Uint(32),
+            "UINT64" => Datatype::Uint(64),
+            "INT8" => Datatype::Int(8),
+            "INT16" => Datatype::Int(16),
+            "INT32" => Datatype::Int(32),
+            "INT64" => Datatype::Int(64),
+            "FP16" | "BF16" => Datatype::Float(2),
+            "FP32" => Datatype::Float(4),
+            "FP64" => Datatype::Float(8),
+            "BYTES" => Datatype::Bytes,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per element in the binary extension (`None` for BYTES: length-prefixed).
+    fn width(self) -> Option<u64> {
+        match self {
+            Datatype::Bool => Some(1),
+            Datatype::Uint(bits) | Datatype::Int(bits) => Some(u64::from(bits / 8)),
+            Datatype::Float(bytes) => Some(bytes),
+            Datatype::Bytes => None,
+        }
+    }
+
+    fn check(self, data: &Data) -> Result<(), String> {
+        let k = data.kinds;
+        let (ok, want) = match self {
+            Datatype::Bool => (k.only(Kinds::BOOL), "booleans"),
+            Datatype::Bytes => (k.only(Kinds::STRING), "strings"),
+            Datatype::Float(_) => (k.only(Kinds::INT | Kinds::FLOAT), "numbers"),
+            Datatype::Uint(_) | Datatype::Int(_) => (k.only(Kinds::INT), "integers"),
+        };
+        if !ok {
+            return Err(format!("expected {want}, found {}", k.describe_other(self)));
+        }
+        let (min, max) = match self {
+            Datatype::Uint(bits) => (0, (1i128 << bits) - 1),
+            Datatype::Int(bits) => (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1),
+            _ => return Ok(()),
+        };
+        if data.count > 0 && (data.min < min || data.max > max) {
+            let bad = if data.min < min { data.min } else { data.max };
+            return Err(format!("value {bad} out of range for {self}"));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Datatype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Datatype::Bool => f.write_str("BOOL"),
+            Datatype::Uint(b) => write!(f, "UINT{b}"),
+            Datatype::Int(b) => write!(f, "INT{b}"),
+            Datatype::Float(b) => write!(f, "FP{}", b * 8),
+            Datatype::Bytes => f.write_str("BYTES"),
+        }
+    }
+}
+
+/// Which kinds of JSON values a tensor holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Kinds(u8);
+
+impl Kinds {
+    const BOOL: u8 = 1;
+    const INT: u8 = 2;
+    const FLOAT: u8 = 4;
+    const STRING: u8 = 8;
+    const OTHER: u8 = 16;
+
+    fn only(self, allowed: u8) -> bool {
+        self.0 & !allowed == 0
+    }
+
+    fn describe_other(self, datatype: Datatype) -> &'static str {
+        let allowed = match datatype {
+            Datatype::Bool => Self::BOOL,
+            Datatype::Bytes => Self::STRING,
+            Datatype::Float(_) => Self::INT | Self::FLOAT,
+            Datatype::Uint(_) | Datatype::Int(_) => Self::INT,
+        };
+        let extra = self.0 & !allowed;
+        if extra & Self::OTHER != 0 {
+            "null or an object"
+        } else if extra & Self::STRING != 0 {
+            "a string"
+        } else if extra & Self::BOOL != 0 {
+            "a boolean"
+        } else if extra & Self::FLOAT != 0 {
+            "a non-integer number"
+        } else {
+            "an integer"
+        }
+    }
+}
+
+/// A summary of a `data` array: its nested shape (or `[n]` when flat), element count,
+/// value kinds and integer range.
+#[derive(Debug, Default)]
+struct Data {
+    nested: bool,
+    shape: Vec<u64>,
+    count: u64,
+    kinds: Kinds,
+    min: i128,
+    max: i128,
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut data = Data {
+            min: i128::MAX,
+            max: i128::MIN,
+            ..Data::default()
+        };
+        let shape = d.deserialize_any(DataVisitor(&mut data))?;
+        let Node::List(shape) = shape else {
+            return Err(de::Error::custom("expected a list"));
+        };
+        data.nested = shape.len() > 1;
+        data.shape = shape;
+        Ok(data)
+    }
+}
+
+/// A visited value: a scalar, or a list with its (rectangular) shape.
+enum Node {
+    Scalar,
+    List(Vec<u64>),
+}
+
+struct DataVisitor<'a>(&'a mut Data);
+
+impl DataVisitor<'_> {
+    fn scalar(self, kind: u8) -> Node {
+        self.0.kinds.0 |= kind;
+        self.0.count += 1;
+        Node::Scalar
+    }
+    fn int(self, v: i128) -> Node {
+        self.0.min = self.0.min.min(v);
+        self.0.max = self.0.max.max(v);
+        self.scalar(Kinds::INT)
+    }
+}
+
+impl<'de> Visitor<'de> for DataVisitor<'_> {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tensor data")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
+        Ok(self.scalar(Kinds::BOOL))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
+        Ok(self.int(i128::from(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
+        Ok(self.int(i128::from(v)))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
+        Ok(self.scalar(Kinds::FLOAT))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
+        Ok(self.scalar(Kinds::STRING))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+        Ok(self.scalar(Kinds::OTHER))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        while map
+            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(self.scalar(Kinds::OTHER))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let data = self.0;
+        let mut first: Option<Node> = None;
+        let mut len: u64 = 0;
+        while let Some(node) = seq.next_element_seed(DataSeed(&mut *data))? {
+            match (&first, &node) {
+                (None, _) => first = Some(node),
+                (Some(Node::Scalar), Node::Scalar) => {}
+                (Some(Node::List(a)), Node::List(b)) if a == b => {}
+                _ => return Err(de::Error::custom("ragged nested list")),
+            }
+            len += 1;
+        }
+        let mut shape = vec![len];
+        if let Some(Node::List(inner)) = first {
+            shape.extend(inner);
+        }
+        Ok(Node::List(shape))
+    }
+}
+
+struct DataSeed<'a>(&'a mut Data);
+
+impl<'de> de::DeserializeSeed<'de> for DataSeed<'_> {
+    type Value = Node;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        d.deserialize_any(DataVisitor(self.0))
+    }
+}
+
+//TESTS#[cfg(test)]
+//TESTSmod tests;

@@ -1,0 +1,191 @@
+//! Per-model quotas: governor's GCRA over host shared data, so every worker VM shares one limit.
+//!
+//! governor keeps one "theoretical arrival time" (TAT) per key and lets a [`StateStore`]
+//! decide where it lives. [`SharedTat`] keeps it in the host's shared data as 8 little-endian
+//! bytes and updates it with compare-and-swap, retrying when another VM wrote in between.
+//! A per-VM counter would multiply the limit by the number of workers.
+//!
+//! Time is injected: a limiter is built per check around a [`SharedTat`] (which borrows the
+//! request's store) and an [`InjectedClock`] whose epoch is the Unix epoch, so stored TATs are
+//! absolute Unix nanoseconds that any VM can read. Building one costs a few arithmetic
+//! operations (`Gcra::new`); the quota itself is compiled once.
+
+use std::cell::Cell;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::RateLimiter;
+use governor::clock::Clock;
+use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{NotKeyed, StateStore};
+
+use crate::store::{SharedStore, StoreError};
+
+/// How many times a CAS conflict is retried before the check counts as an internal fault.
+/// Each retry means another VM made progress, so this is only reached under extreme contention.
+const MAX_CAS_ATTEMPTS: u32 = 16;
+
+/// Caller keys longer than this are truncated. Keys come from headers or claims that the caller
+/// controls anyway, so truncation gives them nothing they could not already choose.
+const MAX_KEY_BYTES: usize = 256;
+
+/// A compiled per-model quota.
+#[derive(Debug, Clone)]
+pub(crate) struct Quota {
+    gcra: governor::Quota,
+    /// `RateLimit-Limit`: the burst capacity.
+    limit: u32,
+    /// The shared-data key prefix, `modelgate/rl/<model>/`.
+    prefix: String,
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Within the quota.
+    Allowed {
+        limit: u32,
+        remaining: u32,
+        reset_secs: u64,
+    },
+    /// Over the quota.
+    Limited {
+        limit: u32,
+        retry_after_secs: u64,
+        reset_secs: u64,
+    },
+    /// Shared data could not be updated (see [`MAX_CAS_ATTEMPTS`]).
+    StoreFailed(StoreError),
+}
+
+impl Quota {
+    /// `per` is one second or one minute; `rate` cells replenish per `per`, `burst` at once.
+    pub(crate) fn new(model: &str, rate: NonZeroU32, per: Duration, burst: NonZeroU32) -> Self {
+        let replenish_one = per / rate.get();
+        // `with_period` is `None` only for a zero period; `per / rate` with rate <= u32::MAX and
+        // per >= 1 s is at least 232 ns.
+        let quota = governor::Quota::with_period(replenish_one)
+            .unwrap_or_else(|| governor::Quota::per_second(rate))
+            .allow_burst(burst);
+        Self {
+            gcra: quota,
+            limit: burst.get(),
+            prefix: format!("modelgate/rl/{model}/"),
+        }
+    }
+
+    /// Count one request for `key` at `now` (since the Unix epoch).
+    pub(crate) fn check(&self, key: &str, now: Duration, store: &dyn SharedStore) -> Check {
+        let mut cut = key.len().min(MAX_KEY_BYTES);
+        while !key.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut shared_key = String::with_capacity(self.prefix.len() + cut);
+        shared_key.push_str(&self.prefix);
+        shared_key.push_str(&key[..cut]);
+
+        let state = SharedTat {
+            store,
+            key: &shared_key,
+            tat: Cell::new(None),
+            failed: Cell::new(None),
+        };
+        let limiter: RateLimiter<NotKeyed, _, _, StateInformationMiddleware> =
+            RateLimiter::new(self.gcra, state, InjectedClock(Cell::new(Duration::ZERO)));
+        limiter.clock().0.set(now);
+        let result = limiter.check();
+        let state = limiter.into_state_store();
+        if let Some(error) = state.failed.get() {
+            return Check::StoreFailed(error);
+        }
+        let now_nanos = Nanos::from(now);
+        let reset_secs = state
+            .tat
+            .get()
+            .map_or(0, |tat| ceil_secs(tat.saturating_sub(now_nanos)));
+        match result {
+            Ok(snapshot) => Check::Allowed {
+                limit: self.limit,
+                remaining: snapshot.remaining_burst_capacity(),
+                reset_secs,
+            },
+            Err(not_until) => Check::Limited {
+                limit: self.limit,
+                retry_after_secs: ceil_secs(Nanos::from(not_until.wait_time_from(now))).max(1),
+                reset_secs,
+            },
+        }
+    }
+}
+
+fn ceil_secs(nanos: Nanos) -> u64 {
+    nanos.as_u64().div_ceil(1_000_000_000)
+}
+
+/// A clock that answers the time it was given: governor's `start` is read when the limiter is
+/// built (at zero, the Unix epoch), then the request's time is set before `check`.
+#[derive(Debug)]
+struct InjectedClock(Cell<Duration>);
+
+impl Clock for InjectedClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.0.get()
+    }
+}
+
+/// One key's TAT in shared data.
+struct SharedTat<'a> {
+    store: &'a dyn SharedStore,
+    key: &'a str,
+    /// The TAT after this check (stored, or found when limited): for `RateLimit-Reset`.
+    tat: Cell<Option<Nanos>>,
+    /// Set when the store refused the update for good.
+    failed: Cell<Option<StoreError>>,
+}
+
+impl StateStore for SharedTat<'_> {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, _key: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (current, cas) = match self.store.get(self.key) {
+                Some((bytes, cas)) => (decode(&bytes), cas),
+                // The host has no "create if absent": cas 0 writes unconditionally, so two VMs
+                // creating one key at the same instant may each count once (at most one extra).
+                None => (None, 0),
+            };
+            self.tat.set(current);
+            let (outcome, next) = f(current)?;
+            match self.store.set(self.key, &next.as_u64().to_le_bytes(), cas) {
+                Ok(()) => {
+                    self.tat.set(Some(next));
+                    return Ok(outcome);
+                }
+                Err(StoreError::CasMismatch) if attempts < MAX_CAS_ATTEMPTS => {}
+                Err(error) => {
+                    // governor's signature has no error channel of its own: report the
+                    // outcome and let `Quota::check` turn the flag into `Check::StoreFailed`.
+                    self.failed.set(Some(error));
+                    return Ok(outcome);
+                }
+            }
+        }
+    }
+}
+
+/// A stored TAT; anything that is not 8 bytes (not ours, or corrupted) counts as absent.
+fn decode(bytes: &[u8]) -> Option<Nanos> {
+    let bytes: [u8; 8] = bytes.try_into().ok()?;
+    Some(Nanos::from(u64::from_le_bytes(bytes)))
+}
+
+//TESTS#[cfg(test)]
+//TESTSmod tests;

@@ -1,0 +1,53 @@
+//! The view of a request that the policies read: method, path, a header lookup, client address.
+//!
+//! The adapter fills it lazily: headers are fetched only when a policy asks for one, so a
+//! request that needs no token lookup never copies the `authorization` header out of the host.
+
+use std::borrow::Cow;
+
+/// Look up request headers by lower-case name.
+pub trait HeaderSource {
+    /// The first value of header `name` (lower-case), if present.
+    fn header(&self, name: &str) -> Option<Cow<'_, str>>;
+}
+
+/// A plain list of header pairs; names compare case-insensitively.
+impl HeaderSource for [(&str, &str)] {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| Cow::Borrowed(*v))
+    }
+}
+
+/// A plain list of owned header pairs; names compare case-insensitively.
+impl HeaderSource for [(String, String)] {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| Cow::Borrowed(v.as_str()))
+    }
+}
+
+/// What the policies see of a request at header time.
+#[derive(Clone, Copy)]
+pub struct RequestView<'a> {
+    /// The `:method` pseudo-header.
+    pub method: &'a str,
+    /// The `:path` pseudo-header, query string included.
+    pub path: &'a str,
+    /// The client address (`source.address` property, `ip:port` or `ip`), if known.
+    pub client_addr: Option<&'a str>,
+    /// Header lookup.
+    pub headers: &'a dyn HeaderSource,
+}
+
+impl std::fmt::Debug for RequestView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestView")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("client_addr", &self.client_addr)
+            .finish_non_exhaustive()
+    }
+}
