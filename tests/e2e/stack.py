@@ -18,6 +18,7 @@ Ports.from_base), and MODELGATE_{GATEWAY,HTTPS,ADMIN,IRIS1,IRIS2,WINE,EXPLAINER}
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -78,6 +79,12 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it if the launcher dies, even by SIGKILL."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @dataclass
 class Process:
     name: str
@@ -96,6 +103,7 @@ class Process:
             start_new_session=True,  # own process group: Ctrl-C in the terminal reaches us only
             env=env,
             cwd=REPO,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         log.close()
 
@@ -188,6 +196,8 @@ class Stack:
         self.stop()
 
     def start(self, host: bool = True) -> None:
+        if host:
+            self.check_built()
         busy = [p for p in self.ports.all() if port_in_use(p)]
         if busy:
             raise StackError(
@@ -234,10 +244,14 @@ class Stack:
                 f"http://127.0.0.1:{spec.port}/v1/models/{spec.model_name}",
             )
 
-    def start_gateway(self) -> None:
+    @staticmethod
+    def check_built() -> None:
         missing = [str(p) for p in (HOST_BINARY, WASM) if not p.exists()]
         if missing:
             raise StackError(f"not built: {', '.join(missing)}; run `make build` first")
+
+    def start_gateway(self) -> None:
+        self.check_built()
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")}
         proc = Process(
             "modelgate",

@@ -1,0 +1,63 @@
+"""One stack for the whole session: four real KServe servers and the modelgate gateway.
+
+If any part cannot start (a model server dies, the gateway is not built, a port is taken),
+every test errors with the reason and the part's log: the suite fails, it never skips.
+Ports: MODELGATE_PORT_BASE=N pins them (see stack.py); by default free ports are picked so
+the suite can run beside `make demo`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+import requests
+
+import demo_config
+import stack as stack_mod
+
+BOTH_SCOPES = f"{demo_config.IRIS_SCOPE} {demo_config.WINE_SCOPE}"
+_subjects = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> stack_mod.Stack:
+    if os.environ.get("MODELGATE_PORT_BASE"):
+        ports = stack_mod.ports_from_env()
+    else:
+        ports = stack_mod.free_ports()
+    run_dir = Path(os.environ.get("MODELGATE_E2E_RUN_DIR") or tmp_path_factory.mktemp("stack"))
+    s = stack_mod.Stack(ports, run_dir)
+    failure = None
+    try:
+        s.start()
+    except stack_mod.StackError as e:
+        failure = str(e)
+    if failure is not None:
+        s.stop()
+        pytest.fail(f"the e2e stack did not start: {failure}", pytrace=False)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def subject(request) -> str:
+    """A subject of its own for each test, so per-subject quotas never couple two tests."""
+    return f"{request.node.name[:40]}-{next(_subjects)}"
+
+
+@pytest.fixture
+def token(stack, subject) -> str:
+    """An RS256 token allowed to call both models."""
+    return stack.token("RS256", sub=subject, scope=BOTH_SCOPES)
+
+
+@pytest.fixture
+def gw(stack, token) -> requests.Session:
+    """A session to the gateway carrying a valid token for both models."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    yield session
+    session.close()

@@ -1,0 +1,177 @@
+"""`make demo`: modelgate in front of real KServe model servers, until Ctrl-C.
+
+Starts the stack (stack.py), writes demo tokens next to the generated config in the run
+directory (default .run/demo), runs each example curl command once and shows its real
+answer, prints the commands again ready to paste, and waits. Ctrl-C (or SIGTERM) stops every
+process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import demo_config
+import stack as stack_mod
+
+IRIS_ROW = "[5.1, 3.5, 1.4, 0.2]"
+WINE_ROW = "[13.2, 1.78, 2.14, 11.2, 100.0, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050.0]"
+
+
+def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
+    """(title, shell command) pairs; commands read $TOKEN and $WINE_TOKEN from the environment."""
+    gw, admin = "$GW", "$ADMIN"
+    json_h = "-H 'Content-Type: application/json'"
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    iris_v1 = f"-d '{{\"instances\": [{IRIS_ROW}]}}'"
+    return [
+        ("Health of the gateway itself", f"curl -s {gw}/health"),
+        ("List the models this token may call", f"curl -s {auth} {gw}/v1/models"),
+        ("Model info (V1)", f"curl -s {auth} {gw}/v1/models/sklearn-iris"),
+        (
+            "Predict iris (V1)",
+            f"curl -s {auth} {json_h} {gw}/v1/models/sklearn-iris:predict {iris_v1}",
+        ),
+        (
+            "Predict iris (V2 / Open Inference Protocol)",
+            f"curl -s {auth} {json_h} {gw}/v2/models/sklearn-iris/infer "
+            f"-d '{{\"id\": \"demo-1\", \"inputs\": [{{\"name\": \"input-0\", \"shape\": [1, 4], "
+            f"\"datatype\": \"FP64\", \"data\": [{IRIS_ROW}]}}]}}'",
+        ),
+        (
+            "Predict wine, a second model routed by name",
+            f"curl -s {auth} {json_h} {gw}/v1/models/sklearn-wine:predict "
+            f"-d '{{\"instances\": [{WINE_ROW}]}}'",
+        ),
+        (
+            "Explain iris (served by the explainer)",
+            f"curl -s {auth} {json_h} {gw}/v1/models/sklearn-iris:explain {iris_v1}",
+        ),
+        (
+            "Custom headers and a request id pass through (see -i)",
+            f"curl -si {auth} {json_h} -H 'X-User-ID: user123' -H 'X-Request-ID: req-456' "
+            f"{gw}/v1/models/sklearn-iris:predict {iris_v1}",
+        ),
+        (
+            "HTTPS with the self-signed demo certificate",
+            f"curl -s --cacert $RUN/tls/server.pem {auth} {json_h} "
+            f"{s.gateway_tls}/v1/models/sklearn-iris:predict {iris_v1}",
+        ),
+        ("No token: 401", f"curl -si {json_h} {gw}/v1/models/sklearn-iris:predict {iris_v1}"),
+        (
+            "A token scoped for wine only, calling iris: 403",
+            f'curl -s -w " (%{{http_code}})\\n" -H "Authorization: Bearer $WINE_TOKEN" {json_h} '
+            f"{gw}/v1/models/sklearn-iris:predict {iris_v1}",
+        ),
+        (
+            "A malformed body (3 features for a 4-feature model): 400, never reaches KServe",
+            f'curl -s -w " (%{{http_code}})\\n" {auth} {json_h} '
+            f"{gw}/v1/models/sklearn-iris:predict -d '{{\"instances\": [[5.1, 3.5, 1.4]]}}'",
+        ),
+        (
+            "Past wine's quota (burst 5, 2/s): 429 with Retry-After",
+            f"for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%{{http_code}} ' {auth} {json_h} "
+            f"{gw}/v1/models/sklearn-wine:predict -d '{{\"instances\": [{WINE_ROW}]}}'; done; echo",
+        ),
+        (
+            "Per-model outcome counts from the filter",
+            f"curl -s {admin}/metrics | grep '^wasmcustom' | grep -v '_bucket'",
+        ),
+        ("The effective config (secrets redacted)", f"curl -s {admin}/config_dump | head -c 600; echo"),
+    ]
+
+
+def write_tokens(s: stack_mod.Stack) -> dict[str, str]:
+    both = f"{demo_config.IRIS_SCOPE} {demo_config.WINE_SCOPE}"
+    tokens = {
+        "TOKEN": s.token("RS256", sub="demo-user", scope=both, lifetime=24 * 3600),
+        "WINE_TOKEN": s.token("ES256", sub="wine-only-user", scope=demo_config.WINE_SCOPE, lifetime=24 * 3600),
+    }
+    for name, value in tokens.items():
+        path = s.run_dir / name.lower()
+        path.write_text(value + "\n")
+    return tokens
+
+
+def shell_env(s: stack_mod.Stack, tokens: dict[str, str]) -> dict[str, str]:
+    return {
+        "GW": s.gateway,
+        "ADMIN": s.admin,
+        "RUN": str(s.run_dir),
+        **tokens,
+    }
+
+
+def run_walkthrough(s: stack_mod.Stack, env: dict[str, str]) -> None:
+    for title, command in examples(s):
+        print(f"\n## {title}\n$ {command}", flush=True)
+        result = subprocess.run(
+            ["bash", "-c", command],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        print((result.stdout + result.stderr).rstrip(), flush=True)
+
+
+def print_paste_block(s: stack_mod.Stack, env: dict[str, str]) -> None:
+    run = shlex.quote(str(s.run_dir))
+    print("\n# Ready to paste (tokens valid 24 h):")
+    print(f"export RUN={run} GW={env['GW']} ADMIN={env['ADMIN']}")
+    print('export TOKEN=$(cat "$RUN/token") WINE_TOKEN=$(cat "$RUN/wine_token")')
+    for title, command in examples(s):
+        print(f"# {title}\n{command}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", default=str(stack_mod.REPO / ".run" / "demo"))
+    parser.add_argument("--no-walkthrough", action="store_true", help="only print the commands")
+    parser.add_argument("--exit", action="store_true", help="stop after the walkthrough")
+    parser.add_argument("--verbose-models", action="store_true", help="keep KServe's request logs")
+    args = parser.parse_args()
+
+    # SIGTERM ends the demo like Ctrl-C does, through the same clean-up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    ports = stack_mod.ports_from_env()
+    started = time.monotonic()
+    print(f"demo: starting 4 KServe model servers and modelgate (run dir {args.run_dir})", flush=True)
+    try:
+        with stack_mod.Stack(ports, Path(args.run_dir), args.verbose_models) as s:
+            print(
+                f"demo: ready in {time.monotonic() - started:.1f}s: gateway {s.gateway} and "
+                f"{s.gateway_tls}, admin {s.admin}, model servers on ports "
+                f"{ports.iris1}, {ports.iris2} (iris), {ports.wine} (wine), "
+                f"{ports.explainer} (iris explainer); logs in {s.run_dir / 'logs'}",
+                flush=True,
+            )
+            env = shell_env(s, write_tokens(s))
+            if not args.no_walkthrough:
+                run_walkthrough(s, env)
+            print_paste_block(s, env)
+            if args.exit:
+                return 0
+            print("\ndemo: running; press Ctrl-C to stop", flush=True)
+            while all(p.alive() for p in s.processes):
+                time.sleep(0.5)
+            dead = [p.name for p in s.processes if not p.alive()]
+            print(f"demo: {', '.join(dead)} exited; stopping (see {s.run_dir / 'logs'})")
+            return 1
+    except stack_mod.StackError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("demo: stopped every process it started", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Reading counters: the model servers' own request counters and the gateway's /metrics."""
+
+from __future__ import annotations
+
+import re
+
+import requests
+
+from stack import Stack
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) for every sample line of a Prometheus text exposition."""
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        if m:
+            labels = dict(LABEL.findall(m.group(3) or ""))
+            samples.append((m.group(1), labels, float(m.group(4))))
+    return samples
+
+
+def model_server_requests(stack: Stack, server: str) -> dict[str, float]:
+    """`model_server_requests_total` by endpoint kind, as the named model server counts them.
+
+    Raises (and so fails the test) when the server is unreachable: the suite never skips a
+    check because a model server is down.
+    """
+    r = requests.get(f"{stack.model_server_url(server)}/metrics", timeout=5)
+    r.raise_for_status()
+    return {
+        labels["endpoint"]: value
+        for name, labels, value in parse_prometheus(r.text)
+        if name == "model_server_requests_total"
+    }
+
+
+def total_requests(stack: Stack, servers: list[str] | None = None) -> float:
+    """Every request that reached the given model servers (all four by default)."""
+    names = servers or [s.name for s in stack.model_servers()]
+    return sum(sum(model_server_requests(stack, n).values()) for n in names)
+
+
+def recent_requests(stack: Stack, server: str) -> list[dict]:
+    r = requests.get(f"{stack.model_server_url(server)}/debug/requests", timeout=5)
+    r.raise_for_status()
+    return r.json()["requests"]
+
+
+def gateway_metrics(stack: Stack) -> list[tuple[str, dict[str, str], float]]:
+    r = requests.get(f"{stack.admin}/metrics", timeout=5)
+    r.raise_for_status()
+    return parse_prometheus(r.text)
+
+
+def filter_outcome(stack: Stack, model: str, outcome: str) -> float:
+    """The filter's request counter for `model` and `outcome`, as the gateway exports it.
+
+    The filter names it `modelgate.requests.model.<model>.outcome.<outcome>`; the gateway
+    exports it either with labels (`wasmcustom_modelgate_requests{model=..,outcome=..}`) or
+    flattened (`wasmcustom_modelgate_requests_model_<model>_outcome_<outcome>`, every
+    character outside [a-zA-Z0-9_] turned into `_`). Both are accepted; 0 when absent.
+    """
+    flat = re.sub(r"[^a-zA-Z0-9_]", "_", f"wasmcustom_modelgate_requests_model_{model}_outcome_{outcome}")
+    total = 0.0
+    found = False
+    for name, labels, value in gateway_metrics(stack):
+        if not name.startswith("wasmcustom_"):
+            continue
+        if name == flat and not labels:
+            total += value
+            found = True
+        elif labels.get("model") == model and labels.get("outcome") == outcome and "requests" in name:
+            total += value
+            found = True
+    assert found, f"no filter metric for model={model} outcome={outcome} on {stack.admin}/metrics"
+    return total

@@ -1,0 +1,241 @@
+"""The guide's walkthrough (shared GUIDE-kgateway-kserve.md, "Testing the Setup" through
+"Monitoring"), replayed through modelgate in front of real KServe servers.
+
+Where the guide only shows a command, these tests assert what a user should see: the
+gateway's answers are compared with the answers KServe gives when called directly, byte for
+byte, and the model servers' own counters show where each request went.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import requests
+
+import demo_config
+from helpers import filter_outcome, model_server_requests, recent_requests, total_requests
+
+IRIS = demo_config.IRIS
+WINE = demo_config.WINE
+JSON = {"Content-Type": "application/json"}
+IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.8, 2.8, 4.8, 1.4], [6.3, 3.3, 6.0, 2.5]]
+WINE_ROW = [13.2, 1.78, 2.14, 11.2, 100.0, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050.0]
+
+
+def direct(stack, server: str, method: str, path: str, body: bytes | None = None) -> requests.Response:
+    url = f"{stack.model_server_url(server)}{path}"
+    return requests.request(method, url, data=body, headers=JSON if body is not None else {}, timeout=10)
+
+
+def assert_same_answer(via_gateway: requests.Response, from_kserve: requests.Response) -> None:
+    assert via_gateway.status_code == from_kserve.status_code, via_gateway.text
+    assert via_gateway.content == from_kserve.content
+    assert via_gateway.headers.get("content-type") == from_kserve.headers.get("content-type")
+
+
+def test_every_model_server_is_reachable(stack):
+    for spec in stack.model_servers():
+        r = direct(stack, spec.name, "GET", f"/v1/models/{spec.model_name}")
+        assert r.status_code == 200
+        assert r.json() == {"name": spec.model_name, "ready": True}
+
+
+def test_health_is_answered_by_the_gateway(stack):
+    before = total_requests(stack)
+    r = requests.get(f"{stack.gateway}/health", timeout=5)
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+    assert total_requests(stack) == before
+
+
+def test_list_models_shows_the_models_the_token_may_call(stack, gw, subject):
+    r = gw.get(f"{stack.gateway}/v1/models", timeout=5)
+    assert r.status_code == 200
+    assert sorted(r.json()["models"]) == [IRIS, WINE]
+
+    wine_only = stack.token("ES256", sub=subject, scope=demo_config.WINE_SCOPE)
+    r = requests.get(
+        f"{stack.gateway}/v1/models", headers={"Authorization": f"Bearer {wine_only}"}, timeout=5
+    )
+    assert r.status_code == 200
+    assert r.json()["models"] == [WINE]
+
+
+@pytest.mark.parametrize("path", [f"/v1/models/{IRIS}", f"/v2/models/{IRIS}", f"/v2/models/{IRIS}/ready"])
+def test_model_info_is_kserves_answer(stack, gw, path):
+    assert_same_answer(gw.get(f"{stack.gateway}{path}", timeout=5), direct(stack, "iris-1", "GET", path))
+
+
+V1_BODIES = {
+    "one row": {"instances": IRIS_ROWS[:1]},
+    "three rows": {"instances": IRIS_ROWS},
+    "columnar inputs": {"inputs": IRIS_ROWS},
+    "integers": {"instances": [[5, 3, 1, 0]]},
+    "max instances": {"instances": IRIS_ROWS * 33 + IRIS_ROWS[:1]},
+}
+
+
+@pytest.mark.parametrize("name", list(V1_BODIES))
+def test_v1_predict_is_byte_for_byte_kserves_answer(stack, gw, name):
+    body = json.dumps(V1_BODIES[name]).encode()
+    path = f"/v1/models/{IRIS}:predict"
+    via = gw.post(f"{stack.gateway}{path}", data=body, headers=JSON, timeout=10)
+    assert via.status_code == 200, via.text
+    assert_same_answer(via, direct(stack, "iris-1", "POST", path, body))
+    assert len(via.json()["predictions"]) == len(V1_BODIES[name].get("instances") or V1_BODIES[name]["inputs"])
+
+
+def test_v2_infer_is_byte_for_byte_kserves_answer(stack, gw):
+    # With an `id` KServe echoes it; without one it makes up a random one per call.
+    body = json.dumps(
+        {
+            "id": "walkthrough-v2",
+            "inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "FP64", "data": IRIS_ROWS}],
+        }
+    ).encode()
+    path = f"/v2/models/{IRIS}/infer"
+    via = gw.post(f"{stack.gateway}{path}", data=body, headers=JSON, timeout=10)
+    assert via.status_code == 200, via.text
+    assert_same_answer(via, direct(stack, "iris-2", "POST", path, body))
+    assert via.json()["outputs"][0]["data"] == [0, 1, 2]
+
+
+def test_https_listener_serves_the_same_answer(stack, gw):
+    body = json.dumps({"instances": IRIS_ROWS}).encode()
+    path = f"/v1/models/{IRIS}:predict"
+    via = gw.post(f"{stack.gateway_tls}{path}", data=body, headers=JSON, timeout=10, verify=str(stack.cert_path))
+    assert_same_answer(via, direct(stack, "iris-1", "POST", path, body))
+
+
+def test_explain_goes_to_the_explainer(stack, gw):
+    body = json.dumps({"instances": IRIS_ROWS[:1]}).encode()
+    path = f"/v1/models/{IRIS}:explain"
+    before = {n: model_server_requests(stack, n).get("v1_explain", 0) for n in ("iris-1", "iris-2", "iris-explainer")}
+    via = gw.post(f"{stack.gateway}{path}", data=body, headers=JSON, timeout=10)
+    after = {n: model_server_requests(stack, n).get("v1_explain", 0) for n in before}
+    assert via.status_code == 200, via.text
+    assert after["iris-explainer"] == before["iris-explainer"] + 1
+    assert after["iris-1"] == before["iris-1"] and after["iris-2"] == before["iris-2"]
+    assert_same_answer(via, direct(stack, "iris-explainer", "POST", path, body))
+    explanation = via.json()["explanations"][0]
+    assert explanation["class_name"] == "setosa"
+    assert set(explanation["contributions"]) == {
+        "sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)",
+    }  # fmt: skip
+
+
+def test_two_models_are_routed_by_name(stack, gw):
+    iris_before = sum(model_server_requests(stack, n).get("v1_predict", 0) for n in ("iris-1", "iris-2"))
+    wine_before = model_server_requests(stack, "wine").get("v1_predict", 0)
+    wine_body = json.dumps({"instances": [WINE_ROW]}).encode()
+    wine_path = f"/v1/models/{WINE}:predict"
+    via = gw.post(f"{stack.gateway}{wine_path}", data=wine_body, headers=JSON, timeout=10)
+    assert via.status_code == 200, via.text
+    assert model_server_requests(stack, "wine").get("v1_predict", 0) == wine_before + 1
+    assert sum(model_server_requests(stack, n).get("v1_predict", 0) for n in ("iris-1", "iris-2")) == iris_before
+    assert_same_answer(via, direct(stack, "wine", "POST", wine_path, wine_body))
+
+
+def test_load_is_spread_over_both_iris_replicas(stack, gw):
+    n = 20
+    before = {r: model_server_requests(stack, r).get("v1_predict", 0) for r in ("iris-1", "iris-2")}
+    body = json.dumps({"instances": IRIS_ROWS[:1]}).encode()
+    for _ in range(n):
+        r = gw.post(f"{stack.gateway}/v1/models/{IRIS}:predict", data=body, headers=JSON, timeout=10)
+        assert r.status_code == 200, r.text
+    served = {r: model_server_requests(stack, r).get("v1_predict", 0) - before[r] for r in before}
+    assert sum(served.values()) == n
+    # Round robin: an even split, give or take the one request a neighbour test may interleave.
+    for replica, count in served.items():
+        assert abs(count - n / 2) <= 1, served
+
+
+def _received_by(stack, request_id: str) -> list[tuple[str, dict]]:
+    found = []
+    for replica in ("iris-1", "iris-2"):
+        for item in recent_requests(stack, replica):
+            if item["headers"].get("x-request-id") == request_id:
+                found.append((replica, item["headers"]))
+    return found
+
+
+def test_custom_headers_and_request_id_reach_the_model_server(stack, gw, subject):
+    request_id = f"req-{uuid.uuid4()}"
+    r = gw.post(
+        f"{stack.gateway}/v1/models/{IRIS}:predict",
+        data=json.dumps({"instances": IRIS_ROWS[:1]}),
+        headers={**JSON, "X-User-ID": "user123", "X-Request-ID": request_id},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["x-request-id"] == request_id
+    received = _received_by(stack, request_id)
+    assert len(received) == 1, received
+    _, headers = received[0]
+    assert headers["x-user-id"] == "user123"
+    assert headers[demo_config.SUBJECT_HEADER] == subject  # the claim the filter forwards
+    assert headers[demo_config.ROUTING_HEADER] == IRIS
+    assert headers["x-forwarded-proto"] == "http"
+
+
+def test_a_request_id_is_generated_when_absent_and_returned(stack, gw):
+    r = gw.post(
+        f"{stack.gateway}/v1/models/{IRIS}:predict",
+        data=json.dumps({"instances": IRIS_ROWS[:1]}),
+        headers=JSON,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    request_id = r.headers.get("x-request-id", "")
+    assert len(request_id) >= 16, r.headers
+    assert len(_received_by(stack, request_id)) == 1
+
+
+def test_metrics_count_outcomes_per_model(stack, gw, subject):
+    allowed_before = filter_outcome(stack, IRIS, "allowed")
+    invalid_before = filter_outcome(stack, IRIS, "invalid")
+    forbidden_before = filter_outcome(stack, WINE, "forbidden")
+    ok = gw.post(f"{stack.gateway}/v1/models/{IRIS}:predict", json={"instances": IRIS_ROWS[:1]}, timeout=10)
+    bad = gw.post(f"{stack.gateway}/v1/models/{IRIS}:predict", json={"instances": [[1.0]]}, timeout=10)
+    iris_only = stack.token("EdDSA", sub=subject, scope=demo_config.IRIS_SCOPE)
+    denied = requests.post(
+        f"{stack.gateway}/v1/models/{WINE}:predict",
+        json={"instances": [WINE_ROW]},
+        headers={"Authorization": f"Bearer {iris_only}"},
+        timeout=10,
+    )
+    assert (ok.status_code, bad.status_code, denied.status_code) == (200, 400, 403)
+    assert filter_outcome(stack, IRIS, "allowed") == allowed_before + 1
+    assert filter_outcome(stack, IRIS, "invalid") == invalid_before + 1
+    assert filter_outcome(stack, WINE, "forbidden") == forbidden_before + 1
+
+
+def test_gateway_metrics_count_requests_by_cluster(stack, gw):
+    from helpers import gateway_metrics
+
+    def iris_200() -> float:
+        return sum(
+            v
+            for name, labels, v in gateway_metrics(stack)
+            if name == "modelgate_requests_total" and labels.get("cluster") == IRIS and labels.get("status") == "200"
+        )
+
+    before = iris_200()
+    r = gw.post(f"{stack.gateway}/v1/models/{IRIS}:predict", json={"instances": IRIS_ROWS[:1]}, timeout=10)
+    assert r.status_code == 200
+    assert iris_200() == before + 1
+
+
+def test_config_dump_shows_the_effective_config_without_secrets(stack):
+    r = requests.get(f"{stack.admin}/config_dump", timeout=5)
+    assert r.status_code == 200
+    dump = r.json()
+    text = r.text
+    assert {c["name"] for c in dump["clusters"]} == {IRIS, f"{IRIS}-explainer", WINE}
+    assert [rt["name"] for rt in dump["routes"]] == [f"{IRIS}-explain", IRIS, WINE]
+    assert f"127.0.0.1:{stack.ports.iris2}" in text
+    # The HMAC secrets of the inline JWKS must not leak through the admin listener.
+    for alg in ("HS256", "HS384", "HS512"):
+        assert stack.keyset.keys[alg].public_jwk["k"] not in text
