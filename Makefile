@@ -27,7 +27,7 @@ test: setup wasm lint test-rust test-deploy test-e2e ## every test, green
 test-rust: wasm
 	cargo test --workspace
 
-test-deploy:
+test-deploy: build  ## manifests vs the real CRDs, the OCI image, the host reading the policy
 	scripts/test-deploy.sh
 
 test-e2e: build
