@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The reliability suites of issue 8 (everything but the soak and cargo-fuzz): adversarial
+# HTTP, JWT and path cases, fault injection, reload under load, all through the real
+# `modelgate` host and modelgate.wasm in front of recording upstreams. CI runs this; it
+# takes about 3 minutes and must stay under 5 (enforced below).
+#   scripts/test-reliability.sh [pytest args...]   e.g. -k smuggling, -x, -m "not slow"
+# Uses ports 18600-18679 on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-.venv/bin/python}
+[[ -x $PYTHON ]] || { echo "test-reliability: $PYTHON missing; run scripts/setup.sh" >&2; exit 2; }
+
+# The artifacts under test, plus the suite's own fault-injection filter. Cargo makes these
+# no-ops when nothing changed; RELIABILITY_NO_BUILD=1 skips them when the caller just built.
+if [[ ${RELIABILITY_NO_BUILD:-0} != 1 ]]; then
+    cargo build -q -p modelgate-filter --target wasm32-wasip1 --profile wasm
+    cargo build -q --release -p modelgate-host
+fi
+CARGO_TARGET_DIR=$PWD/target cargo build -q --release --target wasm32-wasip1 \
+    --manifest-path tests/reliability/filters/fault-filter/Cargo.toml
+
+exec timeout --signal=INT --kill-after=30 300 \
+    "$PYTHON" -m pytest -c tests/reliability/pytest.ini tests/reliability "$@"

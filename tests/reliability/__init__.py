@@ -1,0 +1,1 @@
+"""Reliability and security suites for modelgate: adversarial input, faults, reload, soak."""

@@ -1,0 +1,113 @@
+"""The stack under test: recording upstreams (two iris replicas, wine, a resetting one and one
+that closes mid-body) behind a `modelgate` host running the real modelgate.wasm."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import configs, rawhttp, tokens
+from .gateway import Gateway
+from .ports import PortPool
+from .upstream import Behaviour, RecordedRequest, RecordingUpstream, ReplicaProcess
+
+
+class Stack:
+    def __init__(
+        self,
+        workdir: Path,
+        keys: tokens.KeySet,
+        pool: PortPool,
+        extra_filters: list[dict] | None = None,
+        killable_iris_b: bool = False,
+    ):
+        """`killable_iris_b` runs the second iris replica as its own process (`replica`),
+        which a test can SIGKILL; it records nothing, unlike the in-process upstreams."""
+        self.workdir = workdir
+        self.keys = keys
+        models = [configs.IRIS, configs.WINE]
+        self.upstreams = {
+            "iris-a": RecordingUpstream(pool.take(), "iris-a", models),
+            "wine": RecordingUpstream(pool.take(), "wine", models),
+            "reset": RecordingUpstream(pool.take(), "reset", [configs.RESET_MODEL], Behaviour.RESET),
+            "midbody": RecordingUpstream(pool.take(), "midbody", [configs.MIDBODY_MODEL], Behaviour.CLOSE_MID_BODY),
+        }
+        self.replica: ReplicaProcess | None = None
+        if killable_iris_b:
+            self.replica = ReplicaProcess(pool.take(), "iris-b", models)
+            iris_b_port = self.replica.port
+        else:
+            self.upstreams["iris-b"] = RecordingUpstream(pool.take(), "iris-b", models)
+            iris_b_port = self.upstreams["iris-b"].port
+        clusters = {
+            "iris": [self.upstreams["iris-a"].port, iris_b_port],
+            "wine": [self.upstreams["wine"].port],
+            "reset": [self.upstreams["reset"].port],
+            "midbody": [self.upstreams["midbody"].port],
+        }
+        model_clusters = {
+            configs.IRIS: "iris",
+            configs.WINE: "wine",
+            configs.RESET_MODEL: "reset",
+            configs.MIDBODY_MODEL: "midbody",
+        }
+        self.filters = [*(extra_filters or []), configs.modelgate_filter(keys)]
+        port, admin = pool.take(), pool.take()
+        self.gateway = Gateway(workdir, configs.host_config(port, admin, clusters, self.filters, model_clusters), port, admin)
+
+    @property
+    def port(self) -> int:
+        return self.gateway.port
+
+    def start(self) -> Stack:
+        for upstream in self.upstreams.values():
+            upstream.start()
+        if self.replica:
+            self.replica.start()
+        try:
+            self.gateway.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.gateway.stop()
+        for upstream in self.upstreams.values():
+            upstream.stop()
+        if self.replica:
+            self.replica.stop()
+
+    # -- what the upstreams saw ------------------------------------------------------
+    def seen(self) -> list[RecordedRequest]:
+        """Every request any upstream has parsed the head of, complete or not."""
+        return [r for u in self.upstreams.values() for r in u.requests]
+
+    def clear(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.clear()
+
+    def assert_upstream_saw_nothing(self, case: str) -> None:
+        seen = self.seen()
+        malformed = [m for u in self.upstreams.values() for m in u.malformed]
+        assert not seen and not malformed, (
+            f"{case}: a request the gateway should have stopped reached an upstream: "
+            f"{[(r.method, r.target) for r in seen]} {malformed}"
+        )
+
+    # -- clients ---------------------------------------------------------------------
+    def token(self, **claims: object) -> str:
+        return self.keys.rs256(self.keys.claims(**claims))
+
+    def predict_bytes(self, model: str = configs.IRIS, token: str | None = None, rows: int = 1, extra_headers: list[tuple[str, str]] | None = None) -> bytes:
+        body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]] * rows}).encode()
+        headers = [("Content-Type", "application/json")]
+        if token is not None:
+            headers.append(("Authorization", f"Bearer {token}"))
+        headers.extend(extra_headers or [])
+        return rawhttp.request_bytes("POST", f"/v1/models/{model}:predict", headers, body)
+
+    def predict(self, model: str = configs.IRIS, token: str | None = None, **kwargs: object) -> rawhttp.Response:
+        response = rawhttp.exchange(self.port, self.predict_bytes(model, token or self.token(), **kwargs), method="POST")
+        assert response is not None, "gateway closed the connection without answering a valid predict"
+        return response
