@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make demo` and `make test` need on a fresh machine, and nothing else:
 #   - the wasm32-wasip1 Rust target (the filter's build target);
-#   - a Python venv at .venv with tests/requirements.txt (KServe, scikit-learn, PyJWT, ...).
+#   - a Python venv at .venv with tests/requirements.txt (KServe, scikit-learn, PyJWT, ...);
+#   - curl, which the demo walkthrough runs (Debian package, only when missing).
 # Idempotent and silent when everything is already in place, so running it before every
 # `make` target costs well under a second.
 set -euo pipefail
@@ -14,6 +15,12 @@ say() { echo "setup: $*"; }
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
     say "adding Rust target wasm32-wasip1"
     rustup target add wasm32-wasip1
+fi
+
+# The demo's walkthrough runs curl, as a user pasting its commands would.
+if ! command -v curl >/dev/null; then
+    say "installing curl"
+    apt-get update -qq && apt-get install -y -qq curl >/dev/null
 fi
 
 # The venv is rebuilt only when tests/requirements.txt or the Python interpreter changed:
