@@ -1,0 +1,359 @@
+//! `HttpFilter`: one HTTP stream, from its request headers to its log callback.
+//!
+//! Callback contracts (what each one does and what it returns to the host):
+//!
+//! - `on_http_request_headers`: builds a [`RequestView`] from single-header reads, asks the
+//!   policies with the host's current time, and applies the decision: header edits (then
+//!   `clear_route_cache` when the route may change) and `Continue`; or a local reply and
+//!   `Pause`; or, when the body is needed, `Continue` with buffering armed (see [`crate::body`]).
+//! - `on_http_request_body`: `Pause` (buffer) until the body is complete or over its limit, then
+//!   decide on it: `Continue`, or a local reply (400, 413).
+//! - `on_http_request_trailers`: a body that ends in trailers is decided there.
+//! - `on_log`: counts the request by model and outcome and records its duration.
+//!
+//! The model and outcome are also stored as filter state (`proxy_set_property` on
+//! `modelgate.model` and `modelgate.outcome`; Envoy's `%FILTER_STATE(wasm.modelgate.model)%`)
+//! so the access log can print them.
+
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use log::{debug, error, warn};
+use modelgate_policies::{
+    BodyDecision, Continue, HeadersDecision, Outcome, PendingRequest, Reply, RequestView, Verdict,
+};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType, Status};
+use std::sync::Arc;
+
+use crate::body::{BodyStep, body_step};
+use crate::root::Configured;
+use crate::store::{HostRequestHeaders, HostSharedData, request_header, text};
+
+/// Filter state keys for the access log (one path segment each, so Envoy and the `modelgate`
+/// host both name them `wasm.modelgate.model` / `wasm.modelgate.outcome`).
+const MODEL_PROPERTY: &str = "modelgate.model";
+const OUTCOME_PROPERTY: &str = "modelgate.outcome";
+
+/// The answer when the plugin was never configured: without a policy nothing may pass.
+const NOT_CONFIGURED_BODY: &str = r#"{"error":"modelgate filter is not configured"}"#;
+
+/// Where a stream is in its request.
+enum Phase {
+    /// Waiting for the request headers.
+    Headers,
+    /// The policies asked for the body: buffering it.
+    Buffering {
+        pending: PendingRequest,
+        /// Bytes buffered so far (the host reports the cumulative size).
+        buffered: usize,
+    },
+    /// Decided (forwarded or answered): later callbacks pass through.
+    Decided,
+}
+
+/// The per-stream context.
+pub(crate) struct HttpFilter {
+    configured: Option<Rc<Configured>>,
+    phase: Phase,
+    /// When the request headers arrived, for the duration histogram.
+    started: Option<SystemTime>,
+    /// Model (canonical, when known) and outcome once decided, for metrics.
+    verdict: Option<(Option<Arc<str>>, Outcome)>,
+}
+
+impl HttpFilter {
+    pub(crate) fn new(configured: Option<Rc<Configured>>) -> Self {
+        Self {
+            configured,
+            phase: Phase::Headers,
+            started: None,
+            verdict: None,
+        }
+    }
+
+    /// Forward the request after applying the header edits of `decision`.
+    fn forward(&mut self, decision: Continue) -> Action {
+        apply_header_edits(&decision);
+        self.settle_verdict(decision.verdict);
+        Action::Continue
+    }
+
+    /// Answer the request with a local reply instead of forwarding it.
+    fn respond(&mut self, reply: Reply) -> Action {
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        if let Err(status) = hostcalls::send_http_response(
+            u32::from(reply.status),
+            headers,
+            Some(reply.body.as_bytes()),
+        ) {
+            // Nothing else can be sent now; the host ends the stream its own way.
+            error!(
+                "modelgate: cannot send the {} reply: {status:?}",
+                reply.status
+            );
+        }
+        self.settle_verdict(reply.verdict);
+        // The host stops the stream after a local reply, whatever this returns.
+        Action::Pause
+    }
+
+    /// An internal fault: under `failureMode: deny` answer 503, under `allow` forward.
+    fn fault(&mut self, what: &str) -> Action {
+        error!("modelgate: internal fault: {what}");
+        let Some(configured) = self.configured.clone() else {
+            return self.respond_not_configured();
+        };
+        let model = match &self.phase {
+            Phase::Buffering { pending, .. } => pending.model().cloned(),
+            Phase::Headers | Phase::Decided => None,
+        };
+        if let Some(reply) = configured.policies.internal_fault_reply(model.as_deref()) {
+            self.respond(reply)
+        } else {
+            self.settle(model, Outcome::InternalError);
+            Action::Continue
+        }
+    }
+
+    fn respond_not_configured(&mut self) -> Action {
+        error!("modelgate: request before a successful on_configure; answering 503");
+        if let Err(status) = hostcalls::send_http_response(
+            503,
+            vec![("content-type", "application/json")],
+            Some(NOT_CONFIGURED_BODY.as_bytes()),
+        ) {
+            error!("modelgate: cannot send the 503 reply: {status:?}");
+        }
+        self.phase = Phase::Decided;
+        Action::Pause
+    }
+
+    fn settle_verdict(&mut self, verdict: Verdict) {
+        self.settle(verdict.model, verdict.outcome);
+    }
+
+    /// Remember how the request ended and publish it as filter state.
+    fn settle(&mut self, model: Option<Arc<str>>, outcome: Outcome) {
+        self.phase = Phase::Decided;
+        if let Some(model) = &model {
+            set_filter_state(MODEL_PROPERTY, model.as_bytes());
+        }
+        set_filter_state(OUTCOME_PROPERTY, outcome.as_str().as_bytes());
+        self.verdict = Some((model, outcome));
+    }
+
+    /// Decide on the complete body of a request whose headers asked for it.
+    fn decide_body(
+        &mut self,
+        configured: &Configured,
+        pending: &PendingRequest,
+        body: &[u8],
+    ) -> Action {
+        let now = current_time();
+        match configured
+            .policies
+            .on_request_body(pending, body, now, &HostSharedData)
+        {
+            BodyDecision::Continue(decision) => {
+                if !decision.headers.is_empty() {
+                    // Envoy forwards the request headers before the body arrives and no
+                    // longer lets a filter change them (see `crate::body`).
+                    warn!("modelgate: header edits decided on the body cannot be applied");
+                }
+                self.settle_verdict(decision.verdict);
+                Action::Continue
+            }
+            BodyDecision::Reply(reply) => self.respond(reply),
+        }
+    }
+
+    /// Read the `buffered` bytes of request body the host holds and decide on them.
+    fn read_and_decide_body(
+        &mut self,
+        configured: &Configured,
+        pending: &PendingRequest,
+        buffered: usize,
+    ) -> Action {
+        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, buffered) {
+            Ok(Some(body)) => body,
+            Ok(None) if buffered == 0 => Vec::new(),
+            Ok(None) => return self.fault("the buffered request body is not available"),
+            Err(status) => {
+                return self.fault(&format!("cannot read the request body: {status:?}"));
+            }
+        };
+        self.decide_body(configured, pending, &body)
+    }
+}
+
+impl Context for HttpFilter {}
+
+impl HttpContext for HttpFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(configured) = self.configured.clone() else {
+            return self.respond_not_configured();
+        };
+        let now = current_time();
+        self.started = Some(now);
+        let method = request_header(":method").unwrap_or_default();
+        let path = request_header(":path").unwrap_or_default();
+        let client_addr = client_address();
+        let view = RequestView {
+            method: &method,
+            path: &path,
+            client_addr: client_addr.as_deref(),
+            headers: &HostRequestHeaders,
+        };
+        match configured
+            .policies
+            .on_request_headers(&view, now, &HostSharedData)
+        {
+            HeadersDecision::Continue(decision) => self.forward(decision),
+            HeadersDecision::Reply(reply) => self.respond(reply),
+            HeadersDecision::NeedBody(need) => {
+                if end_of_stream {
+                    // No body will come: decide on the empty one while headers can still change.
+                    self.decide_body(&configured, &need.pending, &[])
+                } else {
+                    self.phase = Phase::Buffering {
+                        pending: need.pending,
+                        buffered: 0,
+                    };
+                    Action::Continue
+                }
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Phase::Buffering { pending, buffered } = &mut self.phase else {
+            return Action::Continue;
+        };
+        *buffered = body_size;
+        let Some(configured) = self.configured.clone() else {
+            return self.respond_not_configured();
+        };
+        match body_step(pending.max_body_bytes(), body_size, end_of_stream) {
+            BodyStep::Wait => Action::Pause,
+            BodyStep::TooLarge => {
+                let reply = configured.policies.reject_oversized_body(pending);
+                self.respond(reply)
+            }
+            BodyStep::Decide => {
+                let pending = pending.clone();
+                self.read_and_decide_body(&configured, &pending, body_size)
+            }
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Phase::Buffering { pending, buffered } = &self.phase else {
+            return Action::Continue;
+        };
+        let Some(configured) = self.configured.clone() else {
+            return self.respond_not_configured();
+        };
+        let (pending, buffered) = (pending.clone(), *buffered);
+        self.read_and_decide_body(&configured, &pending, buffered)
+    }
+
+    fn on_log(&mut self) {
+        let Some(configured) = &self.configured else {
+            return;
+        };
+        let metrics = &configured.metrics;
+        if let Some((model, outcome)) = &self.verdict
+            && let Some(id) = metrics.requests(model.as_deref(), *outcome)
+            && let Err(status) = hostcalls::increment_metric(id, 1)
+        {
+            debug!("modelgate: cannot count the request: {status:?}");
+        }
+        if let Some(started) = self.started {
+            let elapsed = duration_ms(started, current_time());
+            if let Err(status) = hostcalls::record_metric(metrics.duration(), elapsed) {
+                debug!("modelgate: cannot record the request duration: {status:?}");
+            }
+        }
+    }
+}
+
+/// Apply a forward decision's header edits: removals first, then sets (each replacing every
+/// existing value), then ask the host to re-match the route if the routing header changed.
+fn apply_header_edits(decision: &Continue) {
+    for name in &decision.headers.remove {
+        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None) {
+            warn!("modelgate: cannot remove request header {name}: {status:?}");
+        }
+    }
+    for (name, value) in &decision.headers.set {
+        if let Err(status) =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+        {
+            warn!("modelgate: cannot set request header {name}: {status:?}");
+        }
+    }
+    if decision.route_changed {
+        clear_route_cache();
+    }
+}
+
+/// Ask the host to pick the route again now that the routing header changed.
+///
+/// Envoy 1.33 and later provide the foreign function `clear_route_cache`; older ones answer
+/// `NOT_FOUND`, but they clear the route cache whenever a filter changes request headers anyway,
+/// so its absence is not a fault.
+fn clear_route_cache() {
+    match hostcalls::call_foreign_function("clear_route_cache", None) {
+        Ok(_) | Err(Status::NotFound) => {}
+        Err(status) => debug!("modelgate: clear_route_cache failed: {status:?}"),
+    }
+}
+
+fn set_filter_state(key: &str, value: &[u8]) {
+    if let Err(status) = hostcalls::set_property(vec![key], Some(value)) {
+        debug!("modelgate: cannot set filter state {key}: {status:?}");
+    }
+}
+
+/// The client address, `ip:port` as Envoy's `source.address` property gives it.
+fn client_address() -> Option<String> {
+    match hostcalls::get_property(vec!["source", "address"]) {
+        Ok(Some(address)) => Some(text(address)),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+/// The host's clock. Time only ever comes from the host: the policies never read a clock.
+fn current_time() -> SystemTime {
+    hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Whole milliseconds from `start` to `end`; a clock that stepped back counts as zero.
+fn duration_ms(start: SystemTime, end: SystemTime) -> u64 {
+    let elapsed = end.duration_since(start).unwrap_or(Duration::ZERO);
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_whole_milliseconds() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        assert_eq!(duration_ms(start, start + Duration::from_micros(2_999)), 2);
+        assert_eq!(duration_ms(start, start + Duration::from_secs(3)), 3_000);
+    }
+
+    #[test]
+    fn a_clock_that_stepped_back_gives_zero_not_a_huge_duration() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        assert_eq!(duration_ms(start, start - Duration::from_secs(1)), 0);
+    }
+}

@@ -1,0 +1,96 @@
+//! `FilterRoot`: the per-VM root context. It compiles the plugin configuration into
+//! [`Policies`] and defines the metrics, once per `on_configure`, and hands both to every stream.
+//!
+//! Callback contracts:
+//!
+//! - `on_configure`: reads the plugin configuration (buffer type 7, readable only here),
+//!   compiles it, applies its log level and defines the metrics. On any error it logs the reason
+//!   at error level (a configuration error names the field path) and returns `false`, which makes
+//!   the host reject the plugin; a previous good configuration, if any, stays in force.
+//! - `create_http_context`: a new [`HttpFilter`] sharing the compiled policies through `Rc`.
+
+use std::rc::Rc;
+
+use log::{error, info};
+use modelgate_policies::{LogLevel, Policies};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+
+use crate::http::HttpFilter;
+use crate::metrics::Metrics;
+
+/// What `on_configure` builds and every stream of this VM shares.
+#[derive(Debug)]
+pub(crate) struct Configured {
+    pub(crate) policies: Policies,
+    pub(crate) metrics: Metrics,
+}
+
+/// The root context of one VM.
+pub(crate) struct FilterRoot {
+    configured: Option<Rc<Configured>>,
+}
+
+impl FilterRoot {
+    pub(crate) fn new() -> Self {
+        Self { configured: None }
+    }
+}
+
+/// Read, compile and apply the plugin configuration of this VM.
+fn configure() -> Result<Configured, String> {
+    let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        Ok(Some(config)) => config,
+        Ok(None) => Vec::new(),
+        Err(status) => return Err(format!("cannot read the plugin configuration: {status:?}")),
+    };
+    let policies =
+        Policies::from_json(&config).map_err(|e| format!("invalid configuration: {e}"))?;
+    proxy_wasm::set_log_level(log_level(policies.log_level()));
+    let metrics = Metrics::define(policies.model_names(), hostcalls::define_metric)
+        .map_err(|status| format!("cannot define metrics: {status:?}"))?;
+    Ok(Configured { policies, metrics })
+}
+
+impl Context for FilterRoot {}
+
+impl RootContext for FilterRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        match configure() {
+            Ok(configured) => {
+                info!(
+                    "modelgate: configured {} models",
+                    configured.policies.model_names().count()
+                );
+                self.configured = Some(Rc::new(configured));
+                true
+            }
+            Err(message) => {
+                error!("modelgate: {message}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(HttpFilter::new(self.configured.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// The SDK's level for the configured one.
+fn log_level(level: LogLevel) -> proxy_wasm::types::LogLevel {
+    use proxy_wasm::types::LogLevel as Sdk;
+    match level {
+        LogLevel::Trace => Sdk::Trace,
+        LogLevel::Debug => Sdk::Debug,
+        LogLevel::Info => Sdk::Info,
+        LogLevel::Warn => Sdk::Warn,
+        LogLevel::Error => Sdk::Error,
+        LogLevel::Critical => Sdk::Critical,
+    }
+}
