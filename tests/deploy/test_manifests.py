@@ -238,3 +238,11 @@ def test_every_manifest_is_applied_by_a_kustomization_or_is_a_named_alternative(
                 listed.add(target)
     assert set(manifest_files()) - listed == alternatives
     assert not [d for _, d in all_objects() if "namespace" not in d["metadata"] and d["kind"] not in ("Namespace", "GatewayClass")]
+
+
+def test_istio_plugin_loads_the_same_image_as_the_policy():
+    (plugin,) = load_docs(WASMPLUGIN)
+    image = wasm_entry(OCI_EEP)["code"]["image"]
+    assert plugin["spec"]["url"] == f"oci://{image['url']}"
+    assert plugin["spec"]["sha256"] == image["sha256"]
+    assert plugin["spec"]["pluginName"] == wasm_entry(OCI_EEP)["rootID"]
