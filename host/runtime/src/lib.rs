@@ -3,17 +3,28 @@
 //! It knows nothing of models, JWT or `KServe`: it loads any Proxy-Wasm module (ABI 0.2.0 and
 //! 0.2.1), runs several VMs per plugin like Envoy's worker VMs, and drives HTTP streams through
 //! an ordered chain of plugins. The gateway (`modelgate-host`) uses it only through the types
-//! re-exported here; the contract is the API of [`Runtime`], [`FilterChain`] and [`ChainStream`].
+//! re-exported here: [`Runtime`], [`FilterChain`] and [`ChainStream`].
+//!
+//! Inside: `engine` (one `Engine`, `Linker`, epoch ticker, `InstancePre` per module), `vm`
+//! (one `Store` per VM, start-up, deadline-bounded guest calls), `abi` (every host function),
+//! `plugin` (VMs of a plugin and their rebuild after a failure), `stream` (the chain).
 
+mod abi;
+mod context;
+mod engine;
+mod header_map;
+mod metrics;
+mod plugin;
 mod runtime;
 mod services;
+mod shared;
 mod stream;
+mod vm;
 
-pub use runtime::{
-    LoadError, MetricSnapshot, MetricValue, Plugin, PluginSpec, Runtime, RuntimeError,
-};
+pub use plugin::Plugin;
+pub use runtime::{LoadError, MetricSnapshot, MetricValue, PluginSpec, Runtime, RuntimeError};
 pub use services::{HostServices, HttpCallRequest, HttpCallResponse};
-pub use stream::{ChainStream, FilterChain, Flow, LocalReply, StreamInfo};
+pub use stream::{ChainStream, DEFAULT_BUFFER_LIMIT, FilterChain, Flow, LocalReply, StreamInfo};
 
 /// Header map as a filter sees it: lower-case keys, pseudo-headers first
 /// (request: `:authority :path :method :scheme`; response: `:status`), in wire order.

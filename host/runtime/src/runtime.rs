@@ -1,9 +1,16 @@
-//! The process-wide runtime: engine, shared state and the plugins loaded into it.
+//! The process-wide runtime: the engine, shared data and queues, the metric registry, and the
+//! tokio handle async host work (ticks, `http_call` answers, queue wake-ups) runs on.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::HostServices;
+use tokio::runtime::Handle;
+
+use crate::engine::EngineHost;
+use crate::metrics::MetricRegistry;
+use crate::shared::{Queues, SharedData};
+use crate::{HostServices, Plugin};
 
 /// Everything needed to load one Proxy-Wasm plugin, as Envoy's `PluginConfig` + `VmConfig`.
 #[derive(Clone)]
@@ -30,15 +37,21 @@ pub struct PluginSpec {
 pub enum RuntimeError {
     #[error("cannot create the wasm engine: {0}")]
     Engine(String),
+    #[error("cannot start the runtime's async worker: {0}")]
+    Worker(String),
 }
 
 /// Why a plugin could not be loaded; the message always names the plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("plugin {plugin}: {reason}")]
-    Unsupported {
+    #[error("plugin {plugin}: cannot compile the module: {reason}")]
+    Compile { plugin: String, reason: String },
+    #[error("plugin {plugin}: cannot start a VM: {reason}")]
+    Start { plugin: String, reason: String },
+    #[error("plugin {plugin}: {callback} returned false")]
+    Rejected {
         plugin: String,
-        reason: &'static str,
+        callback: &'static str,
     },
 }
 
@@ -49,7 +62,7 @@ pub struct MetricSnapshot {
     pub value: MetricValue,
 }
 
-/// A metric's current value.
+/// A metric's current value. Histogram buckets are cumulative `(upper bound, count)` pairs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricValue {
     Counter(u64),
@@ -64,42 +77,79 @@ pub enum MetricValue {
 /// Owns the engine, shared data and queues, and the metric registry. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
+    shared: Arc<RuntimeShared>,
 }
 
-struct Inner {
-    services: Arc<dyn HostServices>,
+pub(crate) struct RuntimeShared {
+    pub(crate) engine: EngineHost,
+    pub(crate) services: Arc<dyn HostServices>,
+    pub(crate) shared_data: SharedData,
+    pub(crate) queues: Queues,
+    pub(crate) metrics: MetricRegistry,
+    pub(crate) handle: Handle,
+    restarts: AtomicU64,
+    /// A runtime of our own when created outside tokio.
+    own_worker: Option<tokio::runtime::Runtime>,
+}
+
+impl RuntimeShared {
+    pub(crate) fn count_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for RuntimeShared {
+    fn drop(&mut self) {
+        // Dropping a tokio runtime inside async code panics; let it wind down in the background.
+        if let Some(worker) = self.own_worker.take() {
+            worker.shutdown_background();
+        }
+    }
 }
 
 impl Runtime {
+    /// Create the runtime. Async host work runs on the current tokio runtime, or on a
+    /// one-thread runtime of its own when called outside one.
     pub fn new(services: Arc<dyn HostServices>) -> Result<Runtime, RuntimeError> {
+        let engine = EngineHost::new().map_err(|err| RuntimeError::Engine(format!("{err:#}")))?;
+        let (handle, own_worker) = if let Ok(handle) = Handle::try_current() {
+            (handle, None)
+        } else {
+            let worker = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("wasm-host-async")
+                .enable_all()
+                .build()
+                .map_err(|err| RuntimeError::Worker(err.to_string()))?;
+            (worker.handle().clone(), Some(worker))
+        };
         Ok(Runtime {
-            inner: Arc::new(Inner { services }),
+            shared: Arc::new(RuntimeShared {
+                engine,
+                services,
+                shared_data: SharedData::default(),
+                queues: Queues::default(),
+                metrics: MetricRegistry::default(),
+                handle,
+                restarts: AtomicU64::new(0),
+                own_worker,
+            }),
         })
     }
 
-    /// Compile the module, build `vm_count` VMs and run their start-up callbacks.
+    /// Compile (one Module + `InstancePre` per distinct wasm), build `vm_count` VMs, run
+    /// `_initialize`/`_start`, `on_context_create(root)`, `on_vm_start`, `on_configure`.
     pub fn load(&self, spec: PluginSpec) -> Result<Plugin, LoadError> {
-        let _ = &self.inner.services;
-        Err(LoadError::Unsupported {
-            plugin: spec.name,
-            reason: "the proxy-wasm lifecycle is not implemented yet",
-        })
+        Plugin::load(&self.shared, spec)
     }
 
-    /// Every metric filters defined.
+    /// Every metric filters defined, named as the filter gave it.
     pub fn metrics(&self) -> Vec<MetricSnapshot> {
-        Vec::new()
+        self.shared.metrics.snapshot()
     }
 
     /// VMs rebuilt after a trap, deadline or memory blow-up, since start.
     pub fn vm_restarts(&self) -> u64 {
-        0
+        self.shared.restarts.load(Ordering::Relaxed)
     }
-}
-
-/// A loaded plugin: its VMs and configuration. Cheap to clone.
-#[derive(Clone)]
-pub struct Plugin {
-    _private: Arc<()>,
 }

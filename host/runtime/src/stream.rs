@@ -1,14 +1,32 @@
-//! HTTP streams through an ordered chain of plugins, with Envoy's decoder/encoder ordering.
+//! HTTP streams through an ordered chain of plugins, as Envoy's filter manager runs them:
+//! request callbacks in chain order, response callbacks in reverse, local replies passed
+//! through the response callbacks, pauses held until `proxy_continue_stream`.
 
+use std::mem;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use crate::{Headers, Plugin};
+use tokio::sync::Notify;
+
+use crate::abi::local_reply;
+use crate::context::{StreamCtx, StreamMeta};
+use crate::plugin::VmCell;
+use crate::vm::{ROOT_CONTEXT_ID, StreamCallback};
+use crate::{Headers, Plugin, header_map};
+
+/// Envoy's default per-stream buffer limit.
+pub const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
 
 /// Ordered plugins applied to every stream. Cheap to clone.
 #[derive(Clone)]
 pub struct FilterChain {
-    plugins: std::sync::Arc<[Plugin]>,
+    inner: Arc<ChainInner>,
+}
+
+struct ChainInner {
+    plugins: Vec<Plugin>,
+    buffer_limit: usize,
 }
 
 /// Connection facts a stream exposes as properties.
@@ -38,6 +56,7 @@ pub enum Flow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalReply {
     pub status: u16,
+    /// Without `:status`.
     pub headers: Headers,
     pub body: Vec<u8>,
 }
@@ -45,59 +64,649 @@ pub struct LocalReply {
 impl FilterChain {
     pub fn new(plugins: Vec<Plugin>) -> FilterChain {
         FilterChain {
-            plugins: plugins.into(),
+            inner: Arc::new(ChainInner {
+                plugins,
+                buffer_limit: DEFAULT_BUFFER_LIMIT,
+            }),
+        }
+    }
+
+    /// Bytes a filter may buffer per body before the stream gets 413 (request) or 500
+    /// (response); [`DEFAULT_BUFFER_LIMIT`] otherwise.
+    #[must_use]
+    pub fn with_buffer_limit(self, bytes: usize) -> FilterChain {
+        FilterChain {
+            inner: Arc::new(ChainInner {
+                plugins: self.inner.plugins.clone(),
+                buffer_limit: bytes,
+            }),
         }
     }
 
     pub fn stream(&self, info: StreamInfo) -> ChainStream {
+        let slots = self
+            .inner
+            .plugins
+            .iter()
+            .map(|plugin| Slot {
+                cell: plugin.inner.pick_vm(),
+                fail_open: plugin.inner.shared.spec.fail_open,
+                context: None,
+                notify: Arc::new(Notify::new()),
+                skipped: false,
+            })
+            .collect();
         ChainStream {
-            chain: self.clone(),
-            info,
+            chain: Arc::clone(&self.inner),
+            meta: Arc::new(StreamMeta {
+                info,
+                upstream: Mutex::new(None),
+            }),
+            slots,
             route_cache_cleared: false,
+            filter_state: Vec::new(),
+            request_buffering_at: None,
+            response_buffering_at: None,
+            finished: false,
         }
     }
 }
 
-/// One HTTP request through the chain.
+/// One filter of one stream: the VM it is pinned to and its context there.
+struct Slot {
+    cell: Arc<VmCell>,
+    fail_open: bool,
+    /// VM generation and context id, once the context exists.
+    context: Option<(u64, u32)>,
+    notify: Arc<Notify>,
+    /// A fail-open filter whose VM failed is skipped for the rest of the stream.
+    skipped: bool,
+}
+
+/// The data a callback works on, lent to the VM for the callback (and any pause).
+enum Payload<'a> {
+    Headers(&'a mut Headers),
+    Body(&'a mut Vec<u8>),
+}
+
+impl Payload<'_> {
+    fn size(&self) -> usize {
+        match self {
+            Payload::Headers(h) => h.len(),
+            Payload::Body(b) => b.len(),
+        }
+    }
+}
+
+/// Outcome of one filter's callback.
+enum Step {
+    Continue,
+    Buffer,
+    Reply(LocalReply),
+    /// The VM failed and the filter is fail-closed.
+    Failed,
+}
+
+enum Begin {
+    Done(Step),
+    Wait,
+}
+
+/// One HTTP request through the chain. Send. Request callbacks run in chain order, response
+/// callbacks in reverse order, as Envoy's decoder/encoder filters do.
 pub struct ChainStream {
-    chain: FilterChain,
-    info: StreamInfo,
+    chain: Arc<ChainInner>,
+    meta: Arc<StreamMeta>,
+    slots: Vec<Slot>,
     route_cache_cleared: bool,
+    filter_state: Vec<(String, Vec<u8>)>,
+    /// The filter that asked to buffer the body; the next (cumulative) call resumes there.
+    request_buffering_at: Option<usize>,
+    response_buffering_at: Option<usize>,
+    finished: bool,
 }
 
 impl ChainStream {
-    pub async fn request_headers(&mut self, _headers: &mut Headers, _end_of_stream: bool) -> Flow {
-        self.pass()
-    }
-    pub async fn request_body(&mut self, _body: &mut Vec<u8>, _end_of_stream: bool) -> Flow {
-        self.pass()
-    }
-    pub async fn request_trailers(&mut self, _trailers: &mut Headers) -> Flow {
-        self.pass()
-    }
-    pub async fn response_headers(&mut self, _headers: &mut Headers, _end_of_stream: bool) -> Flow {
-        self.pass()
-    }
-    pub async fn response_body(&mut self, _body: &mut Vec<u8>, _end_of_stream: bool) -> Flow {
-        self.pass()
-    }
-    pub async fn response_trailers(&mut self, _trailers: &mut Headers) -> Flow {
-        self.pass()
-    }
-    pub fn take_route_cache_cleared(&mut self) -> bool {
-        std::mem::take(&mut self.route_cache_cleared)
-    }
-    pub fn set_upstream(&mut self, _cluster: &str, _endpoint: SocketAddr) {
-        let _ = &self.info;
-    }
-    pub fn filter_state(&self) -> Vec<(String, Vec<u8>)> {
-        Vec::new()
-    }
-    pub fn finish(self) {}
-
-    /// Until plugins run (they cannot be loaded yet), an empty chain passes everything.
-    fn pass(&self) -> Flow {
-        debug_assert!(self.chain.plugins.is_empty());
+    /// Resolves when every filter continued (after any pause), or with the local reply a
+    /// filter sent. `headers` is updated in place with the filters' edits.
+    pub async fn request_headers(&mut self, headers: &mut Headers, end_of_stream: bool) -> Flow {
+        for i in 0..self.slots.len() {
+            let step = self
+                .step(
+                    i,
+                    StreamCallback::RequestHeaders,
+                    Payload::Headers(headers),
+                    end_of_stream,
+                )
+                .await;
+            if let Some(flow) = self.request_flow(i, step).await {
+                return flow;
+            }
+        }
         Flow::Continue
+    }
+
+    /// `body` is the cumulative buffered body; while [`Flow::StopAndBuffer`] the gateway keeps
+    /// appending and calls again. Filters before the buffering one saw the body when they
+    /// continued and are not called again for it.
+    pub async fn request_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Flow {
+        let start = self.request_buffering_at.take().unwrap_or(0);
+        for i in start..self.slots.len() {
+            if i == start && start > 0 && body.len() > self.chain.buffer_limit {
+                return self.request_too_large(i).await;
+            }
+            let step = self.step(
+                i,
+                StreamCallback::RequestBody,
+                Payload::Body(body),
+                end_of_stream,
+            );
+            match step.await {
+                Step::Buffer if body.len() > self.chain.buffer_limit => {
+                    return self.request_too_large(i).await;
+                }
+                Step::Buffer => {
+                    self.request_buffering_at = Some(i);
+                    return Flow::StopAndBuffer;
+                }
+                step => {
+                    if let Some(flow) = self.request_flow(i, step).await {
+                        return flow;
+                    }
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    pub async fn request_trailers(&mut self, trailers: &mut Headers) -> Flow {
+        for i in 0..self.slots.len() {
+            let step = self
+                .step(
+                    i,
+                    StreamCallback::RequestTrailers,
+                    Payload::Headers(trailers),
+                    true,
+                )
+                .await;
+            if let Some(flow) = self.request_flow(i, step).await {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+
+    pub async fn response_headers(&mut self, headers: &mut Headers, end_of_stream: bool) -> Flow {
+        for i in (0..self.slots.len()).rev() {
+            let step = self
+                .step(
+                    i,
+                    StreamCallback::ResponseHeaders,
+                    Payload::Headers(headers),
+                    end_of_stream,
+                )
+                .await;
+            if let Some(flow) = self.response_flow(i, step).await {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+
+    pub async fn response_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Flow {
+        let start = self.response_buffering_at.take();
+        let first = start.unwrap_or(self.slots.len().saturating_sub(1));
+        for i in (0..self.slots.len()).rev().filter(|&i| i <= first) {
+            if start == Some(i) && body.len() > self.chain.buffer_limit {
+                return self.response_too_large(i).await;
+            }
+            let step = self.step(
+                i,
+                StreamCallback::ResponseBody,
+                Payload::Body(body),
+                end_of_stream,
+            );
+            match step.await {
+                Step::Buffer if body.len() > self.chain.buffer_limit => {
+                    return self.response_too_large(i).await;
+                }
+                Step::Buffer => {
+                    self.response_buffering_at = Some(i);
+                    return Flow::StopAndBuffer;
+                }
+                step => {
+                    if let Some(flow) = self.response_flow(i, step).await {
+                        return flow;
+                    }
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    pub async fn response_trailers(&mut self, trailers: &mut Headers) -> Flow {
+        for i in (0..self.slots.len()).rev() {
+            let step = self
+                .step(
+                    i,
+                    StreamCallback::ResponseTrailers,
+                    Payload::Headers(trailers),
+                    true,
+                )
+                .await;
+            if let Some(flow) = self.response_flow(i, step).await {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// True (and reset) if a filter changed request headers or called `clear_route_cache`
+    /// since the last call: the gateway re-matches the route, as Envoy does.
+    pub fn take_route_cache_cleared(&mut self) -> bool {
+        mem::take(&mut self.route_cache_cleared)
+    }
+
+    /// The upstream picked for this stream (for `upstream.address`, `xds.cluster_name`).
+    pub fn set_upstream(&mut self, cluster: &str, endpoint: SocketAddr) {
+        let mut upstream = self
+            .meta
+            .upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *upstream = Some((cluster.to_owned(), endpoint));
+    }
+
+    /// Values filters stored with `proxy_set_property`, as Envoy's filter state
+    /// (`wasm.<path>` keys, path segments joined by '.').
+    pub fn filter_state(&self) -> Vec<(String, Vec<u8>)> {
+        self.filter_state.clone()
+    }
+
+    /// Runs `on_log`, `on_done`, `on_delete` in every filter. Drop calls it if not called.
+    pub fn finish(mut self) {
+        self.end_contexts();
+    }
+
+    /// What a request-side step means for the chain; `None` to go on to the next filter.
+    async fn request_flow(&mut self, i: usize, step: Step) -> Option<Flow> {
+        match step {
+            Step::Continue | Step::Buffer => None,
+            Step::Reply(reply) => Some(Flow::LocalReply(self.reply_through(i + 1, reply).await)),
+            Step::Failed => Some(Flow::LocalReply(self.reply_through(i, unavailable()).await)),
+        }
+    }
+
+    /// Response side: a local reply replaces the upstream response and passes through the
+    /// filters the response has not reached yet.
+    async fn response_flow(&mut self, i: usize, step: Step) -> Option<Flow> {
+        match step {
+            Step::Continue | Step::Buffer => None,
+            Step::Reply(reply) => Some(Flow::LocalReply(self.reply_through(i, reply).await)),
+            Step::Failed => Some(Flow::LocalReply(self.reply_through(i, unavailable()).await)),
+        }
+    }
+
+    async fn request_too_large(&mut self, i: usize) -> Flow {
+        let reply = local_reply(413, Headers::new(), b"Payload Too Large".to_vec());
+        Flow::LocalReply(self.reply_through(i + 1, reply).await)
+    }
+
+    async fn response_too_large(&mut self, i: usize) -> Flow {
+        let reply = local_reply(500, Headers::new(), b"Internal Server Error".to_vec());
+        Flow::LocalReply(self.reply_through(i, reply).await)
+    }
+
+    /// Run a local reply through the response callbacks of filters `0..upto` (in reverse), as
+    /// Envoy sends local replies through the encoder filters.
+    async fn reply_through(&mut self, upto: usize, reply: LocalReply) -> LocalReply {
+        let mut headers = reply.headers;
+        headers.insert(0, (":status".into(), reply.status.to_string().into_bytes()));
+        let mut body = reply.body;
+        for i in (0..upto).rev() {
+            if self.slots[i].context.is_none() {
+                continue;
+            }
+            let step = self.step(
+                i,
+                StreamCallback::ResponseHeaders,
+                Payload::Headers(&mut headers),
+                body.is_empty(),
+            );
+            let mut step = step.await;
+            if matches!(step, Step::Continue) && !body.is_empty() {
+                step = self
+                    .step(
+                        i,
+                        StreamCallback::ResponseBody,
+                        Payload::Body(&mut body),
+                        true,
+                    )
+                    .await;
+            }
+            match step {
+                Step::Continue | Step::Buffer => {}
+                // Envoy sends one local reply per stream; a second one is ignored.
+                Step::Reply(_) => log::warn!(
+                    "wasm plugin {}: local reply while sending a local reply, ignored",
+                    self.slots[i].cell.name()
+                ),
+                Step::Failed => {
+                    headers = vec![(":status".into(), b"503".to_vec())];
+                    body.clear();
+                }
+            }
+        }
+        let status = header_map::get(&headers, ":status")
+            .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+            .unwrap_or(reply.status);
+        header_map::remove(&mut headers, ":status");
+        if let Some(len) = headers.iter_mut().find(|(k, _)| k == "content-length") {
+            len.1 = body.len().to_string().into_bytes();
+        }
+        LocalReply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Run filter `i`'s callback over `payload`, waiting through a pause until the filter
+    /// continues, replies, or its VM fails.
+    async fn step(
+        &mut self,
+        i: usize,
+        cb: StreamCallback,
+        mut payload: Payload<'_>,
+        end_of_stream: bool,
+    ) -> Step {
+        match self.begin(i, cb, &mut payload, end_of_stream) {
+            Begin::Done(step) => step,
+            Begin::Wait => loop {
+                let notify = Arc::clone(&self.slots[i].notify);
+                notify.notified().await;
+                if let Some(step) = self.poll_paused(i, cb, &mut payload) {
+                    return step;
+                }
+            },
+        }
+    }
+
+    fn begin(
+        &mut self,
+        i: usize,
+        cb: StreamCallback,
+        payload: &mut Payload<'_>,
+        end_of_stream: bool,
+    ) -> Begin {
+        if self.slots[i].skipped {
+            return Begin::Done(Step::Continue);
+        }
+        let cell = Arc::clone(&self.slots[i].cell);
+        let mut slot = cell.lock();
+        let id = match self.slots[i].context {
+            Some((generation, id)) if generation == slot.generation && slot.vm.is_some() => id,
+            Some(key) => {
+                slot.orphans.remove(&key);
+                return Begin::Done(self.failed(i));
+            }
+            None => {
+                let generation = slot.generation;
+                let Some(vm) = slot.vm.as_mut() else {
+                    return Begin::Done(self.failed(i));
+                };
+                let state = vm.store.data_mut();
+                let id = state.next_context_id();
+                let ctx = StreamCtx::new(Arc::clone(&self.meta), Arc::clone(&self.slots[i].notify));
+                state.streams.insert(id, ctx);
+                self.slots[i].context = Some((generation, id));
+                if let Err(err) = vm.create_context(id, ROOT_CONTEXT_ID) {
+                    cell.fail(&mut slot, &err);
+                    slot.orphans.remove(&(generation, id));
+                    return Begin::Done(self.failed(i));
+                }
+                id
+            }
+        };
+        let Some(vm) = slot.vm.as_mut() else {
+            return Begin::Done(self.failed(i));
+        };
+        let size = payload.size();
+        if let Some(ctx) = vm.store.data_mut().streams.get_mut(&id) {
+            lend(ctx, cb, payload);
+            ctx.continue_request = false;
+            ctx.continue_response = false;
+        }
+        let result = vm.stream_callback(id, cb, size, end_of_stream);
+        let code = match result {
+            Ok(code) => code,
+            Err(err) => {
+                let generation = slot.generation;
+                cell.fail(&mut slot, &err);
+                if let Some(mut ctx) = slot.orphans.remove(&(generation, id)) {
+                    take_back(&mut ctx, cb, payload);
+                }
+                return Begin::Done(self.failed(i));
+            }
+        };
+        let Some(ctx) = slot
+            .vm
+            .as_mut()
+            .and_then(|vm| vm.store.data_mut().streams.get_mut(&id))
+        else {
+            return Begin::Done(self.failed(i));
+        };
+        self.harvest(ctx);
+        if let Some(step) = settled(ctx, cb, payload) {
+            return Begin::Done(step);
+        }
+        let paused = match cb {
+            // 0 Continue; 2 ContinueAndEndStream (deprecated) also continues.
+            StreamCallback::RequestHeaders | StreamCallback::ResponseHeaders => {
+                code != 0 && code != 2
+            }
+            _ => code != 0,
+        };
+        let is_body = matches!(
+            cb,
+            StreamCallback::RequestBody | StreamCallback::ResponseBody
+        );
+        if !paused || (is_body && !end_of_stream) {
+            take_back(ctx, cb, payload);
+            return Begin::Done(if paused { Step::Buffer } else { Step::Continue });
+        }
+        Begin::Wait
+    }
+
+    /// After a wake-up: has the paused filter continued, replied, or lost its VM?
+    fn poll_paused(
+        &mut self,
+        i: usize,
+        cb: StreamCallback,
+        payload: &mut Payload<'_>,
+    ) -> Option<Step> {
+        let cell = Arc::clone(&self.slots[i].cell);
+        let mut slot = cell.lock();
+        let (generation, id) = self.slots[i].context?;
+        if generation != slot.generation {
+            if let Some(mut ctx) = slot.orphans.remove(&(generation, id)) {
+                take_back(&mut ctx, cb, payload);
+            }
+            return Some(self.failed(i));
+        }
+        let ctx = slot.vm.as_mut()?.store.data_mut().streams.get_mut(&id)?;
+        self.harvest(ctx);
+        settled(ctx, cb, payload)
+    }
+
+    /// Collect what the filter left for the chain after any guest call.
+    fn harvest(&mut self, ctx: &mut StreamCtx) {
+        if mem::take(&mut ctx.route_cache_cleared) {
+            self.route_cache_cleared = true;
+        }
+        if mem::take(&mut ctx.filter_state_changed) {
+            for (key, value) in &ctx.filter_state {
+                match self.filter_state.iter_mut().find(|(k, _)| k == key) {
+                    Some(entry) => entry.1.clone_from(value),
+                    None => self.filter_state.push((key.clone(), value.clone())),
+                }
+            }
+        }
+    }
+
+    /// Filter `i`'s VM failed: skip it when fail-open, else fail the stream.
+    fn failed(&mut self, i: usize) -> Step {
+        let slot = &mut self.slots[i];
+        slot.context = None;
+        if slot.fail_open {
+            log::warn!(
+                "wasm plugin {}: failed, skipping it (fail-open)",
+                slot.cell.name()
+            );
+            slot.skipped = true;
+            Step::Continue
+        } else {
+            Step::Failed
+        }
+    }
+
+    fn end_contexts(&mut self) {
+        if mem::replace(&mut self.finished, true) {
+            return;
+        }
+        for i in 0..self.slots.len() {
+            let Some((generation, id)) = self.slots[i].context.take() else {
+                continue;
+            };
+            let cell = Arc::clone(&self.slots[i].cell);
+            let mut slot = cell.lock();
+            if generation != slot.generation {
+                slot.orphans.remove(&(generation, id));
+                continue;
+            }
+            let Some(vm) = slot.vm.as_mut() else { continue };
+            if let Some(ctx) = vm.store.data_mut().streams.get_mut(&id) {
+                // on_log sees the maps as they left their phases, read-only.
+                if ctx.request_seen.is_none() {
+                    ctx.request_seen = ctx.request_headers.take();
+                }
+                if ctx.response_seen.is_none() {
+                    ctx.response_seen = ctx.response_headers.take();
+                }
+                ctx.log_phase = true;
+            }
+            let result = vm.end_context(id);
+            if let Some(mut ctx) = vm.store.data_mut().streams.remove(&id) {
+                self.harvest(&mut ctx);
+            }
+            if let Err(err) = result {
+                cell.fail(&mut slot, &err);
+                slot.orphans.remove(&(generation, id));
+            }
+        }
+    }
+}
+
+impl Drop for ChainStream {
+    fn drop(&mut self) {
+        self.end_contexts();
+    }
+}
+
+/// The reply a fail-closed filter's failure gives: 503 with an empty body.
+fn unavailable() -> LocalReply {
+    LocalReply {
+        status: 503,
+        headers: Headers::new(),
+        body: Vec::new(),
+    }
+}
+
+/// Has the filter settled its pause: a local reply, a closed stream, or a continue?
+fn settled(ctx: &mut StreamCtx, cb: StreamCallback, payload: &mut Payload<'_>) -> Option<Step> {
+    if let Some(reply) = ctx.local_reply.take() {
+        take_back(ctx, cb, payload);
+        return Some(Step::Reply(reply));
+    }
+    if ctx.closed {
+        // The API has no stream reset: a closed stream ends with 503 and no body.
+        take_back(ctx, cb, payload);
+        return Some(Step::Reply(unavailable()));
+    }
+    let request_side = matches!(
+        cb,
+        StreamCallback::RequestHeaders
+            | StreamCallback::RequestBody
+            | StreamCallback::RequestTrailers
+    );
+    let continued = if request_side {
+        ctx.continue_request
+    } else {
+        ctx.continue_response
+    };
+    if continued {
+        take_back(ctx, cb, payload);
+        return Some(Step::Continue);
+    }
+    None
+}
+
+/// Move the payload into the context for the callback.
+fn lend(ctx: &mut StreamCtx, cb: StreamCallback, payload: &mut Payload<'_>) {
+    match (cb, payload) {
+        (StreamCallback::RequestHeaders, Payload::Headers(h)) => {
+            ctx.request_headers = Some(mem::take(*h));
+        }
+        (StreamCallback::RequestTrailers, Payload::Headers(h)) => {
+            ctx.request_trailers = Some(mem::take(*h));
+        }
+        (StreamCallback::ResponseHeaders, Payload::Headers(h)) => {
+            ctx.response_headers = Some(mem::take(*h));
+        }
+        (StreamCallback::ResponseTrailers, Payload::Headers(h)) => {
+            ctx.response_trailers = Some(mem::take(*h));
+        }
+        (StreamCallback::RequestBody, Payload::Body(b)) => ctx.request_body = Some(mem::take(*b)),
+        (StreamCallback::ResponseBody, Payload::Body(b)) => ctx.response_body = Some(mem::take(*b)),
+        _ => {}
+    }
+}
+
+/// Move the payload back out: its phase is over, so the map is no longer reachable.
+fn take_back(ctx: &mut StreamCtx, cb: StreamCallback, payload: &mut Payload<'_>) {
+    match (cb, payload) {
+        (StreamCallback::RequestHeaders, Payload::Headers(h)) => {
+            if let Some(map) = ctx.request_headers.take() {
+                ctx.request_seen = Some(map.clone());
+                **h = map;
+            }
+        }
+        (StreamCallback::ResponseHeaders, Payload::Headers(h)) => {
+            if let Some(map) = ctx.response_headers.take() {
+                ctx.response_seen = Some(map.clone());
+                **h = map;
+            }
+        }
+        (StreamCallback::RequestTrailers, Payload::Headers(h)) => {
+            if let Some(map) = ctx.request_trailers.take() {
+                **h = map;
+            }
+        }
+        (StreamCallback::ResponseTrailers, Payload::Headers(h)) => {
+            if let Some(map) = ctx.response_trailers.take() {
+                **h = map;
+            }
+        }
+        (StreamCallback::RequestBody, Payload::Body(b)) => {
+            if let Some(body) = ctx.request_body.take() {
+                **b = body;
+            }
+        }
+        (StreamCallback::ResponseBody, Payload::Body(b)) => {
+            if let Some(body) = ctx.response_body.take() {
+                **b = body;
+            }
+        }
+        _ => {}
     }
 }

@@ -1,0 +1,223 @@
+//! A loaded plugin: `vm_count` VMs built from one `InstancePre`, each behind its own lock,
+//! rebuilt in place when a guest call traps, runs out of time or out of memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use wasmtime::{InstancePre, Trap};
+
+use crate::context::StreamCtx;
+use crate::runtime::RuntimeShared;
+use crate::vm::{StartError, Vm, VmState};
+use crate::{HttpCallResponse, LoadError, PluginSpec};
+
+/// What every VM of a plugin shares.
+pub(crate) struct PluginShared {
+    pub(crate) spec: PluginSpec,
+    pub(crate) runtime: Arc<RuntimeShared>,
+    /// The callback deadline in epoch ticks.
+    pub(crate) deadline_ticks: u64,
+}
+
+/// One VM slot. The lock is held for the length of one guest call and never across an await.
+pub(crate) struct VmCell {
+    pub(crate) plugin: Arc<PluginShared>,
+    pre: InstancePre<VmState>,
+    slot: Mutex<VmSlot>,
+}
+
+pub(crate) struct VmSlot {
+    /// `None` after a rebuild failed: streams then fail (or skip the filter when fail-open).
+    pub(crate) vm: Option<Vm>,
+    pub(crate) generation: u64,
+    /// Stream contexts of a VM that died, kept (with any maps they held) until their stream
+    /// comes back for them.
+    pub(crate) orphans: HashMap<(u64, u32), StreamCtx>,
+}
+
+impl VmCell {
+    fn new(
+        plugin: Arc<PluginShared>,
+        pre: InstancePre<VmState>,
+    ) -> Result<Arc<VmCell>, StartError> {
+        let cell = Arc::new(VmCell {
+            plugin,
+            pre,
+            slot: Mutex::new(VmSlot {
+                vm: None,
+                generation: 0,
+                orphans: HashMap::new(),
+            }),
+        });
+        let vm = cell.start(0)?;
+        cell.lock().vm = Some(vm);
+        Ok(cell)
+    }
+
+    fn start(self: &Arc<Self>, generation: u64) -> Result<Vm, StartError> {
+        let state = VmState::new(Arc::clone(&self.plugin), Arc::downgrade(self), generation);
+        Vm::start(&self.pre, state)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, VmSlot> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.plugin.spec.name
+    }
+
+    /// A guest call failed: keep its stream contexts as orphans, wake their streams, count
+    /// the restart and rebuild the VM from the `InstancePre` (start-up and `on_configure`).
+    pub(crate) fn fail(self: &Arc<Self>, slot: &mut VmSlot, err: &wasmtime::Error) {
+        let why = match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => "callback deadline exceeded".to_owned(),
+            Some(trap) => format!("trap: {trap}"),
+            None => format!("{err:#}"),
+        };
+        log::error!(
+            "wasm plugin {}: VM failed ({why}); rebuilding it",
+            self.name()
+        );
+        let old_generation = slot.generation;
+        if let Some(vm) = slot.vm.take() {
+            let mut store = vm.store;
+            for (id, ctx) in store.data_mut().streams.drain() {
+                ctx.notify.notify_one();
+                slot.orphans.insert((old_generation, id), ctx);
+            }
+        }
+        slot.generation += 1;
+        self.plugin.runtime.count_restart();
+        match self.start(slot.generation) {
+            Ok(vm) => slot.vm = Some(vm),
+            Err(err) => log::error!("wasm plugin {}: cannot rebuild the VM: {err}", self.name()),
+        }
+    }
+
+    /// Run `f` on the VM if it is still the generation the async work was started for.
+    fn with_vm(
+        self: &Arc<Self>,
+        generation: u64,
+        f: impl FnOnce(&mut Vm) -> wasmtime::Result<()>,
+    ) -> bool {
+        let mut slot = self.lock();
+        if slot.generation != generation {
+            return false;
+        }
+        let Some(vm) = slot.vm.as_mut() else {
+            return false;
+        };
+        match f(vm) {
+            Ok(()) => true,
+            Err(err) => {
+                self.fail(&mut slot, &err);
+                false
+            }
+        }
+    }
+
+    /// One tick; false once the ticker is stale (period changed or VM rebuilt).
+    pub(crate) fn deliver_tick(self: &Arc<Self>, generation: u64, epoch: u64) -> bool {
+        let mut current = true;
+        let delivered = self.with_vm(generation, |vm| {
+            current = vm.store.data().tick_epoch == epoch;
+            if current { vm.on_tick() } else { Ok(()) }
+        });
+        delivered && current
+    }
+
+    pub(crate) fn deliver_queue_ready(self: &Arc<Self>, generation: u64, token: u32) {
+        self.with_vm(generation, |vm| vm.on_queue_ready(token));
+    }
+
+    pub(crate) fn deliver_http_call_response(
+        self: &Arc<Self>,
+        generation: u64,
+        token: u32,
+        response: Option<HttpCallResponse>,
+    ) {
+        self.with_vm(generation, |vm| vm.on_http_call_response(token, response));
+    }
+}
+
+/// A loaded plugin: its VMs and configuration. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    pub(crate) inner: Arc<PluginInner>,
+}
+
+pub(crate) struct PluginInner {
+    pub(crate) shared: Arc<PluginShared>,
+    vms: Vec<Arc<VmCell>>,
+    next_vm: AtomicUsize,
+}
+
+impl PluginInner {
+    /// The VM a new stream is pinned to, round-robin like connections over Envoy workers.
+    pub(crate) fn pick_vm(&self) -> Arc<VmCell> {
+        let i = self.next_vm.fetch_add(1, Ordering::Relaxed) % self.vms.len();
+        Arc::clone(&self.vms[i])
+    }
+}
+
+impl Plugin {
+    pub(crate) fn load(
+        runtime: &Arc<RuntimeShared>,
+        spec: PluginSpec,
+    ) -> Result<Plugin, LoadError> {
+        let name = spec.name.clone();
+        let pre = runtime
+            .engine
+            .instance_pre(&spec.wasm)
+            .map_err(|err| LoadError::Compile {
+                plugin: name.clone(),
+                reason: format!("{err:#}"),
+            })?;
+        let vm_count = match spec.vm_count {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let tick = crate::engine::EPOCH_TICK.as_millis().max(1);
+        // One extra tick: the deadline may start just before the epoch advances.
+        let deadline_ticks = u64::try_from(spec.callback_deadline.as_millis().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let shared = Arc::new(PluginShared {
+            spec,
+            runtime: Arc::clone(runtime),
+            deadline_ticks,
+        });
+        let vms = (0..vm_count)
+            .map(|_| VmCell::new(Arc::clone(&shared), pre.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| match err {
+                StartError::Rejected(callback) => LoadError::Rejected {
+                    plugin: name.clone(),
+                    callback,
+                },
+                other => LoadError::Start {
+                    plugin: name.clone(),
+                    reason: format!("{other:#}"),
+                },
+            })?;
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                shared,
+                vms,
+                next_vm: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The plugin's name, as configured.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.spec.name
+    }
+
+    /// How many VMs serve this plugin.
+    pub fn vm_count(&self) -> usize {
+        self.inner.vms.len()
+    }
+}
