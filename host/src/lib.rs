@@ -3,7 +3,25 @@
 //! It knows nothing of models, JWT or `KServe`: it listens (HTTP/1.1, h2c, TLS with ALPN),
 //! runs every request through the configured filter chain, routes it by path, headers and
 //! method to a cluster of endpoints, and reports on an admin listener.
+//!
+//! Start one in-process with [`gateway::Gateway::start`]; `main.rs` only parses arguments.
 
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod cluster;
 pub mod config;
+pub mod config_dump;
+pub mod gateway;
+pub mod headers;
+pub mod listener;
+pub mod metrics;
+pub mod outlier;
 pub mod plugin_source;
+pub mod proxy;
+pub mod reload;
+pub mod route;
+pub mod services;
+pub mod snapshot;
 pub mod units;

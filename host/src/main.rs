@@ -1,1 +1,65 @@
-fn main() {}
+//! `modelgate`: the gateway binary; the logic lives in the `modelgate_host` library.
+
+use std::process::ExitCode;
+
+use modelgate_host::cli::{self, Command};
+use modelgate_host::gateway::Gateway;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let command = match cli::parse(std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("modelgate: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match cli::check(&config) {
+            Ok(()) => {
+                println!("OK");
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for error in &errors.0 {
+                    println!("{}: {error}", config.display());
+                }
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => serve(&config),
+    }
+}
+
+fn serve(config: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let gateway = match Gateway::start(config).await {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                log::error!("cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match gateway.run_until_signal().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                log::error!("signal handling failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

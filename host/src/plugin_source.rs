@@ -98,12 +98,12 @@ pub fn resolve(index: usize, filter: &FilterConfig) -> Result<ResolvedPlugin, St
     let env = host_keys
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|key| match std::env::var(&key) {
-            Ok(value) => Some((key, value)),
-            Err(_) => {
+        .filter_map(|key| {
+            let value = std::env::var(&key).ok();
+            if value.is_none() {
                 log::warn!("{at}.env.hostKeys: {key} is not set in the gateway's environment");
-                None
             }
+            value.map(|value| (key, value))
         })
         .collect();
     Ok(ResolvedPlugin {

@@ -1,0 +1,209 @@
+//! Upstream clusters: endpoints, load balancing (round robin, least request), passive
+//! health, and the pooled HTTP/1.1 client that reaches them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::GatewayBody;
+use crate::config::{ClusterConfig, LbPolicy, OutlierConfig};
+use crate::outlier::{Health, Verdict};
+
+pub type UpstreamClient = Client<HttpConnector, GatewayBody>;
+
+/// Clusters by name.
+pub type Clusters = HashMap<String, Arc<Cluster>>;
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    active: AtomicUsize,
+    health: Health,
+}
+
+pub struct Cluster {
+    pub name: String,
+    pub endpoints: Vec<Endpoint>,
+    pub client: UpstreamClient,
+    lb_policy: LbPolicy,
+    outlier: OutlierConfig,
+    next: AtomicUsize,
+    retries: AtomicU64,
+}
+
+/// Marks one request in flight on an endpoint until dropped (least-request counts these).
+pub struct InFlight {
+    cluster: Arc<Cluster>,
+    index: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.cluster.endpoints[self.index]
+            .active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl InFlight {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.cluster.endpoints[self.index]
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Cluster {
+    pub fn new(config: &ClusterConfig) -> Cluster {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout.0));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            // The gateway sends the client's `host`, not the endpoint address.
+            .set_host(false)
+            .build(connector);
+        Cluster {
+            name: config.name.clone(),
+            endpoints: config
+                .endpoints
+                .iter()
+                .map(|&address| Endpoint {
+                    address,
+                    active: AtomicUsize::new(0),
+                    health: Health::default(),
+                })
+                .collect(),
+            client,
+            lb_policy: config.lb_policy,
+            outlier: config.outlier_detection.clone(),
+            next: AtomicUsize::new(0),
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    /// Picks an available endpoint not in `tried` and marks a request in flight on it;
+    /// `None` when every endpoint is ejected or tried.
+    pub fn pick(self: &Arc<Self>, tried: &[usize]) -> Option<InFlight> {
+        let now = Instant::now();
+        let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates = (0..n)
+            .map(|offset| (start + offset) % n)
+            .filter(|i| !tried.contains(i) && self.endpoints[*i].health.available(now));
+        let index = match self.lb_policy {
+            LbPolicy::RoundRobin => candidates.into_iter().next(),
+            // Fewest requests in flight; ties go round robin thanks to the rotating start.
+            LbPolicy::LeastRequest => {
+                candidates.min_by_key(|i| self.endpoints[*i].active.load(Ordering::Relaxed))
+            }
+        }?;
+        self.endpoints[index].active.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight {
+            cluster: Arc::clone(self),
+            index,
+        })
+    }
+
+    pub fn record_success(&self, index: usize) {
+        self.endpoints[index].health.record_success();
+    }
+
+    /// A connect failure or 5xx from endpoint `index`; may eject it.
+    pub fn record_failure(&self, index: usize) {
+        let now = Instant::now();
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| e.health.is_ejected(now))
+            .count();
+        let cap =
+            (self.endpoints.len() * usize::from(self.outlier.max_ejection_percent) / 100).max(1);
+        let endpoint = &self.endpoints[index];
+        if let Verdict::Ejected(period) =
+            endpoint
+                .health
+                .record_failure(&self.outlier, now, ejected < cap)
+        {
+            log::warn!(
+                "cluster {}: ejecting endpoint {} for {}ms after {} consecutive errors",
+                self.name,
+                endpoint.address,
+                period.as_millis(),
+                self.outlier.consecutive_errors
+            );
+        }
+    }
+
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
+impl Endpoint {
+    pub fn is_ejected(&self) -> bool {
+        self.health.is_ejected(Instant::now())
+    }
+
+    pub fn ejections(&self) -> u32 {
+        self.health.ejections()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn cluster(policy: &str) -> Arc<Cluster> {
+        let yaml = format!(
+            "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters: [{{name: c, lbPolicy: {policy}, endpoints: [127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3], outlierDetection: {{consecutiveErrors: 1, maxEjectionPercent: 50}}}}]\n"
+        );
+        Arc::new(Cluster::new(&Config::parse(&yaml).unwrap().clusters[0]))
+    }
+
+    #[tokio::test]
+    async fn round_robin_visits_every_endpoint_in_turn() {
+        let c = cluster("roundRobin");
+        let picked: Vec<usize> = (0..6).map(|_| c.pick(&[]).unwrap().index()).collect();
+        assert_eq!(picked, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn least_request_avoids_busy_endpoints() {
+        let c = cluster("leastRequest");
+        let busy = c.pick(&[]).unwrap();
+        let also_busy = c.pick(&[]).unwrap();
+        assert_ne!(busy.index(), also_busy.index());
+        let third = c.pick(&[]).unwrap();
+        assert!(![busy.index(), also_busy.index()].contains(&third.index()));
+        drop(busy);
+        drop(third);
+        let next = c.pick(&[]).unwrap().index();
+        assert_ne!(next, also_busy.index());
+    }
+
+    #[tokio::test]
+    async fn skips_tried_and_ejected_endpoints_within_the_cap() {
+        let c = cluster("roundRobin");
+        c.record_failure(0);
+        // 50% of three endpoints is one: the second failing endpoint stays in.
+        c.record_failure(1);
+        assert!(c.endpoints[0].is_ejected());
+        assert!(!c.endpoints[1].is_ejected());
+        let picked: Vec<usize> = (0..4).map(|_| c.pick(&[]).unwrap().index()).collect();
+        assert!(!picked.contains(&0), "{picked:?}");
+        assert_eq!(c.pick(&[1, 2]).map(|p| p.index()), None);
+    }
+}

@@ -1,0 +1,282 @@
+//! The running gateway: start-up (admin first, then the filters, then the listeners), the
+//! current [`Snapshot`] behind an atomic pointer, reloads, and draining shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use modelgate_runtime::Runtime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigErrors};
+use crate::listener;
+use crate::metrics::HostMetrics;
+use crate::services::GatewayServices;
+use crate::snapshot::Snapshot;
+
+/// State every connection and the admin listener share.
+pub struct Shared {
+    pub runtime: Runtime,
+    pub services: Arc<GatewayServices>,
+    pub metrics: HostMetrics,
+    state: ArcSwapOption<Snapshot>,
+    config_path: PathBuf,
+    next_connection_id: AtomicU64,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// The config requests start with now; `None` until the filters are configured.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.state.load_full()
+    }
+
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Reads the config file again and swaps in the new routes, clusters and filters; on any
+    /// error the running config stays and the errors are returned (and logged).
+    pub async fn reload(self: &Arc<Self>) -> Result<(), ConfigErrors> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let shared = Arc::clone(self);
+        // Compiling wasm and running on_configure is CPU work: keep it off the reactor.
+        let built = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&shared.config_path)?;
+            Snapshot::build(config, &shared.runtime, &shared.services)
+        })
+        .await
+        .unwrap_or_else(|e| Err(ConfigErrors(vec![format!("reload task failed: {e}")])));
+        match built {
+            Ok(snapshot) => {
+                if let Some(old) = self.snapshot() {
+                    warn_about_fixed_fields(&old.config, &snapshot.config);
+                }
+                self.state.store(Some(Arc::new(snapshot)));
+                self.metrics.count_reload(true);
+                log::info!("reloaded {}", self.config_path.display());
+                Ok(())
+            }
+            Err(errors) => {
+                self.metrics.count_reload(false);
+                log::error!(
+                    "reload of {} failed, keeping the running config:\n{errors}",
+                    self.config_path.display()
+                );
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// Sockets are bound once; say so when a reload asks to move them.
+fn warn_about_fixed_fields(old: &Config, new: &Config) {
+    let addresses = |c: &Config| {
+        let mut a: Vec<String> = c
+            .listeners
+            .iter()
+            .map(|l| format!("{}={}", l.name, l.address))
+            .collect();
+        a.extend(c.admin.as_ref().map(|a| format!("admin={}", a.address)));
+        a
+    };
+    if addresses(old) != addresses(new) {
+        log::warn!(
+            "listener and admin addresses change only on restart; keeping the bound sockets"
+        );
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("runtime: {0}")]
+    Runtime(String),
+    #[error("{what} {address}: {source}")]
+    Bind {
+        what: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listeners[{index}].tls: {reason}")]
+    Tls { index: usize, reason: String },
+}
+
+/// A started gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    drain_timeout: std::time::Duration,
+}
+
+impl Gateway {
+    /// Loads the config, starts the admin listener (answering `/ready` 503), configures the
+    /// filters, then binds the listeners.
+    pub async fn start(config_path: &Path) -> Result<Gateway, StartError> {
+        let config = Config::load(config_path)?;
+        let services = Arc::new(GatewayServices::default());
+        let runtime =
+            Runtime::new(Arc::clone(&services) as Arc<dyn modelgate_runtime::HostServices>)
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            runtime,
+            services,
+            metrics: HostMetrics::default(),
+            state: ArcSwapOption::empty(),
+            config_path: config_path.to_path_buf(),
+            next_connection_id: AtomicU64::new(0),
+            reloading: tokio::sync::Mutex::new(()),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut admin = None;
+        if let Some(admin_config) = &config.admin {
+            let socket = bind("admin listener", admin_config.address).await?;
+            let address = socket.local_addr().map_err(|source| StartError::Bind {
+                what: "admin listener".into(),
+                address: admin_config.address,
+                source,
+            })?;
+            log::info!("admin listening on {address}");
+            admin = Some(address);
+            tasks.push(tokio::spawn(crate::admin::serve(
+                socket,
+                Arc::clone(&shared),
+                stopped.clone(),
+            )));
+        }
+        let mut sockets = Vec::new();
+        for (index, listener_config) in config.listeners.iter().enumerate() {
+            let tls = match &listener_config.tls {
+                Some(tls) => Some(
+                    listener::tls_acceptor(tls)
+                        .map_err(|reason| StartError::Tls { index, reason })?,
+                ),
+                None => None,
+            };
+            let what = format!("listener {}", listener_config.name);
+            let socket = bind(&what, listener_config.address).await?;
+            let address = socket.local_addr().map_err(|source| StartError::Bind {
+                what: what.clone(),
+                address: listener_config.address,
+                source,
+            })?;
+            sockets.push((index, listener_config.name.clone(), address, socket, tls));
+        }
+        let drain_timeout = config.drain_timeout.0;
+        let build_shared = Arc::clone(&shared);
+        let snapshot = tokio::task::spawn_blocking(move || {
+            Snapshot::build(config, &build_shared.runtime, &build_shared.services)
+        })
+        .await
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let snapshot = match snapshot {
+            Ok(snapshot) => snapshot,
+            Err(errors) => {
+                let _ = stop.send(true);
+                return Err(errors.into());
+            }
+        };
+        let watch = snapshot.config.reload.watch;
+        shared.state.store(Some(Arc::new(snapshot)));
+        let mut listeners = Vec::new();
+        for (index, name, address, socket, tls) in sockets {
+            log::info!(
+                "listener {name} on {address}{}",
+                if tls.is_some() { " (TLS)" } else { "" }
+            );
+            listeners.push((name.clone(), address));
+            let info = listener::ListenerInfo { index, name, tls };
+            tasks.push(tokio::spawn(listener::serve(
+                socket,
+                info,
+                Arc::clone(&shared),
+                stopped.clone(),
+            )));
+        }
+        if watch {
+            tasks.push(tokio::spawn(crate::reload::watch_files(
+                Arc::clone(&shared),
+                config_path.to_path_buf(),
+                stopped,
+            )));
+        }
+        Ok(Gateway {
+            shared,
+            listeners,
+            admin,
+            stop,
+            tasks,
+            drain_timeout,
+        })
+    }
+
+    /// `(name, bound address)` of every listener, in config order.
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    pub async fn reload(&self) -> Result<(), ConfigErrors> {
+        self.shared.reload().await
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            for task in self.tasks {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            log::warn!("drain timeout passed with requests still in flight");
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT (then drains); SIGHUP reloads.
+    pub async fn run_until_signal(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    log::info!("SIGHUP: reloading");
+                    let _ = self.reload().await;
+                }
+            }
+        }
+        log::info!("draining in-flight requests");
+        self.shutdown().await;
+        log::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn bind(what: &str, address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: what.to_owned(),
+            address,
+            source,
+        })
+}

@@ -1,0 +1,300 @@
+//! Between hyper's header maps and the filters' [`Headers`] lists: pseudo-headers, the
+//! headers Envoy adds (`x-request-id`, `x-forwarded-for`, `x-forwarded-proto`), hop-by-hop
+//! headers dropped both ways, and route header mutations.
+
+use std::net::IpAddr;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{HeaderMap, StatusCode};
+use modelgate_runtime::Headers;
+
+use crate::config::HeaderMutations;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Headers that describe one connection, not the message; never forwarded.
+const HOP_BY_HOP: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Names the `connection` header lists as hop-by-hop for this message.
+fn connection_listed(map: &HeaderMap) -> Vec<String> {
+    map.get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+fn is_hop_by_hop(name: &str, value: &HeaderValue, listed: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name)
+        || (name == "te" && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        || listed.iter().any(|l| l == name)
+}
+
+/// The request as the filters see it: `:authority :path :method :scheme` first, then the
+/// client's headers in wire order (less hop-by-hop and `host`), then what the gateway adds.
+/// Returns the headers and the request id.
+pub fn request_headers(parts: &Parts, client: IpAddr, tls: bool) -> (Headers, String) {
+    let scheme = if tls { "https" } else { "http" };
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes().to_vec())
+        .or_else(|| {
+            parts
+                .headers
+                .get(hyper::header::HOST)
+                .map(|h| h.as_bytes().to_vec())
+        })
+        .unwrap_or_default();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut headers: Headers = vec![
+        (":authority".to_owned(), authority),
+        (":path".to_owned(), path.as_bytes().to_vec()),
+        (
+            ":method".to_owned(),
+            parts.method.as_str().as_bytes().to_vec(),
+        ),
+        (":scheme".to_owned(), scheme.as_bytes().to_vec()),
+    ];
+    let listed = connection_listed(&parts.headers);
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    for (name, value) in &parts.headers {
+        let name = name.as_str();
+        if name == "host" || name == "x-forwarded-proto" || is_hop_by_hop(name, value, &listed) {
+            continue;
+        }
+        if name == "x-forwarded-for" {
+            // Several x-forwarded-for lines are one comma-separated list.
+            let joined = forwarded_for.get_or_insert_with(Vec::new);
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(value.as_bytes());
+            continue;
+        }
+        headers.push((name.to_owned(), value.as_bytes().to_vec()));
+    }
+    let mut forwarded_for = forwarded_for.unwrap_or_default();
+    if !forwarded_for.is_empty() {
+        forwarded_for.extend_from_slice(b", ");
+    }
+    forwarded_for.extend_from_slice(client.to_string().as_bytes());
+    headers.push(("x-forwarded-for".to_owned(), forwarded_for));
+    headers.push(("x-forwarded-proto".to_owned(), scheme.as_bytes().to_vec()));
+    let request_id = match get(&headers, REQUEST_ID) {
+        Some(id) if !id.is_empty() => String::from_utf8_lossy(id).into_owned(),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            headers.retain(|(n, _)| n != REQUEST_ID);
+            headers.push((REQUEST_ID.to_owned(), id.clone().into_bytes()));
+            id
+        }
+    };
+    (headers, request_id)
+}
+
+/// A response as the filters see it: `:status` first, then its headers less hop-by-hop ones.
+pub fn response_headers(status: StatusCode, map: &HeaderMap) -> Headers {
+    let listed = connection_listed(map);
+    let mut headers = vec![(":status".to_owned(), status.as_str().as_bytes().to_vec())];
+    headers.extend(
+        map.iter()
+            .filter(|(name, value)| !is_hop_by_hop(name.as_str(), value, &listed))
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec())),
+    );
+    headers
+}
+
+/// The first value of `name` (lower case).
+pub fn get<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The first value of `name` as text, if it is UTF-8.
+pub fn get_str<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    get(headers, name).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Sets `name` to `value`, replacing every earlier value.
+pub fn set(headers: &mut Headers, name: &str, value: &[u8]) {
+    headers.retain(|(n, _)| n != name);
+    headers.push((name.to_owned(), value.to_vec()));
+}
+
+/// Applies a route's `set`/`add`/`remove` mutations, in that order of precedence: removals
+/// first, so a `set` of a removed name still lands.
+pub fn apply_mutations(headers: &mut Headers, mutations: &HeaderMutations) {
+    for name in &mutations.remove {
+        let name = name.to_ascii_lowercase();
+        headers.retain(|(n, _)| *n != name);
+    }
+    for (name, value) in &mutations.set {
+        set(headers, &name.to_ascii_lowercase(), value.as_bytes());
+    }
+    for (name, value) in &mutations.add {
+        headers.push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+    }
+}
+
+/// The regular (non-pseudo) headers as a hyper map. Entries a filter made invalid are dropped
+/// with a warning rather than failing the request, as Envoy drops invalid headers.
+pub fn to_header_map(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if name.starts_with(':') {
+            continue;
+        }
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                map.append(name, value);
+            }
+            _ => log::warn!("dropping invalid header {name:?}"),
+        }
+    }
+    map
+}
+
+/// The upstream request for a filtered header list: `:method` and `:path` from the pseudo
+/// headers, `host` from `:authority`, every other header as is. The body decides the framing,
+/// so `content-length` is left to hyper.
+pub fn to_upstream_request(
+    headers: &Headers,
+    endpoint: std::net::SocketAddr,
+    body: crate::body::GatewayBody,
+) -> Result<hyper::Request<crate::body::GatewayBody>, String> {
+    let method = get(headers, ":method").unwrap_or(b"GET");
+    let method = hyper::Method::from_bytes(method).map_err(|_| "invalid :method".to_owned())?;
+    let path = get_str(headers, ":path").unwrap_or("/");
+    let uri: hyper::Uri = format!("http://{endpoint}{path}")
+        .parse()
+        .map_err(|_| format!("invalid :path {path:?}"))?;
+    let mut map = to_header_map(headers);
+    map.remove(hyper::header::CONTENT_LENGTH);
+    if let Some(authority) = get(headers, ":authority").filter(|a| !a.is_empty()) {
+        let host =
+            HeaderValue::from_bytes(authority).map_err(|_| "invalid :authority".to_owned())?;
+        map.insert(hyper::header::HOST, host);
+    }
+    let mut request = hyper::Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = map;
+    Ok(request)
+}
+
+/// The `:status` of a response header list, 502 when a filter made it unreadable.
+pub fn status_of(headers: &Headers) -> StatusCode {
+    get_str(headers, ":status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(request: hyper::Request<()>) -> Parts {
+        request.into_parts().0
+    }
+
+    fn names(headers: &Headers) -> Vec<&str> {
+        headers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn request_gets_pseudo_headers_first_and_envoy_additions() {
+        let request = hyper::Request::post("/v1/models/m:predict?x=1")
+            .header("host", "gw.local")
+            .header("x-custom", "kept")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "dropped")
+            .header("te", "gzip")
+            .header("x-forwarded-proto", "spoofed")
+            .body(())
+            .unwrap();
+        let (headers, id) = request_headers(&parts(request), "10.0.0.7".parse().unwrap(), false);
+        assert_eq!(
+            names(&headers),
+            [
+                ":authority",
+                ":path",
+                ":method",
+                ":scheme",
+                "x-custom",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-request-id"
+            ]
+        );
+        assert_eq!(get_str(&headers, ":authority"), Some("gw.local"));
+        assert_eq!(get_str(&headers, ":path"), Some("/v1/models/m:predict?x=1"));
+        assert_eq!(get_str(&headers, "x-forwarded-for"), Some("10.0.0.7"));
+        assert_eq!(get_str(&headers, "x-forwarded-proto"), Some("http"));
+        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+        assert_eq!(get_str(&headers, REQUEST_ID), Some(id.as_str()));
+    }
+
+    #[test]
+    fn request_id_and_forwarded_for_are_kept_and_extended() {
+        let request = hyper::Request::get("/")
+            .header("x-request-id", "abc")
+            .header("x-forwarded-for", "1.1.1.1")
+            .header("x-forwarded-for", "2.2.2.2")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (headers, id) = request_headers(&parts(request), "10.0.0.7".parse().unwrap(), true);
+        assert_eq!(id, "abc");
+        assert_eq!(
+            get_str(&headers, "x-forwarded-for"),
+            Some("1.1.1.1, 2.2.2.2, 10.0.0.7")
+        );
+        assert_eq!(get_str(&headers, ":scheme"), Some("https"));
+        assert_eq!(get_str(&headers, "te"), Some("trailers"));
+    }
+
+    #[test]
+    fn mutations_remove_then_set_then_add() {
+        let mut headers: Headers = vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())];
+        let mutations = HeaderMutations {
+            set: [("A".to_owned(), "x".to_owned())].into(),
+            add: [("b".to_owned(), "3".to_owned())].into(),
+            remove: vec!["a".to_owned()],
+        };
+        apply_mutations(&mut headers, &mutations);
+        assert_eq!(
+            headers,
+            [
+                ("b".into(), b"2".to_vec()),
+                ("a".into(), b"x".to_vec()),
+                ("b".into(), b"3".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn response_drops_hop_by_hop_headers() {
+        let mut map = HeaderMap::new();
+        map.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        map.insert("x-model", HeaderValue::from_static("iris"));
+        let headers = response_headers(StatusCode::OK, &map);
+        assert_eq!(names(&headers), [":status", "x-model"]);
+        assert_eq!(status_of(&headers), StatusCode::OK);
+    }
+}

@@ -1,0 +1,145 @@
+//! Client listeners: accept, optional TLS (rustls, ALPN `h2` and `http/1.1`), HTTP/1.1 and
+//! HTTP/2 on one port (h2c by prior knowledge on plain sockets), and graceful drain.
+
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsConfig;
+use crate::gateway::Shared;
+use crate::proxy::{ConnInfo, handle};
+
+pub struct ListenerInfo {
+    pub index: usize,
+    pub name: String,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// A TLS acceptor from PEM files, offering HTTP/2 and HTTP/1.1 through ALPN.
+pub fn tls_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert_file)
+        .and_then(Iterator::collect)
+        .map_err(|e| format!("certFile {}: {e}", config.cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "certFile {}: no certificate found",
+            config.cert_file.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&config.key_file)
+        .map_err(|e| format!("keyFile {}: {e}", config.key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certFile/keyFile: {e}"))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Accepts until `stop` turns true, then waits for open connections to finish their requests.
+pub async fn serve(
+    socket: TcpListener,
+    info: ListenerInfo,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let info = Arc::new(info);
+    loop {
+        tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let watcher = graceful.watcher();
+                    tokio::spawn(connection(stream, Arc::clone(&info), Arc::clone(&shared), watcher));
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    log::warn!("listener {}: accept failed: {e}", info.name);
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    drop(socket);
+    graceful.shutdown().await;
+}
+
+/// Counts a connection as active while it lives.
+struct Active {
+    shared: Arc<Shared>,
+    listener: Arc<ListenerInfo>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.shared.metrics.connection_closed(&self.listener.name);
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    info: Arc<ListenerInfo>,
+    shared: Arc<Shared>,
+    watcher: Watcher,
+) {
+    let (Ok(source), Ok(destination)) = (stream.peer_addr(), stream.local_addr()) else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    shared.metrics.connection_opened(&info.name);
+    let _active = Active {
+        shared: Arc::clone(&shared),
+        listener: Arc::clone(&info),
+    };
+    let conn = Arc::new(ConnInfo {
+        listener: info.name.clone(),
+        listener_index: info.index,
+        source,
+        destination,
+        connection_id: shared.next_connection_id(),
+        tls: info.tls.is_some(),
+    });
+    match &info.tls {
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(tls) => serve_http(tls, conn, shared, watcher).await,
+            Err(e) => log::debug!(
+                "listener {}: TLS handshake with {source} failed: {e}",
+                info.name
+            ),
+        },
+        None => serve_http(stream, conn, shared, watcher).await,
+    }
+}
+
+async fn serve_http<I>(io: I, conn: Arc<ConnInfo>, shared: Arc<Shared>, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let source = conn.source;
+    let service =
+        service_fn(move |request| handle(Arc::clone(&shared), Arc::clone(&conn), request));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let served = watcher
+        .watch(
+            builder
+                .serve_connection(TokioIo::new(io), service)
+                .into_owned(),
+        )
+        .await;
+    if let Err(e) = served {
+        log::debug!("connection from {source}: {e}");
+    }
+}

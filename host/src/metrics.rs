@@ -1,0 +1,444 @@
+//! The gateway's own metrics and the Prometheus text exposition of them together with every
+//! metric the filters define.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use modelgate_runtime::{MetricSnapshot, MetricValue};
+
+use crate::cluster::Clusters;
+use crate::config::MetricTagStyle;
+
+/// Upper bounds (seconds) of the upstream latency histogram.
+const LATENCY_BOUNDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+pub struct HostMetrics {
+    requests: Mutex<BTreeMap<RequestKey, u64>>,
+    upstream_latency: Mutex<BTreeMap<String, Histogram>>,
+    active_connections: Mutex<BTreeMap<String, i64>>,
+    active_requests: AtomicI64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RequestKey {
+    listener: String,
+    route: String,
+    cluster: String,
+    status: u16,
+}
+
+#[derive(Default, Clone)]
+struct Histogram {
+    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
+    counts: [u64; LATENCY_BOUNDS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain counters: a panic elsewhere cannot leave them inconsistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl HostMetrics {
+    pub fn count_request(&self, listener: &str, route: &str, cluster: &str, status: u16) {
+        let key = RequestKey {
+            listener: listener.to_owned(),
+            route: route.to_owned(),
+            cluster: cluster.to_owned(),
+            status,
+        };
+        *lock(&self.requests).entry(key).or_default() += 1;
+    }
+
+    pub fn observe_upstream(&self, cluster: &str, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let mut histograms = lock(&self.upstream_latency);
+        let h = histograms.entry(cluster.to_owned()).or_default();
+        let slot = LATENCY_BOUNDS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        h.counts[slot] += 1;
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    pub fn connection_opened(&self, listener: &str) {
+        *lock(&self.active_connections)
+            .entry(listener.to_owned())
+            .or_default() += 1;
+    }
+
+    pub fn connection_closed(&self, listener: &str) {
+        *lock(&self.active_connections)
+            .entry(listener.to_owned())
+            .or_default() -= 1;
+    }
+
+    pub fn request_started(&self) {
+        self.active_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn request_finished(&self) {
+        self.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn count_reload(&self, ok: bool) {
+        if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Everything in Prometheus text format 0.0.4.
+    pub fn render(
+        &self,
+        clusters: &Clusters,
+        vm_restarts: u64,
+        filter_metrics: &[MetricSnapshot],
+        tags: MetricTagStyle,
+    ) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "modelgate_requests_total",
+            "counter",
+            "Requests answered, by listener, route, cluster and status.",
+        );
+        for (k, v) in lock(&self.requests).iter() {
+            let labels = labels(&[
+                ("listener", &k.listener),
+                ("route", &k.route),
+                ("cluster", &k.cluster),
+                ("status", &k.status.to_string()),
+            ]);
+            let _ = writeln!(out, "modelgate_requests_total{labels} {v}");
+        }
+        header(
+            &mut out,
+            "modelgate_upstream_request_duration_seconds",
+            "histogram",
+            "Time from sending a request upstream to its response headers.",
+        );
+        for (cluster, h) in lock(&self.upstream_latency).iter() {
+            let bounds: Vec<f64> = LATENCY_BOUNDS.to_vec();
+            write_histogram(
+                &mut out,
+                "modelgate_upstream_request_duration_seconds",
+                &[("cluster", cluster)],
+                &bounds,
+                &h.counts,
+                h.sum,
+                h.count,
+            );
+        }
+        header(
+            &mut out,
+            "modelgate_active_connections",
+            "gauge",
+            "Client connections open, by listener.",
+        );
+        for (listener, v) in lock(&self.active_connections).iter() {
+            let _ = writeln!(
+                out,
+                "modelgate_active_connections{} {v}",
+                labels(&[("listener", listener)])
+            );
+        }
+        header(
+            &mut out,
+            "modelgate_active_requests",
+            "gauge",
+            "Requests in flight.",
+        );
+        let _ = writeln!(
+            out,
+            "modelgate_active_requests {}",
+            self.active_requests.load(Ordering::Relaxed)
+        );
+        render_clusters(&mut out, clusters);
+        header(
+            &mut out,
+            "modelgate_vm_restarts_total",
+            "counter",
+            "Wasm VMs rebuilt after a trap, deadline or memory blow-up.",
+        );
+        let _ = writeln!(out, "modelgate_vm_restarts_total {vm_restarts}");
+        header(
+            &mut out,
+            "modelgate_config_reloads_total",
+            "counter",
+            "Config reloads, by result.",
+        );
+        let _ = writeln!(
+            out,
+            "modelgate_config_reloads_total{{result=\"success\"}} {}",
+            self.reloads_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "modelgate_config_reloads_total{{result=\"failure\"}} {}",
+            self.reloads_failed.load(Ordering::Relaxed)
+        );
+        render_filter_metrics(&mut out, filter_metrics, tags);
+        out
+    }
+}
+
+fn render_clusters(out: &mut String, clusters: &Clusters) {
+    let mut names: Vec<&String> = clusters.keys().collect();
+    names.sort();
+    header(
+        out,
+        "modelgate_upstream_endpoint_healthy",
+        "gauge",
+        "1 while an endpoint takes traffic, 0 while ejected.",
+    );
+    for name in &names {
+        for e in &clusters[*name].endpoints {
+            let l = labels(&[("cluster", name), ("endpoint", &e.address.to_string())]);
+            let _ = writeln!(
+                out,
+                "modelgate_upstream_endpoint_healthy{l} {}",
+                u8::from(!e.is_ejected())
+            );
+        }
+    }
+    header(
+        out,
+        "modelgate_upstream_ejections_total",
+        "counter",
+        "Endpoint ejections by passive health checking.",
+    );
+    for name in &names {
+        for e in &clusters[*name].endpoints {
+            let l = labels(&[("cluster", name), ("endpoint", &e.address.to_string())]);
+            let _ = writeln!(
+                out,
+                "modelgate_upstream_ejections_total{l} {}",
+                e.ejections()
+            );
+        }
+    }
+    header(
+        out,
+        "modelgate_upstream_retries_total",
+        "counter",
+        "Requests sent again to another endpoint.",
+    );
+    for name in &names {
+        let _ = writeln!(
+            out,
+            "modelgate_upstream_retries_total{} {}",
+            labels(&[("cluster", name)]),
+            clusters[*name].retries()
+        );
+    }
+}
+
+/// Envoy exports filter metrics as `wasmcustom.<name>`; Prometheus names allow only
+/// `[a-zA-Z0-9_]`, so everything else becomes `_` (as Envoy's Prometheus output does).
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Label pairs of one series.
+type Labels = Vec<(String, String)>;
+
+/// A filter metric's series name and labels under the configured tag style.
+fn series(name: &str, tags: MetricTagStyle) -> (String, Labels) {
+    let parts: Vec<&str> = name.split('.').collect();
+    if tags == MetricTagStyle::DotPairs && parts.len() >= 3 && parts.len() % 2 == 1 {
+        let pairs = parts[1..]
+            .chunks(2)
+            .map(|kv| (sanitize(kv[0]), kv[1].to_owned()))
+            .collect();
+        return (format!("wasmcustom_{}", sanitize(parts[0])), pairs);
+    }
+    (format!("wasmcustom_{}", sanitize(name)), Vec::new())
+}
+
+fn render_filter_metrics(out: &mut String, metrics: &[MetricSnapshot], tags: MetricTagStyle) {
+    let mut by_series: BTreeMap<String, Vec<(Labels, &MetricValue)>> = BTreeMap::new();
+    for metric in metrics {
+        let (name, labels) = series(&metric.name, tags);
+        by_series
+            .entry(name)
+            .or_default()
+            .push((labels, &metric.value));
+    }
+    for (name, mut entries) in by_series {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let kind = match entries[0].1 {
+            MetricValue::Counter(_) => "counter",
+            MetricValue::Gauge(_) => "gauge",
+            MetricValue::Histogram { .. } => "histogram",
+        };
+        header(out, &name, kind, "Defined by a Proxy-Wasm filter.");
+        for (pairs, value) in entries {
+            let borrowed: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            match value {
+                MetricValue::Counter(v) => {
+                    let _ = writeln!(out, "{name}{} {v}", labels(&borrowed));
+                }
+                MetricValue::Gauge(v) => {
+                    let _ = writeln!(out, "{name}{} {v}", labels(&borrowed));
+                }
+                MetricValue::Histogram {
+                    buckets,
+                    sum,
+                    count,
+                } => {
+                    let bounds: Vec<f64> = buckets.iter().map(|(b, _)| *b).collect();
+                    let mut counts: Vec<u64> = buckets.iter().map(|(_, c)| *c).collect();
+                    // The runtime reports per-bucket counts; whatever exceeds the last bound is +Inf.
+                    counts.push(count.saturating_sub(counts.iter().sum()));
+                    write_histogram(out, &name, &borrowed, &bounds, &counts, *sum, *count);
+                }
+            }
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes cumulative `_bucket`, `_sum` and `_count` lines from per-bucket `counts`
+/// (one more than `bounds`: the last is `+Inf`).
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    base: &[(&str, &str)],
+    bounds: &[f64],
+    counts: &[u64],
+    sum: f64,
+    count: u64,
+) {
+    let mut cumulative = 0;
+    for (i, c) in counts.iter().enumerate() {
+        cumulative += c;
+        let le = bounds
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
+        let mut l = base.to_vec();
+        l.push(("le", &le));
+        let _ = writeln!(out, "{name}_bucket{} {cumulative}", labels(&l));
+    }
+    let _ = writeln!(out, "{name}_sum{} {sum}", labels(base));
+    let _ = writeln!(out, "{name}_count{} {count}", labels(base));
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_metric_names_are_sanitised_or_split_into_labels() {
+        assert_eq!(
+            series("modelgate.requests-total", MetricTagStyle::None),
+            ("wasmcustom_modelgate_requests_total".into(), vec![])
+        );
+        assert_eq!(
+            series(
+                "requests_total.model.iris.outcome.allowed",
+                MetricTagStyle::DotPairs
+            ),
+            (
+                "wasmcustom_requests_total".into(),
+                vec![
+                    ("model".into(), "iris".into()),
+                    ("outcome".into(), "allowed".into())
+                ]
+            )
+        );
+        // An even number of parts is not `base.k.v...`: kept whole.
+        assert_eq!(
+            series("a.b", MetricTagStyle::DotPairs),
+            ("wasmcustom_a_b".into(), vec![])
+        );
+    }
+
+    #[test]
+    fn renders_host_and_filter_metrics() {
+        let m = HostMetrics::default();
+        m.count_request("main", "r", "c", 200);
+        m.count_request("main", "r", "c", 200);
+        m.observe_upstream("c", Duration::from_millis(3));
+        let filter = [
+            MetricSnapshot {
+                name: "hits.model.a\"b".into(),
+                value: MetricValue::Counter(7),
+            },
+            MetricSnapshot {
+                name: "lat".into(),
+                value: MetricValue::Histogram {
+                    buckets: vec![(1.0, 2), (10.0, 1)],
+                    sum: 12.0,
+                    count: 4,
+                },
+            },
+        ];
+        let text = m.render(&Clusters::new(), 3, &filter, MetricTagStyle::DotPairs);
+        assert!(text.contains("modelgate_requests_total{listener=\"main\",route=\"r\",cluster=\"c\",status=\"200\"} 2\n"), "{text}");
+        assert!(text.contains("modelgate_upstream_request_duration_seconds_bucket{cluster=\"c\",le=\"0.0025\"} 0\n"), "{text}");
+        assert!(
+            text.contains(
+                "modelgate_upstream_request_duration_seconds_bucket{cluster=\"c\",le=\"0.005\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("modelgate_vm_restarts_total 3\n"), "{text}");
+        assert!(
+            text.contains("wasmcustom_hits{model=\"a\\\"b\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "wasmcustom_lat_bucket{le=\"10\"} 3\nwasmcustom_lat_bucket{le=\"+Inf\"} 4\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE wasmcustom_lat histogram\n"), "{text}");
+    }
+}

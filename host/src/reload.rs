@@ -1,0 +1,55 @@
+//! Reload on file change: the config file and every file it names are polled for a new
+//! modification time or size (polling needs no platform watcher and sees editors' renames).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+use crate::gateway::Shared;
+
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn stamps(config: &Path, shared: &Shared) -> Vec<(PathBuf, Stamp)> {
+    let mut files = vec![config.to_path_buf()];
+    if let Some(snapshot) = shared.snapshot() {
+        files.extend(snapshot.watched.iter().cloned());
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let s = stamp(&f);
+            (f, s)
+        })
+        .collect()
+}
+
+/// Polls until `stop` turns true; reloads when a watched file changed.
+pub async fn watch_files(shared: Arc<Shared>, config: PathBuf, mut stop: watch::Receiver<bool>) {
+    let mut known = stamps(&config, &shared);
+    loop {
+        let interval = shared
+            .snapshot()
+            .map_or(std::time::Duration::from_secs(1), |s| {
+                s.config.reload.poll_interval.0
+            });
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let now = stamps(&config, &shared);
+        if now != known {
+            log::info!("{} or a file it names changed: reloading", config.display());
+            // A failed reload is logged by `reload`; the new stamps are kept either way so a
+            // broken file is not retried until it changes again.
+            let _ = shared.reload().await;
+            known = stamps(&config, &shared);
+        }
+    }
+}

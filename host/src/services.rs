@@ -1,0 +1,91 @@
+//! What the gateway offers the runtime: its clusters, for filters' `http_call`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use modelgate_runtime::{HostServices, HttpCallRequest, HttpCallResponse};
+
+use crate::body::ReplayBody;
+use crate::cluster::Clusters;
+use crate::headers;
+
+/// The clusters filters may call. Swapped on reload together with the route table.
+#[derive(Default)]
+pub struct GatewayServices {
+    clusters: ArcSwap<Clusters>,
+}
+
+impl GatewayServices {
+    pub fn set_clusters(&self, clusters: Arc<Clusters>) {
+        self.clusters.store(clusters);
+    }
+
+    pub fn clusters(&self) -> Arc<Clusters> {
+        self.clusters.load_full()
+    }
+}
+
+impl HostServices for GatewayServices {
+    fn has_cluster(&self, name: &str) -> bool {
+        self.clusters.load().contains_key(name)
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        request: HttpCallRequest,
+        timeout: Option<Duration>,
+    ) -> Pin<Box<dyn Future<Output = Option<HttpCallResponse>> + Send>> {
+        let cluster = self.clusters.load().get(cluster).cloned();
+        let call = async move {
+            let cluster = cluster?;
+            let in_flight = cluster.pick(&[])?;
+            let trailers =
+                (!request.trailers.is_empty()).then(|| headers::to_header_map(&request.trailers));
+            let body = ReplayBody::new(Bytes::from(request.body), trailers).boxed();
+            let upstream = match headers::to_upstream_request(
+                &request.headers,
+                in_flight.endpoint().address,
+                body,
+            ) {
+                Ok(upstream) => upstream,
+                Err(e) => {
+                    log::warn!("http_call to cluster {}: {e}", cluster.name);
+                    return None;
+                }
+            };
+            let response = match cluster.client.request(upstream).await {
+                Ok(response) => response,
+                Err(e) => {
+                    log::debug!("http_call to cluster {} failed: {e}", cluster.name);
+                    return None;
+                }
+            };
+            let (parts, body) = response.into_parts();
+            let collected = body.collect().await.ok()?;
+            let trailers = collected
+                .trailers()
+                .map(|t| headers::response_headers(parts.status, t))
+                .map(|mut t| {
+                    t.remove(0); // trailers carry no :status
+                    t
+                });
+            Some(HttpCallResponse {
+                headers: headers::response_headers(parts.status, &parts.headers),
+                body: collected.to_bytes().to_vec(),
+                trailers: trailers.unwrap_or_default(),
+            })
+        };
+        Box::pin(async move {
+            match timeout.filter(|t| !t.is_zero()) {
+                Some(limit) => tokio::time::timeout(limit, call).await.ok().flatten(),
+                None => call.await,
+            }
+        })
+    }
+}

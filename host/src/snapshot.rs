@@ -1,0 +1,98 @@
+//! Everything one config version serves with: routes, clusters, the filter chain and the
+//! config dump. Built whole, then swapped in at once; requests hold the one they started with.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use modelgate_runtime::{FilterChain, PluginSpec, Runtime};
+
+use crate::cluster::{Cluster, Clusters};
+use crate::config::{Config, ConfigErrors};
+use crate::plugin_source::{self, ResolvedPlugin};
+use crate::route::RouteTable;
+use crate::services::GatewayServices;
+
+pub struct Snapshot {
+    pub config: Config,
+    pub routes: RouteTable,
+    pub clusters: Arc<Clusters>,
+    pub chain: FilterChain,
+    /// The redacted `/config_dump` body.
+    pub dump: String,
+    /// Files whose change triggers a reload.
+    pub watched: Vec<PathBuf>,
+}
+
+impl Snapshot {
+    /// Compiles `config` and loads its filters (running `on_configure`). The runtime's
+    /// `http_call` sees the new clusters while the filters configure; on failure the previous
+    /// clusters are put back. Every error is reported, each naming its field.
+    pub fn build(
+        config: Config,
+        runtime: &Runtime,
+        services: &GatewayServices,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let mut errors = Vec::new();
+        let routes = RouteTable::compile(&config.routes).unwrap_or_else(|e| {
+            errors.push(e);
+            RouteTable::default()
+        });
+        let clusters: Arc<Clusters> = Arc::new(
+            config
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), Arc::new(Cluster::new(c))))
+                .collect(),
+        );
+        let mut resolved = Vec::new();
+        for (i, filter) in config.filters.iter().enumerate() {
+            match plugin_source::resolve(i, filter) {
+                Ok(plugin) => resolved.push(plugin),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let previous = services.clusters();
+        services.set_clusters(Arc::clone(&clusters));
+        let mut plugins = Vec::new();
+        for (i, (filter, plugin)) in config.filters.iter().zip(&resolved).enumerate() {
+            match runtime.load(spec(filter, plugin)) {
+                Ok(loaded) => plugins.push(loaded),
+                Err(e) => errors.push(format!("filters[{i}] ({}): {e}", filter.name)),
+            }
+        }
+        if !errors.is_empty() {
+            services.set_clusters(previous);
+            return Err(ConfigErrors(errors));
+        }
+        let dump = serde_json::to_string_pretty(&crate::config_dump::dump(&config, &resolved))
+            .unwrap_or_default();
+        let watched = config.referenced_files();
+        Ok(Snapshot {
+            config,
+            routes,
+            clusters,
+            chain: FilterChain::new(plugins),
+            dump,
+            watched,
+        })
+    }
+}
+
+fn spec(filter: &crate::config::FilterConfig, plugin: &ResolvedPlugin) -> PluginSpec {
+    PluginSpec {
+        name: filter.name.clone(),
+        root_id: plugin.root_id.clone(),
+        vm_id: plugin.vm_id.clone(),
+        wasm: Arc::clone(&plugin.wasm),
+        vm_config: plugin.vm_config.clone(),
+        plugin_config: plugin.plugin_config.clone(),
+        fail_open: plugin.fail_open,
+        env: plugin.env.clone(),
+        vm_count: filter.vm_count,
+        memory_limit_bytes: filter.memory_limit.as_usize(),
+        callback_deadline: filter.callback_deadline.0,
+    }
+}
