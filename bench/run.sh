@@ -225,11 +225,13 @@ setup_kserve_cases() {
     fi
 }
 
+# Case 5 reuses the host's own no-op test filter (host/tests/filters/noop), built
+# where and how the host's tests build it.
 build_noop_filter() {
-    log "building bench/noop-filter"
-    CARGO_TARGET_DIR=$ROOT/target cargo build -q --release --target wasm32-wasip1 \
-        --manifest-path "$BENCH/noop-filter/Cargo.toml"
-    NOOP_WASM=$ROOT/target/wasm32-wasip1/release/bench_noop_filter.wasm
+    log "building the no-op filter (host/tests/filters/noop)"
+    cargo build -q --release --target wasm32-wasip1 -p noop \
+        --manifest-path "$ROOT/host/tests/filters/Cargo.toml" --target-dir "$ROOT/target/test-filters"
+    NOOP_WASM=$ROOT/target/test-filters/wasm32-wasip1/release/noop.wasm
 }
 
 # start_modelgate CASE TEMPLATE PORT BACKEND_PORT ADMIN_INDEX [VAR=VALUE...]
