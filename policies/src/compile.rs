@@ -30,7 +30,12 @@ pub(crate) fn compile(raw: RawConfig) -> Result<Engine, ConfigError> {
     let body_model = raw.routing.body_model.map(compile_body_model).transpose()?;
     let jwt = raw.jwt.map(compile_jwt).transpose()?;
 
-    let limit_key = match raw.rate_limit.key {
+    let default_key = if jwt.is_some() {
+        RawLimitKey::Claim("sub".to_owned())
+    } else {
+        RawLimitKey::ClientAddress
+    };
+    let limit_key = match raw.rate_limit.key.unwrap_or(default_key) {
         RawLimitKey::Claim(c) => {
             if jwt.is_none() {
                 return Err(ConfigError::at(

@@ -192,8 +192,8 @@ pub(crate) struct RawTokenSource {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct RawRateLimit {
-    #[serde(default)]
-    pub(crate) key: RawLimitKey,
+    /// Defaults to the `sub` claim with JWT configured, else the client address.
+    pub(crate) key: Option<RawLimitKey>,
     #[serde(default)]
     pub(crate) shadow: bool,
     pub(crate) key_header: Option<String>,
@@ -209,12 +209,6 @@ pub(crate) enum RawLimitKey {
     Header(String),
     /// The client address (`"clientAddress"`).
     ClientAddress,
-}
-
-impl Default for RawLimitKey {
-    fn default() -> Self {
-        RawLimitKey::Claim("sub".to_owned())
-    }
 }
 
 #[derive(Debug, Deserialize)]

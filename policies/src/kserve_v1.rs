@@ -384,5 +384,5 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     }
 }
 
-//TESTS#[cfg(test)]
-//TESTSmod tests;
+#[cfg(test)]
+mod tests;

@@ -32,8 +32,14 @@ pub(crate) fn validate(body: &[u8], binary_header_len: Option<&str>) -> Result<(
             (&body[..n], Some(body.len() - n))
         }
     };
+    // serde's derive would also accept a JSON list as a struct; the protocol wants an object.
+    if let Some(first) = json.iter().find(|b| !b.is_ascii_whitespace())
+        && *first != b'{'
+    {
+        return Err("body: expected a JSON object".to_owned());
+    }
     let de = &mut serde_json::Deserializer::from_slice(json);
-    let request: InferRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+    let request: InferRequest = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let place = if path == "." { "body" } else { path.as_str() };
@@ -43,6 +49,7 @@ pub(crate) fn validate(body: &[u8], binary_header_len: Option<&str>) -> Result<(
             format!("{place}: invalid JSON: {inner}")
         }
     })?;
+    de.end().map_err(|e| format!("body: invalid JSON: {e}"))?;
     let inputs = request.inputs.ok_or("inputs: missing")?;
     if inputs.is_empty() {
         return Err("inputs: must not be empty".to_owned());
@@ -363,5 +370,5 @@ impl<'de> de::DeserializeSeed<'de> for DataSeed<'_> {
     }
 }
 
-//TESTS#[cfg(test)]
-//TESTSmod tests;
+#[cfg(test)]
+mod tests;

@@ -187,5 +187,5 @@ fn decode(bytes: &[u8]) -> Option<Nanos> {
     Some(Nanos::from(u64::from_le_bytes(bytes)))
 }
 
-//TESTS#[cfg(test)]
-//TESTSmod tests;
+#[cfg(test)]
+mod tests;

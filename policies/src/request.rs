@@ -11,8 +11,8 @@ pub trait HeaderSource {
     fn header(&self, name: &str) -> Option<Cow<'_, str>>;
 }
 
-/// A plain list of header pairs; names compare case-insensitively.
-impl HeaderSource for [(&str, &str)] {
+/// A plain list of header pairs (tests, benchmarks); names compare case-insensitively.
+impl HeaderSource for Vec<(&str, &str)> {
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
         self.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -21,7 +21,7 @@ impl HeaderSource for [(&str, &str)] {
 }
 
 /// A plain list of owned header pairs; names compare case-insensitively.
-impl HeaderSource for [(String, String)] {
+impl HeaderSource for Vec<(String, String)> {
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
         self.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))

@@ -158,5 +158,5 @@ pub(crate) fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-//TESTS#[cfg(test)]
-//TESTSmod tests;
+#[cfg(test)]
+mod tests;

@@ -7,49 +7,52 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::jwt::Identity;
-
+/// Verified tokens and what was derived from them (`V`, an `Arc<Identity>` in production).
 #[derive(Debug)]
-pub(crate) struct TokenCache {
+pub(crate) struct TokenCache<V> {
     capacity: usize,
-    inner: Mutex<Inner>,
+    inner: Mutex<Inner<V>>,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    /// Token -> (identity, last second it may be used).
-    entries: HashMap<Arc<str>, (Arc<Identity>, u64)>,
+#[derive(Debug)]
+struct Inner<V> {
+    /// Token -> (value, last second it may be used).
+    entries: HashMap<Arc<str>, (V, u64)>,
     /// Insertion order, for first-in-first-out eviction. May hold keys already removed.
     order: VecDeque<Arc<str>>,
 }
 
-impl TokenCache {
+impl<V: Clone> TokenCache<V> {
     /// A cache of at most `capacity` tokens (0 disables it).
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                order: VecDeque::new(),
+            }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner<V>> {
         // The map stays consistent even if a holder panicked; ignore poisoning.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn get(&self, token: &str) -> Option<Arc<Identity>> {
+    /// The cached value for `token` with the last second it may be used.
+    pub(crate) fn get(&self, token: &str) -> Option<(V, u64)> {
         if self.capacity == 0 {
             return None;
         }
-        self.lock().entries.get(token).map(|(id, _)| Arc::clone(id))
+        self.lock().entries.get(token).cloned()
     }
 
     pub(crate) fn remove(&self, token: &str) {
         self.lock().entries.remove(token);
     }
 
-    /// Remember `identity` for `token` until `valid_until` (Unix seconds).
-    pub(crate) fn insert(&self, token: &str, identity: Arc<Identity>, valid_until: u64, now: u64) {
+    /// Remember `value` for `token` until `valid_until` (Unix seconds).
+    pub(crate) fn insert(&self, token: &str, value: V, valid_until: u64, now: u64) {
         if self.capacity == 0 {
             return;
         }
@@ -64,9 +67,7 @@ impl TokenCache {
             inner.entries.remove(&oldest);
         }
         let key: Arc<str> = Arc::from(token);
-        inner
-            .entries
-            .insert(Arc::clone(&key), (identity, valid_until));
+        inner.entries.insert(Arc::clone(&key), (value, valid_until));
         inner.order.push_back(key);
         // Keys removed on expiry stay in `order`; compact it so it stays bounded.
         if inner.order.len() > self.capacity.saturating_mul(2) {
@@ -76,7 +77,53 @@ impl TokenCache {
     }
 
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.lock().entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenCache;
+
+    #[test]
+    fn returns_what_was_inserted_until_removed() {
+        let cache = TokenCache::new(4);
+        cache.insert("a", 1, 100, 0);
+        assert_eq!(cache.get("a"), Some((1, 100)));
+        assert_eq!(cache.get("b"), None);
+        cache.remove("a");
+        assert_eq!(cache.get("a"), None);
+    }
+
+    #[test]
+    fn never_holds_more_than_its_capacity() {
+        let cache = TokenCache::new(3);
+        for (i, token) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            cache.insert(token, i, 1_000, 0);
+            assert!(cache.len() <= 3);
+        }
+        // First in, first out: the oldest two are gone, the newest three remain.
+        assert_eq!(cache.get("a"), None);
+        assert_eq!(cache.get("b"), None);
+        assert_eq!(cache.get("e"), Some((4, 1_000)));
+    }
+
+    #[test]
+    fn evicts_expired_entries_before_live_ones() {
+        let cache = TokenCache::new(2);
+        cache.insert("old", 0, 10, 0);
+        cache.insert("live", 1, 1_000, 0);
+        cache.insert("new", 2, 1_000, 500);
+        assert_eq!(cache.get("old"), None);
+        assert_eq!(cache.get("live"), Some((1, 1_000)));
+        assert_eq!(cache.get("new"), Some((2, 1_000)));
+    }
+
+    #[test]
+    fn capacity_zero_disables_caching() {
+        let cache = TokenCache::new(0);
+        cache.insert("a", 1, 100, 0);
+        assert_eq!(cache.get("a"), None);
     }
 }

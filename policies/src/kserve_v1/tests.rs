@@ -1,0 +1,204 @@
+use super::{V1Rules, validate};
+use crate::config::ElementType;
+
+const IRIS: V1Rules = V1Rules {
+    feature_count: Some(4),
+    max_instances: Some(10),
+    element_type: ElementType::Number,
+};
+const FREE: V1Rules = V1Rules {
+    feature_count: None,
+    max_instances: None,
+    element_type: ElementType::Number,
+};
+
+#[test]
+fn accepts_well_formed_bodies() {
+    let ok = [
+        (
+            IRIS,
+            r#"{"instances": [[6.8, 2.8, 4.8, 1.4], [6, 3.4, 4.5, 1.6]]}"#,
+        ),
+        (
+            IRIS,
+            r#"{"inputs": [[1, 2, 3, 4]], "parameters": {"x": [1, "a", null]}}"#,
+        ),
+        (FREE, r#"{"instances": [1, 2.5, -3]}"#),
+        (
+            FREE,
+            r#"{"instances": [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]}"#,
+        ),
+        (FREE, r#" {"instances":[[1]]} "#),
+    ];
+    for (rules, body) in ok {
+        assert_eq!(validate(body.as_bytes(), &rules), Ok(()), "body {body}");
+    }
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "a data table, one case per line")]
+fn rejects_each_malformed_class_naming_the_place() {
+    let cases = [
+        (
+            IRIS,
+            "",
+            "body: invalid JSON: EOF while parsing a value at line 1 column 0",
+        ),
+        (
+            IRIS,
+            "{",
+            "body: invalid JSON: EOF while parsing an object at line 1 column 1",
+        ),
+        (IRIS, "[1]", "body: expected a JSON object, got a list"),
+        (
+            IRIS,
+            "42",
+            "body: invalid type: integer `42`, expected a JSON object at line 1 column 2",
+        ),
+        (IRIS, "{}", "body: missing instances or inputs"),
+        (
+            IRIS,
+            r#"{"instances": [[1,2,3,4]], "inputs": [[1,2,3,4]]}"#,
+            "body: exactly one of instances or inputs is allowed",
+        ),
+        (
+            IRIS,
+            r#"{"instances": [[1,2,3,4]], "instances": [[1,2,3,4]]}"#,
+            "body: duplicate field instances",
+        ),
+        (
+            IRIS,
+            r#"{"instances": {}}"#,
+            "instances: expected a list, got an object",
+        ),
+        (
+            IRIS,
+            r#"{"instances": "x"}"#,
+            "instances: expected a list, got a string",
+        ),
+        (
+            IRIS,
+            r#"{"instances": null}"#,
+            "instances: expected a list, got null",
+        ),
+        (IRIS, r#"{"instances": []}"#, "instances: must not be empty"),
+        (
+            IRIS,
+            r#"{"instances": [[1,2,3,4],[1,2,3,4],[1,2,3,4],[1,2,3]]}"#,
+            "instances[3]: expected 4 features, got 3",
+        ),
+        (
+            V1Rules {
+                max_instances: Some(3),
+                ..IRIS
+            },
+            r#"{"instances": [[1,2,3,4],[1,2,3,4],[1,2,3,4],[1,2,3,4]]}"#,
+            "instances: more than 3 instances",
+        ),
+        (
+            IRIS,
+            r#"{"instances": [[1,2,3]]}"#,
+            "instances[0]: expected 4 features, got 3",
+        ),
+        (
+            IRIS,
+            r#"{"instances": [1]}"#,
+            "instances[0]: expected a list of 4 features, got a scalar",
+        ),
+        (
+            IRIS,
+            r#"{"instances": [[1,2,"3",4]]}"#,
+            "instances[0][2]: expected a number, got a string",
+        ),
+        (
+            IRIS,
+            r#"{"instances": [[1,2,null,4]]}"#,
+            "instances[0][2]: expected a number, got null",
+        ),
+        (
+            IRIS,
+            r#"{"instances": [[1,2,true,4]]}"#,
+            "instances[0][2]: expected a number, got a boolean",
+        ),
+        (
+            IRIS,
+            r#"{"inputs": [[1,2,{},4]]}"#,
+            "inputs[0][2]: expected a number, got an object",
+        ),
+        (
+            FREE,
+            r#"{"instances": [[1,2],[1,2,3]]}"#,
+            "instances[1]: expected 2 features, got 3",
+        ),
+        (
+            FREE,
+            r#"{"instances": [[1,2],3]}"#,
+            "instances[1]: expected shape [2] like instances[0], got []",
+        ),
+        (
+            FREE,
+            r#"{"instances": [[[1,2],[3]]]}"#,
+            "instances[0][1]: ragged list: expected shape [2], got [1]",
+        ),
+        (FREE, r#"{"instances": [[]]}"#, "instances[0]: empty list"),
+        (
+            FREE,
+            r#"{"instances": [[1,2]]} x"#,
+            "body: invalid JSON: trailing characters at line 1 column 24",
+        ),
+    ];
+    for (rules, body, want) in cases {
+        assert_eq!(
+            validate(body.as_bytes(), &rules),
+            Err(want.to_owned()),
+            "body {body}"
+        );
+    }
+}
+
+#[test]
+fn element_type_decides_what_a_row_may_hold() {
+    let strings = V1Rules {
+        element_type: ElementType::String,
+        ..FREE
+    };
+    let bools = V1Rules {
+        element_type: ElementType::Bool,
+        ..FREE
+    };
+    let any = V1Rules {
+        element_type: ElementType::Any,
+        ..FREE
+    };
+    assert_eq!(
+        validate(br#"{"instances": [["a", "b"]]}"#, &strings),
+        Ok(())
+    );
+    assert_eq!(
+        validate(br#"{"instances": [["a", 1]]}"#, &strings),
+        Err("instances[0][1]: expected a string, got a number".to_owned())
+    );
+    assert_eq!(
+        validate(br#"{"instances": [[true, false]]}"#, &bools),
+        Ok(())
+    );
+    assert_eq!(
+        validate(br#"{"instances": [["a", 1, true]]}"#, &any),
+        Ok(())
+    );
+    assert_eq!(
+        validate(br#"{"instances": [["a", null]]}"#, &any),
+        Err("instances[0][1]: expected a scalar, got null".to_owned())
+    );
+}
+
+#[test]
+fn deep_nesting_is_refused_without_overflowing_the_stack() {
+    let body = format!(
+        "{{\"instances\": {}1{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let err = validate(body.as_bytes(), &FREE).unwrap_err();
+    assert!(err.contains("recursion limit exceeded"), "{err}");
+}

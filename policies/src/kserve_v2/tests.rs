@@ -1,0 +1,180 @@
+use super::validate;
+
+fn ok(body: &str) {
+    assert_eq!(validate(body.as_bytes(), None), Ok(()), "body {body}");
+}
+
+fn err(body: &str, want: &str) {
+    assert_eq!(
+        validate(body.as_bytes(), None),
+        Err(want.to_owned()),
+        "body {body}"
+    );
+}
+
+fn input(name: &str, datatype: &str, shape: &str, data: &str) -> String {
+    format!(
+        r#"{{"inputs": [{{"name": "{name}", "datatype": "{datatype}", "shape": {shape}, "data": {data}}}]}}"#
+    )
+}
+
+#[test]
+fn accepts_each_datatype_with_fitting_values() {
+    let cases = [
+        ("BOOL", "[2]", "[true, false]"),
+        ("UINT8", "[2]", "[0, 255]"),
+        ("UINT16", "[1]", "[65535]"),
+        ("UINT32", "[1]", "[4294967295]"),
+        ("UINT64", "[1]", "[18446744073709551615]"),
+        ("INT8", "[2]", "[-128, 127]"),
+        ("INT16", "[2]", "[-32768, 32767]"),
+        ("INT32", "[1]", "[-2147483648]"),
+        (
+            "INT64",
+            "[2]",
+            "[-9223372036854775808, 9223372036854775807]",
+        ),
+        ("FP16", "[2]", "[1.5, 2]"),
+        ("FP32", "[2, 2]", "[1, 2, 3, 4.5]"),
+        ("FP64", "[2, 2]", "[[1, 2], [3, 4.5]]"),
+        ("BF16", "[1]", "[0.5]"),
+        ("BYTES", "[1]", r#"["hello"]"#),
+        ("FP32", "[0]", "[]"),
+        ("FP32", "[]", "[7]"),
+    ];
+    for (datatype, shape, data) in cases {
+        ok(&input("x", datatype, shape, data));
+    }
+    ok(r#"{"id": "1", "parameters": {"a": 1}, "inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [6.8, 2.8, 4.8, 1.4], "parameters": {}},
+        {"name": "b", "datatype": "INT32", "shape": [1], "data": [1]}],
+        "outputs": [{"name": "predict"}]}"#);
+}
+
+#[test]
+fn rejects_each_malformed_class_naming_the_place() {
+    err(
+        "",
+        "body: invalid JSON: EOF while parsing a value at line 1 column 0",
+    );
+    err("[]", "body: expected a JSON object");
+    err(" 42", "body: expected a JSON object");
+    err("{}", "inputs: missing");
+    err(r#"{"inputs": []}"#, "inputs: must not be empty");
+    err(
+        r#"{"inputs": {}}"#,
+        "inputs: invalid type: map, expected a sequence at line 1 column 11",
+    );
+    err(
+        r#"{"inputs": [{"datatype": "FP32", "shape": [1], "data": [1]}]}"#,
+        "inputs[0]: missing field `name` at line 1 column 59",
+    );
+    err(
+        &input("", "FP32", "[1]", "[1]"),
+        "inputs[0].name: must not be empty",
+    );
+    err(
+        &input("x", "FLOAT", "[1]", "[1]"),
+        "inputs[0].datatype: unknown datatype \"FLOAT\"",
+    );
+    err(
+        &input("x", "FP32", "[-1]", "[1]"),
+        "inputs[0].shape[0]: invalid value: integer `-1`, expected u64 at line 1 column 58",
+    );
+    err(
+        &input("x", "FP32", "[1.5]", "[1]"),
+        "inputs[0].shape[0]: invalid type: floating point `1.5`, expected u64 at line 1 column 59",
+    );
+    err(
+        &input("x", "FP32", "[2, 3]", "[1, 2, 3, 4, 5]"),
+        "inputs[0].data: 5 elements, shape [2, 3] needs 6",
+    );
+    err(
+        &input("x", "FP32", "[3, 2]", "[[1, 2, 3], [4, 5, 6]]"),
+        "inputs[0].data: nested shape [2, 3] does not match shape [3, 2]",
+    );
+    err(
+        &input("x", "FP32", "[2, 2]", "[[1, 2], [3]]"),
+        "inputs[0].data: ragged nested list at line 1 column 84",
+    );
+    err(
+        r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}"#,
+        "inputs[0].data: missing",
+    );
+    err(
+        &input("x", "UINT8", "[1]", "[256]"),
+        "inputs[0].data: value 256 out of range for UINT8",
+    );
+    err(
+        &input("x", "UINT8", "[1]", "[-1]"),
+        "inputs[0].data: value -1 out of range for UINT8",
+    );
+    err(
+        &input("x", "INT8", "[1]", "[-129]"),
+        "inputs[0].data: value -129 out of range for INT8",
+    );
+    err(
+        &input("x", "INT32", "[1]", "[1.5]"),
+        "inputs[0].data: expected integers, found a non-integer number",
+    );
+    err(
+        &input("x", "BOOL", "[1]", "[1]"),
+        "inputs[0].data: expected booleans, found an integer",
+    );
+    err(
+        &input("x", "FP32", "[1]", r#"["1"]"#),
+        "inputs[0].data: expected numbers, found a string",
+    );
+    err(
+        &input("x", "FP32", "[1]", "[null]"),
+        "inputs[0].data: expected numbers, found null or an object",
+    );
+    err(
+        &input("x", "BYTES", "[1]", "[1]"),
+        "inputs[0].data: expected strings, found an integer",
+    );
+    err(
+        &input("x", "FP32", "[18446744073709551615, 2]", "[1]"),
+        "inputs[0].shape: element count overflows",
+    );
+    err(
+        r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1], "parameters": {"binary_data_size": 4}}]}"#,
+        "inputs[0].parameters.binary_data_size: needs the inference-header-content-length header",
+    );
+}
+
+#[test]
+fn validates_the_json_header_of_binary_bodies() {
+    let header = r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}]}"#;
+    let mut body = header.as_bytes().to_vec();
+    body.extend_from_slice(&[0u8; 8]);
+    let len = header.len().to_string();
+    assert_eq!(validate(&body, Some(&len)), Ok(()));
+
+    body.push(0);
+    assert_eq!(
+        validate(&body, Some(&len)),
+        Err("body: binary data is 9 bytes, inputs declare 8".to_owned())
+    );
+
+    let wrong = r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "parameters": {"binary_data_size": 8}}]}"#;
+    let mut body = wrong.as_bytes().to_vec();
+    body.extend_from_slice(&[0u8; 8]);
+    assert_eq!(
+        validate(&body, Some(&wrong.len().to_string())),
+        Err(
+            "inputs[0].parameters.binary_data_size: 8 bytes, shape [3] of FP32 needs 12".to_owned()
+        )
+    );
+    assert_eq!(
+        validate(&body, Some("100000")),
+        Err(format!(
+            "inference-header-content-length: 100000 exceeds the body's {} bytes",
+            body.len()
+        ))
+    );
+    assert_eq!(
+        validate(&body, Some("-3")),
+        Err("inference-header-content-length: not a non-negative integer".to_owned())
+    );
+}

@@ -1,0 +1,188 @@
+use std::cell::Cell;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use super::{Check, Quota};
+use crate::store::{MemoryStore, SharedStore, StoreError};
+
+/// The injected "now" (an instant in 2027).
+const T0: Duration = Duration::from_hours(500_000);
+
+fn quota(per_second: u32, burst: u32) -> Quota {
+    Quota::new(
+        "iris",
+        NonZeroU32::new(per_second).unwrap(),
+        Duration::from_secs(1),
+        NonZeroU32::new(burst).unwrap(),
+    )
+}
+
+#[test]
+fn allows_the_burst_then_limits_then_refills() {
+    let store = MemoryStore::new();
+    let q = quota(1, 3);
+    for remaining in [2, 1, 0] {
+        assert_eq!(
+            q.check("alice", T0, &store),
+            Check::Allowed {
+                limit: 3,
+                remaining,
+                reset_secs: 3 - u64::from(remaining)
+            }
+        );
+    }
+    assert_eq!(
+        q.check("alice", T0, &store),
+        Check::Limited {
+            limit: 3,
+            retry_after_secs: 1,
+            reset_secs: 3
+        }
+    );
+    // Half a second later the next cell is still 0.5 s away: Retry-After rounds up.
+    assert!(matches!(
+        q.check("alice", T0 + Duration::from_millis(500), &store),
+        Check::Limited {
+            retry_after_secs: 1,
+            ..
+        }
+    ));
+    // One second later exactly one more request fits.
+    assert!(matches!(
+        q.check("alice", T0 + Duration::from_secs(1), &store),
+        Check::Allowed { remaining: 0, .. }
+    ));
+    assert!(matches!(
+        q.check("alice", T0 + Duration::from_secs(1), &store),
+        Check::Limited { .. }
+    ));
+    // After the whole burst replenishes, the full burst is available again.
+    assert!(matches!(
+        q.check("alice", T0 + Duration::from_secs(10), &store),
+        Check::Allowed { remaining: 2, .. }
+    ));
+}
+
+#[test]
+fn keys_have_separate_buckets() {
+    let store = MemoryStore::new();
+    let q = quota(1, 1);
+    assert!(matches!(
+        q.check("alice", T0, &store),
+        Check::Allowed { .. }
+    ));
+    assert!(matches!(
+        q.check("alice", T0, &store),
+        Check::Limited { .. }
+    ));
+    assert!(matches!(q.check("bob", T0, &store), Check::Allowed { .. }));
+    assert_eq!(store.len(), 2);
+}
+
+#[test]
+fn per_minute_quota_reports_retry_after_in_seconds() {
+    let store = MemoryStore::new();
+    let q = Quota::new(
+        "iris",
+        NonZeroU32::new(2).unwrap(),
+        Duration::from_mins(1),
+        NonZeroU32::new(1).unwrap(),
+    );
+    assert!(matches!(q.check("k", T0, &store), Check::Allowed { .. }));
+    assert_eq!(
+        q.check("k", T0 + Duration::from_secs(10), &store),
+        Check::Limited {
+            limit: 1,
+            retry_after_secs: 20,
+            reset_secs: 20
+        }
+    );
+}
+
+/// A store where another VM writes between our read and our write, `conflicts` times.
+struct RacingStore {
+    inner: MemoryStore,
+    conflicts: Cell<u32>,
+}
+
+impl SharedStore for RacingStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        if self.conflicts.get() > 0 {
+            self.conflicts.set(self.conflicts.get() - 1);
+            // The other VM counts one request for the same key first.
+            quota(1, 3).check("alice", T0, &self.inner);
+        }
+        self.inner.set(key, value, cas)
+    }
+}
+
+#[test]
+fn retries_after_a_cas_conflict_and_counts_both_requests() {
+    let store = RacingStore {
+        inner: MemoryStore::new(),
+        conflicts: Cell::new(0),
+    };
+    // Create the key first: CAS only protects existing keys.
+    assert!(matches!(
+        quota(1, 3).check("alice", T0, &store),
+        Check::Allowed { remaining: 2, .. }
+    ));
+    store.conflicts.set(1);
+    // Our update loses the race once, retries on the other VM's value: 3 used in total.
+    assert!(matches!(
+        quota(1, 3).check("alice", T0, &store),
+        Check::Allowed { remaining: 0, .. }
+    ));
+    assert!(matches!(
+        quota(1, 3).check("alice", T0, &store),
+        Check::Limited { .. }
+    ));
+}
+
+/// A store that always loses the race.
+struct AlwaysConflicting(MemoryStore);
+
+impl SharedStore for AlwaysConflicting {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.get(key)
+    }
+    fn set(&self, _: &str, _: &[u8], _: u32) -> Result<(), StoreError> {
+        Err(StoreError::CasMismatch)
+    }
+}
+
+#[test]
+fn endless_conflicts_are_reported_not_looped_on() {
+    let store = AlwaysConflicting(MemoryStore::new());
+    assert_eq!(
+        quota(1, 3).check("alice", T0, &store),
+        Check::StoreFailed(StoreError::CasMismatch)
+    );
+}
+
+#[test]
+fn foreign_values_in_shared_data_count_as_a_fresh_bucket() {
+    let store = MemoryStore::new();
+    store.set("modelgate/rl/iris/alice", b"garbage", 0).unwrap();
+    assert!(matches!(
+        quota(1, 3).check("alice", T0, &store),
+        Check::Allowed { remaining: 2, .. }
+    ));
+}
+
+#[test]
+fn long_keys_are_truncated_on_a_char_boundary() {
+    let store = MemoryStore::new();
+    let long = "\u{e9}".repeat(200); // 400 bytes
+    assert!(matches!(
+        quota(1, 1).check(&long, T0, &store),
+        Check::Allowed { .. }
+    ));
+    assert!(matches!(
+        quota(1, 1).check(&long, T0, &store),
+        Check::Limited { .. }
+    ));
+}

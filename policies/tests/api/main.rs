@@ -1,0 +1,11 @@
+//! The policies through their public API, as the Proxy-Wasm adapter drives them.
+//! Time is injected everywhere; nothing reads a clock.
+
+mod authz;
+mod config;
+mod jwt;
+mod properties;
+mod ratelimit;
+mod routing;
+mod support;
+mod validation;

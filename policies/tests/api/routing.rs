@@ -1,0 +1,259 @@
+//! Routing through the API: routing header, aliases, unknown models, listing, odd paths,
+//! body-model routing.
+
+use modelgate_policies::{HeadersDecision, MemoryStore, Outcome};
+use serde_json::json;
+
+use crate::support::{IRIS_BODY, NOW, Req, at, base_config, policies, set_header, token};
+
+fn all_scopes() -> String {
+    token("alice", "models:iris models:wine")
+}
+
+#[test]
+fn sets_the_routing_header_to_the_canonical_name() {
+    let p = policies(&base_config());
+    let t = all_scopes();
+    let cases = [
+        ("GET", "/v1/models/sklearn-iris", "sklearn-iris"),
+        ("GET", "/v1/models/iris", "sklearn-iris"),
+        ("POST", "/v1/models/iris:predict", "sklearn-iris"),
+        ("POST", "/v1/models/iris:explain", "sklearn-iris"),
+        ("GET", "/v2/models/iris", "sklearn-iris"),
+        ("GET", "/v2/models/iris/ready", "sklearn-iris"),
+        ("GET", "/v2/models/sklearn-wine/versions/2", "sklearn-wine"),
+        ("GET", "/v2/models/tensor-model?verbose=1", "tensor-model"),
+    ];
+    for (method, path, model) in cases {
+        let mut req = Req::get(path).bearer(&t);
+        req.method = method;
+        // A fresh store per request: this test is not about quotas.
+        let c = req
+            .send(&p, IRIS_BODY, at(NOW), &MemoryStore::new())
+            .unwrap_or_else(|r| panic!("{path}: {r:?}"));
+        assert_eq!(
+            set_header(&c, "x-gateway-model-name"),
+            Some(model),
+            "{path}"
+        );
+        assert!(c.route_changed, "{path}");
+        assert_eq!(c.verdict.model.as_deref(), Some(model));
+        assert_eq!(c.verdict.outcome, Outcome::Allowed);
+    }
+}
+
+#[test]
+fn only_prediction_posts_buffer_the_body() {
+    let p = policies(&base_config());
+    let t = all_scopes();
+    let needs_body = |method: &'static str, path: &str| {
+        let mut req = Req::get(path).bearer(&t);
+        req.method = method;
+        let store = MemoryStore::new();
+        matches!(
+            req.headers_decision(&p, at(NOW), &store),
+            HeadersDecision::NeedBody(_)
+        )
+    };
+    assert!(needs_body("POST", "/v1/models/iris:predict"));
+    assert!(needs_body("POST", "/v1/models/iris:explain"));
+    assert!(needs_body("POST", "/v2/models/iris/infer"));
+    assert!(needs_body("POST", "/v2/models/iris/versions/1/infer"));
+    assert!(!needs_body("GET", "/v1/models/iris:predict"));
+    assert!(!needs_body("GET", "/v1/models/iris"));
+    assert!(!needs_body("POST", "/v2/models/iris/ready"));
+    assert!(!needs_body("POST", "/v2/health/live"));
+}
+
+#[test]
+fn unknown_models_get_kserve_404_or_pass_through() {
+    let p = policies(&base_config());
+    let store = MemoryStore::new();
+    let t = all_scopes();
+    let reply = Req::post("/v1/models/nope:predict")
+        .bearer(&t)
+        .send(&p, IRIS_BODY, at(NOW), &store)
+        .unwrap_err();
+    assert_eq!(reply.status, 404);
+    assert_eq!(
+        reply.body,
+        r#"{"error":"Model with name nope does not exist."}"#
+    );
+    assert_eq!(reply.verdict.outcome, Outcome::UnknownModel);
+    // A V2-only model on a V1 path is unknown there.
+    let reply = Req::get("/v1/models/tensor-model")
+        .bearer(&t)
+        .send(&p, b"", at(NOW), &store)
+        .unwrap_err();
+    assert_eq!(reply.status, 404);
+
+    let mut cfg = base_config();
+    cfg["routing"] = json!({"unknownModel": "passThrough"});
+    let p = policies(&cfg);
+    let req = Req::post("/v1/models/nope:predict")
+        .bearer(&t)
+        .header("x-gateway-model-name", "sklearn-iris");
+    let c = req.send(&p, IRIS_BODY, at(NOW), &store).unwrap();
+    assert_eq!(c.verdict.outcome, Outcome::UnknownModel);
+    assert_eq!(set_header(&c, "x-gateway-model-name"), None);
+    assert!(
+        c.headers
+            .remove
+            .iter()
+            .any(|h| &**h == "x-gateway-model-name")
+    );
+    assert!(c.route_changed);
+}
+
+#[test]
+fn a_client_cannot_choose_its_own_route() {
+    let p = policies(&base_config());
+    let req = Req::get("/")
+        .bearer(&all_scopes())
+        .header("X-Gateway-Model-Name", "sklearn-wine");
+    let c = req.send(&p, b"", at(NOW), &MemoryStore::new()).unwrap();
+    assert!(
+        c.headers
+            .remove
+            .iter()
+            .any(|h| &**h == "x-gateway-model-name")
+    );
+    assert!(c.route_changed);
+    assert_eq!(c.verdict.model, None);
+}
+
+#[test]
+fn lists_the_models_the_caller_may_use() {
+    let p = policies(&base_config());
+    let store = MemoryStore::new();
+    let list = |path: &str, scope: &str| {
+        let reply = Req::get(path)
+            .bearer(&token("alice", scope))
+            .send(&p, b"", at(NOW), &store)
+            .unwrap_err();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.verdict.outcome, Outcome::Allowed);
+        reply.body
+    };
+    assert_eq!(
+        list("/v1/models", "models:iris"),
+        r#"{"models":["sklearn-iris"]}"#
+    );
+    assert_eq!(
+        list("/v1/models/", "models:iris models:wine"),
+        r#"{"models":["sklearn-iris","sklearn-wine"]}"#
+    );
+    assert_eq!(
+        list("/v2/models", "models:iris"),
+        r#"{"models":["sklearn-iris","tensor-model"]}"#
+    );
+    assert_eq!(list("/v1/models", ""), r#"{"models":[]}"#);
+
+    let mut cfg = base_config();
+    cfg["routing"] = json!({"listModels": false});
+    let p = policies(&cfg);
+    let c = Req::get("/v1/models")
+        .bearer(&all_scopes())
+        .send(&p, b"", at(NOW), &store)
+        .unwrap();
+    assert_eq!(c.verdict.model, None);
+}
+
+#[test]
+fn odd_paths_are_400_never_passed_through() {
+    let mut cfg = base_config();
+    cfg["routing"] = json!({"unknownModel": "passThrough"});
+    let p = policies(&cfg);
+    let t = all_scopes();
+    for path in [
+        "/v1/models/../models/sklearn-iris:predict",
+        "/%761/models/sklearn-iris:predict",
+        "/v1/models/sklearn%2Diris:predict",
+        "/v1//models/sklearn-iris:predict",
+        "/v1/models/ir\u{131}s:predict",
+    ] {
+        let reply = Req::post(path)
+            .bearer(&t)
+            .send(&p, IRIS_BODY, at(NOW), &MemoryStore::new())
+            .unwrap_err();
+        assert_eq!(reply.status, 400, "{path}");
+        assert_eq!(reply.verdict.outcome, Outcome::Invalid);
+    }
+}
+
+#[test]
+fn routes_by_the_body_model_field_and_authorizes_after_it() {
+    let mut cfg = base_config();
+    cfg["routing"] = json!({"bodyModel": {"paths": ["/openai/v1/chat/completions"]}});
+    let p = policies(&cfg);
+    let store = MemoryStore::new();
+    let chat = |scope: &str, body: &str| {
+        Req::post("/openai/v1/chat/completions")
+            .bearer(&token("alice", scope))
+            .send(&p, body.as_bytes(), at(NOW), &store)
+    };
+    let c = chat("models:iris", r#"{"messages": [], "model": "iris"}"#).unwrap();
+    assert_eq!(set_header(&c, "x-gateway-model-name"), Some("sklearn-iris"));
+    assert_eq!(c.verdict.model.as_deref(), Some("sklearn-iris"));
+    assert_eq!(
+        chat("models:iris", r#"{"model": "sklearn-wine"}"#)
+            .unwrap_err()
+            .status,
+        403
+    );
+    assert_eq!(
+        chat("models:iris", r#"{"model": "gpt-5"}"#)
+            .unwrap_err()
+            .body,
+        r#"{"error":"Model with name gpt-5 does not exist."}"#
+    );
+    assert_eq!(
+        chat("models:iris", r#"{"messages": []}"#).unwrap_err().body,
+        r#"{"error":"body: missing string field model"}"#
+    );
+    assert_eq!(
+        chat("models:iris", r#"{"model": 7}"#).unwrap_err().status,
+        400
+    );
+    assert_eq!(chat("models:iris", "not json").unwrap_err().status, 400);
+    // The quota of the body's model applies (burst 3, one already used above).
+    assert!(chat("models:iris", r#"{"model": "iris"}"#).is_ok());
+    assert!(chat("models:iris", r#"{"model": "iris"}"#).is_ok());
+    assert_eq!(
+        chat("models:iris", r#"{"model": "iris"}"#)
+            .unwrap_err()
+            .status,
+        429
+    );
+    // Unauthenticated requests are refused before their body is buffered.
+    let d = Req::post("/openai/v1/chat/completions").headers_decision(&p, at(NOW), &store);
+    assert!(matches!(d, HeadersDecision::Reply(r) if r.status == 401));
+}
+
+#[test]
+fn exposes_what_the_adapter_needs() {
+    let p = policies(&base_config());
+    assert_eq!(p.routing_header(), "x-gateway-model-name");
+    assert_eq!(
+        p.model_names().collect::<Vec<_>>(),
+        ["sklearn-iris", "sklearn-wine", "tensor-model"]
+    );
+    assert_eq!(p.log_level(), modelgate_policies::LogLevel::Info);
+    assert_eq!(p.failure_mode(), modelgate_policies::FailureMode::Deny);
+    let fault = p.internal_fault_reply(Some("iris")).unwrap();
+    assert_eq!(fault.status, 503);
+    assert_eq!(fault.verdict.model.as_deref(), Some("sklearn-iris"));
+    let labels: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "allowed",
+            "unauthenticated",
+            "forbidden",
+            "rate_limited",
+            "invalid",
+            "unknown_model",
+            "internal_error"
+        ]
+    );
+}
