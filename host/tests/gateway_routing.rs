@@ -1,0 +1,159 @@
+//! Routing, load balancing and header handling through the gateway, with real upstreams.
+
+mod gateway_support;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, StatusCode};
+
+use gateway_support::{TestGateway, Upstream, client, cluster, get, send};
+
+async fn two_clusters() -> (Upstream, Upstream, Upstream, TestGateway) {
+    let (iris_a, iris_b, wine) = (
+        Upstream::start("iris-a").await,
+        Upstream::start("iris-b").await,
+        Upstream::start("wine").await,
+    );
+    let yaml = format!(
+        "version: 1
+listeners: [{{address: 127.0.0.1:0}}]
+clusters:
+{}{}routes:
+  - name: wine-by-header
+    match: {{prefix: /, headers: [{{name: x-model, exact: wine}}]}}
+    cluster: wine
+  - name: exact
+    match: {{path: /v1/models}}
+    cluster: wine
+  - name: iris-regex
+    match: {{regex: '/v[12]/models/iris([:/].*)?'}}
+    cluster: iris
+    requestHeaders: {{set: {{kserve-isvc-name: iris}}, remove: [x-drop-me]}}
+    responseHeaders: {{add: {{x-route: iris-regex}}}}
+  - name: post-only
+    match: {{prefix: /post, method: POST}}
+    cluster: wine
+",
+        cluster("iris", &[&iris_a, &iris_b]),
+        cluster("wine", &[&wine]),
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    (iris_a, iris_b, wine, gateway)
+}
+
+#[tokio::test]
+async fn routes_by_path_header_and_method_first_match_wins() {
+    let (iris_a, iris_b, wine, gw) = two_clusters().await;
+    let c = client();
+    let answer = get(&c, &gw.url("/v1/models/iris:predict")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.header("x-upstream").unwrap().starts_with("iris-"));
+    assert_eq!(
+        get(&c, &gw.url("/v1/models")).await.header("x-upstream"),
+        Some("wine")
+    );
+    // The header route comes first, so it wins over the iris path.
+    let request = Request::get(gw.url("/v1/models/iris:predict"))
+        .header("x-model", "wine")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        send(&c, request).await.unwrap().header("x-upstream"),
+        Some("wine")
+    );
+    let request = Request::post(gw.url("/post/x"))
+        .body(Full::from("{}"))
+        .unwrap();
+    assert_eq!(
+        send(&c, request).await.unwrap().header("x-upstream"),
+        Some("wine")
+    );
+    assert_eq!(iris_a.count() + iris_b.count(), 1);
+    assert_eq!(wine.count(), 3);
+}
+
+#[tokio::test]
+async fn unmatched_requests_get_a_json_404_and_health_answers_locally() {
+    let (iris_a, iris_b, wine, gw) = two_clusters().await;
+    let c = client();
+    let answer = get(&c, &gw.url("/v1/models/unknown:predict?x=1")).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        answer.json(),
+        serde_json::json!({"error": "no route for /v1/models/unknown:predict"})
+    );
+    // A GET on a POST-only route does not match either.
+    assert_eq!(
+        get(&c, &gw.url("/post/x")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let health = get(&c, &gw.url("/health")).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json(), serde_json::json!({"status": "ok"}));
+    assert_eq!(iris_a.count() + iris_b.count() + wine.count(), 0);
+}
+
+#[tokio::test]
+async fn round_robin_spreads_traffic_over_both_replicas() {
+    let (iris_a, iris_b, _wine, gw) = two_clusters().await;
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(
+            get(&c, &gw.url("/v2/models/iris/infer")).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!((iris_a.count(), iris_b.count()), (5, 5));
+}
+
+#[tokio::test]
+async fn custom_headers_and_request_id_reach_the_upstream_and_come_back() {
+    let (iris_a, iris_b, _wine, gw) = two_clusters().await;
+    let c = client();
+    let body = r#"{"instances": [[1, 2, 3, 4]]}"#;
+    let request = Request::post(gw.url("/v1/models/iris:predict?verbose=1"))
+        .header("x-custom-thing", "Keep Me")
+        .header("x-drop-me", "route removes this")
+        .header("x-forwarded-for", "192.0.2.1")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let answer = send(&c, request).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = if iris_a.count() == 1 {
+        iris_a.last()
+    } else {
+        iris_b.last()
+    };
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.path, "/v1/models/iris:predict?verbose=1");
+    assert_eq!(seen.body, body.as_bytes());
+    assert_eq!(seen.headers["x-custom-thing"], "Keep Me");
+    assert_eq!(seen.headers["content-type"], "application/json");
+    assert_eq!(seen.headers["kserve-isvc-name"], "iris");
+    assert!(!seen.headers.contains_key("x-drop-me"));
+    assert_eq!(seen.headers["x-forwarded-for"], "192.0.2.1, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["host"], gw.address.to_string());
+    let generated = &seen.headers["x-request-id"];
+    assert_eq!(
+        uuid::Uuid::parse_str(generated).unwrap().get_version_num(),
+        4
+    );
+    assert_eq!(answer.header("x-request-id"), Some(generated.as_str()));
+    assert_eq!(answer.header("x-upstream-custom"), Some("from-upstream"));
+    assert_eq!(answer.header("x-route"), Some("iris-regex"));
+
+    // A request id the client sends is kept end to end.
+    let request = Request::get(gw.url("/v1/models/iris"))
+        .header("x-request-id", "client-id-42")
+        .body(Full::default())
+        .unwrap();
+    let answer = send(&c, request).await.unwrap();
+    assert_eq!(answer.header("x-request-id"), Some("client-id-42"));
+    let seen = [iris_a.last(), iris_b.last()];
+    assert!(
+        seen.iter()
+            .any(|s| s.headers["x-request-id"] == "client-id-42")
+    );
+}
