@@ -11,14 +11,15 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 [[ -x $PYTHON ]] || { echo "test-reliability: $PYTHON missing; run scripts/setup.sh" >&2; exit 2; }
 
-# The artifacts under test, plus the suite's own fault-injection filter. Cargo makes these
-# no-ops when nothing changed; RELIABILITY_NO_BUILD=1 skips them when the caller just built.
+# The artifacts under test. Cargo makes these no-ops when nothing changed;
+# RELIABILITY_NO_BUILD=1 skips them when the caller just built them.
 if [[ ${RELIABILITY_NO_BUILD:-0} != 1 ]]; then
     cargo build -q -p modelgate-filter --target wasm32-wasip1 --profile wasm
     cargo build -q --release -p modelgate-host
 fi
-CARGO_TARGET_DIR=$PWD/target cargo build -q --release --target wasm32-wasip1 \
-    --manifest-path tests/reliability/filters/fault-filter/Cargo.toml
+# The host's conformance filter doubles as the fault injector (trap, loop, oom on demand).
+cargo build -q --release --target wasm32-wasip1 --manifest-path host/tests/filters/Cargo.toml \
+    --target-dir target/test-filters
 
 exec timeout --signal=INT --kill-after=30 300 \
     "$PYTHON" -m pytest -c tests/reliability/pytest.ini tests/reliability "$@"

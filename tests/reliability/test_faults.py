@@ -23,11 +23,16 @@ from reliability.harness.stack import Stack
 from reliability.harness.tokens import KeySet
 from reliability.harness.waiting import wait_until
 
-FAULT_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "reliability_fault_filter.wasm"
+# The host's conformance filter (host/tests/filters/conformance) fails on demand: the request
+# header `x-case` set to `trap` panics (a trap), `loop` spins forever, `oom` allocates without
+# end. Any other request passes, so one module shows both the request that hit the fault and
+# the requests around it.
+FAULT_WASM = REPO / "target" / "test-filters" / "wasm32-wasip1" / "release" / "conformance.wasm"
 FAULT_BUILD = (
-    "CARGO_TARGET_DIR=target cargo build --release --target wasm32-wasip1 "
-    "--manifest-path tests/reliability/filters/fault-filter/Cargo.toml"
+    "cargo build --release --target wasm32-wasip1 --manifest-path host/tests/filters/Cargo.toml "
+    "--target-dir target/test-filters"
 )
+FAULTS = ["trap", "loop", "oom"]
 # Short, so a spinning guest is stopped quickly; far above what a normal callback takes.
 CALLBACK_DEADLINE = "500ms"
 MEMORY_LIMIT = "64Mi"
@@ -75,11 +80,11 @@ def assert_normal_requests_served(stack: Stack, count: int = 10) -> None:
 # -- filters that fail ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["trap", "loop", "memory"])
+@pytest.mark.parametrize("fault", FAULTS)
 def test_filter_fault_gives_503_and_the_vm_is_rebuilt(stack: Stack, fault: str) -> None:
     restarts = stack.gateway.vm_restarts()
     started = time.monotonic()
-    response = stack.predict(extra_headers=[("x-fault", fault)])
+    response = stack.predict(extra_headers=[("x-case", fault)])
     elapsed = time.monotonic() - started
     assert response.status == 503, f"{fault}: answered {response.status} {response.body[:200]!r}"
     # A spinning guest must be stopped by the deadline, not run until the client gives up.
@@ -92,8 +97,8 @@ def test_filter_fault_gives_503_and_the_vm_is_rebuilt(stack: Stack, fault: str) 
 def test_repeated_faults_of_every_kind_leave_the_host_serving(stack: Stack) -> None:
     restarts = stack.gateway.vm_restarts()
     for _ in range(5):
-        for fault in ("trap", "loop", "memory"):
-            response = stack.predict(extra_headers=[("x-fault", fault)])
+        for fault in FAULTS:
+            response = stack.predict(extra_headers=[("x-case", fault)])
             assert response.status == 503, f"{fault}: answered {response.status}"
     assert wait_for_restarts(stack, restarts + 14) >= restarts + 15, "not every fault rebuilt its VM"
     assert_normal_requests_served(stack)
@@ -111,8 +116,8 @@ def test_faults_under_load_only_fail_their_own_requests(stack: Stack) -> None:
     with LoadGenerator(stack.port, lambda: stack.predict_bytes(token=token), concurrency=8) as load:
         faults = 0
         for _ in range(4):
-            for fault in ("trap", "loop", "memory"):
-                response = stack.predict(extra_headers=[("x-fault", fault)])
+            for fault in FAULTS:
+                response = stack.predict(extra_headers=[("x-case", fault)])
                 assert response.status == 503, f"{fault} under load: answered {response.status}"
                 faults += 1
         result = load.stop()
