@@ -116,6 +116,20 @@ def test_huge_upload_is_refused_once_past_the_limit_without_waiting_for_the_rest
     stack.assert_upstream_saw_nothing("huge upload")
 
 
+def test_denied_request_expecting_100_continue_is_answered_without_its_body(stack: Stack) -> None:
+    """No token and `Expect: 100-continue`: the refusal must come at once, without first
+    inviting the body (and without waiting for a body that will never be sent)."""
+    data = request_bytes(
+        "POST", PREDICT, [("Content-Type", "application/json"), ("Content-Length", str(len(VALID_BODY))), ("Expect", "100-continue")]
+    )
+    with RawConnection("127.0.0.1", stack.port, timeout=5) as conn:
+        conn.send(data)
+        response = conn.read_response("POST")
+    assert response is not None and response.status == 401, response
+    assert 100 not in response.interim, "the body of a refused request was invited with 100 Continue"
+    stack.assert_upstream_saw_nothing("denied Expect: 100-continue")
+
+
 # -- malformed HTTP ---------------------------------------------------------------------------
 
 MALFORMED = {

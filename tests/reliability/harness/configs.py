@@ -12,7 +12,8 @@ WINE = "sklearn-wine"
 # Models whose clusters misbehave on purpose (see upstream.Behaviour).
 RESET_MODEL = "reset-model"
 MIDBODY_MODEL = "midbody-model"
-ALL_MODELS = [IRIS, WINE, RESET_MODEL, MIDBODY_MODEL]
+# The header the filter fills from the token's `sub` (client-sent copies must be dropped).
+FORWARDED_SUB_HEADER = "x-user-id"
 
 # Small enough that oversize cases are cheap to send, large enough for every valid body here.
 MAX_BODY_BYTES = 64 * 1024
@@ -42,6 +43,7 @@ def filter_config(keys: tokens.KeySet, log_level: str = "warn") -> dict:
             "jwks": keys.jwks(),
             "leewaySeconds": 5,
             "maxTokenBytes": 8192,
+            "forwardClaims": {"sub": FORWARDED_SUB_HEADER},
         },
         "rateLimit": {"key": {"claim": "sub"}},
         "validation": {"maxBodyBytes": MAX_BODY_BYTES},

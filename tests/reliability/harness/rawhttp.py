@@ -29,6 +29,8 @@ class Response:
     # False when the peer closed before the announced body length arrived.
     complete: bool = True
     raw_head: bytes = field(default=b"", repr=False)
+    # Statuses of the 1xx interim responses that came before this one.
+    interim: list[int] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -98,6 +100,7 @@ class RawConnection:
     def read_response(self, method: str = "GET", timeout: float | None = None) -> Response | None:
         """The next response, skipping 1xx; None if the peer closed before sending one."""
         deadline = time.monotonic() + (timeout or self.timeout)
+        interim: list[int] = []
         while True:
             while b"\r\n\r\n" not in self.buf:
                 if len(self.buf) > MAX_HEAD:
@@ -117,8 +120,9 @@ class RawConnection:
             for line in lines[1:]:
                 key, _, value = line.partition(":")
                 headers.append((key.strip(), value.strip()))
-            response = Response(status, reason, headers, b"", raw_head=head)
+            response = Response(status, reason, headers, b"", raw_head=head, interim=interim)
             if 100 <= status < 200:
+                interim.append(status)
                 continue
             self._read_body(response, method, deadline)
             return response
