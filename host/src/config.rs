@@ -388,11 +388,16 @@ impl Config {
         let deserializer = serde_norway::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner();
+            let message = e.into_inner().to_string();
+            // The YAML parser names the enclosing map itself; keep one, fuller path.
+            let message = match message.split_once(": ") {
+                Some((own, rest)) if path.starts_with(own) => rest.to_owned(),
+                _ => message,
+            };
             ConfigErrors(vec![if path == "." {
-                inner.to_string()
+                message
             } else {
-                format!("{path}: {inner}")
+                format!("{path}: {message}")
             }])
         })?;
         let errors = config.check();
@@ -533,7 +538,7 @@ fn check_route(
         ));
     }
     if let Some(regex) = &m.regex
-        && let Err(e) = regex::Regex::new(regex)
+        && let Err(e) = compile_regex(regex)
     {
         errors.push(format!("routes[{i}].match.regex: {e}"));
     }
@@ -550,7 +555,7 @@ fn check_route(
             ));
         }
         if let Some(regex) = &header.regex
-            && let Err(e) = regex::Regex::new(regex)
+            && let Err(e) = compile_regex(regex)
         {
             errors.push(format!("{at}.regex: {e}"));
         }
@@ -599,6 +604,20 @@ fn check_route(
     }
 }
 
+/// Compiles a regex, with a one-line error (the regex crate's is a multi-line drawing).
+pub fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(pattern).map_err(|e| {
+        let text = e.to_string();
+        let reason = text
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned();
+        format!("invalid regex {pattern:?}: {reason}")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,7 +644,10 @@ mod tests {
             "version: 1\nlisteners: [{address: 127.0.0.1:0, tls: {certFile: a, keyFile: b, extra: 1}}]\n",
         );
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].starts_with("listeners[0].tls"), "{errors:?}");
+        assert!(
+            errors[0].starts_with("listeners[0].tls.extra: unknown field `extra`"),
+            "{errors:?}"
+        );
         assert!(errors[0].contains("unknown field `extra`"), "{errors:?}");
     }
 

@@ -44,8 +44,9 @@ enum HeaderRule {
 }
 
 /// Anchors a regex so it must match the whole subject, as Envoy's `safe_regex` does.
-fn whole(pattern: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!("^(?:{pattern})$"))
+fn whole(pattern: &str) -> Result<Regex, String> {
+    crate::config::compile_regex(pattern)?;
+    crate::config::compile_regex(&format!("^(?:{pattern})$"))
 }
 
 #[derive(Debug, Default)]

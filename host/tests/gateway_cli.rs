@@ -1,0 +1,270 @@
+//! The `modelgate` binary: `check` on good and bad configs, and `serve` with SIGTERM drain
+//! and SIGHUP reload.
+
+mod gateway_support;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+
+use gateway_support::{Behaviour, ConfigFile, Upstream, client, cluster, get};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_modelgate");
+
+fn check(config: &ConfigFile) -> (bool, String) {
+    let output = Command::new(BINARY)
+        .args(["check", "--config"])
+        .arg(&config.path)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// `check` on a config that must fail: every line of its output, with the file name removed.
+fn check_errors(yaml: &str) -> Vec<String> {
+    let config = ConfigFile::new(yaml);
+    let (ok, stdout) = check(&config);
+    assert!(!ok, "check passed: {stdout}");
+    let prefix = format!("{}: ", config.path.display());
+    stdout
+        .lines()
+        .map(|l| {
+            l.strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("line without the file: {l}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+const BASE: &str = "version: 1\nlisteners: [{address: 127.0.0.1:0}]\n";
+
+#[test]
+fn check_accepts_a_good_config() {
+    let config = ConfigFile::new(&format!(
+        "{BASE}clusters: [{{name: c, endpoints: [127.0.0.1:18299]}}]\nroutes: [{{match: {{prefix: /}}, cluster: c}}]\n"
+    ));
+    assert_eq!(check(&config), (true, "OK\n".to_owned()));
+}
+
+#[test]
+fn check_names_the_path_of_a_parse_error() {
+    let errors = check_errors("version: 1\nlisteners: [{adress: 127.0.0.1:0}]\n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("listeners[0].adress: unknown field `adress`"),
+        "{errors:?}"
+    );
+    let errors = check_errors(&format!(
+        "{BASE}clusters: [{{name: c, endpoints: [127.0.0.1:1], lbPolicy: random}}]\n"
+    ));
+    assert!(
+        errors[0].starts_with("clusters[0].lbPolicy: unknown variant `random`"),
+        "{errors:?}"
+    );
+    let errors = check_errors(&format!("{BASE}bufferLimit: 12XB\n"));
+    assert!(
+        errors[0].starts_with("bufferLimit: size \"12XB\" has unknown unit"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn check_prints_every_semantic_error() {
+    let errors = check_errors(&format!(
+        "{BASE}clusters: [{{name: c, endpoints: [127.0.0.1:1]}}, {{name: c, endpoints: []}}]
+routes:
+  - {{match: {{regex: '(unclosed'}}, cluster: c}}
+  - {{match: {{prefix: /, headers: [{{name: x, exact: a, present: true}}]}}, cluster: nowhere}}
+"
+    ));
+    assert_eq!(
+        errors,
+        [
+            "clusters[1].name: duplicate cluster \"c\"",
+            "clusters[1].endpoints: at least one endpoint is required",
+            "routes[0].match.regex: invalid regex \"(unclosed\": unclosed group",
+            "routes[1].match.headers[0]: give exactly one of exact, regex and present",
+            "routes[1].cluster: unknown cluster \"nowhere\"",
+        ]
+    );
+}
+
+#[test]
+fn check_reports_missing_filter_files_and_policies() {
+    let errors = check_errors(&format!(
+        "{BASE}filters: [{{name: f, wasm: missing.wasm}}]\n"
+    ));
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("filters[0].wasm: cannot read "),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("missing.wasm"), "{errors:?}");
+
+    let config = ConfigFile::new(&format!(
+        "{BASE}filters: [{{name: f, wasm: f.wasm, fromEnvoyExtensionPolicy: {{file: policy.yaml, wasmName: other}}}}]\n"
+    ));
+    config.write("f.wasm", b"\0asm\x01\0\0\0");
+    config.write(
+        "policy.yaml",
+        "kind: EnvoyExtensionPolicy\nmetadata: {name: p}\nspec:\n  wasm: [{name: modelgate, code: {type: HTTP}, config: {}}]\n",
+    );
+    let (ok, stdout) = check(&config);
+    assert!(!ok);
+    assert!(
+        stdout.contains(
+            ": filters[0].fromEnvoyExtensionPolicy: wasmName: no spec.wasm entry named \"other\""
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_an_unreadable_config_file() {
+    let output = Command::new(BINARY)
+        .args(["check", "--config", "/nonexistent/modelgate.yaml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout
+            .starts_with("/nonexistent/modelgate.yaml: /nonexistent/modelgate.yaml: No such file"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_command_lines_exit_with_usage() {
+    let output = Command::new(BINARY).args(["serve"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("usage: modelgate"));
+}
+
+/// A `modelgate serve` child process; killed on drop if still running.
+struct Served {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Served {
+    fn start(config: &ConfigFile) -> Served {
+        let mut child = Command::new(BINARY)
+            .args(["serve", "--config"])
+            .arg(&config.path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listener main on ").nth(1) {
+                    let _ = tx.send(rest.trim().parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the gateway did not report its listener");
+        Served { child, address }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the gateway did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_config(upstream: &Upstream) -> String {
+    format!(
+        "version: 1
+listeners: [{{address: 127.0.0.1:0}}]
+clusters:
+{}routes: [{{match: {{prefix: /}}, cluster: c}}]
+reload: {{watch: false}}
+",
+        cluster("c", &[upstream])
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_request_in_flight_then_exits() {
+    let slow = Upstream::start_with(
+        "slow",
+        Behaviour {
+            delay: Duration::from_millis(700),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let config = ConfigFile::new(&serve_config(&slow));
+    let mut served = Served::start(&config);
+    let url = format!("http://{}/v1/models/m:predict", served.address);
+    let in_flight = tokio::spawn(async move { get(&client(), &url).await });
+    while slow.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    served.signal("TERM");
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("x-upstream"), Some("slow"));
+    let status = tokio::task::block_in_place(|| served.wait(Duration::from_secs(10)));
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config() {
+    let (first, second) = (
+        Upstream::start("first").await,
+        Upstream::start("second").await,
+    );
+    let config = ConfigFile::new(&serve_config(&first));
+    let served = Served::start(&config);
+    let url = format!("http://{}/", served.address);
+    assert_eq!(
+        get(&client(), &url).await.header("x-upstream"),
+        Some("first")
+    );
+    config.rewrite(&serve_config(&second));
+    served.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get(&client(), &url).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        if answer.header("x-upstream") == Some("second") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
