@@ -99,7 +99,7 @@ impl Upstream {
                         let body = body
                             .collect()
                             .await
-                            .map(|b| b.to_bytes())
+                            .map(http_body_util::Collected::to_bytes)
                             .unwrap_or_default();
                         let headers = parts
                             .headers
