@@ -1,0 +1,188 @@
+//! Fixtures and invariants shared by the fuzz targets.
+//!
+//! Every target drives `modelgate-policies` through its public API, the way the filter does, and
+//! checks more than "no panic": whatever the input, a reply is one of the statuses the policies
+//! document with a JSON body, and nothing a client sent can put a line break or NUL into a header
+//! the filter would set (header injection).
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use modelgate_policies::{
+    BodyDecision, HeaderEdits, HeadersDecision, MemoryStore, Policies, Reply, RequestView,
+};
+
+/// The HS256 secret of [`JWT_CONFIG`]'s key, so the JWT target can sign arbitrary claims and reach
+/// the claim checks behind the signature.
+pub const HS256_SECRET: &[u8] = b"modelgate-fuzz-secret-0123456789abcdef";
+
+/// A fixed instant: the policies take time as an argument, so fuzzing is deterministic.
+pub fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// Models with every validation option, no authentication: requests reach routing and the
+/// body validators.
+const OPEN_CONFIG: &str = r#"{
+  "version": 1,
+  "models": {
+    "sklearn-iris": {
+      "aliases": ["iris"],
+      "protocols": ["v1", "v2"],
+      "validation": {"featureCount": 4, "maxInstances": 64}
+    },
+    "sklearn-wine": {
+      "protocols": ["v1", "v2"],
+      "rateLimit": {"requestsPerSecond": 1000, "burst": 1000},
+      "validation": {"elementType": "any"}
+    }
+  }
+}"#;
+
+fn jwt_config() -> String {
+    let k = URL_SAFE_NO_PAD.encode(HS256_SECRET);
+    format!(
+        r#"{{
+  "version": 1,
+  "jwt": {{
+    "issuer": "https://issuer.fuzz",
+    "audiences": ["modelgate"],
+    "jwks": {{"keys": [{{"kty": "oct", "kid": "fuzz", "alg": "HS256", "k": "{k}"}}]}},
+    "forwardClaims": {{"sub": "x-user-id"}}
+  }},
+  "models": {{
+    "sklearn-iris": {{"requiredScopes": ["predict"]}}
+  }}
+}}"#
+    )
+}
+
+/// Policies without authentication.
+pub fn open_policies() -> &'static Policies {
+    static POLICIES: OnceLock<Policies> = OnceLock::new();
+    POLICIES.get_or_init(|| compile(OPEN_CONFIG))
+}
+
+/// Policies with HS256 JWT authentication.
+pub fn jwt_policies() -> &'static Policies {
+    static POLICIES: OnceLock<Policies> = OnceLock::new();
+    POLICIES.get_or_init(|| compile(&jwt_config()))
+}
+
+fn compile(config: &str) -> Policies {
+    match Policies::from_json(config.as_bytes()) {
+        Ok(policies) => policies,
+        Err(error) => panic!("fuzz fixture config is invalid: {error}"),
+    }
+}
+
+/// Run one request's header phase.
+pub fn headers(
+    policies: &Policies,
+    store: &MemoryStore,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HeadersDecision {
+    let headers = headers.to_vec();
+    let view = RequestView {
+        method,
+        path,
+        client_addr: Some("127.0.0.1:40000"),
+        headers: &headers,
+    };
+    let decision = policies.on_request_headers(&view, now(), store);
+    check_headers_decision(&decision);
+    decision
+}
+
+/// Run a request that needs its body through both phases, checking every decision.
+pub fn with_body(policies: &Policies, method: &str, path: &str, body: &[u8]) {
+    let store = MemoryStore::new();
+    let content_type = [("content-type", "application/json")];
+    match headers(policies, &store, method, path, &content_type) {
+        HeadersDecision::NeedBody(need) => {
+            if body.len() > need.pending.max_body_bytes() {
+                check_reply(&policies.reject_oversized_body(&need.pending));
+                return;
+            }
+            match policies.on_request_body(&need.pending, body, now(), &store) {
+                BodyDecision::Continue(forward) => check_edits(&forward.headers),
+                BodyDecision::Reply(reply) => {
+                    check_reply(&reply);
+                    assert!(
+                        matches!(reply.status, 400 | 404 | 413 | 429),
+                        "unexpected status {} for a body",
+                        reply.status
+                    );
+                }
+            }
+        }
+        HeadersDecision::Continue(_) | HeadersDecision::Reply(_) => {}
+    }
+}
+
+/// The invariants of a header-phase decision.
+pub fn check_headers_decision(decision: &HeadersDecision) {
+    match decision {
+        HeadersDecision::Continue(forward) => check_edits(&forward.headers),
+        HeadersDecision::Reply(reply) => check_reply(reply),
+        HeadersDecision::NeedBody(_) => {}
+    }
+}
+
+/// A local reply: a client or policy status (or 503 for a fault), a JSON body, and header values
+/// a proxy can send.
+pub fn check_reply(reply: &Reply) {
+    assert!(
+        (200..600).contains(&reply.status),
+        "status {} is not an HTTP status",
+        reply.status
+    );
+    if let Err(error) = serde_json::from_str::<serde_json::Value>(&reply.body) {
+        panic!("reply body is not JSON ({error}): {:?}", reply.body);
+    }
+    for (name, value) in &reply.headers {
+        check_header(name, value);
+    }
+}
+
+/// Header edits: names are lower-case tokens and values hold no line break or NUL.
+pub fn check_edits(edits: &HeaderEdits) {
+    for name in &edits.remove {
+        check_header(name, "");
+    }
+    for (name, value) in &edits.set {
+        check_header(name, value);
+    }
+}
+
+fn check_header(name: &str, value: &str) {
+    assert!(
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)),
+        "header name {name:?} is not a lower-case token"
+    );
+    assert!(
+        !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0),
+        "header {name} has a line break or NUL: {value:?}"
+    );
+}
+
+/// A JWT with these raw header and claims bytes, signed with [`HS256_SECRET`].
+pub fn signed_token(header: &[u8], claims: &[u8]) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let key = jsonwebtoken::EncodingKey::from_secret(HS256_SECRET);
+    match jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256) {
+        Ok(signature) => format!("{message}.{signature}"),
+        Err(error) => panic!("HS256 signing failed: {error}"),
+    }
+}
