@@ -1,8 +1,11 @@
-//! The one wasmtime `Engine` and `Linker` of a runtime, the epoch ticker that bounds every
+//! The one wasmtime `Engine` and `Linker` of the process, the epoch ticker that bounds every
 //! guest call, and one `InstancePre` per distinct module.
+//!
+//! Process-wide, like Envoy's one Wasm engine per process: the host state a VM reaches lives
+//! in its `Store`, so runtimes share the engine and every module is compiled once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -23,13 +26,24 @@ pub(crate) struct EngineHost {
 }
 
 impl EngineHost {
-    pub(crate) fn new() -> wasmtime::Result<EngineHost> {
+    /// The process's engine, created on first use.
+    pub(crate) fn global() -> wasmtime::Result<&'static EngineHost> {
+        static HOST: OnceLock<EngineHost> = OnceLock::new();
+        if let Some(host) = HOST.get() {
+            return Ok(host);
+        }
+        let host = EngineHost::new()?;
+        // A racing thread may have won; its engine (and ticker) is then simply dropped.
+        Ok(HOST.get_or_init(|| host))
+    }
+
+    fn new() -> wasmtime::Result<EngineHost> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         abi::add_to_linker(&mut linker)?;
-        spawn_epoch_ticker(&engine);
+        spawn_epoch_ticker(&engine)?;
         Ok(EngineHost {
             engine,
             linker,
@@ -52,19 +66,14 @@ impl EngineHost {
 
 /// Advance the epoch every [`EPOCH_TICK`] for as long as the engine lives. The thread holds
 /// only a weak reference, so dropping the runtime stops it.
-fn spawn_epoch_ticker(engine: &Engine) {
+fn spawn_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();
-    let spawned = thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                thread::sleep(EPOCH_TICK);
-            }
-        });
-    if let Err(err) = spawned {
-        // Without the ticker deadlines cannot fire; say so loudly rather than fail start-up.
-        log::error!("cannot start the wasm epoch ticker, callback deadlines are off: {err}");
-    }
+    thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            thread::sleep(EPOCH_TICK);
+        }
+    })?;
+    Ok(())
 }

@@ -81,7 +81,7 @@ pub struct Runtime {
 }
 
 pub(crate) struct RuntimeShared {
-    pub(crate) engine: EngineHost,
+    pub(crate) engine: &'static EngineHost,
     pub(crate) services: Arc<dyn HostServices>,
     pub(crate) shared_data: SharedData,
     pub(crate) queues: Queues,
@@ -111,7 +111,7 @@ impl Runtime {
     /// Create the runtime. Async host work runs on the current tokio runtime, or on a
     /// one-thread runtime of its own when called outside one.
     pub fn new(services: Arc<dyn HostServices>) -> Result<Runtime, RuntimeError> {
-        let engine = EngineHost::new().map_err(|err| RuntimeError::Engine(format!("{err:#}")))?;
+        let engine = EngineHost::global().map_err(|err| RuntimeError::Engine(format!("{err:#}")))?;
         let (handle, own_worker) = if let Ok(handle) = Handle::try_current() {
             (handle, None)
         } else {
