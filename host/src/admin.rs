@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{GatewayBody, ReplayBody};
-use crate::config::MetricTagStyle;
 use crate::gateway::Shared;
 
 pub async fn serve(socket: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -70,12 +69,13 @@ fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<GatewayBody>
             let tags = snapshot
                 .as_ref()
                 .and_then(|s| s.config.admin.as_ref())
-                .map_or(MetricTagStyle::None, |a| a.filter_metric_tags);
+                .map(|a| a.filter_metric_tags.clone())
+                .unwrap_or_default();
             let text = shared.metrics.render(
                 &clusters,
                 shared.runtime.vm_restarts(),
                 &shared.runtime.metrics(),
-                tags,
+                &tags,
             );
             reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }

@@ -64,20 +64,10 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AdminConfig {
     pub address: SocketAddr,
-    /// How filter metric names become Prometheus series.
+    /// Tag names to extract from filter metric names, as Envoy's `stats_tags` do: a name
+    /// segment pair `.<tag>.<value>` becomes the label `<tag>="<value>"`.
     #[serde(default)]
-    pub filter_metric_tags: MetricTagStyle,
-}
-
-/// Envoy exports a filter metric `name` as `wasmcustom.name`, sanitised. `dotPairs` also reads
-/// names of the form `base.k1.v1.k2.v2` as `base{k1="v1",k2="v2"}`, a simple form of Envoy's tag
-/// extraction for filters that name their metrics that way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum MetricTagStyle {
-    #[default]
-    None,
-    DotPairs,
+    pub filter_metric_tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -10,7 +10,6 @@ use std::time::Duration;
 use modelgate_runtime::{MetricSnapshot, MetricValue};
 
 use crate::cluster::Clusters;
-use crate::config::MetricTagStyle;
 
 /// Upper bounds (seconds) of the upstream latency histogram.
 const LATENCY_BOUNDS: [f64; 14] = [
@@ -107,7 +106,7 @@ impl HostMetrics {
         clusters: &Clusters,
         vm_restarts: u64,
         filter_metrics: &[MetricSnapshot],
-        tags: MetricTagStyle,
+        tags: &[String],
     ) -> String {
         let mut out = String::new();
         header(
@@ -132,13 +131,24 @@ impl HostMetrics {
             "Time from sending a request upstream to its response headers.",
         );
         for (cluster, h) in lock(&self.upstream_latency).iter() {
-            let bounds: Vec<f64> = LATENCY_BOUNDS.to_vec();
+            let mut running = 0;
+            let cumulative: Vec<(String, u64)> = h
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    running += c;
+                    let le = LATENCY_BOUNDS
+                        .get(i)
+                        .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
+                    (le, running)
+                })
+                .collect();
             write_histogram(
                 &mut out,
                 "modelgate_upstream_request_duration_seconds",
                 &[("cluster", cluster)],
-                &bounds,
-                &h.counts,
+                &cumulative,
                 h.sum,
                 h.count,
             );
@@ -264,20 +274,27 @@ fn sanitize(name: &str) -> String {
 /// Label pairs of one series.
 type Labels = Vec<(String, String)>;
 
-/// A filter metric's series name and labels under the configured tag style.
-fn series(name: &str, tags: MetricTagStyle) -> (String, Labels) {
+/// A filter metric's series name and labels: each `.<tag>.<value>` segment pair whose tag is
+/// configured is taken out of the name and becomes a label (Envoy's tag extraction).
+fn series(name: &str, tags: &[String]) -> (String, Labels) {
     let parts: Vec<&str> = name.split('.').collect();
-    if tags == MetricTagStyle::DotPairs && parts.len() >= 3 && parts.len() % 2 == 1 {
-        let pairs = parts[1..]
-            .chunks(2)
-            .map(|kv| (sanitize(kv[0]), kv[1].to_owned()))
-            .collect();
-        return (format!("wasmcustom_{}", sanitize(parts[0])), pairs);
+    let mut kept = Vec::with_capacity(parts.len());
+    let mut labels = Vec::new();
+    let mut i = 0;
+    while i < parts.len() {
+        // The first segment is always part of the name, so a name is never emptied.
+        if i > 0 && i + 1 < parts.len() && tags.iter().any(|t| t == parts[i]) {
+            labels.push((sanitize(parts[i]), parts[i + 1].to_owned()));
+            i += 2;
+        } else {
+            kept.push(parts[i]);
+            i += 1;
+        }
     }
-    (format!("wasmcustom_{}", sanitize(name)), Vec::new())
+    (format!("wasmcustom_{}", sanitize(&kept.join("."))), labels)
 }
 
-fn render_filter_metrics(out: &mut String, metrics: &[MetricSnapshot], tags: MetricTagStyle) {
+fn render_filter_metrics(out: &mut String, metrics: &[MetricSnapshot], tags: &[String]) {
     let mut by_series: BTreeMap<String, Vec<(Labels, &MetricValue)>> = BTreeMap::new();
     for metric in metrics {
         let (name, labels) = series(&metric.name, tags);
@@ -311,11 +328,11 @@ fn render_filter_metrics(out: &mut String, metrics: &[MetricSnapshot], tags: Met
                     sum,
                     count,
                 } => {
-                    let bounds: Vec<f64> = buckets.iter().map(|(b, _)| *b).collect();
-                    let mut counts: Vec<u64> = buckets.iter().map(|(_, c)| *c).collect();
-                    // The runtime reports per-bucket counts; whatever exceeds the last bound is +Inf.
-                    counts.push(count.saturating_sub(counts.iter().sum()));
-                    write_histogram(out, &name, &borrowed, &bounds, &counts, *sum, *count);
+                    // The runtime's buckets are already cumulative; `+Inf` is the total count.
+                    let mut cumulative: Vec<(String, u64)> =
+                        buckets.iter().map(|(b, c)| (b.to_string(), *c)).collect();
+                    cumulative.push(("+Inf".to_owned(), *count));
+                    write_histogram(out, &name, &borrowed, &cumulative, *sum, *count);
                 }
             }
         }
@@ -326,26 +343,20 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Writes cumulative `_bucket`, `_sum` and `_count` lines from per-bucket `counts`
-/// (one more than `bounds`: the last is `+Inf`).
+/// Writes `_bucket` lines from cumulative `(le, count)` pairs (the last being `+Inf`), then
+/// `_sum` and `_count`.
 fn write_histogram(
     out: &mut String,
     name: &str,
     base: &[(&str, &str)],
-    bounds: &[f64],
-    counts: &[u64],
+    cumulative: &[(String, u64)],
     sum: f64,
     count: u64,
 ) {
-    let mut cumulative = 0;
-    for (i, c) in counts.iter().enumerate() {
-        cumulative += c;
-        let le = bounds
-            .get(i)
-            .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
+    for (le, c) in cumulative {
         let mut l = base.to_vec();
-        l.push(("le", &le));
-        let _ = writeln!(out, "{name}_bucket{} {cumulative}", labels(&l));
+        l.push(("le", le));
+        let _ = writeln!(out, "{name}_bucket{} {c}", labels(&l));
     }
     let _ = writeln!(out, "{name}_sum{} {sum}", labels(base));
     let _ = writeln!(out, "{name}_count{} {count}", labels(base));
@@ -375,27 +386,33 @@ mod tests {
 
     #[test]
     fn filter_metric_names_are_sanitised_or_split_into_labels() {
+        let tags = ["model".to_owned(), "outcome".to_owned()];
         assert_eq!(
-            series("modelgate.requests-total", MetricTagStyle::None),
+            series("modelgate.requests-total", &[]),
             ("wasmcustom_modelgate_requests_total".into(), vec![])
         );
         assert_eq!(
-            series(
-                "requests_total.model.iris.outcome.allowed",
-                MetricTagStyle::DotPairs
-            ),
+            series("modelgate.requests.model.iris.outcome.allowed", &tags),
             (
-                "wasmcustom_requests_total".into(),
+                "wasmcustom_modelgate_requests".into(),
                 vec![
                     ("model".into(), "iris".into()),
                     ("outcome".into(), "allowed".into())
                 ]
             )
         );
-        // An even number of parts is not `base.k.v...`: kept whole.
+        // Without tags configured the name is only sanitised.
         assert_eq!(
-            series("a.b", MetricTagStyle::DotPairs),
-            ("wasmcustom_a_b".into(), vec![])
+            series("modelgate.requests.model.iris.outcome.allowed", &[]),
+            (
+                "wasmcustom_modelgate_requests_model_iris_outcome_allowed".into(),
+                vec![]
+            )
+        );
+        // A tag as the last segment has no value: it stays in the name.
+        assert_eq!(
+            series("a.model", &tags),
+            ("wasmcustom_a_model".into(), vec![])
         );
     }
 
@@ -413,13 +430,13 @@ mod tests {
             MetricSnapshot {
                 name: "lat".into(),
                 value: MetricValue::Histogram {
-                    buckets: vec![(1.0, 2), (10.0, 1)],
+                    buckets: vec![(1.0, 2), (10.0, 3)],
                     sum: 12.0,
                     count: 4,
                 },
             },
         ];
-        let text = m.render(&Clusters::new(), 3, &filter, MetricTagStyle::DotPairs);
+        let text = m.render(&Clusters::new(), 3, &filter, &["model".to_owned()]);
         assert!(text.contains("modelgate_requests_total{listener=\"main\",route=\"r\",cluster=\"c\",status=\"200\"} 2\n"), "{text}");
         assert!(text.contains("modelgate_upstream_request_duration_seconds_bucket{cluster=\"c\",le=\"0.0025\"} 0\n"), "{text}");
         assert!(
