@@ -110,7 +110,16 @@ impl RootContext for Root {
         while let Ok(Some(item)) = self.dequeue_shared_queue(queue_id) {
             got.push(String::from_utf8(item).unwrap_or_default());
         }
-        let report = format!("vm{}:{}", self.vm_index, got.join(","));
+        // One wake-up per enqueue: a later one may find the queue already drained.
+        if got.is_empty() {
+            return;
+        }
+        let (previous, _) = self.get_shared_data("queue-got");
+        let previous = previous.map(|p| String::from_utf8_lossy(&p).into_owned());
+        let report = match previous {
+            Some(p) => format!("{p},{}", got.join(",")),
+            None => format!("vm{}:{}", self.vm_index, got.join(",")),
+        };
         let _ = self.set_shared_data("queue-got", Some(report.as_bytes()), None);
     }
 
@@ -389,6 +398,11 @@ impl HttpContext for Stream {
                 return Action::Pause;
             }
             "trap" => panic!("trap requested"),
+            "trap-if-tag" => {
+                if self.get_http_request_header("x-trap-tag").as_deref() == Some(self.tag.as_str()) {
+                    panic!("trap requested for {}", self.tag);
+                }
+            }
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
