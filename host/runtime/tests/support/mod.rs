@@ -72,6 +72,7 @@ pub(crate) fn assemblyscript_filter() -> Arc<[u8]> {
         if !dir.join("node_modules/assemblyscript").exists() {
             run(&["ci", "--no-audit", "--no-fund"]);
         }
+        std::fs::create_dir_all(dir.join("build")).expect("create host/tests/as-filter/build");
         run(&["run", "build"]);
         dir.join("build/filter.wasm")
     });
