@@ -386,6 +386,15 @@ for case in $CASES; do
     ACTIVE+=("$case")
 done
 
+# Every case must answer the benchmark request with 200 before it is measured: a
+# proxy that answers 401 or 404 fast would otherwise look like a fast proxy.
+for case in "${ACTIVE[@]}"; do
+    status=$(curl -s -o "$RUN/check-$case.txt" -w '%{http_code}' -X POST \
+        -H 'Content-Type: application/json' -H "Authorization: Bearer $TOKEN" \
+        --data '{"instances":[[6.8,2.8,4.8,1.4]]}' "${CASE_URL[$case]}/v1/models/sklearn-iris:predict")
+    [[ $status == 200 ]] || die "$case answered $status to the benchmark request: $(cat "$RUN/check-$case.txt")"
+done
+
 log "warm-up: 1 s per case at c=32"
 for case in "${ACTIVE[@]}"; do
     BENCH_TOKEN=$TOKEN wrk -t2 -c32 -d1s -s "$BENCH/request.lua" "${CASE_URL[$case]}" >/dev/null
