@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime};
 
 use log::{debug, error, warn};
 use modelgate_policies::{
-    BodyDecision, Continue, HeadersDecision, Outcome, PendingRequest, Reply, RequestView, Verdict,
+    BodyDecision, Continue, HeaderEdits, HeadersDecision, Outcome, PendingRequest, Reply,
+    RequestView, Verdict,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -217,6 +218,9 @@ impl HttpContext for HttpFilter {
             HeadersDecision::Continue(decision) => self.forward(decision),
             HeadersDecision::Reply(reply) => self.respond(reply),
             HeadersDecision::NeedBody(need) => {
+                // Now or never: once this phase continues, the route and the upstream
+                // request headers are fixed (see `NeedBody::headers`).
+                apply_edits(&need.headers, need.route_changed);
                 if end_of_stream {
                     // No body will come: decide on the empty one while headers can still change.
                     self.decide_body(&configured, &need.pending, &[])
@@ -286,19 +290,24 @@ impl HttpContext for HttpFilter {
 /// Apply a forward decision's header edits: removals first, then sets (each replacing every
 /// existing value), then ask the host to re-match the route if the routing header changed.
 fn apply_header_edits(decision: &Continue) {
-    for name in &decision.headers.remove {
+    apply_edits(&decision.headers, decision.route_changed);
+}
+
+/// Remove, then set, request headers; recompute the route when the routing header changed.
+fn apply_edits(edits: &HeaderEdits, route_changed: bool) {
+    for name in &edits.remove {
         if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None) {
             warn!("modelgate: cannot remove request header {name}: {status:?}");
         }
     }
-    for (name, value) in &decision.headers.set {
+    for (name, value) in &edits.set {
         if let Err(status) =
             hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
         {
             warn!("modelgate: cannot set request header {name}: {status:?}");
         }
     }
-    if decision.route_changed {
+    if route_changed {
         clear_route_cache();
     }
 }

@@ -128,6 +128,12 @@ pub struct Reply {
 pub struct NeedBody {
     /// The largest body the policy accepts.
     pub max_bytes: usize,
+    /// Request header changes to apply now, before the body is buffered: Envoy sends the
+    /// request headers on (and picks the route) when the header phase continues, so edits
+    /// made once the body is in would reach neither the router nor the upstream.
+    pub headers: HeaderEdits,
+    /// True when `headers` changed the routing header: recompute the route now.
+    pub route_changed: bool,
     /// What the header phase found; hand it back with the body.
     pub pending: PendingRequest,
 }

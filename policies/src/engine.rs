@@ -153,26 +153,7 @@ impl Engine {
                 if !needs_body {
                     return HeadersDecision::Continue(forward);
                 }
-                let binary_header = match protocol {
-                    Protocol::V2 => request
-                        .headers
-                        .header(BINARY_HEADER)
-                        .map(std::borrow::Cow::into_owned),
-                    Protocol::V1 => None,
-                };
-                HeadersDecision::NeedBody(NeedBody {
-                    max_bytes: self.max_body_bytes,
-                    pending: PendingRequest(Pending {
-                        max_bytes: self.max_body_bytes,
-                        stage: Stage::Validate {
-                            model: id,
-                            name: Arc::clone(&self.models.get(id).name),
-                            protocol,
-                            binary_header,
-                            forward,
-                        },
-                    }),
-                })
+                self.validate_body_first(id, protocol, request, forward)
             }
             Target::Other | Target::List(_) => {
                 let path = routing::strip_query(request.path);
@@ -182,8 +163,11 @@ impl Engine {
                     .is_some_and(|b| request.method == "POST" && b.paths.iter().any(|p| p == path));
                 if by_body {
                     let limit_key = self.limit_key(request, identity.as_deref());
+                    // The model, and so every edit, is known only once the body is in.
                     return HeadersDecision::NeedBody(NeedBody {
                         max_bytes: self.max_body_bytes,
+                        headers: HeaderEdits::default(),
+                        route_changed: false,
                         pending: PendingRequest(Pending {
                             max_bytes: self.max_body_bytes,
                             stage: Stage::BodyModel {
@@ -264,6 +248,50 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Ask for the body of a request whose model is known from its path.
+    ///
+    /// The header edits apply now, and the body decision only carries the verdict (see
+    /// `NeedBody::headers`: edits made once the body is in would reach no one).
+    fn validate_body_first(
+        &self,
+        id: ModelId,
+        protocol: Protocol,
+        request: &RequestView<'_>,
+        forward: Continue,
+    ) -> HeadersDecision {
+        let binary_header = match protocol {
+            Protocol::V2 => request
+                .headers
+                .header(BINARY_HEADER)
+                .map(std::borrow::Cow::into_owned),
+            Protocol::V1 => None,
+        };
+        let Continue {
+            headers,
+            route_changed,
+            verdict,
+        } = forward;
+        HeadersDecision::NeedBody(NeedBody {
+            max_bytes: self.max_body_bytes,
+            headers,
+            route_changed,
+            pending: PendingRequest(Pending {
+                max_bytes: self.max_body_bytes,
+                stage: Stage::Validate {
+                    model: id,
+                    name: Arc::clone(&self.models.get(id).name),
+                    protocol,
+                    binary_header,
+                    forward: Continue {
+                        headers: HeaderEdits::default(),
+                        route_changed: false,
+                        verdict,
+                    },
+                },
+            }),
+        })
     }
 
     /// Authenticate when JWT is configured; `Ok(None)` when it is not.

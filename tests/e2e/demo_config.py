@@ -114,7 +114,7 @@ def host_config(
                 "tls": {"certFile": cert_path, "keyFile": key_path},
             },
         ],
-        "admin": {"address": endpoint(ports.admin), "filterMetricTags": "dotPairs"},
+        "admin": {"address": endpoint(ports.admin), "filterMetricTags": ["model", "outcome"]},
         "clusters": [
             {
                 "name": IRIS,

@@ -43,6 +43,32 @@ fn sets_the_routing_header_to_the_canonical_name() {
 }
 
 #[test]
+fn a_prediction_names_its_model_before_the_body_is_read() {
+    // Envoy picks the route and sends the request headers on when the header phase
+    // continues, so the routing header and forwarded claims cannot wait for the body.
+    let p = policies(&base_config());
+    let t = all_scopes();
+    for path in ["/v1/models/iris:predict", "/v2/models/iris/infer"] {
+        let mut req = Req::get(path).bearer(&t);
+        req.method = "POST";
+        let HeadersDecision::NeedBody(need) =
+            req.headers_decision(&p, at(NOW), &MemoryStore::new())
+        else {
+            panic!("{path}: expected the body to be needed");
+        };
+        assert!(
+            need.headers
+                .set
+                .iter()
+                .any(|(k, v)| &**k == "x-gateway-model-name" && v == "sklearn-iris"),
+            "{path}: {:?}",
+            need.headers
+        );
+        assert!(need.route_changed, "{path}");
+    }
+}
+
+#[test]
 fn only_prediction_posts_buffer_the_body() {
     let p = policies(&base_config());
     let t = all_scopes();

@@ -187,7 +187,16 @@ impl Req {
                     return Err(p.reject_oversized_body(&need.pending));
                 }
                 match p.on_request_body(&need.pending, body, now, store) {
-                    BodyDecision::Continue(c) => Ok(c),
+                    // What the upstream gets: the edits applied at header time plus any the
+                    // body decision adds.
+                    BodyDecision::Continue(mut c) => {
+                        let mut headers = need.headers;
+                        headers.remove.append(&mut c.headers.remove);
+                        headers.set.append(&mut c.headers.set);
+                        c.headers = headers;
+                        c.route_changed |= need.route_changed;
+                        Ok(c)
+                    }
                     BodyDecision::Reply(r) => Err(r),
                 }
             }
