@@ -75,15 +75,18 @@ def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
             f"{gw}/v1/models/sklearn-iris:predict -d '{{\"instances\": [[5.1, 3.5, 1.4]]}}'",
         ),
         (
-            "Past wine's quota (burst 5, 2/s): 429 with Retry-After",
-            f"for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%{{http_code}} ' {auth} {json_h} "
-            f"{gw}/v1/models/sklearn-wine:predict -d '{{\"instances\": [{WINE_ROW}]}}'; done; echo",
+            "Past wine's quota (burst 5, then 2/s per subject): 429 with Retry-After",
+            f"for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} retry-after=%header{{retry-after}}\\n' "
+            f"{auth} {json_h} {gw}/v1/models/sklearn-wine:predict -d '{{\"instances\": [{WINE_ROW}]}}'; done",
         ),
         (
-            "Per-model outcome counts from the filter",
-            f"curl -s {admin}/metrics | grep '^wasmcustom' | grep -v '_bucket'",
+            "Per-model outcome counts from the filter (non-zero ones)",
+            f"curl -s {admin}/metrics | grep '^wasmcustom_modelgate_requests' | grep -v ' 0$'",
         ),
-        ("The effective config (secrets redacted)", f"curl -s {admin}/config_dump | head -c 600; echo"),
+        (
+            "The effective config, secrets redacted",
+            f"curl -s {admin}/config_dump | grep -A2 '\"jwks\"'",
+        ),
     ]
 
 
