@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 import demo_config
 import keys
 from conftest import BOTH_SCOPES
-from helpers import total_requests
+from helpers import model_server_requests, recent_requests, total_requests
 
 IRIS = demo_config.IRIS
 WINE = demo_config.WINE
@@ -202,3 +202,43 @@ def test_token_in_a_tampered_header_segment_is_rejected(stack, subject):
     decoded["alg"] = "HS256"
     forged_header = keys.b64url(json.dumps(decoded).encode())
     assert predict(stack, IRIS, f"{forged_header}.{payload}.{signature}").status_code == 401
+
+
+def test_a_client_cannot_pick_the_route_with_the_routing_header(stack, subject):
+    # The routing header is the filter's: a client copy naming another model is replaced, so
+    # a token for iris cannot reach wine's server through an iris path.
+    token = stack.token("RS256", sub=subject, scope=demo_config.IRIS_SCOPE)
+    wine_before = model_server_requests(stack, "wine").get("v1_predict", 0)
+    r = requests.post(
+        f"{stack.gateway}/v1/models/{IRIS}:predict",
+        json=IRIS_BODY,
+        headers={"Authorization": f"Bearer {token}", demo_config.ROUTING_HEADER: WINE},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": [0]}
+    assert model_server_requests(stack, "wine").get("v1_predict", 0) == wine_before
+
+
+def test_a_client_cannot_spoof_a_forwarded_claim(stack, subject):
+    token = stack.token("RS256", sub=subject, scope=BOTH_SCOPES)
+    request_id = f"spoof-{subject}"
+    r = requests.post(
+        f"{stack.gateway}/v1/models/{IRIS}:predict",
+        json=IRIS_BODY,
+        headers={
+            "Authorization": f"Bearer {token}",
+            demo_config.SUBJECT_HEADER: "admin",
+            "x-request-id": request_id,
+        },
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    seen = [
+        item["headers"]
+        for replica in ("iris-1", "iris-2")
+        for item in recent_requests(stack, replica)
+        if item["headers"].get("x-request-id") == request_id
+    ]
+    assert len(seen) == 1
+    assert seen[0][demo_config.SUBJECT_HEADER] == subject
