@@ -54,6 +54,12 @@ def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
             f"curl -s {auth} {json_h} {gw}/v1/models/sklearn-iris:explain {iris_v1}",
         ),
         (
+            "Load spread over the two iris replicas, from each replica's own request counter",
+            f"for i in $(seq 10); do curl -s -o /dev/null {auth} {json_h} {gw}/v1/models/sklearn-iris:predict "
+            f"{iris_v1}; done; for port in {s.ports.iris1} {s.ports.iris2}; do curl -s http://127.0.0.1:$port/metrics "
+            f"| grep '^model_server_requests_total{{endpoint=\"v1_predict\"}}'; done",
+        ),
+        (
             "Custom headers and a request id pass through (see -i)",
             f"curl -si {auth} {json_h} -H 'X-User-ID: user123' -H 'X-Request-ID: req-456' "
             f"{gw}/v1/models/sklearn-iris:predict {iris_v1}",
@@ -73,6 +79,11 @@ def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
             "A malformed body (3 features for a 4-feature model): 400, never reaches KServe",
             f'curl -s -w " (%{{http_code}})\\n" {auth} {json_h} '
             f"{gw}/v1/models/sklearn-iris:predict -d '{{\"instances\": [[5.1, 3.5, 1.4]]}}'",
+        ),
+        (
+            "The same body sent to KServe directly, without the gateway: a 500 from inside the model",
+            f'curl -s -w " (%{{http_code}})\\n" {json_h} http://127.0.0.1:{s.ports.iris1}/v1/models/sklearn-iris:predict '
+            f"-d '{{\"instances\": [[5.1, 3.5, 1.4]]}}'",
         ),
         (
             "Past wine's quota (burst 5, then 2/s per subject): 429 with Retry-After",
