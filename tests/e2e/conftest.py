@@ -39,7 +39,10 @@ def stack(tmp_path_factory) -> stack_mod.Stack:
         s.stop()
         pytest.fail(f"the e2e stack did not start: {failure}", pytrace=False)
     yield s
+    # A part that died mid-suite (a crash under hostile input) fails the run at teardown.
+    dead = [f"{p.name}:\n{p.log_tail()}" for p in s.processes if not p.alive()]
     s.stop()
+    assert not dead, "exited during the suite: " + "\n".join(dead)
 
 
 @pytest.fixture
