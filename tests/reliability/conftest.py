@@ -2,9 +2,9 @@
 
 Each test module gets one stack (recording upstreams behind a `modelgate` host running the
 real modelgate.wasm). Around every case the `stack` fixture clears what the upstreams
-recorded and afterwards asserts the post-condition every case shares: the host process is
-alive and still answers `/health`. A host that died is restarted for the next case, so one
-crash fails one case, not the rest of the module.
+recorded and afterwards asserts the post-conditions every case shares: the host process is
+alive and still answers `/health`, and no wasm VM crashed. A host that died is restarted for
+the next case, so one crash fails one case, not the rest of the module.
 """
 
 from __future__ import annotations
@@ -32,9 +32,15 @@ def module_stack(tmp_path_factory: pytest.TempPathFactory, keys: tokens.KeySet) 
 
 
 @pytest.fixture
-def stack(module_stack: Stack) -> Iterator[Stack]:
+def stack(module_stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
     if not module_stack.gateway.alive():
         module_stack.gateway.start()
     module_stack.clear()
+    restarts = module_stack.gateway.vm_restarts()
     yield module_stack
     module_stack.gateway.assert_serving()
+    # Hostile input must be refused by the filter, never crash its VM. Only modules that
+    # inject VM faults on purpose (INJECTS_VM_FAULTS = True) may rebuild VMs.
+    if not getattr(request.module, "INJECTS_VM_FAULTS", False):
+        after = module_stack.gateway.vm_restarts()
+        assert after == restarts, f"a wasm VM crashed during the case ({after - restarts:.0f} rebuilt):\n{module_stack.gateway.log_tail()}"

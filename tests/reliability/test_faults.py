@@ -33,6 +33,8 @@ FAULT_BUILD = (
     "--target-dir target/test-filters"
 )
 FAULTS = ["trap", "loop", "oom"]
+# Read by conftest: the VM-crash check after each case does not apply here.
+INJECTS_VM_FAULTS = True
 # Short, so a spinning guest is stopped quickly; far above what a normal callback takes.
 CALLBACK_DEADLINE = "500ms"
 MEMORY_LIMIT = "64Mi"

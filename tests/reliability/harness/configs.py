@@ -86,7 +86,7 @@ def host_config(
     return {
         "version": 1,
         "listeners": [{"name": "main", "address": f"127.0.0.1:{port}", "healthPath": "/health"}],
-        "admin": {"address": f"127.0.0.1:{admin_port}", "filterMetricTags": "dotPairs"},
+        "admin": {"address": f"127.0.0.1:{admin_port}"},
         "clusters": [
             {
                 "name": name,
