@@ -65,15 +65,17 @@ impl EngineHost {
 }
 
 /// Advance the epoch every [`EPOCH_TICK`] for as long as the engine lives. The thread holds
-/// only a weak reference, so dropping the runtime stops it.
+/// only a weak reference, so an engine that is dropped (a racing duplicate) stops its ticker.
 fn spawn_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();
-    thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            thread::sleep(EPOCH_TICK);
-        }
-    })?;
+    thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        })?;
     Ok(())
 }

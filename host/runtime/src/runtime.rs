@@ -111,7 +111,8 @@ impl Runtime {
     /// Create the runtime. Async host work runs on the current tokio runtime, or on a
     /// one-thread runtime of its own when called outside one.
     pub fn new(services: Arc<dyn HostServices>) -> Result<Runtime, RuntimeError> {
-        let engine = EngineHost::global().map_err(|err| RuntimeError::Engine(format!("{err:#}")))?;
+        let engine =
+            EngineHost::global().map_err(|err| RuntimeError::Engine(format!("{err:#}")))?;
         let (handle, own_worker) = if let Ok(handle) = Handle::try_current() {
             (handle, None)
         } else {

@@ -190,11 +190,13 @@ impl ChainStream {
     /// appending and calls again. Filters before the buffering one saw the body when they
     /// continued and are not called again for it.
     pub async fn request_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Flow {
-        let start = self.request_buffering_at.take().unwrap_or(0);
+        let resumed = self.request_buffering_at.take();
+        let start = resumed.unwrap_or(0);
+        if resumed.is_some() && body.len() > self.chain.buffer_limit {
+            // Envoy never hands a filter more than the limit: the stream ends here.
+            return self.request_too_large(start).await;
+        }
         for i in start..self.slots.len() {
-            if i == start && start > 0 && body.len() > self.chain.buffer_limit {
-                return self.request_too_large(i).await;
-            }
             let step = self.step(
                 i,
                 StreamCallback::RequestBody,

@@ -4,7 +4,10 @@
 mod support;
 
 use modelgate_runtime::{FilterChain, Flow, LocalReply, MetricValue};
-use support::{capture_logs, conformance, get, info, logged, request, response, run_request, runtime, shared_value, values};
+use support::{
+    capture_logs, conformance, get, info, logged, request, response, run_request, runtime,
+    shared_value, values,
+};
 
 fn local_reply(flow: Flow) -> LocalReply {
     match flow {
@@ -25,7 +28,10 @@ async fn header_maps_get_add_replace_remove_including_pseudo_headers_and_multipl
     let (mut stream, flow, headers) = run_request(&chain, headers).await;
     assert!(matches!(flow, Flow::Continue));
     assert_eq!(get(&headers, ":path"), Some("/rewritten"));
-    assert_eq!(headers[0].0, ":authority", "pseudo-headers stay first: {headers:?}");
+    assert_eq!(
+        headers[0].0, ":authority",
+        "pseudo-headers stay first: {headers:?}"
+    );
     assert_eq!(get(&headers, "x-first"), Some("a"));
     assert_eq!(values(&headers, "x-multi"), ["a", "b"]);
     assert_eq!(values(&headers, "x-replaced"), ["new"]);
@@ -33,12 +39,32 @@ async fn header_maps_get_add_replace_remove_including_pseudo_headers_and_multipl
     assert_eq!(get(&headers, "x-seen-method"), Some("POST"));
     assert_eq!(get(&headers, "x-seen-authority"), Some("example.com"));
     assert_eq!(get(&headers, "x-missing-status"), Some("1"), "NOT_FOUND");
-    assert_eq!(get(&headers, "x-response-map-status"), Some("2"), "no response map yet: BAD_ARGUMENT");
+    assert_eq!(
+        get(&headers, "x-response-map-status"),
+        Some("2"),
+        "no response map yet: BAD_ARGUMENT"
+    );
     assert_eq!(get(&headers, "x-bad-map-status"), Some("2"));
-    assert!(get(&headers, "x-map-size").unwrap().parse::<usize>().unwrap() > 50);
-    assert_eq!(get(&headers, "x-context-id"), Some("2"), "first stream context id is 2");
-    assert!(stream.take_route_cache_cleared(), "changing request headers clears the route cache");
-    assert!(!stream.take_route_cache_cleared(), "the flag resets once taken");
+    assert!(
+        get(&headers, "x-map-size")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            > 50
+    );
+    assert_eq!(
+        get(&headers, "x-context-id"),
+        Some("2"),
+        "first stream context id is 2"
+    );
+    assert!(
+        stream.take_route_cache_cleared(),
+        "changing request headers clears the route cache"
+    );
+    assert!(
+        !stream.take_route_cache_cleared(),
+        "the flag resets once taken"
+    );
 
     let mut resp = response("200");
     let flow = stream.response_headers(&mut resp, false).await;
@@ -46,7 +72,11 @@ async fn header_maps_get_add_replace_remove_including_pseudo_headers_and_multipl
     assert_eq!(get(&resp, ":status"), Some("201"));
     assert_eq!(resp[0].0, ":status");
     assert_eq!(get(&resp, "x-seen-status"), Some("200"));
-    assert_eq!(get(&resp, "x-late-request-status"), Some("2"), "request headers are gone after their phase");
+    assert_eq!(
+        get(&resp, "x-late-request-status"),
+        Some("2"),
+        "request headers are gone after their phase"
+    );
     assert_eq!(get(&resp, "x-p-response-code"), Some("200"));
     stream.finish();
 
@@ -77,7 +107,10 @@ async fn trailers_are_editable_in_their_phase() {
     let mut headers = request("trailers");
     stream.request_headers(&mut headers, false).await;
     let mut trailers = vec![("grpc-status".to_string(), b"0".to_vec())];
-    assert!(matches!(stream.request_trailers(&mut trailers).await, Flow::Continue));
+    assert!(matches!(
+        stream.request_trailers(&mut trailers).await,
+        Flow::Continue
+    ));
     assert_eq!(get(&trailers, "x-trailer-added"), Some("1"));
     let mut resp = response("200");
     stream.response_headers(&mut resp, false).await;
@@ -94,9 +127,9 @@ async fn status_codes_match_envoy() {
     let (stream, _, h) = run_request(&chain, request("statuses")).await;
     stream.finish();
     let expect = [
-        ("x-plugin-config-status", "1"),    // plugin config only during on_configure
-        ("x-vm-config", "vm-config"),       // VM config always
-        ("x-call-body-status", "1"),        // no http_call answer being delivered
+        ("x-plugin-config-status", "1"), // plugin config only during on_configure
+        ("x-vm-config", "vm-config"),    // VM config always
+        ("x-call-body-status", "1"),     // no http_call answer being delivered
         ("x-body-outside-phase", "0:true"), // empty: pointer 0, length 0
         ("x-set-body-outside-phase", "1"),
         ("x-bad-buffer-type", "2"),
@@ -117,22 +150,44 @@ async fn status_codes_match_envoy() {
         assert_eq!(get(&h, key), Some(want), "{key}");
     }
     let now: u128 = get(&h, "x-now-ns").unwrap().parse().unwrap();
-    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    assert!(wall.abs_diff(now) < 5_000_000_000, "proxy_get_current_time_nanoseconds is wall time");
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    assert!(
+        wall.abs_diff(now) < 5_000_000_000,
+        "proxy_get_current_time_nanoseconds is wall time"
+    );
 }
 
 #[tokio::test]
 async fn request_body_is_buffered_cumulatively_and_rewritten() {
     let (runtime, _) = runtime();
     let chain = FilterChain::new(vec![conformance(&runtime, "")]);
-    for (case, want) in [("body-rewrite", "ABCDEF"), ("body-append", "abcdef+tail"), ("body-prepend", "head+abcdef")] {
+    for (case, want) in [
+        ("body-rewrite", "ABCDEF"),
+        ("body-append", "abcdef+tail"),
+        ("body-prepend", "head+abcdef"),
+    ] {
         let mut stream = chain.stream(info());
         let mut headers = request(case);
-        assert!(matches!(stream.request_headers(&mut headers, false).await, Flow::Continue));
+        assert!(matches!(
+            stream.request_headers(&mut headers, false).await,
+            Flow::Continue
+        ));
         let mut body = b"abc".to_vec();
-        assert!(matches!(stream.request_body(&mut body, false).await, Flow::StopAndBuffer), "{case}");
+        assert!(
+            matches!(
+                stream.request_body(&mut body, false).await,
+                Flow::StopAndBuffer
+            ),
+            "{case}"
+        );
         body.extend_from_slice(b"def");
-        assert!(matches!(stream.request_body(&mut body, true).await, Flow::Continue), "{case}");
+        assert!(
+            matches!(stream.request_body(&mut body, true).await, Flow::Continue),
+            "{case}"
+        );
         assert_eq!(String::from_utf8(body).unwrap(), want, "{case}");
         let state = stream.filter_state();
         let sizes = state.iter().find(|(k, _)| k == "wasm.body.sizes").unwrap();
@@ -149,7 +204,10 @@ async fn set_buffer_bytes_in_the_middle_is_bad_argument_and_reads_clamp() {
     let mut headers = request("body-bad-start");
     stream.request_headers(&mut headers, false).await;
     let mut body = b"abcdef".to_vec();
-    assert!(matches!(stream.request_body(&mut body, true).await, Flow::Continue));
+    assert!(matches!(
+        stream.request_body(&mut body, true).await,
+        Flow::Continue
+    ));
     assert_eq!(body, b"abcdef");
     let state = stream.filter_state();
     let report = state.iter().find(|(k, _)| k == "wasm.body.report").unwrap();
@@ -165,7 +223,10 @@ async fn buffering_past_the_limit_gives_413_request_side_and_500_response_side()
     let mut headers = request("body-buffer-forever");
     stream.request_headers(&mut headers, false).await;
     let mut body = b"12345".to_vec();
-    assert!(matches!(stream.request_body(&mut body, false).await, Flow::StopAndBuffer));
+    assert!(matches!(
+        stream.request_body(&mut body, false).await,
+        Flow::StopAndBuffer
+    ));
     body.extend_from_slice(b"6789");
     let reply = local_reply(stream.request_body(&mut body, false).await);
     assert_eq!(reply.status, 413);
@@ -193,9 +254,15 @@ async fn response_body_append_and_prepend() {
     let mut resp = response("200");
     stream.response_headers(&mut resp, false).await;
     let mut body = b"hel".to_vec();
-    assert!(matches!(stream.response_body(&mut body, false).await, Flow::StopAndBuffer));
+    assert!(matches!(
+        stream.response_body(&mut body, false).await,
+        Flow::StopAndBuffer
+    ));
     body.extend_from_slice(b"lo");
-    assert!(matches!(stream.response_body(&mut body, true).await, Flow::Continue));
+    assert!(matches!(
+        stream.response_body(&mut body, true).await,
+        Flow::Continue
+    ));
     assert_eq!(body, b"<hello!");
     stream.finish();
 }
@@ -207,9 +274,16 @@ async fn local_reply_passes_through_the_filters_response_callbacks() {
     let (stream, flow, _) = run_request(&chain, request("local-reply")).await;
     let reply = local_reply(flow);
     assert_eq!(reply.status, 403);
-    assert_eq!(reply.body, b"[denied]", "on_http_response_body rewrote the local reply");
+    assert_eq!(
+        reply.body, b"[denied]",
+        "on_http_response_body rewrote the local reply"
+    );
     assert_eq!(get(&reply.headers, "x-reply"), Some("1"));
-    assert_eq!(get(&reply.headers, "x-seen-status"), Some("403"), "on_http_response_headers saw it");
+    assert_eq!(
+        get(&reply.headers, "x-seen-status"),
+        Some("403"),
+        "on_http_response_headers saw it"
+    );
     assert_eq!(get(&reply.headers, "content-type"), Some("text/plain"));
     assert_eq!(get(&reply.headers, "content-length"), Some("8"));
     assert!(reply.headers.iter().all(|(k, _)| k != ":status"));
@@ -312,12 +386,18 @@ async fn properties_have_envoys_names_and_encodings() {
     for (key, want) in expect {
         assert_eq!(get(&h, key), Some(want), "{key}");
     }
-    assert_eq!(stream.filter_state(), vec![("wasm.my.key".to_string(), b"stored".to_vec())]);
+    assert_eq!(
+        stream.filter_state(),
+        vec![("wasm.my.key".to_string(), b"stored".to_vec())]
+    );
     stream.set_upstream("models", "127.0.0.1:9001".parse().unwrap());
     let mut resp = response("404");
     stream.response_headers(&mut resp, true).await;
     assert_eq!(get(&resp, "x-p-response-code"), Some("404"));
-    assert_eq!(get(&resp, "x-p-request-path-later"), Some("/v1/models/m:predict?x=1"));
+    assert_eq!(
+        get(&resp, "x-p-request-path-later"),
+        Some("/v1/models/m:predict?x=1")
+    );
     assert_eq!(get(&resp, "x-p-upstream-address"), Some("127.0.0.1:9001"));
     assert_eq!(get(&resp, "x-p-cluster"), Some("models"));
     stream.finish();
@@ -333,18 +413,46 @@ async fn metrics_have_envoys_id_encoding_and_values() {
     assert_eq!(get(&h, "x-gauge-id-type"), Some("1"));
     assert_eq!(get(&h, "x-histogram-id-type"), Some("2"));
     assert_eq!(get(&h, "x-gauge-after-increments"), Some("3"));
-    assert_eq!(get(&h, "x-counter"), Some("6"), "1 per request + increment 2 + record 3");
+    assert_eq!(
+        get(&h, "x-counter"),
+        Some("6"),
+        "1 per request + increment 2 + record 3"
+    );
     assert_eq!(get(&h, "x-gauge"), Some("7"), "record sets a gauge");
-    assert_eq!(get(&h, "x-histogram-get"), Some("2"), "histograms are not readable");
+    assert_eq!(
+        get(&h, "x-histogram-get"),
+        Some("2"),
+        "histograms are not readable"
+    );
     assert_eq!(get(&h, "x-counter-negative"), Some("2"));
     assert_eq!(get(&h, "x-histogram-increment"), Some("2"));
     let metrics = runtime.metrics();
-    let find = |name: &str| metrics.iter().find(|m| m.name == name).map(|m| m.value.clone()).unwrap();
+    let find = |name: &str| {
+        metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value.clone())
+            .unwrap()
+    };
     assert_eq!(find("conformance_requests"), MetricValue::Counter(6));
     assert_eq!(find("conformance_gauge"), MetricValue::Gauge(7));
-    let MetricValue::Histogram { buckets, sum, count } = find("conformance_latency") else { panic!() };
+    let MetricValue::Histogram {
+        buckets,
+        sum,
+        count,
+    } = find("conformance_latency")
+    else {
+        panic!()
+    };
     assert_eq!((sum, count), (703.0, 2));
-    assert_eq!(buckets.iter().find(|(le, _)| (*le - 5.0).abs() < f64::EPSILON).unwrap().1, 1);
+    assert_eq!(
+        buckets
+            .iter()
+            .find(|(le, _)| (*le - 5.0).abs() < f64::EPSILON)
+            .unwrap()
+            .1,
+        1
+    );
     assert_eq!(buckets.last().unwrap().1, 2);
 }
 
@@ -358,18 +466,38 @@ async fn wasi_clock_random_environ_and_fd_write() {
     let (stream, _, b) = run_request(&chain, request("wasi")).await;
     stream.finish();
     assert_eq!(get(&a, "x-env"), Some("from-spec"));
-    assert_eq!(get(&a, "x-env-count"), Some("1"), "only the variables the plugin names");
+    assert_eq!(
+        get(&a, "x-env-count"),
+        Some("1"),
+        "only the variables the plugin names"
+    );
     let now: u64 = get(&a, "x-now-s").unwrap().parse().unwrap();
-    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     assert!(wall.abs_diff(now) < 5);
     assert_eq!(get(&a, "x-monotonic-ok"), Some("true"));
     assert_eq!(get(&a, "x-random-status"), Some("0"));
     assert_eq!(get(&a, "x-random").unwrap().len(), 64);
     assert_ne!(get(&a, "x-random"), get(&b, "x-random"));
-    assert_eq!(get(&a, "x-random-too-big"), Some("28"), "EINVAL past 64 KiB");
-    assert!(logged(log::Level::Info, "wasm log conformance: stdout from stream 2"));
-    assert!(logged(log::Level::Error, "wasm log conformance: stderr from stream 2"));
-    assert!(logged(log::Level::Info, "wasm log conformance: stdout from vm 0"), "fd_write works during start-up");
+    assert_eq!(
+        get(&a, "x-random-too-big"),
+        Some("28"),
+        "EINVAL past 64 KiB"
+    );
+    assert!(logged(
+        log::Level::Info,
+        "wasm log conformance: stdout from stream 2"
+    ));
+    assert!(logged(
+        log::Level::Error,
+        "wasm log conformance: stderr from stream 2"
+    ));
+    assert!(
+        logged(log::Level::Info, "wasm log conformance: stdout from vm 0"),
+        "fd_write works during start-up"
+    );
 }
 
 #[tokio::test]
@@ -379,8 +507,14 @@ async fn guest_logs_are_tagged_with_the_plugin_name() {
     let chain = FilterChain::new(vec![conformance(&runtime, "")]);
     let (stream, _, _) = run_request(&chain, request("log")).await;
     stream.finish();
-    assert!(logged(log::Level::Warn, "wasm log conformance: warning from stream 2"));
-    assert!(logged(log::Level::Info, "wasm log conformance: configured vm 0"));
+    assert!(logged(
+        log::Level::Warn,
+        "wasm log conformance: warning from stream 2"
+    ));
+    assert!(logged(
+        log::Level::Info,
+        "wasm log conformance: configured vm 0"
+    ));
 }
 
 #[tokio::test]
@@ -393,7 +527,10 @@ async fn on_log_sees_read_only_maps_and_every_stream_ends() {
     let (stream, _, _) = run_request(&chain, request("noop")).await;
     drop(stream);
     let last = shared_value(&chain, "last-log").await.unwrap();
-    assert_eq!(last, "3:/v1/models/m:predict?x=1:2", "context 3 read :path and could not add a header");
+    assert_eq!(
+        last, "3:/v1/models/m:predict?x=1:2",
+        "context 3 read :path and could not add a header"
+    );
     assert_eq!(shared_value(&chain, "logs").await.as_deref(), Some("3"));
 }
 
@@ -427,7 +564,9 @@ async fn continue_inside_the_callback_and_close_stream() {
 async fn chain_runs_request_callbacks_in_order_and_response_callbacks_in_reverse() {
     let (runtime, _) = runtime();
     let wasm = support::filter("conformance");
-    let a = runtime.load(support::spec("a", wasm.clone(), "name=a")).unwrap();
+    let a = runtime
+        .load(support::spec("a", wasm.clone(), "name=a"))
+        .unwrap();
     let b = runtime.load(support::spec("b", wasm, "name=b")).unwrap();
     let chain = FilterChain::new(vec![a, b]);
     let (mut stream, _, headers) = run_request(&chain, request("noop")).await;
@@ -441,12 +580,25 @@ async fn chain_runs_request_callbacks_in_order_and_response_callbacks_in_reverse
 #[tokio::test]
 async fn a_false_from_on_configure_or_on_vm_start_rejects_the_plugin_by_name() {
     let (runtime, _) = runtime();
-    let err = runtime.load(support::spec("picky", support::filter("conformance"), "reject")).err().unwrap();
+    let err = runtime
+        .load(support::spec(
+            "picky",
+            support::filter("conformance"),
+            "reject",
+        ))
+        .err()
+        .unwrap();
     assert_eq!(err.to_string(), "plugin picky: on_configure returned false");
     let mut spec = support::spec("early", support::filter("conformance"), "");
     spec.vm_config = b"reject-start".to_vec();
     let err = runtime.load(spec).err().unwrap();
     assert_eq!(err.to_string(), "plugin early: on_vm_start returned false");
-    let err = runtime.load(support::spec("junk", b"not wasm".to_vec().into(), "")).err().unwrap();
-    assert!(err.to_string().starts_with("plugin junk: cannot compile"), "{err}");
+    let err = runtime
+        .load(support::spec("junk", b"not wasm".to_vec().into(), ""))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().starts_with("plugin junk: cannot compile"),
+        "{err}"
+    );
 }

@@ -13,7 +13,12 @@ mod support;
 use modelgate_runtime::{FilterChain, Flow, PluginSpec, Runtime};
 use support::{get, request, response, run_request, runtime};
 
-fn hello(runtime: &Runtime, name: &str, root_id: &str, config: &str) -> Result<modelgate_runtime::Plugin, modelgate_runtime::LoadError> {
+fn hello(
+    runtime: &Runtime,
+    name: &str,
+    root_id: &str,
+    config: &str,
+) -> Result<modelgate_runtime::Plugin, modelgate_runtime::LoadError> {
     let mut spec: PluginSpec = support::spec(name, support::assemblyscript_filter(), config);
     spec.root_id = root_id.into();
     runtime.load(spec)
@@ -22,12 +27,17 @@ fn hello(runtime: &Runtime, name: &str, root_id: &str, config: &str) -> Result<m
 #[tokio::test]
 async fn the_readme_filter_adds_hello_to_responses() {
     let (runtime, _) = runtime();
-    let chain = FilterChain::new(vec![hello(&runtime, "as-hello", "add_header", "world!").unwrap()]);
+    let chain = FilterChain::new(vec![
+        hello(&runtime, "as-hello", "add_header", "world!").unwrap(),
+    ]);
     let (mut stream, flow, headers) = run_request(&chain, request("noop")).await;
     assert!(matches!(flow, Flow::Continue));
     assert_eq!(get(&headers, "x-as-path"), Some("/v1/models/m:predict?x=1"));
     let mut resp = response("200");
-    assert!(matches!(stream.response_headers(&mut resp, true).await, Flow::Continue));
+    assert!(matches!(
+        stream.response_headers(&mut resp, true).await,
+        Flow::Continue
+    ));
     assert_eq!(get(&resp, "hello"), Some("world!"));
     stream.finish();
 }
@@ -43,20 +53,36 @@ async fn the_plugin_configuration_becomes_the_header_value() {
     let (mut stream, _, _) = run_request(&chain, request("noop")).await;
     let mut resp = response("200");
     stream.response_headers(&mut resp, true).await;
-    assert_eq!(support::values(&resp, "hello"), ["howdy-b", "howdy-a"], "response callbacks run in reverse");
+    assert_eq!(
+        support::values(&resp, "hello"),
+        ["howdy-b", "howdy-a"],
+        "response callbacks run in reverse"
+    );
     stream.finish();
 }
 
 #[tokio::test]
 async fn an_unknown_root_id_fails_the_load_with_the_plugin_named() {
     let (runtime, _) = runtime();
-    let err = hello(&runtime, "as-lost", "no_such_root", "").err().expect("the SDK throws");
-    assert!(err.to_string().starts_with("plugin as-lost: cannot start a VM"), "{err}");
+    let err = hello(&runtime, "as-lost", "no_such_root", "")
+        .err()
+        .expect("the SDK throws");
+    assert!(
+        err.to_string()
+            .starts_with("plugin as-lost: cannot start a VM"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn an_empty_configuration_trips_the_sdks_own_bug_and_fails_the_load() {
     let (runtime, _) = runtime();
-    let err = hello(&runtime, "as-empty", "add_header", "").err().expect("the SDK aborts");
-    assert!(err.to_string().starts_with("plugin as-empty: cannot start a VM"), "{err}");
+    let err = hello(&runtime, "as-empty", "add_header", "")
+        .err()
+        .expect("the SDK aborts");
+    assert!(
+        err.to_string()
+            .starts_with("plugin as-empty: cannot start a VM"),
+        "{err}"
+    );
 }

@@ -10,7 +10,11 @@ use support::{get, request, run_request, runtime, shared_value, spec, wait_for_s
 
 fn with(case: &str, extra: &[(&str, &str)]) -> Headers {
     let mut headers = request(case);
-    headers.extend(extra.iter().map(|(k, v)| ((*k).to_string(), v.as_bytes().to_vec())));
+    headers.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.as_bytes().to_vec())),
+    );
     headers
 }
 
@@ -24,7 +28,10 @@ async fn shared_data_compare_and_swap_conflicts_between_two_vms() {
     let chain = FilterChain::new(vec![plugin]);
 
     // Both VMs started and counted themselves with CAS; streams alternate between them.
-    assert_eq!(shared_value(&chain, "vm-counter").await.as_deref(), Some("2"));
+    assert_eq!(
+        shared_value(&chain, "vm-counter").await.as_deref(),
+        Some("2")
+    );
     assert_eq!(shared_value(&chain, "missing").await, None);
 
     let set = |value: &'static str, cas: Option<String>| {
@@ -48,9 +55,17 @@ async fn shared_data_compare_and_swap_conflicts_between_two_vms() {
     s.finish();
     let (s, _, b) = run_request(&chain, set("three", Some(cas))).await;
     s.finish();
-    assert_ne!(get(&a, "x-vm"), get(&b, "x-vm"), "the two writers ran on different VMs");
+    assert_ne!(
+        get(&a, "x-vm"),
+        get(&b, "x-vm"),
+        "the two writers ran on different VMs"
+    );
     assert_eq!(get(&a, "x-set-status"), Some("0"));
-    assert_eq!(get(&b, "x-set-status"), Some("8"), "a stale CAS is CAS_MISMATCH");
+    assert_eq!(
+        get(&b, "x-set-status"),
+        Some("8"),
+        "a stale CAS is CAS_MISMATCH"
+    );
     assert_eq!(shared_value(&chain, "k").await.as_deref(), Some("two"));
 }
 
@@ -66,7 +81,10 @@ async fn a_queue_between_two_vms() {
         s.finish();
         assert_eq!(get(&h, "x-enqueue"), Some("0"));
     }
-    let got = wait_for_shared(&chain, "queue-got", Duration::from_secs(5), |v| v.ends_with('b')).await;
+    let got = wait_for_shared(&chain, "queue-got", Duration::from_secs(5), |v| {
+        v.ends_with('b')
+    })
+    .await;
     let got = got.expect("on_queue_ready ran");
     assert_eq!(got, "vm0:a,b", "the owner VM got both values in order");
 }
@@ -74,17 +92,32 @@ async fn a_queue_between_two_vms() {
 #[tokio::test]
 async fn ticks_reach_the_root_context_one_period_after_they_are_set() {
     let (runtime, _) = runtime();
-    let chain = FilterChain::new(vec![runtime.load(spec("ticker", support::filter("conformance"), "tick=20")).unwrap()]);
-    let ticks = wait_for_shared(&chain, "ticks", Duration::from_secs(5), |v| v.parse::<u32>().unwrap_or(0) >= 3).await;
+    let chain = FilterChain::new(vec![
+        runtime
+            .load(spec("ticker", support::filter("conformance"), "tick=20"))
+            .unwrap(),
+    ]);
+    let ticks = wait_for_shared(&chain, "ticks", Duration::from_secs(5), |v| {
+        v.parse::<u32>().unwrap_or(0) >= 3
+    })
+    .await;
     assert!(ticks.unwrap().parse::<u32>().unwrap() >= 3);
-    let delay: u64 = shared_value(&chain, "first-tick-delay-ms").await.unwrap().parse().unwrap();
+    let delay: u64 = shared_value(&chain, "first-tick-delay-ms")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(delay >= 19, "first tick after one period, was {delay} ms");
 }
 
 #[tokio::test]
 async fn no_ticks_without_a_period() {
     let (runtime, _) = runtime();
-    let chain = FilterChain::new(vec![runtime.load(spec("quiet", support::filter("conformance"), "")).unwrap()]);
+    let chain = FilterChain::new(vec![
+        runtime
+            .load(spec("quiet", support::filter("conformance"), ""))
+            .unwrap(),
+    ]);
     // Let a stream through so the VM has been busy; still no tick was ever recorded.
     let (s, _, _) = run_request(&chain, request("noop")).await;
     s.finish();

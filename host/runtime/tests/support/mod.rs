@@ -3,7 +3,10 @@
 //! fake `HostServices`.
 
 #![allow(dead_code, reason = "each test binary uses part of the support module")]
-#![allow(clippy::missing_panics_doc, reason = "test support fails loudly on purpose")]
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test support fails loudly on purpose"
+)]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,8 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use modelgate_runtime::{
-    ChainStream, FilterChain, Flow, Headers, HostServices, HttpCallRequest, HttpCallResponse, Plugin, PluginSpec,
-    Runtime, StreamInfo,
+    ChainStream, FilterChain, Flow, Headers, HostServices, HttpCallRequest, HttpCallResponse,
+    Plugin, PluginSpec, Runtime, StreamInfo,
 };
 
 fn repo_root() -> PathBuf {
@@ -66,8 +69,14 @@ pub(crate) fn assemblyscript_filter() -> Arc<[u8]> {
                 .args(args)
                 .current_dir(&dir)
                 .status()
-                .unwrap_or_else(|err| panic!("cannot run npm (needed for the AssemblyScript filter): {err}"));
-            assert!(status.success(), "`npm {}` failed in host/tests/as-filter", args.join(" "));
+                .unwrap_or_else(|err| {
+                    panic!("cannot run npm (needed for the AssemblyScript filter): {err}")
+                });
+            assert!(
+                status.success(),
+                "`npm {}` failed in host/tests/as-filter",
+                args.join(" ")
+            );
         };
         if !dir.join("node_modules/assemblyscript").exists() {
             run(&["ci", "--no-audit", "--no-fund"]);
@@ -93,7 +102,10 @@ impl log::Log for Capture {
     }
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
-            LINES.lock().unwrap().push((record.level(), record.args().to_string()));
+            LINES
+                .lock()
+                .unwrap()
+                .push((record.level(), record.args().to_string()));
         }
     }
     fn flush(&self) {}
@@ -108,7 +120,11 @@ pub(crate) fn capture_logs() {
 }
 
 pub(crate) fn logged(level: log::Level, text: &str) -> bool {
-    LINES.lock().unwrap().iter().any(|(l, line)| *l == level && line.contains(text))
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(l, line)| *l == level && line.contains(text))
 }
 
 /// A stand-in for the gateway's clusters. The runtime only sees `HostServices`; the gateway's
@@ -130,7 +146,10 @@ impl HostServices for FakeServices {
         _timeout: Option<Duration>,
     ) -> Pin<Box<dyn Future<Output = Option<HttpCallResponse>> + Send>> {
         let ok = cluster == "upstream";
-        self.calls.lock().unwrap().push((cluster.to_owned(), request));
+        self.calls
+            .lock()
+            .unwrap()
+            .push((cluster.to_owned(), request));
         Box::pin(async move {
             tokio::task::yield_now().await;
             ok.then(|| HttpCallResponse {
@@ -167,7 +186,9 @@ pub(crate) fn spec(name: &str, wasm: Arc<[u8]>, plugin_config: &str) -> PluginSp
 }
 
 pub(crate) fn conformance(runtime: &Runtime, config: &str) -> Plugin {
-    runtime.load(spec("conformance", filter("conformance"), config)).expect("load conformance")
+    runtime
+        .load(spec("conformance", filter("conformance"), config))
+        .expect("load conformance")
 }
 
 pub(crate) fn info() -> StreamInfo {
@@ -193,20 +214,33 @@ pub(crate) fn request(case: &str) -> Headers {
 }
 
 pub(crate) fn response(status: &str) -> Headers {
-    vec![(":status".into(), status.as_bytes().to_vec()), ("content-type".into(), b"text/plain".to_vec())]
+    vec![
+        (":status".into(), status.as_bytes().to_vec()),
+        ("content-type".into(), b"text/plain".to_vec()),
+    ]
 }
 
 /// The first value of `key`, as text.
 pub(crate) fn get<'a>(headers: &'a Headers, key: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == key).map(|(_, v)| std::str::from_utf8(v).unwrap())
+    headers
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| std::str::from_utf8(v).unwrap())
 }
 
 pub(crate) fn values<'a>(headers: &'a Headers, key: &str) -> Vec<&'a str> {
-    headers.iter().filter(|(k, _)| k == key).map(|(_, v)| std::str::from_utf8(v).unwrap()).collect()
+    headers
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| std::str::from_utf8(v).unwrap())
+        .collect()
 }
 
 /// Run request headers for `case` on a fresh stream and return the stream and the headers.
-pub(crate) async fn run_request(chain: &FilterChain, mut headers: Headers) -> (ChainStream, Flow, Headers) {
+pub(crate) async fn run_request(
+    chain: &FilterChain,
+    mut headers: Headers,
+) -> (ChainStream, Flow, Headers) {
     let mut stream = chain.stream(info());
     let flow = stream.request_headers(&mut headers, true).await;
     (stream, flow, headers)
@@ -218,11 +252,18 @@ pub(crate) async fn shared_value(chain: &FilterChain, key: &str) -> Option<Strin
     headers.push(("x-key".into(), key.as_bytes().to_vec()));
     let (stream, _, headers) = run_request(chain, headers).await;
     stream.finish();
-    get(&headers, "x-value").filter(|v| *v != "<none>").map(str::to_owned)
+    get(&headers, "x-value")
+        .filter(|v| *v != "<none>")
+        .map(str::to_owned)
 }
 
 /// Poll `key` until `done` holds, for at most `limit` (async work lands on its own schedule).
-pub(crate) async fn wait_for_shared(chain: &FilterChain, key: &str, limit: Duration, done: impl Fn(&str) -> bool) -> Option<String> {
+pub(crate) async fn wait_for_shared(
+    chain: &FilterChain,
+    key: &str,
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> Option<String> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let value = shared_value(chain, key).await;

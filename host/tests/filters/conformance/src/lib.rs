@@ -37,7 +37,10 @@ struct Root {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// Increment a shared counter with compare-and-swap, retrying on conflicts.
@@ -49,7 +52,10 @@ fn cas_increment(ctx: &dyn Context, key: &str) -> u32 {
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(0);
         let cas = cas.or(Some(0));
-        if ctx.set_shared_data(key, Some((n + 1).to_string().as_bytes()), cas).is_ok() {
+        if ctx
+            .set_shared_data(key, Some((n + 1).to_string().as_bytes()), cas)
+            .is_ok()
+        {
             return n;
         }
     }
@@ -67,7 +73,8 @@ impl RootContext for Root {
         if self.vm_index == 0 {
             self.queue = Some(self.register_shared_queue("q"));
         }
-        let _ = std::io::stdout().write_all(format!("stdout from vm {}\n", self.vm_index).as_bytes());
+        let _ =
+            std::io::stdout().write_all(format!("stdout from vm {}\n", self.vm_index).as_bytes());
         true
     }
 
@@ -89,9 +96,11 @@ impl RootContext for Root {
                 self.tag = tag.to_string();
             }
         }
-        self.counter = hostcalls::define_metric(MetricType::Counter, "conformance_requests").unwrap_or(0);
+        self.counter =
+            hostcalls::define_metric(MetricType::Counter, "conformance_requests").unwrap_or(0);
         self.gauge = hostcalls::define_metric(MetricType::Gauge, "conformance_gauge").unwrap_or(0);
-        self.histogram = hostcalls::define_metric(MetricType::Histogram, "conformance_latency").unwrap_or(0);
+        self.histogram =
+            hostcalls::define_metric(MetricType::Histogram, "conformance_latency").unwrap_or(0);
         log::info!("configured vm {}", self.vm_index);
         true
     }
@@ -100,7 +109,11 @@ impl RootContext for Root {
         self.ticks += 1;
         if self.ticks == 1 {
             let delay_ms = (now_ns() - self.configured_ns) / 1_000_000;
-            let _ = self.set_shared_data("first-tick-delay-ms", Some(delay_ms.to_string().as_bytes()), None);
+            let _ = self.set_shared_data(
+                "first-tick-delay-ms",
+                Some(delay_ms.to_string().as_bytes()),
+                None,
+            );
         }
         let _ = self.set_shared_data("ticks", Some(self.ticks.to_string().as_bytes()), None);
     }
@@ -170,15 +183,31 @@ impl Stream {
 
     fn headers_case(&self) {
         // Multiple values: the first one is returned.
-        self.set("x-first", self.get_http_request_header("x-multi").unwrap_or_default());
+        self.set(
+            "x-first",
+            self.get_http_request_header("x-multi").unwrap_or_default(),
+        );
         self.add_http_request_header("x-multi", "b");
         self.set_http_request_header("x-replaced", Some("new"));
         self.set_http_request_header("x-removed", None);
         self.set_http_request_header(":path", Some("/rewritten"));
-        self.set("x-seen-method", self.get_http_request_header(":method").unwrap_or_default());
-        self.set("x-seen-authority", self.get_http_request_header(":authority").unwrap_or_default());
-        self.set("x-missing-status", raw::header_value(REQUEST_HEADERS, "x-nope").0);
-        self.set("x-response-map-status", raw::header_value(RESPONSE_HEADERS, "x").0);
+        self.set(
+            "x-seen-method",
+            self.get_http_request_header(":method").unwrap_or_default(),
+        );
+        self.set(
+            "x-seen-authority",
+            self.get_http_request_header(":authority")
+                .unwrap_or_default(),
+        );
+        self.set(
+            "x-missing-status",
+            raw::header_value(REQUEST_HEADERS, "x-nope").0,
+        );
+        self.set(
+            "x-response-map-status",
+            raw::header_value(RESPONSE_HEADERS, "x").0,
+        );
         self.set("x-bad-map-status", raw::header_value(42, "x").0);
         self.set("x-map-size", raw::header_map_size(REQUEST_HEADERS).1);
         self.set("x-pairs", self.get_http_request_headers().len());
@@ -189,17 +218,32 @@ impl Stream {
         let mut pairs = self.get_http_request_headers();
         pairs.retain(|(k, _)| k != "x-drop");
         pairs.push(("x-set-by-pairs".into(), "1".into()));
-        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         self.set_http_request_headers(refs);
     }
 
     fn statuses_case(&self) {
-        self.set("x-plugin-config-status", raw::buffer(PLUGIN_CONFIG, 0, usize::MAX).0);
-        self.set("x-vm-config", String::from_utf8_lossy(&raw::buffer(VM_CONFIG, 0, usize::MAX).1));
-        self.set("x-call-body-status", raw::buffer(HTTP_CALL_BODY, 0, usize::MAX).0);
+        self.set(
+            "x-plugin-config-status",
+            raw::buffer(PLUGIN_CONFIG, 0, usize::MAX).0,
+        );
+        self.set(
+            "x-vm-config",
+            String::from_utf8_lossy(&raw::buffer(VM_CONFIG, 0, usize::MAX).1),
+        );
+        self.set(
+            "x-call-body-status",
+            raw::buffer(HTTP_CALL_BODY, 0, usize::MAX).0,
+        );
         let (status, null) = raw::buffer_is_null(REQUEST_BODY, 0, usize::MAX);
         self.set("x-body-outside-phase", format!("{status}:{null}"));
-        self.set("x-set-body-outside-phase", raw::set_buffer(REQUEST_BODY, 0, 0, b"x"));
+        self.set(
+            "x-set-body-outside-phase",
+            raw::set_buffer(REQUEST_BODY, 0, 0, b"x"),
+        );
         self.set("x-bad-buffer-type", raw::buffer(99, 0, 1).0);
         self.set("x-grpc-status", raw::grpc_call_status());
         self.set("x-effective-bad", raw::set_effective_context_status(9999));
@@ -218,8 +262,17 @@ impl Stream {
         }
         self.set("x-metric-bad-type", raw::define_metric_status(3, "bad"));
         self.set("x-metric-unknown", raw::increment_metric_status(4000, 1));
-        self.set("x-log-level", hostcalls::get_log_level().map(|l| l as u32).unwrap_or(99));
-        self.set("x-now-ns", self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        self.set(
+            "x-log-level",
+            hostcalls::get_log_level().map(|l| l as u32).unwrap_or(99),
+        );
+        self.set(
+            "x-now-ns",
+            self.get_current_time()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
     }
 
     fn metrics_case(&self) {
@@ -238,25 +291,55 @@ impl Stream {
         self.set("x-gauge-id-type", gauge & 3);
         self.set("x-histogram-id-type", histogram & 3);
         self.set("x-histogram-get", raw::get_metric_status(histogram).0);
-        self.set("x-counter-negative", raw::increment_metric_status(counter, -1));
-        self.set("x-histogram-increment", raw::increment_metric_status(histogram, 1));
+        self.set(
+            "x-counter-negative",
+            raw::increment_metric_status(counter, -1),
+        );
+        self.set(
+            "x-histogram-increment",
+            raw::increment_metric_status(histogram, 1),
+        );
     }
 
     fn properties_case(&self) {
-        for name in ["path", "url_path", "host", "scheme", "method", "id", "protocol"] {
-            self.set(&format!("x-p-request-{name}"), self.prop_string(&["request", name]));
+        for name in [
+            "path", "url_path", "host", "scheme", "method", "id", "protocol",
+        ] {
+            self.set(
+                &format!("x-p-request-{name}"),
+                self.prop_string(&["request", name]),
+            );
         }
         self.set("x-p-request-time", self.prop_int(&["request", "time"]));
-        let headers = self.get_property(vec!["request", "headers"]).unwrap_or_default();
-        let count = headers.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+        let headers = self
+            .get_property(vec!["request", "headers"])
+            .unwrap_or_default();
+        let count = headers
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0);
         // The property is the live map in the pairs format: same count as the map itself.
-        self.set("x-p-request-headers-match", count as usize == self.get_http_request_headers().len());
-        self.set("x-p-source-address", self.prop_string(&["source", "address"]));
+        self.set(
+            "x-p-request-headers-match",
+            count as usize == self.get_http_request_headers().len(),
+        );
+        self.set(
+            "x-p-source-address",
+            self.prop_string(&["source", "address"]),
+        );
         self.set("x-p-source-port", self.prop_int(&["source", "port"]));
-        self.set("x-p-destination-address", self.prop_string(&["destination", "address"]));
-        self.set("x-p-destination-port", self.prop_int(&["destination", "port"]));
+        self.set(
+            "x-p-destination-address",
+            self.prop_string(&["destination", "address"]),
+        );
+        self.set(
+            "x-p-destination-port",
+            self.prop_int(&["destination", "port"]),
+        );
         self.set("x-p-connection-id", self.prop_int(&["connection", "id"]));
-        let mtls = self.get_property(vec!["connection", "mtls"]).unwrap_or_default();
+        let mtls = self
+            .get_property(vec!["connection", "mtls"])
+            .unwrap_or_default();
         self.set("x-p-connection-mtls", format!("{mtls:?}"));
         self.set("x-p-plugin-name", self.prop_string(&["plugin_name"]));
         self.set("x-p-plugin-root-id", self.prop_string(&["plugin_root_id"]));
@@ -268,14 +351,26 @@ impl Stream {
     }
 
     fn wasi_case(&self) {
-        self.set("x-env", std::env::var("MG_TEST_ENV").unwrap_or_else(|_| "<unset>".into()));
+        self.set(
+            "x-env",
+            std::env::var("MG_TEST_ENV").unwrap_or_else(|_| "<unset>".into()),
+        );
         self.set("x-env-count", std::env::vars().count());
-        self.set("x-now-s", SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+        self.set(
+            "x-now-s",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        );
         let start = std::time::Instant::now();
         self.set("x-monotonic-ok", start.elapsed() < Duration::from_secs(1));
         let (status, bytes) = raw::random(32);
         self.set("x-random-status", status);
-        self.set("x-random", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        self.set(
+            "x-random",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        );
         self.set("x-random-too-big", raw::random(65 * 1024).0);
         // One write per line: stderr is unbuffered, and each fd_write is one log line.
         let _ = std::io::stdout().write_all(format!("stdout from stream {}\n", self.id).as_bytes());
@@ -295,15 +390,28 @@ impl Stream {
 }
 
 impl Context for Stream {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         if num_headers == 0 {
             self.set("x-call-failed", "1");
         } else {
-            let status = self.get_http_call_response_header(":status").unwrap_or_default();
+            let status = self
+                .get_http_call_response_header(":status")
+                .unwrap_or_default();
             self.set("x-call-status", status);
-            let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+            let body = self
+                .get_http_call_response_body(0, body_size)
+                .unwrap_or_default();
             self.set("x-call-body", String::from_utf8_lossy(&body));
-            self.set("x-call-body-status-buffer", raw::buffer_status(HTTP_CALL_BODY).1);
+            self.set(
+                "x-call-body-status-buffer",
+                raw::buffer_status(HTTP_CALL_BODY).1,
+            );
         }
         if self.case == "http-call-reply" {
             self.send_http_response(401, vec![("x-after-call", "1")], Some(b"from call"));
@@ -336,14 +444,26 @@ impl HttpContext for Stream {
                 return Action::Pause;
             }
             "local-reply-typed" => {
-                self.send_http_response(429, vec![("content-type", "application/json")], Some(b"{}"));
+                self.send_http_response(
+                    429,
+                    vec![("content-type", "application/json")],
+                    Some(b"{}"),
+                );
                 return Action::Continue;
             }
             "http-call" | "http-call-reply" | "http-call-fail" => {
-                let cluster = if self.case == "http-call-fail" { "failing" } else { "upstream" };
+                let cluster = if self.case == "http-call-fail" {
+                    "failing"
+                } else {
+                    "upstream"
+                };
                 let result = self.dispatch_http_call(
                     cluster,
-                    vec![(":method", "GET"), (":path", "/ping"), (":authority", "upstream")],
+                    vec![
+                        (":method", "GET"),
+                        (":path", "/ping"),
+                        (":authority", "upstream"),
+                    ],
                     Some(b"ping"),
                     vec![],
                     Duration::from_secs(1),
@@ -359,15 +479,25 @@ impl HttpContext for Stream {
             "http-call-bad" => {
                 let ok = [(":method", "GET"), (":path", "/"), (":authority", "a")];
                 self.set("x-unknown-cluster", raw::http_call_status("nowhere", &ok));
-                self.set("x-missing-authority", raw::http_call_status("upstream", &ok[..2]));
-                self.set("x-missing-method", raw::http_call_status("upstream", &ok[1..]));
+                self.set(
+                    "x-missing-authority",
+                    raw::http_call_status("upstream", &ok[..2]),
+                );
+                self.set(
+                    "x-missing-method",
+                    raw::http_call_status("upstream", &ok[1..]),
+                );
             }
             "whoami" => self.set("x-vm", self.vm_index),
-            "shared-get" => self.shared_case(&self.get_http_request_header("x-key").unwrap_or_default()),
+            "shared-get" => {
+                self.shared_case(&self.get_http_request_header("x-key").unwrap_or_default())
+            }
             "shared-set" => {
                 let key = self.get_http_request_header("x-key").unwrap_or_default();
                 let value = self.get_http_request_header("x-value").unwrap_or_default();
-                let cas = self.get_http_request_header("x-cas").and_then(|c| c.parse().ok());
+                let cas = self
+                    .get_http_request_header("x-cas")
+                    .and_then(|c| c.parse().ok());
                 let status = match self.set_shared_data(&key, Some(value.as_bytes()), cas) {
                     Ok(()) => 0,
                     Err(status) => status as u32,
@@ -387,7 +517,10 @@ impl HttpContext for Stream {
             }
             "foreign" => {
                 let status = raw::foreign_status("clear_route_cache");
-                self.set_property(vec!["foreign", "status"], Some(status.to_string().as_bytes()));
+                self.set_property(
+                    vec!["foreign", "status"],
+                    Some(status.to_string().as_bytes()),
+                );
             }
             "close" => {
                 raw::close_stream_status(0);
@@ -399,7 +532,8 @@ impl HttpContext for Stream {
             }
             "trap" => panic!("trap requested"),
             "trap-if-tag" => {
-                if self.get_http_request_header("x-trap-tag").as_deref() == Some(self.tag.as_str()) {
+                if self.get_http_request_header("x-trap-tag").as_deref() == Some(self.tag.as_str())
+                {
                     panic!("trap requested for {}", self.tag);
                 }
             }
@@ -426,11 +560,15 @@ impl HttpContext for Stream {
         self.set_property(vec!["body", "sizes"], Some(sizes.join(",").as_bytes()));
         match self.case.as_str() {
             "body-buffer-forever" => return Action::Pause,
-            "body-rewrite" | "body-append" | "body-prepend" | "body-bad-start" if !end_of_stream => {
+            "body-rewrite" | "body-append" | "body-prepend" | "body-bad-start"
+                if !end_of_stream =>
+            {
                 return Action::Pause;
             }
             "body-rewrite" => {
-                let body = self.get_http_request_body(0, usize::MAX).unwrap_or_default();
+                let body = self
+                    .get_http_request_body(0, usize::MAX)
+                    .unwrap_or_default();
                 let upper = String::from_utf8_lossy(&body).to_uppercase();
                 self.set_http_request_body(0, body_size, upper.as_bytes());
             }
@@ -440,7 +578,11 @@ impl HttpContext for Stream {
                 let status = raw::set_buffer(REQUEST_BODY, 1, 0, b"x");
                 let (_, partial) = raw::buffer(REQUEST_BODY, 2, 3);
                 let (_, beyond) = raw::buffer(REQUEST_BODY, 1000, 5);
-                let report = format!("{status}:{}:{}", String::from_utf8_lossy(&partial), beyond.len());
+                let report = format!(
+                    "{status}:{}:{}",
+                    String::from_utf8_lossy(&partial),
+                    beyond.len()
+                );
                 self.set_property(vec!["body", "report"], Some(report.as_bytes()));
             }
             _ => {}
@@ -462,15 +604,33 @@ impl HttpContext for Stream {
         }
         match self.case.as_str() {
             "headers" => {
-                self.add_http_response_header("x-p-response-code", &self.prop_int(&["response", "code"]));
+                self.add_http_response_header(
+                    "x-p-response-code",
+                    &self.prop_int(&["response", "code"]),
+                );
                 self.set_http_response_header(":status", Some("201"));
-                self.add_http_response_header("x-late-request-status", &raw::add_header(REQUEST_HEADERS, "x", "y").to_string());
+                self.add_http_response_header(
+                    "x-late-request-status",
+                    &raw::add_header(REQUEST_HEADERS, "x", "y").to_string(),
+                );
             }
             "properties" => {
-                self.add_http_response_header("x-p-response-code", &self.prop_int(&["response", "code"]));
-                self.add_http_response_header("x-p-request-path-later", &self.prop_string(&["request", "path"]));
-                self.add_http_response_header("x-p-upstream-address", &self.prop_string(&["upstream", "address"]));
-                self.add_http_response_header("x-p-cluster", &self.prop_string(&["xds", "cluster_name"]));
+                self.add_http_response_header(
+                    "x-p-response-code",
+                    &self.prop_int(&["response", "code"]),
+                );
+                self.add_http_response_header(
+                    "x-p-request-path-later",
+                    &self.prop_string(&["request", "path"]),
+                );
+                self.add_http_response_header(
+                    "x-p-upstream-address",
+                    &self.prop_string(&["upstream", "address"]),
+                );
+                self.add_http_response_header(
+                    "x-p-cluster",
+                    &self.prop_string(&["xds", "cluster_name"]),
+                );
             }
             "resp-local-reply" => {
                 self.send_http_response(502, vec![], Some(b"bad upstream"));
@@ -491,8 +651,14 @@ impl HttpContext for Stream {
             }
             "resp-body-buffer-forever" => Action::Pause,
             "local-reply" => {
-                let body = self.get_http_response_body(0, body_size).unwrap_or_default();
-                self.set_http_response_body(0, body_size, format!("[{}]", String::from_utf8_lossy(&body)).as_bytes());
+                let body = self
+                    .get_http_response_body(0, body_size)
+                    .unwrap_or_default();
+                self.set_http_response_body(
+                    0,
+                    body_size,
+                    format!("[{}]", String::from_utf8_lossy(&body)).as_bytes(),
+                );
                 Action::Continue
             }
             _ => Action::Continue,

@@ -8,7 +8,13 @@ use std::ptr::null_mut;
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
     #[link_name = "proxy_get_header_map_value"]
-    fn get_header_map_value(t: u32, kp: *const u8, ks: usize, vpp: *mut *mut u8, vsp: *mut usize) -> u32;
+    fn get_header_map_value(
+        t: u32,
+        kp: *const u8,
+        ks: usize,
+        vpp: *mut *mut u8,
+        vsp: *mut usize,
+    ) -> u32;
     #[link_name = "proxy_add_header_map_value"]
     fn add_header_map_value(t: u32, kp: *const u8, ks: usize, vp: *const u8, vs: usize) -> u32;
     #[link_name = "proxy_get_header_map_size"]
@@ -62,7 +68,14 @@ unsafe extern "C" {
     #[link_name = "proxy_enqueue_shared_queue"]
     fn enqueue_shared_queue(token: u32, vp: *const u8, vs: usize) -> u32;
     #[link_name = "proxy_call_foreign_function"]
-    fn call_foreign_function(np: *const u8, ns: usize, ap: *const u8, asz: usize, rp: *mut *mut u8, rs: *mut usize) -> u32;
+    fn call_foreign_function(
+        np: *const u8,
+        ns: usize,
+        ap: *const u8,
+        asz: usize,
+        rp: *mut *mut u8,
+        rs: *mut usize,
+    ) -> u32;
     #[link_name = "proxy_close_stream"]
     fn close_stream(t: u32) -> u32;
     #[link_name = "proxy_done"]
@@ -202,7 +215,8 @@ pub fn enqueue_status(token: u32, value: &[u8]) -> u32 {
 
 pub fn foreign_status(name: &str) -> u32 {
     let (mut p, mut s) = (null_mut(), 0);
-    let status = unsafe { call_foreign_function(name.as_ptr(), name.len(), null_mut(), 0, &mut p, &mut s) };
+    let status =
+        unsafe { call_foreign_function(name.as_ptr(), name.len(), null_mut(), 0, &mut p, &mut s) };
     drop(owned(p, s));
     status
 }
