@@ -3,18 +3,23 @@
 Input is the JSON-lines file bench/run.sh writes: one "meta" record (machine,
 settings, wasm size), one "sample" record per wrk run (case, concurrency,
 round, wrk's done() figures, CPU ticks of the proxy's processes), one "rss"
-record per proxy, and one "conn1000" record for the keep-alive RSS check.
+record per proxy, a "conn1000" record per case given the keep-alive RSS check,
+and an "end" record (load average when the run finished).
 
 Rounds of the same (case, concurrency) are pooled: throughput is total requests
 over total time, latency percentiles are the median over rounds, CPU is total
 CPU seconds over total requests.
 
-usage: report.py RESULTS.jsonl OUT_DIR
+The criterion micro-benchmarks of the policies and the runtime (`cargo bench`)
+are listed beside the load figures when their results are in target/criterion.
+
+usage: report.py RESULTS.jsonl OUT_DIR [CRITERION_DIR]
 """
 
 import json
 import statistics
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,7 +43,7 @@ MIB = 1024 * 1024
 
 
 def load(path):
-    meta, samples, rss, conn1000 = {}, [], {}, None
+    meta, samples, rss, conn1000 = {}, [], {}, {}
     for line in Path(path).read_text().splitlines():
         if not line.strip():
             continue
@@ -51,7 +56,9 @@ def load(path):
         elif kind == "rss":
             rss[rec["case"]] = rec
         elif kind == "conn1000":
-            conn1000 = rec
+            conn1000[rec["case"]] = rec
+        elif kind == "end":
+            meta["loadavg_end"] = rec["loadavg"]
     return meta, samples, rss, conn1000
 
 
@@ -115,9 +122,10 @@ def targets(figs, meta, conn1000):
     text = ", ".join(f"c={c}: {fmt_ratio(x)}" for c, x in zip((1, 8, 32, 128), ks))
     rows.append(("in front of KServe ≥ 0.95× direct (c=32)", text, None if ks_c32 is None else ks_c32 >= 0.95))
 
-    if conn1000:
-        hwm = conn1000["vmhwm_kib"] * 1024 / MIB
-        text = f"VmHWM {hwm:.1f} MiB ({conn1000['connected']} connections open)"
+    full = conn1000.get("mg-full")
+    if full:
+        hwm = full["vmhwm_kib"] * 1024 / MIB
+        text = f"VmHWM {hwm:.1f} MiB ({full['connected']} connections open)"
         rows.append(("RSS ≤ 64 MiB with 1,000 keep-alive connections", text, hwm <= 64))
     else:
         rows.append(("RSS ≤ 64 MiB with 1,000 keep-alive connections", "not measured", None))
@@ -130,14 +138,39 @@ def targets(figs, meta, conn1000):
     return rows
 
 
-def markdown(meta, figs, rss, conn1000):
+def criterion_rows(criterion_dir):
+    """(benchmark id, median, time measured) for every criterion result under the directory."""
+    rows = []
+    if not criterion_dir or not Path(criterion_dir).is_dir():
+        return rows
+    for bench in sorted(Path(criterion_dir).glob("**/new/benchmark.json")):
+        estimates = bench.with_name("estimates.json")
+        if not estimates.exists():
+            continue
+        name = json.loads(bench.read_text())["full_id"]
+        median_ns = json.loads(estimates.read_text())["median"]["point_estimate"]
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(estimates.stat().st_mtime))
+        rows.append((name, median_ns, when))
+    return rows
+
+
+def fmt_ns(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.0f} ns"
+
+
+def markdown(meta, figs, rss, conn1000, criterion):
     concs = sorted({c for _, c in figs})
     cases = [c for c, _ in CASES if any((c, k) in figs for k in concs)]
     out = [
         "# modelgate benchmark: latest run",
         "",
         f"Machine: {meta['nproc']} CPUs, {meta['cpu_model']}, Linux {meta['kernel']}"
-        f" (shared; load average at start {meta['loadavg']}).",
+        f" (shared with other work: load average {meta['loadavg']} at start,"
+        f" {meta.get('loadavg_end', '?')} at the end).",
         f"Run: {meta['started']}, {meta['rounds']} round(s) of {meta['duration_s']} s per case and"
         f" concurrency, cases interleaved (order reversed every other round); wrk {meta['wrk_threads']},"
         f" {meta['pinning']}. Request: POST `/v1/models/sklearn-iris:predict`, one-instance V1 body,"
@@ -172,14 +205,24 @@ def markdown(meta, figs, rss, conn1000):
     out += ["", "## Targets (issue 7)", "", "| target | measured | met |", "|---|---|---|"]
     for name, text, met in targets(figs, meta, conn1000):
         out.append(f"| {name} | {text} | {'–' if met is None else ('yes' if met else '**no**')} |")
-    if conn1000:
+    for check in conn1000.values():
         out += [
             "",
-            f"Keep-alive check: wrk -c{conn1000['connections']} for {conn1000['duration_s']} s against {LABEL[conn1000['case']]};"
-            f" modelgate RSS {conn1000['vmrss_kib'] / 1024:.1f} MiB while the connections were open"
-            f" ({conn1000['connected']} established), peak {conn1000['vmhwm_kib'] / 1024:.1f} MiB,"
-            f" {conn1000['rps']:,.0f} req/s, {conn1000['errors']} errors.",
+            f"Keep-alive check: wrk -c{check['connections']} for {check['duration_s']} s against"
+            f" {LABEL[check['case']]}: RSS {check['vmrss_kib'] / 1024:.1f} MiB while the connections were open"
+            f" ({check['connected']} established), peak {check['vmhwm_kib'] / 1024:.1f} MiB"
+            f" (before: {rss[check['case']]['vmhwm_kib'] / 1024:.1f} MiB),"
+            f" {check['rps']:,.0f} req/s, {check['errors']} errors.",
         ]
+    if criterion:
+        out += [
+            "",
+            "## Micro-benchmarks (criterion, from `cargo bench -p modelgate-policies -p modelgate-runtime`)",
+            "",
+            "| benchmark | median | measured |",
+            "|---|---:|---|",
+        ]
+        out += [f"| {name} | {fmt_ns(ns)} | {when} |" for name, ns, when in criterion]
     return "\n".join(out) + "\n"
 
 
@@ -218,9 +261,10 @@ def plot(meta, figs, path):
 
 def main():
     results, out_dir = sys.argv[1], Path(sys.argv[2])
+    criterion_dir = sys.argv[3] if len(sys.argv) > 3 else None
     meta, samples, rss, conn1000 = load(results)
     figs = pool(samples)
-    md = markdown(meta, figs, rss, conn1000)
+    md = markdown(meta, figs, rss, conn1000, criterion_rows(criterion_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.md").write_text(md)
     plot(meta, figs, out_dir / "latest.png")

@@ -15,8 +15,10 @@
 #                   ks-direct ks-nginx ks-mg-full (default: all)
 #   BENCH_OUT       results directory (default bench/results)
 #   BENCH_PYTHON    Python with PyJWT and matplotlib (default .venv/bin/python)
-#   BENCH_PROFILE   if 1: no table; instead `perf record` (cpu-clock) modelgate's
-#                   full-policy case at c=32 and write bench/results/profile.txt
+#   BENCH_PROFILE   if 1: no table; instead per-request counters (perf stat) for
+#                   each case and a `perf record` profile of each modelgate case,
+#                   at c=32, into bench/results/profile.txt (cases default to
+#                   nginx haproxy mg-nofilter mg-noop mg-full)
 #
 # Ports 18500-18599 on 127.0.0.1. Every process started here is killed on exit.
 set -euo pipefail
@@ -27,7 +29,7 @@ DURATION=${BENCH_DURATION:-5}
 ROUNDS=${BENCH_ROUNDS:-2}
 CONNS=${BENCH_CONNS:-"1 8 32 128"}
 if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
-    CASES=${BENCH_CASES:-mg-full}
+    CASES=${BENCH_CASES:-"nginx haproxy mg-nofilter mg-noop mg-full"}
 else
     CASES=${BENCH_CASES:-"direct nginx haproxy mg-nofilter mg-noop mg-full ks-direct ks-nginx ks-mg-full"}
 fi
@@ -329,37 +331,75 @@ keepalive_rss_check() {
         >>"$RESULTS"
 }
 
+# count_case CASE CONC: CPU time, context switches, migrations and syscalls per
+# request for a case's processes, from perf's software counters over one wrk run.
+count_case() {
+    local case=$1 conc=$2 secs=5 pids line reqs
+    pids=$(proc_tree "${CASE_PID[$case]}" | xargs | tr ' ' ',')
+    perf stat -x, -e task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter \
+        -p "$pids" -o "$RUN/stat-$case.csv" -- sleep "$((secs + 1))" &
+    local perf_pid=$!
+    sleep 0.3
+    line=$(BENCH_TOKEN=$TOKEN wrk -t"$((conc < 2 ? 1 : 2))" -c"$conc" -d"${secs}s" \
+        -s "$BENCH/request.lua" "${CASE_URL[$case]}" | grep '^{')
+    wait "$perf_pid"
+    reqs=$(sed -E 's/.*"requests":([0-9]+).*/\1/' <<<"$line")
+    awk -F, -v reqs="$reqs" -v c="$case" -v conc="$conc" -v secs="$secs" '
+        $3 == "task-clock" { cpu = $1 / 1000 }
+        $3 == "context-switches" { cs = $1 }
+        $3 == "cpu-migrations" { mig = $1 }
+        $3 == "raw_syscalls:sys_enter" { sys = $1 }
+        END { printf "| %d | %s | %.0f | %.1f | %.2f | %.3f | %.2f |\n",
+              conc, c, reqs / secs, cpu / reqs * 1e6, cs / reqs, mig / reqs, sys / reqs }' "$RUN/stat-$case.csv"
+}
+
 # profile_case CASE: where the proxy's CPU time goes under load, from perf's
 # cpu-clock sampling (hardware counters are not available in this VM). Wasm code
-# compiled by wasmtime has no symbols and shows up as its own anonymous mapping.
+# compiled by wasmtime has no symbols: perf shows it as "[JIT]" addresses.
 profile_case() {
-    local case=$1 secs=10 data=$RUN/perf.data report=$OUT/profile.txt pids
-    command -v perf >/dev/null || die "perf missing (Debian: apt-get install linux-perf)"
+    local case=$1 secs=10 data=$RUN/perf.data pids
+    pids=$(proc_tree "${CASE_PID[$case]}" | xargs | tr ' ' ',')
     log "profiling $case for $secs s at c=32"
     BENCH_TOKEN=$TOKEN wrk -t2 -c32 -d"$((secs + 2))s" -s "$BENCH/request.lua" \
         "${CASE_URL[$case]}" >"$RUN/profile-wrk.txt" &
     local wrk_pid=$!
     sleep 1
-    pids=$(proc_tree "${CASE_PID[$case]}" | xargs | tr ' ' ',')
     perf record -q -e cpu-clock -F 1999 -g -p "$pids" -o "$data" -- sleep "$secs" 2>/dev/null
     wait "$wrk_pid"
-    mkdir -p "$OUT"
+    echo "## $case: perf record, cpu-clock at 1999 Hz for $secs s under wrk -c32"
+    echo "wrk: $(grep '^{' "$RUN/profile-wrk.txt")"
     # (|| true: grep finding nothing to drop must not end the run)
+    echo
+    echo "### by shared object (self time)"
+    perf report -i "$data" --no-children --sort dso --stdio -g none 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -20 || true
+    echo
+    echo "### by symbol (self time, top 70)"
+    perf report -i "$data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -70 || true
+}
+
+# profile_cases: the BENCH_PROFILE=1 report, bench/results/profile.txt.
+profile_cases() {
+    local case report=$OUT/profile.txt
+    command -v perf >/dev/null || die "perf missing (Debian: apt-get install linux-perf)"
+    mkdir -p "$OUT"
     {
-        echo "# perf profile of $case: cpu-clock at 1999 Hz for $secs s, wrk -c32 running"
-        echo "# wrk: $(grep '^{' "$RUN/profile-wrk.txt")"
+        echo "# modelgate profile ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r))"
         echo
-        echo "## by shared object (self time)"
-        perf report -i "$data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -20
+        echo "## per request, wrk for 5 s (perf stat software counters of the proxy's processes)"
         echo
-        echo "## by symbol (self time, top 60)"
-        perf report -i "$data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
-            | grep -v '^#' | grep -v '^$' | head -60
+        echo "| c | case | req/s | CPU µs / req | context switches / req | migrations / req | syscalls / req |"
+        echo "|---:|---|---:|---:|---:|---:|---:|"
+        for conc in 1 32; do
+            for case in "${ACTIVE[@]}"; do count_case "$case" "$conc"; done
+        done
         echo
-        echo "## by symbol including callees (top 60)"
-        perf report -i "$data" --children --sort sym --stdio -g none 2>/dev/null \
-            | grep -v '^#' | grep -v '^$' | head -60
-    } >"$report" || true
+        for case in "${ACTIVE[@]}"; do
+            [[ $case == mg-* || $case == ks-mg-* ]] && profile_case "$case"
+            echo
+        done
+    } >"$report"
     log "profile written to $report"
 }
 
@@ -375,11 +415,6 @@ setup_static_cases
 if wants_any ks-direct ks-nginx ks-mg-full; then setup_kserve_cases; fi
 setup_modelgate_cases
 
-if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
-    profile_case mg-full
-    exit 0
-fi
-
 ACTIVE=()
 for case in $CASES; do
     [[ -n ${CASE_URL[$case]:-} ]] || die "case $case was not started"
@@ -394,6 +429,11 @@ for case in "${ACTIVE[@]}"; do
         --data '{"instances":[[6.8,2.8,4.8,1.4]]}' "${CASE_URL[$case]}/v1/models/sklearn-iris:predict")
     [[ $status == 200 ]] || die "$case answered $status to the benchmark request: $(cat "$RUN/check-$case.txt")"
 done
+
+if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
+    profile_cases
+    exit 0
+fi
 
 log "warm-up: 1 s per case at c=32"
 for case in "${ACTIVE[@]}"; do
@@ -411,7 +451,10 @@ for conc in $CONNS; do
     done
 done
 record_rss
+# The no-filter case separates the gateway's own per-connection memory from the VMs'.
+if wants mg-nofilter; then keepalive_rss_check mg-nofilter "$P_MG_NOFILTER"; fi
 if wants mg-full; then keepalive_rss_check mg-full "$P_MG_FULL"; fi
+printf '{"type":"end","loadavg":"%s"}\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
 
-"$PY" "$BENCH/report.py" "$RESULTS" "$OUT"
+"$PY" "$BENCH/report.py" "$RESULTS" "$OUT" "$ROOT/target/criterion"
 cp "$RESULTS" "$OUT/latest.jsonl"
