@@ -130,6 +130,31 @@ def test_denied_request_expecting_100_continue_is_answered_without_its_body(stac
     stack.assert_upstream_saw_nothing("denied Expect: 100-continue")
 
 
+def test_body_in_one_byte_chunks_costs_linear_time(stack: Stack) -> None:
+    """A 40 KiB body sent as 40,960 one-byte chunks: each chunk may reach the filter as a
+    body callback (Envoy semantics), so anything quadratic in the chunk count, such as
+    copying the cumulative body on every call, would take minutes instead of seconds."""
+    rows = b",".join([b"[5.1, 3.5, 1.4, 0.2]"] * 60)
+    payload = (b'{"instances": [' + rows + b"]}").ljust(40 * 1024, b" ")
+    chunks = b"".join(b"1\r\n" + payload[i : i + 1] + b"\r\n" for i in range(len(payload))) + b"0\r\n\r\n"
+    started = time.monotonic()
+    response = send_raw(stack, head(stack, "Content-Type: application/json", "Transfer-Encoding: chunked") + chunks, timeout=20)
+    elapsed = time.monotonic() - started
+    assert response is not None and response.status == 200, response
+    assert elapsed < 10.0, f"{len(payload)} one-byte chunks took {elapsed:.1f}s"
+    assert [r.body for r in stack.seen()] == [payload]
+
+
+def test_a_thousand_pipelined_requests_are_answered_in_order(stack: Stack) -> None:
+    requests = b"".join(request_bytes("GET", "/health", [("X-Seq", str(i))]) for i in range(1000))
+    with RawConnection("127.0.0.1", stack.port, timeout=20) as conn:
+        sender = threading.Thread(target=conn.send, args=(requests,), daemon=True)
+        sender.start()
+        statuses = [r.status if (r := conn.read_response()) else None for _ in range(1000)]
+        sender.join(5)
+    assert statuses == [200] * 1000
+
+
 # -- malformed HTTP ---------------------------------------------------------------------------
 
 MALFORMED = {
