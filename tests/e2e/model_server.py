@@ -54,13 +54,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# kserve.model_server parses sys.argv when it is imported (with argparse abbreviations, so
-# our --port would be read as its --http_port... or rejected). Parse ours first, then hide
-# them from KServe before the import.
+# kserve.model_server parses sys.argv when it is imported, and argparse accepts abbreviations:
+# our `--model iris` would become its `--model_name iris`. Parse ours first, then hide them
+# from KServe before the import.
 ARGS = parse_args(sys.argv[1:])
 sys.argv = sys.argv[:1]
 
-# pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402
 from prometheus_client import Counter  # noqa: E402
 from sklearn import datasets  # noqa: E402
@@ -238,8 +237,9 @@ class LoopbackModelServer(kserve.ModelServer):
 
 
 def quiet_loggers() -> None:
-    """Drops the ~1 KB of logs KServe and FastAPI write per request (REFERENCE.md section 5)."""
-    warnings.filterwarnings("ignore")
+    """Drops the ~1 KB of logs KServe and FastAPI write per request (REFERENCE.md section 5):
+    a deprecation warning repeated on every request, the access line and the timing lines."""
+    warnings.filterwarnings("ignore", message=".* is deprecated")
     for name in ("uvicorn.access", "kserve.trace"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
