@@ -63,6 +63,14 @@ def test_list_models_shows_the_models_the_token_may_call(stack, gw, subject):
     assert r.json()["models"] == [WINE]
 
 
+def test_v2_list_models_is_answered_at_the_edge_too(stack, gw):
+    before = total_requests(stack)
+    r = gw.get(f"{stack.gateway}/v2/models", timeout=5)
+    assert r.status_code == 200
+    assert sorted(r.json()["models"]) == [IRIS, WINE]
+    assert total_requests(stack) == before
+
+
 @pytest.mark.parametrize("path", [f"/v1/models/{IRIS}", f"/v2/models/{IRIS}", f"/v2/models/{IRIS}/ready"])
 def test_model_info_is_kserves_answer(stack, gw, path):
     assert_same_answer(gw.get(f"{stack.gateway}{path}", timeout=5), direct(stack, "iris-1", "GET", path))
@@ -124,6 +132,14 @@ def test_explain_goes_to_the_explainer(stack, gw):
     assert set(explanation["contributions"]) == {
         "sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)",
     }  # fmt: skip
+
+
+def test_explain_of_a_model_without_explainer_is_kserves_501(stack, gw):
+    body = json.dumps({"instances": [WINE_ROW]}).encode()
+    path = f"/v1/models/{WINE}:explain"
+    via = gw.post(f"{stack.gateway}{path}", data=body, headers=JSON, timeout=10)
+    assert via.status_code == 501
+    assert_same_answer(via, direct(stack, "wine", "POST", path, body))
 
 
 def test_two_models_are_routed_by_name(stack, gw):
