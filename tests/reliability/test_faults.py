@@ -21,6 +21,7 @@ from reliability.harness.ports import suite_ports
 from reliability.harness.rawhttp import RawConnection
 from reliability.harness.stack import Stack
 from reliability.harness.tokens import KeySet
+from reliability.harness.upstream import BAD_RESPONSES
 from reliability.harness.waiting import wait_until
 
 # The host's conformance filter (host/tests/filters/conformance) fails on demand: the request
@@ -159,6 +160,16 @@ def test_upstream_closing_mid_body_is_not_passed_off_as_complete(stack: Stack) -
         else:
             assert response is not None and response.status in (502, 503), response
     assert stack.upstreams["midbody"].requests, "the request never reached the upstream"
+    assert_normal_requests_served(stack)
+
+
+@pytest.mark.parametrize("bad", BAD_RESPONSES.keys())
+def test_malformed_upstream_response_gives_502(stack: Stack, bad: str) -> None:
+    """An upstream that answers garbage: the client gets a clean 502 (Envoy: 503 "protocol
+    error"), never the garbage, and the host keeps serving."""
+    response = stack.predict(model=configs.BAD_RESPONSE_MODEL, query=f"?bad={bad}")
+    assert response.status in (502, 503), f"{bad}: answered {response.status} {response.body[:100]!r}"
+    assert stack.upstreams["bad-response"].requests, "the request never reached the upstream"
     assert_normal_requests_served(stack)
 
 

@@ -12,6 +12,7 @@ WINE = "sklearn-wine"
 # Models whose clusters misbehave on purpose (see upstream.Behaviour).
 RESET_MODEL = "reset-model"
 MIDBODY_MODEL = "midbody-model"
+BAD_RESPONSE_MODEL = "bad-response-model"
 # The header the filter fills from the token's `sub` (client-sent copies must be dropped).
 FORWARDED_SUB_HEADER = "x-user-id"
 
@@ -52,6 +53,7 @@ def filter_config(keys: tokens.KeySet, log_level: str = "warn") -> dict:
             WINE: model("models:wine", 13),
             RESET_MODEL: model("models:iris", 4),
             MIDBODY_MODEL: model("models:iris", 4),
+            BAD_RESPONSE_MODEL: model("models:iris", 4),
         },
     }
 
@@ -76,12 +78,15 @@ def host_config(
     filters: list[dict],
     model_clusters: dict[str, str],
     reload_poll: str = "200ms",
+    never_eject: frozenset[str] = frozenset(),
 ) -> dict:
     """One listener, the admin listener, a cluster per entry and a header route per model.
 
     `model_clusters` maps a model name (the value the filter puts in the routing header)
     to a cluster. There is no catch-all route: a request the filter lets through without
     naming a model gets the host's 404, so it can never reach an upstream by accident.
+    Clusters in `never_eject` keep their endpoint however often it fails, so that each
+    fault case reaches the faulty upstream instead of the host's "no healthy upstream".
     """
     return {
         "version": 1,
@@ -93,7 +98,7 @@ def host_config(
                 "endpoints": [f"127.0.0.1:{p}" for p in ports],
                 "lbPolicy": "roundRobin",
                 "connectTimeout": "1s",
-                "outlierDetection": {"consecutiveErrors": 3, "baseEjectionTime": "5s"},
+                "outlierDetection": {"consecutiveErrors": 0 if name in never_eject else 3, "baseEjectionTime": "5s"},
             }
             for name, ports in clusters.items()
         ],

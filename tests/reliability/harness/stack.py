@@ -1,5 +1,6 @@
-"""The stack under test: recording upstreams (two iris replicas, wine, a resetting one and one
-that closes mid-body) behind a `modelgate` host running the real modelgate.wasm."""
+"""The stack under test: recording upstreams (two iris replicas, wine, and three that
+misbehave: one resets, one closes mid-body, one sends malformed responses) behind a
+`modelgate` host running the real modelgate.wasm."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Stack:
             "wine": RecordingUpstream(pool.take(), "wine", models),
             "reset": RecordingUpstream(pool.take(), "reset", [configs.RESET_MODEL], Behaviour.RESET),
             "midbody": RecordingUpstream(pool.take(), "midbody", [configs.MIDBODY_MODEL], Behaviour.CLOSE_MID_BODY),
+            "bad-response": RecordingUpstream(pool.take(), "bad-response", [configs.BAD_RESPONSE_MODEL], Behaviour.BAD_RESPONSE),
         }
         self.replica: ReplicaProcess | None = None
         if killable_iris_b:
@@ -44,16 +46,21 @@ class Stack:
             "wine": [self.upstreams["wine"].port],
             "reset": [self.upstreams["reset"].port],
             "midbody": [self.upstreams["midbody"].port],
+            "bad-response": [self.upstreams["bad-response"].port],
         }
         model_clusters = {
             configs.IRIS: "iris",
             configs.WINE: "wine",
             configs.RESET_MODEL: "reset",
             configs.MIDBODY_MODEL: "midbody",
+            configs.BAD_RESPONSE_MODEL: "bad-response",
         }
         self.filters = [*(extra_filters or []), configs.modelgate_filter(keys)]
         port, admin = pool.take(), pool.take()
-        self.gateway = Gateway(workdir, configs.host_config(port, admin, clusters, self.filters, model_clusters), port, admin)
+        config = configs.host_config(
+            port, admin, clusters, self.filters, model_clusters, never_eject=frozenset({"reset", "midbody", "bad-response"})
+        )
+        self.gateway = Gateway(workdir, config, port, admin)
 
     @property
     def port(self) -> int:
@@ -99,13 +106,20 @@ class Stack:
     def token(self, **claims: object) -> str:
         return self.keys.rs256(self.keys.claims(**claims))
 
-    def predict_bytes(self, model: str = configs.IRIS, token: str | None = None, rows: int = 1, extra_headers: list[tuple[str, str]] | None = None) -> bytes:
+    def predict_bytes(
+        self,
+        model: str = configs.IRIS,
+        token: str | None = None,
+        rows: int = 1,
+        extra_headers: list[tuple[str, str]] | None = None,
+        query: str = "",
+    ) -> bytes:
         body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]] * rows}).encode()
         headers = [("Content-Type", "application/json")]
         if token is not None:
             headers.append(("Authorization", f"Bearer {token}"))
         headers.extend(extra_headers or [])
-        return rawhttp.request_bytes("POST", f"/v1/models/{model}:predict", headers, body)
+        return rawhttp.request_bytes("POST", f"/v1/models/{model}:predict{query}", headers, body)
 
     def predict(self, model: str = configs.IRIS, token: str | None = None, **kwargs: object) -> rawhttp.Response:
         response = rawhttp.exchange(self.port, self.predict_bytes(model, token or self.token(), **kwargs), method="POST")

@@ -32,6 +32,18 @@ class Behaviour(enum.Enum):
     KSERVE = "kserve"  # answer like KServe's V1/V2 REST server
     RESET = "reset"  # read the request, then reset the connection (RST, no response)
     CLOSE_MID_BODY = "close-mid-body"  # send headers and part of the body, then close
+    BAD_RESPONSE = "bad-response"  # answer with the malformed response the query's `bad=` names
+
+
+# Malformed responses for Behaviour.BAD_RESPONSE, by name (the request's `?bad=<name>`).
+BAD_RESPONSES = {
+    "bad-status-line": b"HTTP/1.1 OK\r\ncontent-length: 2\r\n\r\n{}",
+    "not-http": b"SSH-2.0-OpenSSH_9.6\r\n",
+    "conflicting-content-length": b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 40\r\n\r\n{}",
+    "nul-in-header": b"HTTP/1.1 200 OK\r\nx-a: a\x00b\r\ncontent-length: 2\r\n\r\n{}",
+    "huge-header": b"HTTP/1.1 200 OK\r\nx-a: " + b"a" * (2 << 20) + b"\r\ncontent-length: 2\r\n\r\n{}",
+    "bad-chunked": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+}
 
 
 @dataclass
@@ -169,6 +181,11 @@ class RecordingUpstream:
                         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                         b"content-length: 1000\r\n\r\n" + b'{"predictions": [1, 2'
                     )
+                    conn.close()
+                    return
+                if self.behaviour is Behaviour.BAD_RESPONSE:
+                    bad = request.target.partition("bad=")[2].split("&")[0]
+                    conn.sendall(BAD_RESPONSES.get(bad, b"HTTP/1.1 500 Unknown bad= case\r\ncontent-length: 0\r\n\r\n"))
                     conn.close()
                     return
                 status, payload = self._answer(request)
