@@ -124,3 +124,33 @@ async fn no_ticks_without_a_period() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(shared_value(&chain, "ticks").await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_paused_streams_on_two_vms_all_complete() {
+    let (runtime, services) = runtime();
+    let mut two = spec("busy", support::filter("conformance"), "");
+    two.vm_count = 2;
+    let chain = FilterChain::new(vec![runtime.load(two).unwrap()]);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let chain = chain.clone();
+            tokio::spawn(async move {
+                let (stream, _, headers) = run_request(&chain, request("http-call")).await;
+                stream.finish();
+                get(&headers, "x-call-body").map(str::to_owned)
+            })
+        })
+        .collect();
+    let all = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut bodies = Vec::new();
+        for task in tasks {
+            bodies.push(task.await.unwrap());
+        }
+        bodies
+    })
+    .await
+    .expect("no stream is stuck");
+    assert!(all.iter().all(|b| b.as_deref() == Some("pong")), "{all:?}");
+    assert_eq!(services.calls.lock().unwrap().len(), 64);
+    assert_eq!(runtime.vm_restarts(), 0);
+}
