@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import configs, rawhttp, tokens
+from . import certs, configs, rawhttp, tokens
 from .gateway import Gateway
 from .ports import PortPool
 from .upstream import Behaviour, RecordedRequest, RecordingUpstream, ReplicaProcess
@@ -56,9 +56,15 @@ class Stack:
             configs.BAD_RESPONSE_MODEL: "bad-response",
         }
         self.filters = [*(extra_filters or []), configs.modelgate_filter(keys)]
-        port, admin = pool.take(), pool.take()
+        port, admin, self.tls_port = pool.take(), pool.take(), pool.take()
         config = configs.host_config(
             port, admin, clusters, self.filters, model_clusters, never_eject=frozenset({"reset", "midbody", "bad-response"})
+        )
+        # A TLS listener beside the plain one, for the handshake cases.
+        workdir.mkdir(parents=True, exist_ok=True)
+        cert, key = certs.write_self_signed(workdir)
+        config["listeners"].append(
+            {"name": "tls", "address": f"127.0.0.1:{self.tls_port}", "tls": {"certFile": str(cert), "keyFile": str(key)}}
         )
         self.gateway = Gateway(workdir, config, port, admin)
 
