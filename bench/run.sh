@@ -379,6 +379,38 @@ profile_case() {
         | grep -v '^#' | grep -v '^$' | head -70 || true
 }
 
+# host_calls CASE: how often the filter calls each Proxy-Wasm host function per
+# request, counted with uprobes on the runtime's ABI functions (best effort: needs
+# root and tracefs; functions the compiler inlined everywhere are not counted).
+host_calls() {
+    local case=$1 pid=${CASE_PID[$1]} seg_offset seg_vaddr delta fn addr name line reqs
+    # perf probe takes file offsets: vaddr minus the executable segment's vaddr-offset delta.
+    read -r seg_offset seg_vaddr < <(readelf -lW "$MODELGATE" | awk '$1 == "LOAD" && / R E / {print $2, $3; exit}')
+    delta=$((seg_vaddr - seg_offset))
+    perf probe -q -d 'probe_modelgate:*' 2>/dev/null || true
+    while read -r addr fn; do
+        name=mg_$(sed -E 's/.*abi::([a-z_]+)::([a-z_]+)$/\1__\2/' <<<"$fn")
+        perf probe -q -x "$MODELGATE" -a "$name=$(printf '0x%x' $((16#$addr - delta)))" 2>/dev/null || true
+    done < <(nm -C "$MODELGATE" | awk '$2 ~ /^[tT]$/ && $3 ~ /^modelgate_runtime::abi::[a-z_]+::[a-z_]+$/ {print $1, $3}' \
+        | grep -v -E '::(add|add_to_linker)$' | sort -u -k2,2)
+    if ! perf probe -l 2>/dev/null | grep -q probe_modelgate; then
+        echo "(uprobes unavailable here: host calls not counted)"
+        return
+    fi
+    perf stat -x, -e 'probe_modelgate:*' -p "$pid" -o "$RUN/probes-$case.csv" -- sleep 4 &
+    local perf_pid=$!
+    sleep 0.3
+    line=$(BENCH_TOKEN=$TOKEN wrk -t1 -c4 -d3s -s "$BENCH/request.lua" "${CASE_URL[$case]}" | grep '^{')
+    wait "$perf_pid"
+    perf probe -q -d 'probe_modelgate:*' 2>/dev/null || true
+    reqs=$(sed -E 's/.*"requests":([0-9]+).*/\1/' <<<"$line")
+    echo "| host function | calls / request |"
+    echo "|---|---:|"
+    awk -F, -v reqs="$reqs" '$3 ~ /^probe_modelgate:/ && $1 > 0 {
+        name = $3; sub(/^probe_modelgate:mg_/, "", name); sub(/__/, "::", name)
+        printf "| %s | %.2f |\n", name, $1 / reqs }' "$RUN/probes-$case.csv"
+}
+
 # profile_cases: the BENCH_PROFILE=1 report, bench/results/profile.txt.
 profile_cases() {
     local case report=$OUT/profile.txt
@@ -395,6 +427,12 @@ profile_cases() {
             for case in "${ACTIVE[@]}"; do count_case "$case" "$conc"; done
         done
         echo
+        if wants mg-full; then
+            echo "## host calls the full-policy filter makes per request (uprobes, wrk -c4 for 3 s)"
+            echo
+            host_calls mg-full
+            echo
+        fi
         for case in "${ACTIVE[@]}"; do
             [[ $case == mg-* || $case == ks-mg-* ]] && profile_case "$case"
             echo
