@@ -22,7 +22,7 @@ MAX_BODY_BYTES = 64 * 1024
 OPEN_QUOTA = {"requestsPerSecond": 100000, "burst": 100000}
 
 
-def filter_config(keys: tokens.KeySet, log_level: str = "warn") -> dict:
+def filter_config(keys: tokens.KeySet) -> dict:
     """The full policy: JWT (RS256 + ES256 keys by kid), scopes per model, quotas, V1 validation."""
 
     def model(scope: str, features: int) -> dict:
@@ -35,7 +35,7 @@ def filter_config(keys: tokens.KeySet, log_level: str = "warn") -> dict:
 
     return {
         "version": 1,
-        "logLevel": log_level,
+        "logLevel": "warn",
         "failureMode": "deny",
         "routing": {"header": ROUTING_HEADER, "unknownModel": "reject"},
         "jwt": {

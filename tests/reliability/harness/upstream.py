@@ -189,15 +189,8 @@ class RecordingUpstream:
                     conn.close()
                     return
                 status, payload = self._answer(request)
-                body = json.dumps(payload).encode()
                 close = (request.header("connection") or "").lower() == "close"
-                conn.sendall(
-                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
-                    f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
-                    f"x-upstream: {self.name}\r\n"
-                    f"x-upstream-request-id: {request.header('x-request-id') or ''}\r\n"
-                    f"{'connection: close' + chr(13) + chr(10) if close else ''}\r\n".encode() + body
-                )
+                conn.sendall(self._response(status, payload, close))
                 if close:
                     return
         except _BadRequest as exc:
@@ -216,6 +209,19 @@ class RecordingUpstream:
                 conn.close()
             except OSError:
                 pass
+
+    def _response(self, status: int, payload: object, close: bool) -> bytes:
+        body = json.dumps(payload).encode()
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+            "content-type: application/json",
+            f"content-length: {len(body)}",
+            # Which replica answered, for the tests that check routing and load spreading.
+            f"x-upstream: {self.name}",
+        ]
+        if close:
+            lines.append("connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
     def _parse_head(self, head: bytes, conn_id: int) -> RecordedRequest:
         try:
