@@ -162,6 +162,26 @@ def fmt_ns(ns):
     return f"{ns:.0f} ns"
 
 
+def summary(figs, rss, concs, cases):
+    """One row per case: throughput at each concurrency, latency at c=1 and c=32, CPU, RSS."""
+    head = " | ".join(f"req/s c={c}" for c in concs)
+    out = [
+        f"| case | {head} | p50 ms c=1 | p99 ms c=32 | CPU s / 10k req c=32 | peak RSS |",
+        "|---|" + "---:|" * (len(concs) + 4),
+    ]
+    for case in cases:
+        cells = [f"{figs[(case, c)]['rps']:,.0f}" if (case, c) in figs else "–" for c in concs]
+        one, c32 = figs.get((case, 1)), figs.get((case, 32))
+        cells += [
+            f"{one['p50_ms']:.3f}" if one else "–",
+            f"{c32['p99_ms']:.3f}" if c32 else "–",
+            f"{c32['cpu_per_10k']:.2f}" if c32 else "–",
+            f"{rss[case]['vmhwm_kib'] / 1024:.0f} MiB" if case in rss else "–",
+        ]
+        out.append(f"| {LABEL[case]} | " + " | ".join(cells) + " |")
+    return out
+
+
 def markdown(meta, figs, rss, conn1000, criterion):
     concs = sorted({c for _, c in figs})
     cases = [c for c, _ in CASES if any((c, k) in figs for k in concs)]
@@ -175,6 +195,10 @@ def markdown(meta, figs, rss, conn1000, criterion):
         f" concurrency, cases interleaved (order reversed every other round); wrk {meta['wrk_threads']},"
         f" {meta['pinning']}. Request: POST `/v1/models/sklearn-iris:predict`, one-instance V1 body,"
         " RS256 bearer token, keep-alive.",
+        "",
+        *summary(figs, rss, concs, cases),
+        "",
+        "## All figures",
         "",
         "| c | case | req/s | p50 ms | p99 ms | × direct | × nginx | CPU s / 10k req | errors |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
