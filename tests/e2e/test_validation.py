@@ -4,6 +4,7 @@ and never reach a model server, while valid bodies still get KServe's exact answ
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 import requests
@@ -116,3 +117,45 @@ def test_what_kserve_does_with_the_corpus_unprotected(stack):
     statuses = {case: _direct(stack, V1_PATH, body).status_code for case, body in corpus.V1_MALFORMED.items()}
     reached_the_model = [case for case, status in statuses.items() if status >= 500]
     assert len(reached_the_model) >= 10, statuses
+
+
+def binary_infer(rows: list[list[float]], declared_bytes: int | None = None) -> tuple[bytes, dict]:
+    """A V2 infer body with the binary tensor extension: JSON header, then raw FP64 data."""
+    data = b"".join(struct.pack("<4d", *row) for row in rows)
+    size = len(data) if declared_bytes is None else declared_bytes
+    header = json.dumps(
+        {
+            "id": "binary-1",
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [len(rows), 4],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": size},
+                }
+            ],
+        }
+    ).encode()
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
+    return header + data, headers
+
+
+def test_v2_binary_extension_body_gets_kserves_exact_answer(stack, gw):
+    body, headers = binary_infer([corpus.ROW, [6.8, 2.8, 4.8, 1.4]])
+    via = gw.post(f"{stack.gateway}{V2_PATH}", data=body, headers=headers, timeout=10)
+    kserve = requests.post(f"{stack.model_server_url('iris-1')}{V2_PATH}", data=body, headers=headers, timeout=10)
+    assert kserve.status_code == 200, kserve.text
+    assert (via.status_code, via.content) == (200, kserve.content)
+    assert via.json()["outputs"][0]["data"] == [0, 1]
+
+
+def test_v2_binary_extension_with_a_wrong_size_is_400(stack, gw):
+    body, headers = binary_infer([corpus.ROW], declared_bytes=24)
+    before = total_requests(stack)
+    r = gw.post(f"{stack.gateway}{V2_PATH}", data=body, headers=headers, timeout=10)
+    assert r.status_code == 400, r.text
+    assert "binary" in r.json()["error"] or "binary_data_size" in r.json()["error"], r.text
+    assert total_requests(stack) == before
