@@ -9,6 +9,7 @@ byte, and the model servers' own counters show where each request went.
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 
 import pytest
@@ -115,6 +116,28 @@ def test_https_listener_serves_the_same_answer(stack, gw):
     path = f"/v1/models/{IRIS}:predict"
     via = gw.post(f"{stack.gateway_tls}{path}", data=body, headers=JSON, timeout=10, verify=str(stack.cert_path))
     assert_same_answer(via, direct(stack, "iris-1", "POST", path, body))
+
+
+@pytest.mark.parametrize(
+    ("protocol_flag", "base_attr"),
+    [("--http2", "gateway_tls"), ("--http2-prior-knowledge", "gateway")],
+    ids=["h2 over TLS (ALPN)", "h2c"],
+)
+def test_http2_clients_get_the_same_answer(stack, token, protocol_flag, base_attr):
+    # curl, since requests speaks HTTP/1.1 only; the status line proves the protocol used.
+    body = json.dumps({"instances": IRIS_ROWS}).encode()
+    path = f"/v1/models/{IRIS}:predict"
+    result = subprocess.run(
+        [
+            "curl", "-si", protocol_flag, "--cacert", str(stack.cert_path),
+            "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json",
+            "--data-binary", "@-", f"{getattr(stack, base_attr)}{path}",
+        ],
+        input=body, capture_output=True, timeout=20, check=True,
+    )  # fmt: skip
+    head, _, answer = result.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/2 200"), head
+    assert answer == direct(stack, "iris-1", "POST", path, body).content
 
 
 def test_explain_goes_to_the_explainer(stack, gw):
