@@ -122,6 +122,7 @@ async fn trailers_are_editable_in_their_phase() {
 
 #[tokio::test]
 async fn status_codes_match_envoy() {
+    capture_logs(); // the log level the guest reads is the host's: trace here
     let (runtime, _) = runtime();
     let chain = FilterChain::new(vec![conformance(&runtime, "")]);
     let (stream, _, h) = run_request(&chain, request("statuses")).await;
@@ -145,6 +146,11 @@ async fn status_codes_match_envoy() {
         ("x-metric-bad-type", "2"),
         ("x-metric-unknown", "1"),
         ("x-log-level", "0"),
+        (
+            "x-legacy",
+            "get_configuration=0 continue_request=0 continue_response=0 clear_route_cache=0 grpc_stream=12 \
+             grpc_send=12 grpc_cancel=12 grpc_close=12 get_status=0 config= grpc_code=0",
+        ),
     ];
     for (key, want) in expect {
         assert_eq!(get(&h, key), Some(want), "{key}");

@@ -262,6 +262,7 @@ impl Stream {
         }
         self.set("x-metric-bad-type", raw::define_metric_status(3, "bad"));
         self.set("x-metric-unknown", raw::increment_metric_status(4000, 1));
+        self.set("x-legacy", raw::legacy_and_grpc());
         self.set(
             "x-log-level",
             hostcalls::get_log_level().map(|l| l as u32).unwrap_or(99),

@@ -80,6 +80,34 @@ unsafe extern "C" {
     fn close_stream(t: u32) -> u32;
     #[link_name = "proxy_done"]
     fn done() -> u32;
+    #[link_name = "proxy_get_configuration"]
+    fn get_configuration(pp: *mut *mut u8, sp: *mut usize) -> u32;
+    #[link_name = "proxy_continue_request"]
+    fn continue_request() -> u32;
+    #[link_name = "proxy_continue_response"]
+    fn continue_response() -> u32;
+    #[link_name = "proxy_clear_route_cache"]
+    fn clear_route_cache() -> u32;
+    #[link_name = "proxy_grpc_stream"]
+    fn grpc_stream(
+        a: *const u8,
+        b: usize,
+        c: *const u8,
+        d: usize,
+        e: *const u8,
+        f: usize,
+        g: *const u8,
+        h: usize,
+        token: *mut u32,
+    ) -> u32;
+    #[link_name = "proxy_grpc_send"]
+    fn grpc_send(token: u32, mp: *const u8, ms: usize, end: u32) -> u32;
+    #[link_name = "proxy_grpc_cancel"]
+    fn grpc_cancel(token: u32) -> u32;
+    #[link_name = "proxy_grpc_close"]
+    fn grpc_close(token: u32) -> u32;
+    #[link_name = "proxy_get_status"]
+    fn get_status(code: *mut u32, pp: *mut *mut u8, sp: *mut usize) -> u32;
     #[link_name = "proxy_log"]
     fn log(level: u32, mp: *const u8, ms: usize) -> u32;
 }
@@ -253,4 +281,47 @@ fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
         out.push(0);
     }
     out
+}
+
+/// The 0.1.0 names SDKs may still import, and the gRPC calls: `name=status` pairs.
+pub fn legacy_and_grpc() -> String {
+    let s = "svc";
+    let mut token = 0;
+    let (mut p, mut n) = (null_mut(), 0);
+    let config = unsafe { get_configuration(&mut p, &mut n) };
+    let config_value = String::from_utf8_lossy(&owned(p, n)).into_owned();
+    let mut code = 7;
+    let (mut mp, mut ms) = (null_mut(), 0);
+    let status = unsafe { get_status(&mut code, &mut mp, &mut ms) };
+    drop(owned(mp, ms));
+    let results = unsafe {
+        [
+            ("get_configuration", config),
+            ("continue_request", continue_request()),
+            ("continue_response", continue_response()),
+            ("clear_route_cache", clear_route_cache()),
+            (
+                "grpc_stream",
+                grpc_stream(
+                    s.as_ptr(),
+                    3,
+                    s.as_ptr(),
+                    3,
+                    s.as_ptr(),
+                    3,
+                    null_mut(),
+                    0,
+                    &mut token,
+                ),
+            ),
+            ("grpc_send", grpc_send(1, s.as_ptr(), 3, 0)),
+            ("grpc_cancel", grpc_cancel(1)),
+            ("grpc_close", grpc_close(1)),
+            ("get_status", status),
+        ]
+    };
+    let mut out: Vec<String> = results.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    out.push(format!("config={config_value}"));
+    out.push(format!("grpc_code={code}"));
+    out.join(" ")
 }
