@@ -12,6 +12,48 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use crate::config::ElementType;
 
+/// Deepest row nesting accepted (a row of images is 3 deep); deeper rows are refused, which
+/// keeps [`Shape`] a fixed-size value: no allocation per row.
+const MAX_RANK: usize = 8;
+
+/// The shape of a row: `[]` for a scalar, `[4]` for four features, `[2, 2]` for a matrix.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    rank: usize,
+    dims: [usize; MAX_RANK],
+}
+
+impl Shape {
+    const SCALAR: Shape = Shape {
+        rank: 0,
+        dims: [0; MAX_RANK],
+    };
+
+    fn as_slice(&self) -> &[usize] {
+        &self.dims[..self.rank]
+    }
+
+    /// This shape with an outer dimension `len` in front, or `None` past [`MAX_RANK`].
+    fn within(self, len: usize) -> Option<Shape> {
+        if self.rank == MAX_RANK {
+            return None;
+        }
+        let mut dims = [0; MAX_RANK];
+        dims[0] = len;
+        dims[1..=self.rank].copy_from_slice(self.as_slice());
+        Some(Shape {
+            rank: self.rank + 1,
+            dims,
+        })
+    }
+}
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_slice().fmt(f)
+    }
+}
+
 /// One model's V1 rules.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct V1Rules {
@@ -179,7 +221,7 @@ impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let Self { ctx, field } = self;
         let rules = ctx.rules;
-        let mut first: Option<Vec<usize>> = None;
+        let mut first: Option<Shape> = None;
         let mut index = 0;
         loop {
             let seed = ValueSeed {
@@ -277,9 +319,9 @@ struct ValueSeed<'c, 'a> {
 }
 
 impl ValueSeed<'_, '_> {
-    fn scalar<E: de::Error>(&self, kind: ElementType, name: &str) -> Result<Vec<usize>, E> {
+    fn scalar<E: de::Error>(&self, kind: ElementType, name: &str) -> Result<Shape, E> {
         if self.element == ElementType::Any || self.element == kind {
-            Ok(Vec::new())
+            Ok(Shape::SCALAR)
         } else {
             Err(self.ctx.fail(
                 self.field,
@@ -299,14 +341,14 @@ fn wanted(element: ElementType) -> &'static str {
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
-    type Value = Vec<usize>;
+    type Value = Shape;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
-    type Value = Vec<usize>;
+    type Value = Shape;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a row")
@@ -346,7 +388,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
             field,
             element,
         } = self;
-        let mut inner: Option<Vec<usize>> = None;
+        let mut inner: Option<Shape> = None;
         let mut len = 0;
         loop {
             match seq.next_element_seed(ValueSeed {
@@ -376,11 +418,12 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
                 }
             }
         }
-        let Some(mut shape) = inner else {
+        let Some(inner) = inner else {
             return Err(ctx.fail(field, "empty list".to_owned()));
         };
-        shape.insert(0, len);
-        Ok(shape)
+        inner
+            .within(len)
+            .ok_or_else(|| ctx.fail(field, format!("rows nest deeper than {MAX_RANK} levels")))
     }
 }
 

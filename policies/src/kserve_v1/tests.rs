@@ -202,3 +202,15 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
     let err = validate(body.as_bytes(), &FREE).unwrap_err();
     assert!(err.contains("recursion limit exceeded"), "{err}");
 }
+
+#[test]
+fn rows_nested_past_the_rank_limit_are_refused() {
+    let deep = format!("{}1{}", "[".repeat(9), "]".repeat(9));
+    let body = format!("{{\"instances\": [{deep}]}}");
+    assert_eq!(
+        validate(body.as_bytes(), &FREE),
+        Err("instances[0]: rows nest deeper than 8 levels".to_owned())
+    );
+    let ok = format!("{{\"instances\": [{}1{}]}}", "[".repeat(7), "]".repeat(7));
+    assert_eq!(validate(ok.as_bytes(), &FREE), Ok(()));
+}

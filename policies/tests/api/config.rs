@@ -323,3 +323,13 @@ fn malformed_documents_are_errors_not_panics() {
         "config: missing field `models` at line 1 column 14"
     );
 }
+
+#[test]
+fn the_documented_example_is_the_example_config() {
+    let doc = include_str!("../../../docs/config.md");
+    let example = include_str!("../../examples/config.json");
+    assert!(
+        doc.contains(example),
+        "docs/config.md must embed policies/examples/config.json verbatim"
+    );
+}
