@@ -3,6 +3,7 @@
 //! - `cold_rs256`: a request whose RS256 token must be verified (cache disabled);
 //! - `v1_1mib`: validation of a 1 MiB V1 body.
 
+use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -126,7 +127,7 @@ fn v1_1mib(c: &mut Criterion) {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&format!("[{}.1, 2.{}, 4.8, 1.{}]", i % 10, i % 7, i % 3));
+        write!(body, "[{}.1, 2.{}, 4.8, 1.{}]", i % 10, i % 7, i % 3).unwrap();
         i += 1;
     }
     body.push_str("]}");
