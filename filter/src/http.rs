@@ -5,7 +5,8 @@
 //! - `on_http_request_headers`: builds a [`RequestView`] from single-header reads, asks the
 //!   policies with the host's current time, and applies the decision: header edits (then
 //!   `clear_route_cache` when the route may change) and `Continue`; or a local reply and
-//!   `Pause`; or, when the body is needed, `Continue` with buffering armed (see [`crate::body`]).
+//!   `Pause`; or, when the body is needed, the header edits that come with `NeedBody` and
+//!   `Continue` with buffering armed (see [`crate::body`]).
 //! - `on_http_request_body`: `Pause` (buffer) until the body is complete or over its limit, then
 //!   decide on it: `Continue`, or a local reply (400, 413).
 //! - `on_http_request_trailers`: a body that ends in trailers is decided there.
@@ -76,7 +77,7 @@ impl HttpFilter {
 
     /// Forward the request after applying the header edits of `decision`.
     fn forward(&mut self, decision: Continue) -> Action {
-        apply_header_edits(&decision);
+        apply_edits(&decision.headers, decision.route_changed);
         self.settle_verdict(decision.verdict);
         Action::Continue
     }
@@ -150,20 +151,25 @@ impl HttpFilter {
     }
 
     /// Decide on the complete body of a request whose headers asked for it.
+    ///
+    /// `headers_editable` is true only while the request headers are still held (a request
+    /// that ended with its headers); afterwards Envoy no longer lets a filter change them.
     fn decide_body(
         &mut self,
         configured: &Configured,
         pending: &PendingRequest,
         body: &[u8],
+        headers_editable: bool,
     ) -> Action {
         let now = current_time();
         match configured
             .policies
             .on_request_body(pending, body, now, &HostSharedData)
         {
+            BodyDecision::Continue(decision) if headers_editable => self.forward(decision),
             BodyDecision::Continue(decision) => {
                 if !decision.headers.is_empty() {
-                    // Envoy forwards the request headers before the body arrives and no
+                    // Envoy forwarded the request headers before the body arrived and no
                     // longer lets a filter change them (see `crate::body`).
                     warn!("modelgate: header edits decided on the body cannot be applied");
                 }
@@ -189,7 +195,7 @@ impl HttpFilter {
                 return self.fault(&format!("cannot read the request body: {status:?}"));
             }
         };
-        self.decide_body(configured, pending, &body)
+        self.decide_body(configured, pending, &body, false)
     }
 }
 
@@ -223,7 +229,7 @@ impl HttpContext for HttpFilter {
                 apply_edits(&need.headers, need.route_changed);
                 if end_of_stream {
                     // No body will come: decide on the empty one while headers can still change.
-                    self.decide_body(&configured, &need.pending, &[])
+                    self.decide_body(&configured, &need.pending, &[], true)
                 } else {
                     self.phase = Phase::Buffering {
                         pending: need.pending,
@@ -285,12 +291,6 @@ impl HttpContext for HttpFilter {
             }
         }
     }
-}
-
-/// Apply a forward decision's header edits: removals first, then sets (each replacing every
-/// existing value), then ask the host to re-match the route if the routing header changed.
-fn apply_header_edits(decision: &Continue) {
-    apply_edits(&decision.headers, decision.route_changed);
 }
 
 /// Remove, then set, request headers; recompute the route when the routing header changed.

@@ -782,3 +782,50 @@ async fn v2_infer_bodies_are_validated() {
     assert_eq!(reply.status, 400);
     assert!(json_body(&reply)["error"].is_string());
 }
+
+#[tokio::test]
+async fn a_predict_without_a_body_is_decided_at_the_headers_not_left_waiting() {
+    let chain = chain(&base_config(), 1);
+    let auth = bearer(&token("alice", "models:iris"));
+    let reply = send(
+        &chain,
+        "POST",
+        "/v1/models/sklearn-iris:predict",
+        &[("authorization", auth.as_bytes())],
+        &[],
+    )
+    .await
+    .replied();
+    assert_eq!(reply.status, 400);
+    assert!(json_body(&reply)["error"].is_string());
+}
+
+#[tokio::test]
+async fn a_body_routed_request_cannot_bring_its_own_routing_header() {
+    // Envoy fixes the route and the upstream request headers when the header phase continues,
+    // so a model named in the body cannot set the routing header; what must still hold is
+    // that a client's own routing header never reaches the router.
+    let mut config = base_config();
+    config["routing"] = json!({
+        "bodyModel": { "field": "model", "paths": ["/openai/v1/chat/completions"] }
+    });
+    let chain = chain(&config, 1);
+    let auth = bearer(&token("alice", "models:iris"));
+    let answer = post(
+        &chain,
+        "/openai/v1/chat/completions",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("x-gateway-model-name", b"sklearn-wine"),
+        ],
+        br#"{"model": "sklearn-iris", "messages": []}"#,
+    )
+    .await;
+    let (headers, _, _) = answer.forwarded();
+    assert_eq!(
+        header(&headers, "x-gateway-model-name"),
+        None,
+        "the client's routing header reached the router"
+    );
+    assert_eq!(header(&headers, "x-user-id"), Some("alice"));
+}
