@@ -5,9 +5,11 @@
 //! an ordered chain of plugins. The gateway (`modelgate-host`) uses it only through the types
 //! re-exported here: [`Runtime`], [`FilterChain`] and [`ChainStream`].
 //!
-//! Inside: `engine` (one `Engine`, `Linker`, epoch ticker, `InstancePre` per module), `vm`
-//! (one `Store` per VM, start-up, deadline-bounded guest calls), `abi` (every host function),
-//! `plugin` (VMs of a plugin and their rebuild after a failure), `stream` (the chain).
+//! Inside: `engine` (the process's one `Engine` and `Linker`, the epoch ticker, one
+//! `InstancePre` per module), `vm` (one `Store` per VM, start-up, deadline-bounded guest
+//! calls), `abi` (every host function), `context` (a stream's state inside a VM), `shared`
+//! (shared data and queues), `metrics`, `plugin` (the VMs of a plugin and their rebuild after
+//! a failure), `stream` (the chain), `header_map` (maps and the pairs wire format).
 
 mod abi;
 mod context;

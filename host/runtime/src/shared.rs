@@ -135,3 +135,44 @@ impl Queues {
         queue.items.pop_front().ok_or(Status::Empty)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cas_versions_start_at_one_and_stale_ones_are_refused() {
+        let data = SharedData::default();
+        assert_eq!(data.get("vm", b"k"), None);
+        // A non-zero CAS on a missing key is no conflict: there is nothing to compare with.
+        data.set("vm", b"k", b"1".to_vec(), 99).unwrap();
+        let (_, first) = data.get("vm", b"k").unwrap();
+        assert_eq!(first, 1);
+        data.set("vm", b"k", b"2".to_vec(), first).unwrap();
+        assert_eq!(
+            data.set("vm", b"k", b"3".to_vec(), first),
+            Err(Status::CasMismatch)
+        );
+        data.set("vm", b"k", b"4".to_vec(), 0).unwrap();
+        assert_eq!(data.get("vm", b"k").unwrap().0, b"4");
+        assert_eq!(data.get("other-vm", b"k"), None, "one namespace per vm_id");
+    }
+
+    #[test]
+    fn queues_resolve_by_vm_id_and_name_and_report_empty() {
+        let queues = Queues::default();
+        let owner = || QueueOwner {
+            cell: Weak::new(),
+            generation: 0,
+        };
+        let token = queues.register("vm", "q", owner());
+        assert_ne!(token, 0);
+        assert_eq!(queues.register("vm", "q", owner()), token);
+        assert_eq!(queues.resolve("vm", "q"), Some(token));
+        assert_eq!(queues.resolve("vm", "other"), None);
+        assert_eq!(queues.dequeue(token), Err(Status::Empty));
+        queues.enqueue(token, b"x".to_vec()).unwrap();
+        assert_eq!(queues.dequeue(token), Ok(b"x".to_vec()));
+        assert_eq!(queues.dequeue(token + 1), Err(Status::NotFound));
+    }
+}
