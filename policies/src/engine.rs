@@ -72,11 +72,10 @@ enum Stage {
         binary_header: Option<String>,
         forward: Continue,
     },
-    /// The model comes from the body: route, authorize and rate limit after it.
+    /// The model comes from the body: authorize and rate limit once it is known.
     BodyModel {
         identity: Option<Arc<Identity>>,
         limit_key: String,
-        edits: HeaderEdits,
     },
 }
 
@@ -138,11 +137,11 @@ impl Engine {
                     _ => return self.unknown(name, edits),
                 };
                 let key = self.limit_key(request, identity.as_deref());
-                let shadow_limited =
-                    match self.admit(id, identity.as_deref(), &key, now, store, &mut edits) {
-                        Ok(shadow_limited) => shadow_limited,
-                        Err(reply) => return HeadersDecision::Reply(reply),
-                    };
+                let shadow_limited = match self.admit(id, identity.as_deref(), &key, now, store) {
+                    Ok(shadow_limited) => shadow_limited,
+                    Err(reply) => return HeadersDecision::Reply(reply),
+                };
+                self.set_key_header(&mut edits, key);
                 let forward = self.forward(id, edits, shadow_limited);
                 let needs_body = request.method == "POST"
                     && matches!(
@@ -162,18 +161,20 @@ impl Engine {
                     .as_ref()
                     .is_some_and(|b| request.method == "POST" && b.paths.iter().any(|p| p == path));
                 if by_body {
+                    // Every edit that does not depend on the model applies now; the route was
+                    // chosen by path (Envoy fixes it when the header phase continues), and the
+                    // body's model decides authorization and quota.
                     let limit_key = self.limit_key(request, identity.as_deref());
-                    // The model, and so every edit, is known only once the body is in.
+                    self.set_key_header(&mut edits, limit_key.clone());
                     return HeadersDecision::NeedBody(NeedBody {
                         max_bytes: self.max_body_bytes,
-                        headers: HeaderEdits::default(),
-                        route_changed: false,
+                        route_changed: edits.remove.contains(&self.routing_header),
+                        headers: edits,
                         pending: PendingRequest(Pending {
                             max_bytes: self.max_body_bytes,
                             stage: Stage::BodyModel {
                                 identity,
                                 limit_key,
-                                edits,
                             },
                         }),
                     });
@@ -220,7 +221,6 @@ impl Engine {
             Stage::BodyModel {
                 identity,
                 limit_key,
-                edits,
             } => {
                 let Some(field) = self.body_model.as_ref().map(|b| b.field.as_str()) else {
                     return BodyDecision::Reply(reply::internal_fault(None));
@@ -229,9 +229,8 @@ impl Engine {
                     Ok(name) => name,
                     Err(message) => return BodyDecision::Reply(reply::invalid(&message, None)),
                 };
-                let mut edits = edits.clone();
                 let Some(id) = self.models.lookup(&name) else {
-                    return match self.unknown(&name, edits) {
+                    return match self.unknown(&name, HeaderEdits::default()) {
                         HeadersDecision::Continue(c) => BodyDecision::Continue(c),
                         HeadersDecision::Reply(r) => BodyDecision::Reply(r),
                         HeadersDecision::NeedBody(_) => {
@@ -240,9 +239,16 @@ impl Engine {
                     };
                 };
                 let now = since_epoch(now);
-                match self.admit(id, identity.as_deref(), limit_key, now, store, &mut edits) {
+                match self.admit(id, identity.as_deref(), limit_key, now, store) {
                     Ok(shadow_limited) => {
-                        BodyDecision::Continue(self.forward(id, edits, shadow_limited))
+                        let name = Arc::clone(&self.models.get(id).name);
+                        let mut verdict = Verdict::new(Some(name), Outcome::Allowed);
+                        verdict.shadow_rate_limited = shadow_limited;
+                        BodyDecision::Continue(Continue {
+                            headers: HeaderEdits::default(),
+                            route_changed: false,
+                            verdict,
+                        })
                     }
                     Err(reply) => BodyDecision::Reply(reply),
                 }
@@ -349,7 +355,14 @@ impl Engine {
         }
     }
 
-    /// Authorize and rate limit a caller for a model; adds the limit-key header on success.
+    /// Set the limit-key header (for Envoy Gateway's global rate limit) when configured.
+    fn set_key_header(&self, edits: &mut HeaderEdits, key: String) {
+        if let Some(h) = &self.key_header {
+            edits.set.push((Arc::clone(h), key));
+        }
+    }
+
+    /// Authorize and rate limit a caller for a model.
     /// `Ok(true)` means over quota but let through by shadow mode.
     fn admit(
         &self,
@@ -358,7 +371,6 @@ impl Engine {
         key: &str,
         now: Duration,
         store: &dyn SharedStore,
-        edits: &mut HeaderEdits,
     ) -> Result<bool, Reply> {
         let model = self.models.get(id);
         if let Err(denied) = model.requirements.check(identity) {
@@ -370,9 +382,6 @@ impl Engine {
                 model.requirements.scopes(),
                 Arc::clone(&model.name),
             ));
-        }
-        if let Some(h) = &self.key_header {
-            edits.set.push((Arc::clone(h), key.to_owned()));
         }
         let Some(quota) = &model.quota else {
             return Ok(false);

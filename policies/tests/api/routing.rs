@@ -1,7 +1,7 @@
 //! Routing through the API: routing header, aliases, unknown models, listing, odd paths,
 //! body-model routing.
 
-use modelgate_policies::{HeadersDecision, MemoryStore, Outcome};
+use modelgate_policies::{BodyDecision, HeadersDecision, MemoryStore, Outcome};
 use serde_json::json;
 
 use crate::support::{IRIS_BODY, NOW, Req, at, base_config, policies, set_header, token};
@@ -219,8 +219,45 @@ fn routes_by_the_body_model_field_and_authorizes_after_it() {
             .send(&p, body.as_bytes(), at(NOW), &store)
     };
     let c = chat("models:iris", r#"{"messages": [], "model": "iris"}"#).unwrap();
-    assert_eq!(set_header(&c, "x-gateway-model-name"), Some("sklearn-iris"));
     assert_eq!(c.verdict.model.as_deref(), Some("sklearn-iris"));
+    // The route was fixed by path when the headers went on: no routing header is set, and
+    // everything that does not depend on the model was applied at header time.
+    assert_eq!(set_header(&c, "x-gateway-model-name"), None);
+    let req = Req::post("/openai/v1/chat/completions")
+        .bearer(&token("alice", "models:iris"))
+        .header("x-gateway-model-name", "sklearn-wine");
+    let HeadersDecision::NeedBody(need) = req.headers_decision(&p, at(NOW), &MemoryStore::new())
+    else {
+        panic!("body routing must buffer the body");
+    };
+    assert!(need.route_changed);
+    assert!(
+        need.headers
+            .remove
+            .iter()
+            .any(|h| &**h == "x-gateway-model-name")
+    );
+    assert!(
+        need.headers
+            .set
+            .iter()
+            .any(|(h, v)| &**h == "x-user-id" && v == "alice")
+    );
+    assert!(
+        need.headers
+            .set
+            .iter()
+            .any(|(h, v)| &**h == "x-ratelimit-key" && v == "alice")
+    );
+    let BodyDecision::Continue(after) = p.on_request_body(
+        &need.pending,
+        br#"{"model": "iris"}"#,
+        at(NOW),
+        &MemoryStore::new(),
+    ) else {
+        panic!("an allowed body must continue");
+    };
+    assert!(after.headers.is_empty());
     assert_eq!(
         chat("models:iris", r#"{"model": "sklearn-wine"}"#)
             .unwrap_err()
