@@ -829,3 +829,63 @@ async fn a_body_routed_request_cannot_bring_its_own_routing_header() {
     );
     assert_eq!(header(&headers, "x-user-id"), Some("alice"));
 }
+
+/// Headers, one body chunk without end of stream, then trailers.
+async fn send_with_trailers(chain: &FilterChain, path: &str, auth: &str, body: &[u8]) -> Flow {
+    let mut stream = chain.stream(stream_info());
+    let mut headers = request_headers(
+        "POST",
+        path,
+        &[
+            ("authorization", auth.as_bytes()),
+            ("content-type", b"application/json"),
+        ],
+    );
+    let flow = stream.request_headers(&mut headers, false).await;
+    assert!(matches!(flow, Flow::Continue), "headers: {flow:?}");
+    let mut buffered = body.to_vec();
+    let flow = stream.request_body(&mut buffered, false).await;
+    assert!(matches!(flow, Flow::StopAndBuffer), "body: {flow:?}");
+    let mut trailers: Headers = vec![("x-checksum".into(), b"0".to_vec())];
+    let flow = stream.request_trailers(&mut trailers).await;
+    stream.finish();
+    flow
+}
+
+#[tokio::test]
+async fn a_body_ending_in_trailers_is_decided_at_the_trailers() {
+    let chain = chain(&base_config(), 1);
+    let auth = bearer(&token("alice", "models:iris"));
+    let path = "/v1/models/sklearn-iris:predict";
+    let flow = send_with_trailers(&chain, path, &auth, br#"{"instances": [[1, 2, 3, 4]]}"#).await;
+    assert!(matches!(flow, Flow::Continue), "valid body: {flow:?}");
+    let flow = send_with_trailers(&chain, path, &auth, br#"{"instances": [[1, 2]]}"#).await;
+    let Flow::LocalReply(reply) = flow else {
+        panic!("invalid body ending in trailers: {flow:?}");
+    };
+    assert_eq!(reply.status, 400);
+}
+
+#[tokio::test]
+async fn requests_naming_no_configured_model_are_counted_under_none() {
+    // Unknown names must not become metrics (clients would create them at will).
+    let chain = chain(&base_config(), 1);
+    let auth = bearer(&token("alice", "models:iris"));
+    let before = counter("modelgate.requests.model._none.outcome.unknown_model");
+    let made_up = "/v1/models/made-up-model-for-metrics";
+    let reply = get(&chain, made_up, &[("authorization", auth.as_bytes())])
+        .await
+        .replied();
+    assert_eq!(reply.status, 404);
+    assert!(
+        counter("modelgate.requests.model._none.outcome.unknown_model") > before,
+        "the unknown-model request was not counted"
+    );
+    assert!(
+        runtime()
+            .metrics()
+            .iter()
+            .all(|m| !m.name.contains("made-up-model-for-metrics")),
+        "a metric was created for a client-chosen name"
+    );
+}
