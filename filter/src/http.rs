@@ -63,6 +63,8 @@ pub(crate) struct HttpFilter {
     started: Option<SystemTime>,
     /// Model (canonical, when known) and outcome once decided, for metrics.
     verdict: Option<(Option<Arc<str>>, Outcome)>,
+    /// Over quota, but let through by shadow mode.
+    shadow_rate_limited: bool,
 }
 
 impl HttpFilter {
@@ -72,6 +74,7 @@ impl HttpFilter {
             phase: Phase::Headers,
             started: None,
             verdict: None,
+            shadow_rate_limited: false,
         }
     }
 
@@ -137,6 +140,7 @@ impl HttpFilter {
     }
 
     fn settle_verdict(&mut self, verdict: Verdict) {
+        self.shadow_rate_limited |= verdict.shadow_rate_limited;
         self.settle(verdict.model, verdict.outcome);
     }
 
@@ -283,6 +287,13 @@ impl HttpContext for HttpFilter {
             && let Err(status) = hostcalls::increment_metric(id, 1)
         {
             debug!("modelgate: cannot count the request: {status:?}");
+        }
+        if self.shadow_rate_limited
+            && let Some((Some(model), _)) = &self.verdict
+            && let Some(id) = metrics.shadow_rate_limited(model)
+            && let Err(status) = hostcalls::increment_metric(id, 1)
+        {
+            debug!("modelgate: cannot count the shadow-mode hit: {status:?}");
         }
         if let Some(started) = self.started {
             let elapsed = duration_ms(started, current_time());

@@ -6,6 +6,8 @@
 //!   outcome, plus model `_none` for requests that name no known model (the model listing, an
 //!   unknown model). Unknown names never become metrics: a client could otherwise create one
 //!   metric per made-up model name.
+//! - `modelgate.shadow_rate_limited.model.<model>`: a counter per configured model of the
+//!   requests over quota that shadow mode let through (counted as `allowed` above).
 //! - `modelgate.request.duration_ms`: a histogram of the time from the request headers to the
 //!   end of the stream, in milliseconds (the unit Envoy's default histogram buckets assume).
 //!
@@ -32,6 +34,11 @@ pub(crate) fn requests_metric_name(model: &str, outcome: Outcome) -> String {
     )
 }
 
+/// The name of the shadow-mode counter for `model`.
+pub(crate) fn shadow_metric_name(model: &str) -> String {
+    format!("modelgate.shadow_rate_limited.model.{}", label(model))
+}
+
 /// A model name as a name segment: `.` separates segments, so it (and anything Envoy's tag
 /// regexes or Prometheus could trip on) becomes `_`.
 fn label(model: &str) -> String {
@@ -54,12 +61,15 @@ pub(crate) struct Metrics {
     models: Vec<Box<str>>,
     /// Counter ids, `Outcome::ALL.len()` per model in `models` order, then the `_none` row.
     requests: Vec<u32>,
+    /// Shadow-mode counter ids, one per model in `models` order.
+    shadow: Vec<u32>,
     duration: u32,
 }
 
 impl Metrics {
     /// Define every metric through `define` (`proxy_wasm::hostcalls::define_metric` in the
-    /// filter): a counter per model (and `_none`) and outcome, and the duration histogram.
+    /// filter): a counter per model (and `_none`) and outcome, a shadow-mode counter per
+    /// model, and the duration histogram.
     pub(crate) fn define<'a>(
         models: impl IntoIterator<Item = &'a str>,
         mut define: impl FnMut(MetricType, &str) -> Result<u32, Status>,
@@ -76,28 +86,40 @@ impl Metrics {
                 )?);
             }
         }
+        let shadow = models
+            .iter()
+            .map(|model| define(MetricType::Counter, &shadow_metric_name(model)))
+            .collect::<Result<_, _>>()?;
         let duration = define(MetricType::Histogram, DURATION_METRIC)?;
         Ok(Self {
             models,
             requests,
+            shadow,
             duration,
         })
     }
 
     /// The counter for a request that ended with `outcome` for `model` (`None`: no known model).
     pub(crate) fn requests(&self, model: Option<&str>, outcome: Outcome) -> Option<u32> {
-        let row = match model {
-            Some(model) => self
-                .models
-                .binary_search_by(|known| known.as_ref().cmp(model))
-                // A model the configuration does not list is counted as `_none`.
-                .unwrap_or(self.models.len()),
-            None => self.models.len(),
-        };
+        // A model the configuration does not list is counted as `_none`.
+        let row = model
+            .and_then(|model| self.row(model))
+            .unwrap_or(self.models.len());
         let column = Outcome::ALL.iter().position(|o| *o == outcome)?;
         self.requests
             .get(row * Outcome::ALL.len() + column)
             .copied()
+    }
+
+    /// The shadow-mode counter of a configured `model`.
+    pub(crate) fn shadow_rate_limited(&self, model: &str) -> Option<u32> {
+        self.shadow.get(self.row(model)?).copied()
+    }
+
+    fn row(&self, model: &str) -> Option<usize> {
+        self.models
+            .binary_search_by(|known| known.as_ref().cmp(model))
+            .ok()
     }
 
     /// The duration histogram.
@@ -143,13 +165,13 @@ mod tests {
     }
 
     #[test]
-    fn defines_a_counter_per_model_and_outcome_plus_none_and_one_histogram() {
+    fn defines_counters_per_model_and_outcome_plus_none_shadow_counters_and_one_histogram() {
         let (_, defined) = define_all(&["wine", "iris"]);
         let counters = defined
             .iter()
             .filter(|(kind, _)| *kind == MetricType::Counter)
             .count();
-        assert_eq!(counters, 3 * Outcome::ALL.len());
+        assert_eq!(counters, 3 * Outcome::ALL.len() + 2);
         let histograms: Vec<&str> = defined
             .iter()
             .filter(|(kind, _)| *kind == MetricType::Histogram)
@@ -178,6 +200,20 @@ mod tests {
             name_of(&defined, metrics.requests(None, Outcome::Allowed)),
             "modelgate.requests.model._none.outcome.allowed"
         );
+    }
+
+    #[test]
+    fn each_configured_model_has_a_shadow_mode_counter() {
+        let (metrics, defined) = define_all(&["wine", "iris"]);
+        assert_eq!(
+            name_of(&defined, metrics.shadow_rate_limited("iris")),
+            "modelgate.shadow_rate_limited.model.iris"
+        );
+        assert_eq!(
+            name_of(&defined, metrics.shadow_rate_limited("wine")),
+            "modelgate.shadow_rate_limited.model.wine"
+        );
+        assert_eq!(metrics.shadow_rate_limited("made-up"), None);
     }
 
     #[test]

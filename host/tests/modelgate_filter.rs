@@ -889,3 +889,32 @@ async fn requests_naming_no_configured_model_are_counted_under_none() {
         "a metric was created for a client-chosen name"
     );
 }
+
+#[tokio::test]
+async fn shadow_mode_lets_requests_over_quota_through_and_counts_them() {
+    let mut config = base_config();
+    config["rateLimit"] = json!({ "shadow": true });
+    config["models"]["shadow-model"] = json!({
+        "requiredScopes": ["models:shadow"],
+        "rateLimit": { "requestsPerMinute": 1, "burst": 1 }
+    });
+    let chain = chain(&config, 2);
+    let auth = bearer(&token("dave", "models:shadow"));
+    for _ in 0..3 {
+        get(
+            &chain,
+            "/v1/models/shadow-model",
+            &[("authorization", auth.as_bytes())],
+        )
+        .await
+        .forwarded();
+    }
+    assert_eq!(
+        counter("modelgate.requests.model.shadow-model.outcome.allowed"),
+        3
+    );
+    assert_eq!(
+        counter("modelgate.shadow_rate_limited.model.shadow-model"),
+        2
+    );
+}
