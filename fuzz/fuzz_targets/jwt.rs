@@ -16,7 +16,13 @@ fuzz_target!(|data: &[u8]| {
     // Unsigned material: whatever it is, it must not be let through.
     let raw = String::from_utf8_lossy(data);
     let authorization = format!("Bearer {raw}");
-    let decision = headers(policies, &store, "GET", path, &[("authorization", &authorization)]);
+    let decision = headers(
+        policies,
+        &store,
+        "GET",
+        path,
+        &[("authorization", &authorization)],
+    );
     assert!(
         !matches!(decision, HeadersDecision::Continue(_)),
         "a token not signed with the configured key passed: {raw:?}"
@@ -29,5 +35,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let token = signed_token(header, claims);
     let authorization = format!("Bearer {token}");
-    headers(policies, &store, "GET", path, &[("authorization", &authorization)]);
+    headers(
+        policies,
+        &store,
+        "GET",
+        path,
+        &[("authorization", &authorization)],
+    );
 });

@@ -9,5 +9,10 @@ use modelgate_fuzz::{open_policies, with_body};
 fuzz_target!(|data: &[u8]| {
     let policies = open_policies();
     with_body(policies, "POST", "/v2/models/sklearn-iris/infer", data);
-    with_body(policies, "POST", "/v2/models/sklearn-wine/versions/1/infer", data);
+    with_body(
+        policies,
+        "POST",
+        "/v2/models/sklearn-wine/versions/1/infer",
+        data,
+    );
 });
