@@ -21,9 +21,13 @@ class Stack:
         pool: PortPool,
         extra_filters: list[dict] | None = None,
         killable_iris_b: bool = False,
+        kserve_catch_all: bool = False,
     ):
         """`killable_iris_b` runs the second iris replica as its own process (`replica`),
-        which a test can SIGKILL; it records nothing, unlike the in-process upstreams."""
+        which a test can SIGKILL; it records nothing, unlike the in-process upstreams.
+        `kserve_catch_all` adds, last, the route KServe generates for an InferenceService
+        (every path to the iris predictor), so that what the filter forwards without naming
+        a model reaches an upstream as it would in such a cluster."""
         self.workdir = workdir
         self.keys = keys
         models = [configs.IRIS, configs.WINE]
@@ -60,6 +64,8 @@ class Stack:
         config = configs.host_config(
             port, admin, clusters, self.filters, model_clusters, never_eject=frozenset({"reset", "midbody", "bad-response"})
         )
+        if kserve_catch_all:
+            config["routes"].append({"name": "kserve-catch-all", "match": {"prefix": "/"}, "cluster": "iris"})
         # A TLS listener beside the plain one, for the handshake cases.
         workdir.mkdir(parents=True, exist_ok=True)
         cert, key = certs.write_self_signed(workdir)
