@@ -45,9 +45,11 @@ for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     seeds=()
     [[ -d "seeds/$target" ]] && seeds=("seeds/$target")
-    # -timeout: an input that takes 10 s is a hang; -rss_limit_mb bounds memory on a shared box.
+    # -dict: JSON/KServe/JWT vocabulary; -timeout: an input that takes 10 s is a hang;
+    # -rss_limit_mb bounds memory on a shared box.
     if cargo +nightly fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        -dict=json.dict -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 \
         >"$logs/$target" 2>&1; then
         result=ok
     else
