@@ -224,12 +224,21 @@ def request_set(config: dict, key: rsa.RSAPrivateKey) -> list[tuple[str, str, st
         ("not json", "POST", "/v1/models/sklearn-iris:predict", {"authorization": f"Bearer {iris}", **json_ct}, b"{instances"),
         ("client-set routing header", "POST", "/v1/models/nope:predict",
          {"authorization": f"Bearer {iris}", "x-gateway-model-name": "sklearn-iris", **json_ct}, good),
+        ("model repository", "POST", "/v2/repository/models/sklearn-iris/unload", {"authorization": f"Bearer {iris}"}, b""),
+    ]
+
+
+def model_routes(model: str) -> list[dict]:
+    """The rules of deploy/kserve/httproute-<model>.yaml: the model's V1/V2 paths, and only
+    with the header the filter sets (the explainer rule is left out: no explainer here)."""
+    header = [{"name": "x-gateway-model-name", "exact": model}]
+    return [
+        {"name": f"{model}{prefix}", "match": {"prefix": prefix, "headers": header}, "cluster": model}
+        for prefix in ("/v1/models", "/v2/models")
     ]
 
 
 def host_config(tmp: Path, name: str, filter_source: dict, upstream_port: int, listener: int, admin: int) -> Path:
-    """Routes as deploy/kserve/ has them: by the header the filter sets, per model."""
-    by_model = lambda model: [{"name": "x-gateway-model-name", "exact": model}]  # noqa: E731
     config = {
         "version": 1,
         "listeners": [{"address": f"127.0.0.1:{listener}", "healthPath": None}],
@@ -238,10 +247,7 @@ def host_config(tmp: Path, name: str, filter_source: dict, upstream_port: int, l
             {"name": "sklearn-iris", "endpoints": [f"127.0.0.1:{upstream_port}"]},
             {"name": "sklearn-wine", "endpoints": [f"127.0.0.1:{upstream_port}"]},
         ],
-        "routes": [
-            {"name": "sklearn-iris", "match": {"prefix": "/", "headers": by_model("sklearn-iris")}, "cluster": "sklearn-iris"},
-            {"name": "sklearn-wine", "match": {"prefix": "/", "headers": by_model("sklearn-wine")}, "cluster": "sklearn-wine"},
-        ],
+        "routes": model_routes("sklearn-iris") + model_routes("sklearn-wine"),
         "filters": [{"name": "modelgate", "wasm": str(WASM), "vmCount": 2, **filter_source}],
         "accessLog": {"enabled": False},
         "reload": {"watch": False},
@@ -360,6 +366,9 @@ def test_policy_with_test_keys_decides_alike_from_the_manifest_and_inline(host_b
         "wrong feature count": 400,
         "not json": 400,
         "client-set routing header": 404,
+        # Names no model the way the filter routes, so no model route matches (the gateway's
+        # 404; in the cluster, the fallback route's).
+        "model repository": 404,
     }
     assert decided["unknown model"][1] == {"error": "Model with name nope does not exist."}
     assert decided["wrong feature count"][1] == {"error": "instances[0]: expected 4 features, got 3"}
