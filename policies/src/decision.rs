@@ -91,6 +91,15 @@ impl HeaderEdits {
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.set.is_empty()
     }
+
+    /// Drop removals of headers that are also set: a set replaces every value already, so the
+    /// removal would only cost the adapter one more host call.
+    pub(crate) fn without_redundant_removals(mut self) -> Self {
+        let set = &self.set;
+        self.remove
+            .retain(|name| !set.iter().any(|(s, _)| s == name));
+        self
+    }
 }
 
 /// Forward the request upstream after applying `headers`.

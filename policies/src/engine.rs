@@ -169,7 +169,7 @@ impl Engine {
                     return HeadersDecision::NeedBody(NeedBody {
                         max_bytes: self.max_body_bytes,
                         route_changed: edits.remove.contains(&self.routing_header),
-                        headers: edits,
+                        headers: edits.without_redundant_removals(),
                         pending: PendingRequest(Pending {
                             max_bytes: self.max_body_bytes,
                             stage: Stage::BodyModel {
@@ -180,8 +180,8 @@ impl Engine {
                     });
                 }
                 HeadersDecision::Continue(Continue {
-                    route_changed: !edits.remove.is_empty(),
-                    headers: edits,
+                    route_changed: edits.remove.contains(&self.routing_header),
+                    headers: edits.without_redundant_removals(),
                     verdict: Verdict::new(None, Outcome::Allowed),
                 })
             }
@@ -349,7 +349,7 @@ impl Engine {
             UnknownModel::Reject => HeadersDecision::Reply(reply::unknown_model(name)),
             UnknownModel::PassThrough => HeadersDecision::Continue(Continue {
                 route_changed: edits.remove.contains(&self.routing_header),
-                headers: edits,
+                headers: edits.without_redundant_removals(),
                 verdict: Verdict::new(None, Outcome::UnknownModel),
             }),
         }
@@ -425,7 +425,7 @@ impl Engine {
         let mut verdict = Verdict::new(Some(name), Outcome::Allowed);
         verdict.shadow_rate_limited = shadow_limited;
         Continue {
-            headers: edits,
+            headers: edits.without_redundant_removals(),
             route_changed: true,
             verdict,
         }

@@ -338,9 +338,21 @@ fn forwards_claims_and_replaces_client_supplied_copies() {
     let c = req
         .send(&p, IRIS_BODY, at(NOW), &MemoryStore::new())
         .unwrap();
-    assert!(c.headers.remove.iter().any(|h| &**h == "x-user-id"));
-    assert!(c.headers.remove.iter().any(|h| &**h == "authorization"));
+    // A set replaces the client's value; no separate removal is asked for.
     assert_eq!(set_header(&c, "x-user-id"), Some("alice"));
+    assert!(!c.headers.remove.iter().any(|h| &**h == "x-user-id"));
+    assert!(c.headers.remove.iter().any(|h| &**h == "authorization"));
+
+    // A token without the claim: the client's copy is removed, nothing is set.
+    let mut no_sub = claims("alice", SCOPE);
+    no_sub.as_object_mut().unwrap().remove("sub");
+    let t = mint(Algorithm::RS256, Some("rsa"), &rsa(), &no_sub);
+    let req = Req::post(PREDICT).bearer(&t).header("x-user-id", "admin");
+    let c = req
+        .send(&p, IRIS_BODY, at(NOW), &MemoryStore::new())
+        .unwrap();
+    assert_eq!(set_header(&c, "x-user-id"), None);
+    assert!(c.headers.remove.iter().any(|h| &**h == "x-user-id"));
 }
 
 #[test]

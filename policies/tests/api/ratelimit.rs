@@ -85,8 +85,15 @@ fn sets_the_key_header_for_global_limits() {
     let p = policies(&base_config());
     let req = iris("alice").header("x-ratelimit-key", "spoofed");
     let c = req.send(&p, b"", at(NOW), &MemoryStore::new()).unwrap();
-    assert!(c.headers.remove.iter().any(|h| &**h == "x-ratelimit-key"));
     assert_eq!(set_header(&c, "x-ratelimit-key"), Some("alice"));
+    // Requests for no model carry no key, and the client's copy is removed.
+    let other = Req::get("/")
+        .bearer(&token("alice", ""))
+        .header("x-ratelimit-key", "spoofed");
+    let c = other.send(&p, b"", at(NOW), &MemoryStore::new()).unwrap();
+    assert_eq!(set_header(&c, "x-ratelimit-key"), None);
+    assert!(c.headers.remove.iter().any(|h| &**h == "x-ratelimit-key"));
+    assert!(!c.route_changed);
 }
 
 #[test]
