@@ -246,3 +246,32 @@ def test_istio_plugin_loads_the_same_image_as_the_policy():
     assert plugin["spec"]["url"] == f"oci://{image['url']}"
     assert plugin["spec"]["sha256"] == image["sha256"]
     assert plugin["spec"]["pluginName"] == wasm_entry(OCI_EEP)["rootID"]
+
+
+def envoy_tags(name: str, extractors: list[dict]) -> tuple[str, dict[str, str]]:
+    """Envoy's regex tag extraction: each extractor matches the original name; its first group
+    is cut from the name and its second group is the tag's value."""
+    cuts, tags = [], {}
+    for extractor in extractors:
+        match = re.search(extractor["regex"], name)
+        if match:
+            cuts.append(match.span(1))
+            tags[extractor["tag_name"]] = match.group(2)
+    for start, end in sorted(cuts, reverse=True):
+        name = name[:start] + name[end:]
+    return name, tags
+
+
+def test_stats_tags_turn_the_filter_metric_names_into_model_and_outcome_labels():
+    proxy = one("EnvoyProxy", "modelgate-proxy")
+    patches = proxy["spec"]["bootstrap"]["jsonPatches"]
+    assert {p["path"] for p in patches} == {"/stats_config/stats_tags/-"}
+    extractors = [p["value"] for p in patches]
+    # Metric names as filter/src/metrics.rs defines them, with Envoy's `wasmcustom.` prefix.
+    outcomes = ["allowed", "unauthenticated", "forbidden", "rate_limited", "invalid", "unknown_model", "internal_error"]
+    for model in [*filter_config()["models"], "_none"]:
+        for outcome in outcomes:
+            name = f"wasmcustom.modelgate.requests.model.{model}.outcome.{outcome}"
+            assert envoy_tags(name, extractors) == ("wasmcustom.modelgate.requests", {"model": model, "outcome": outcome})
+    for untagged in ("wasmcustom.modelgate.request.duration_ms", "wasmcustom.modelgate.shadow_rate_limited.model.sklearn-iris"):
+        assert envoy_tags(untagged, extractors) == (untagged, {})
