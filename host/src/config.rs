@@ -33,6 +33,10 @@ pub struct Config {
     /// (Envoy's per-connection buffer limit): 413 (request) or 500 (response) past it.
     #[serde(default = "default_buffer_limit")]
     pub buffer_limit: ByteSize,
+    /// Deadline for receiving the whole request and passing it through the request filters
+    /// (a slow client, or a filter that never resumes): 408 past it, as Envoy's request timeout.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: ConfigDuration,
     /// How long SIGTERM waits for in-flight requests before exiting anyway.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: ConfigDuration,
@@ -305,6 +309,9 @@ impl Default for ReloadConfig {
 
 fn default_buffer_limit() -> ByteSize {
     ByteSize(1 << 20)
+}
+fn default_request_timeout() -> ConfigDuration {
+    ConfigDuration::from_millis(300_000)
 }
 fn default_drain_timeout() -> ConfigDuration {
     ConfigDuration::from_millis(10_000)

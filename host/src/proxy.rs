@@ -118,7 +118,6 @@ struct Exchange {
 /// Why the request body stopped.
 enum BodyError {
     Reply(LocalReply),
-    TooLarge,
     Client(hyper::Error),
 }
 
@@ -137,7 +136,6 @@ enum RequestBody {
 struct RequestPump {
     body: Incoming,
     pending: Vec<u8>,
-    limit: usize,
     finished: bool,
 }
 
@@ -221,7 +219,6 @@ impl RequestPump {
             Flow::Continue => Ok(Some(std::mem::take(&mut self.pending).into())),
             // At the end of the stream there is nothing more to wait for.
             Flow::StopAndBuffer if end => Ok(Some(std::mem::take(&mut self.pending).into())),
-            Flow::StopAndBuffer if self.pending.len() > self.limit => Err(BodyError::TooLarge),
             Flow::StopAndBuffer => Ok(None),
             Flow::LocalReply(reply) => Err(BodyError::Reply(reply)),
         }
@@ -273,13 +270,28 @@ impl Exchange {
         self.log.request_id = request_id;
         // Envoy picks the route before the filters run and re-picks it when they clear the cache.
         let mut route = self.snapshot.routes.position(&request_headers);
+        let limit = self.snapshot.config.request_timeout.0;
+        let phase = self.request_phase(&mut request_headers, body, &mut route);
+        match tokio::time::timeout(limit, phase).await {
+            Ok(Ok(body)) => self.dispatch(route, request_headers, body).await,
+            Ok(Err(error)) => self.body_error(error).await,
+            Err(_) => self.request_timed_out(),
+        }
+    }
+
+    /// Request headers and body through the filters, re-matching the route when they ask.
+    async fn request_phase(
+        &mut self,
+        request_headers: &mut Headers,
+        body: Incoming,
+        route: &mut Option<usize>,
+    ) -> Result<RequestBody, BodyError> {
         let end = body.is_end_stream();
-        if let Flow::LocalReply(reply) = self.chain.request_headers(&mut request_headers, end).await
-        {
-            return self.filter_reply(reply);
+        if let Flow::LocalReply(reply) = self.chain.request_headers(request_headers, end).await {
+            return Err(BodyError::Reply(reply));
         }
         if self.chain.take_route_cache_cleared() {
-            route = self.snapshot.routes.position(&request_headers);
+            *route = self.snapshot.routes.position(request_headers);
         }
         let body = if end {
             RequestBody::Complete {
@@ -287,15 +299,25 @@ impl Exchange {
                 trailers: None,
             }
         } else {
-            match self.read_body(body).await {
-                Ok(body) => body,
-                Err(e) => return self.body_error(e).await,
-            }
+            self.read_body(body).await?
         };
         if self.chain.take_route_cache_cleared() {
-            route = self.snapshot.routes.position(&request_headers);
+            *route = self.snapshot.routes.position(request_headers);
         }
-        self.dispatch(route, request_headers, body).await
+        Ok(body)
+    }
+
+    /// The client or a filter held the request past `requestTimeout` (Envoy's 408). The
+    /// filters are mid-callback, so the answer does not pass them again.
+    fn request_timed_out(mut self) -> Response<GatewayBody> {
+        self.log.detail = Some("request_timeout");
+        let response_headers = vec![
+            (":status".to_owned(), b"408".to_vec()),
+            ("content-type".to_owned(), b"application/json".to_vec()),
+        ];
+        let body = Bytes::from(json_error("request timeout"));
+        let size = body.len() as u64;
+        self.finish_response(&response_headers, ReplayBody::new(body, None).boxed(), size)
     }
 
     /// Buffers the request body through the filters until it ends or outgrows the limit.
@@ -304,7 +326,6 @@ impl Exchange {
         let mut pump = RequestPump {
             body,
             pending: Vec::new(),
-            limit,
             finished: false,
         };
         let mut released = Vec::new();
@@ -395,14 +416,6 @@ impl Exchange {
     async fn body_error(self, error: BodyError) -> Response<GatewayBody> {
         match error {
             BodyError::Reply(reply) => self.filter_reply(reply),
-            BodyError::TooLarge => {
-                self.gateway_reply(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body exceeds the buffer limit",
-                    "request_too_large",
-                )
-                .await
-            }
             BodyError::Client(e) => {
                 log::debug!("request {}: client body error: {e}", self.request_id);
                 self.gateway_reply(
@@ -539,7 +552,7 @@ impl Exchange {
         self.finish_response(
             &response_headers,
             ReplayBody::new(body.clone(), None).boxed(),
-            Some(body.len() as u64),
+            body.len() as u64,
         )
     }
 
@@ -550,7 +563,6 @@ impl Exchange {
         mut response_headers: Headers,
         source: ResponseSource,
     ) -> Response<GatewayBody> {
-        let limit = self.snapshot.config.buffer_limit.as_usize();
         let (mut body, deadline, in_flight) = match source {
             ResponseSource::Local(data) => {
                 return self.send_local_through_chain(response_headers, data).await;
@@ -622,13 +634,6 @@ impl Exchange {
                     first = std::mem::take(&mut pending).into();
                     done = true;
                 }
-                Flow::StopAndBuffer if pending.len() > limit => {
-                    return self.upstream_failed_before_headers(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "response body exceeds the buffer limit",
-                        "response_too_large",
-                    );
-                }
                 Flow::StopAndBuffer => {}
                 Flow::LocalReply(reply) => return self.filter_reply(reply),
             }
@@ -639,7 +644,7 @@ impl Exchange {
             return self.finish_response(
                 &response_headers,
                 ReplayBody::new(first, trailers).boxed(),
-                Some(size),
+                size,
             );
         }
         let (tx, channel) = ChannelBody::new();
@@ -665,11 +670,7 @@ impl Exchange {
         ];
         let body = Bytes::from(json_error(message));
         let size = body.len() as u64;
-        self.finish_response(
-            &response_headers,
-            ReplayBody::new(body, None).boxed(),
-            Some(size),
-        )
+        self.finish_response(&response_headers, ReplayBody::new(body, None).boxed(), size)
     }
 
     async fn send_local_through_chain(
@@ -690,11 +691,7 @@ impl Exchange {
         }
         let body = Bytes::from(body);
         let size = body.len() as u64;
-        self.finish_response(
-            &response_headers,
-            ReplayBody::new(body, None).boxed(),
-            Some(size),
-        )
+        self.finish_response(&response_headers, ReplayBody::new(body, None).boxed(), size)
     }
 
     /// The client response head: status from `:status`, headers, `x-request-id`.
@@ -715,15 +712,29 @@ impl Exchange {
         response
     }
 
+    /// Sends a response whose whole body is known. A `content-length` that no longer matches
+    /// (a filter changed the body) is corrected; HEAD, 204 and 304 answers keep theirs.
     fn finish_response(
         self,
         response_headers: &Headers,
         body: GatewayBody,
-        size: Option<u64>,
+        size: u64,
     ) -> Response<GatewayBody> {
-        let response = self.response_head(response_headers, body);
-        let status = response.status().as_u16();
-        self.complete(status, size.unwrap_or(0));
+        let mut response = self.response_head(response_headers, body);
+        let status = response.status();
+        let bodiless = self.log.method == "HEAD"
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        if !bodiless
+            && response
+                .headers()
+                .contains_key(hyper::header::CONTENT_LENGTH)
+        {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_LENGTH, size.into());
+        }
+        self.complete(status.as_u16(), size);
         response
     }
 
@@ -739,7 +750,6 @@ impl Exchange {
         in_flight: InFlight,
         tx: BodySender,
     ) {
-        let limit = self.snapshot.config.buffer_limit.as_usize();
         let mut sent = first.len() as u64;
         if tx.send(Ok(Frame::data(first))).await.is_err() {
             self.log.detail = Some("client_closed");
@@ -779,9 +789,10 @@ impl Exchange {
             let release = match flow {
                 Flow::Continue => true,
                 Flow::StopAndBuffer if end => true,
-                Flow::StopAndBuffer if pending.len() > limit => break Some("response_too_large"),
                 Flow::StopAndBuffer => false,
-                Flow::LocalReply(_) => break Some("filter_reply_after_headers"),
+                // Too late for another answer: the head is gone (this is also how the
+                // runtime's 500 for a response buffered past the limit ends).
+                Flow::LocalReply(_) => break Some("local_reply_after_headers"),
             };
             if release {
                 let data = Bytes::from(std::mem::take(&mut pending));

@@ -70,11 +70,12 @@ impl Snapshot {
         let dump = serde_json::to_string_pretty(&crate::config_dump::dump(&config, &resolved))
             .unwrap_or_default();
         let watched = config.referenced_files();
+        let buffer_limit = config.buffer_limit.as_usize();
         Ok(Snapshot {
             config,
             routes,
             clusters,
-            chain: FilterChain::new(plugins),
+            chain: FilterChain::new(plugins).with_buffer_limit(buffer_limit),
             dump,
             watched,
         })

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -294,4 +294,35 @@ pub(crate) async fn get(client: &TestClient, url: &str) -> Answer {
 
 pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// The path of a test filter from `host/tests/filters` (`conformance`, `noop`), built to
+/// wasm32-wasip1 once per test binary, the same way the runtime's tests build them.
+pub(crate) fn test_filter(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let target_dir = root.join("target/test-filters");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(&cargo)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--manifest-path",
+            ])
+            .arg(root.join("host/tests/filters/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+        assert!(
+            status.success(),
+            "building the test filters failed; run: cargo build --release --target wasm32-wasip1 \
+             --manifest-path host/tests/filters/Cargo.toml --target-dir target/test-filters"
+        );
+        target_dir.join("wasm32-wasip1/release")
+    });
+    dir.join(format!("{name}.wasm"))
 }

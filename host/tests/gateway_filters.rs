@@ -1,0 +1,282 @@
+//! The gateway with a real Proxy-Wasm filter in its chain (the runtime's `conformance` test
+//! filter): routing by a header the filter sets, body buffering and rewriting, local replies,
+//! response edits, filter metrics, filter state in the config dump, and config taken from an
+//! `EnvoyExtensionPolicy` manifest.
+
+mod gateway_support;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, StatusCode};
+
+use gateway_support::{TestGateway, Upstream, client, cluster, get, send, test_filter};
+
+/// The conformance filter tagged `A` sets `x-order: A` on every request: only the header
+/// route leads to `tagged`, and nothing matches without the filter's edit.
+async fn gateway(extra: &str) -> (Upstream, TestGateway) {
+    let tagged = Upstream::start("tagged").await;
+    let yaml = format!(
+        "version: 1
+listeners: [{{address: 127.0.0.1:0}}]
+admin: {{address: 127.0.0.1:0, filterMetricTags: [case]}}
+clusters:
+{}routes:
+  - name: by-filter-header
+    match: {{prefix: /, headers: [{{name: x-order, exact: A}}]}}
+    cluster: tagged
+filters:
+  - name: conformance
+    wasm: {}
+    rootId: conformance
+    configFile: plugin.txt
+    vmCount: 2
+{extra}",
+        cluster("tagged", &[&tagged]),
+        test_filter("conformance").display()
+    );
+    let config = gateway_support::ConfigFile::new(&yaml);
+    config.write("plugin.txt", "name=A");
+    let gateway = modelgate_host::gateway::Gateway::start(&config.path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (address, admin) = (gateway.listeners()[0].1, gateway.admin_address());
+    (
+        tagged,
+        TestGateway {
+            gateway,
+            config,
+            address,
+            admin,
+        },
+    )
+}
+
+fn request(gw: &TestGateway, case: &str, body: &'static str) -> Request<Full<Bytes>> {
+    Request::post(gw.url("/v1/models/m:predict"))
+        .header("x-case", case)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn routes_by_the_header_the_filter_sets() {
+    let (tagged, gw) = gateway("").await;
+    let c = client();
+    let answer = get(&c, &gw.url("/anything")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("x-upstream"), Some("tagged"));
+    assert_eq!(tagged.last().headers["x-order"], "A");
+    // The response passed the filter too: it saw the status and tagged the response.
+    assert_eq!(answer.header("x-seen-status"), Some("200"));
+    assert_eq!(answer.header("x-order"), Some("A"));
+}
+
+#[tokio::test]
+async fn the_filter_sees_the_upstream_the_gateway_picked() {
+    let (tagged, gw) = gateway("").await;
+    let answer = send(&client(), request(&gw, "properties", ""))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.header("x-p-upstream-address"),
+        Some(tagged.address.to_string().as_str())
+    );
+    assert_eq!(answer.header("x-p-cluster"), Some("tagged"));
+}
+
+#[tokio::test]
+async fn a_buffered_body_rewritten_by_the_filter_goes_upstream() {
+    let (tagged, gw) = gateway("").await;
+    let answer = send(
+        &client(),
+        request(&gw, "body-rewrite", "{\"instances\": [[1, 2]]}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = tagged.last();
+    assert_eq!(&seen.body[..], b"{\"INSTANCES\": [[1, 2]]}");
+    assert_eq!(seen.headers["content-length"], "23");
+}
+
+#[tokio::test]
+async fn a_body_buffered_past_the_limit_gets_413() {
+    let (tagged, gw) = gateway("bufferLimit: 1Ki\n").await;
+    // Four 512-byte chunks: the filter buffers until the end, which the limit cuts short.
+    let (tx, body) = modelgate_host::body::ChannelBody::new();
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let chunk = hyper::body::Frame::data(Bytes::from(vec![b'x'; 512]));
+            if tx.send(Ok(chunk)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let streaming: hyper_util::client::legacy::Client<_, modelgate_host::body::GatewayBody> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let request = Request::post(gw.url("/v1/models/m:predict"))
+        .header("x-case", "body-rewrite")
+        .body(modelgate_host::body::GatewayBody::new(body))
+        .unwrap();
+    let response = streaming.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The runtime's local reply still passed the filter's response callbacks, as in Envoy.
+    assert_eq!(response.headers()["x-seen-status"], "413");
+    assert_eq!(tagged.count(), 0);
+}
+
+#[tokio::test]
+async fn a_filter_local_reply_is_sent_as_is() {
+    let (tagged, gw) = gateway("").await;
+    let answer = send(&client(), request(&gw, "local-reply", ""))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.header("x-reply"), Some("1"));
+    // The filter's own response callbacks wrapped the body, as Envoy runs them on local replies.
+    assert_eq!(answer.body, "[denied]");
+    assert!(answer.header("x-request-id").is_some());
+    assert_eq!(tagged.count(), 0);
+}
+
+#[tokio::test]
+async fn a_response_body_changed_by_the_filter_gets_a_matching_length() {
+    let (_tagged, gw) = gateway("").await;
+    let answer = send(&client(), request(&gw, "resp-body", ""))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "<{\"upstream\":\"tagged\"}!");
+    assert_eq!(answer.header("content-length"), Some("23"));
+}
+
+#[tokio::test]
+async fn filter_metrics_and_vm_restarts_appear_in_metrics() {
+    let (_tagged, gw) = gateway("").await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(get(&c, &gw.url("/")).await.status, StatusCode::OK);
+    }
+    // A trap in the fail-closed filter: 503, and the VM is rebuilt.
+    let trapped = send(&c, request(&gw, "trap", "")).await.unwrap();
+    assert_eq!(trapped.status, StatusCode::SERVICE_UNAVAILABLE);
+    let text = get(&c, &gw.admin_url("/metrics")).await.body;
+    assert!(
+        text.contains("# TYPE wasmcustom_conformance_requests counter\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wasmcustom_conformance_requests 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE wasmcustom_conformance_latency histogram\n"),
+        "{text}"
+    );
+    assert!(text.contains("modelgate_vm_restarts_total 1\n"), "{text}");
+    assert!(text.contains("modelgate_requests_total{listener=\"main\",route=\"by-filter-header\",cluster=\"tagged\",status=\"200\"} 3\n"), "{text}");
+}
+
+#[tokio::test]
+async fn plugin_config_comes_from_an_envoy_extension_policy() {
+    let tagged = Upstream::start("tagged").await;
+    let yaml = format!(
+        "version: 1
+listeners: [{{address: 127.0.0.1:0}}]
+admin: {{address: 127.0.0.1:0}}
+clusters:
+{}routes: [{{match: {{prefix: /}}, cluster: tagged}}]
+filters:
+  - name: conformance
+    wasm: {}
+    fromEnvoyExtensionPolicy: {{file: policy.yaml, wasmName: conformance}}
+",
+        cluster("tagged", &[&tagged]),
+        test_filter("conformance").display()
+    );
+    let config = gateway_support::ConfigFile::new(&yaml);
+    config.write(
+        "policy.yaml",
+        "apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: EnvoyExtensionPolicy
+metadata: {name: modelgate, namespace: kserve}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: kserve-ingress-gateway}]
+  wasm:
+    - name: conformance
+      rootID: conformance
+      failOpen: true
+      code: {type: HTTP, http: {url: 'https://example.com/conformance.wasm'}}
+      config: {hmacSecret: do-not-print, models: [iris]}
+",
+    );
+    let gateway = modelgate_host::gateway::Gateway::start(&config.path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (address, admin) = (gateway.listeners()[0].1, gateway.admin_address());
+    let gw = TestGateway {
+        gateway,
+        config,
+        address,
+        admin,
+    };
+    let c = client();
+    let dump = get(&c, &gw.admin_url("/config_dump")).await.json();
+    let effective = &dump["filters"][0]["effective"];
+    assert_eq!(effective["rootId"], "conformance");
+    assert_eq!(effective["failOpen"], true);
+    assert_eq!(effective["vmId"], "conformance");
+    assert_eq!(
+        effective["pluginConfig"],
+        serde_json::json!({"hmacSecret": "[redacted]", "models": ["iris"]})
+    );
+    assert!(!dump.to_string().contains("do-not-print"));
+    // failOpen from the policy: a trap skips the filter instead of failing the request.
+    let answer = send(&c, request(&gw, "trap", "")).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("x-upstream"), Some("tagged"));
+}
+
+#[tokio::test]
+async fn check_loads_the_filter_and_reports_a_rejecting_on_configure() {
+    let yaml = format!(
+        "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nfilters: [{{name: conformance, wasm: {}, configFile: plugin.txt}}]\n",
+        test_filter("conformance").display()
+    );
+    let config = gateway_support::ConfigFile::new(&yaml);
+    config.write("plugin.txt", "name=A");
+    let check = |config: &gateway_support::ConfigFile| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate"))
+            .args(["check", "--config"])
+            .arg(&config.path)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    assert_eq!(check(&config), (true, "OK\n".to_owned()));
+    config.write("plugin.txt", "reject");
+    let (ok, stdout) = check(&config);
+    assert!(!ok);
+    assert!(stdout.contains(": filters[0] (conformance): "), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_filter_that_never_resumes_is_cut_off_by_the_request_timeout() {
+    let (tagged, gw) = gateway("requestTimeout: 300ms\n").await;
+    let started = std::time::Instant::now();
+    let answer = send(&client(), request(&gw, "body-buffer-forever", "held"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(
+        answer.json(),
+        serde_json::json!({"error": "request timeout"})
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(tagged.count(), 0);
+}
