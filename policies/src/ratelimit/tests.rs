@@ -186,3 +186,31 @@ fn long_keys_are_truncated_on_a_char_boundary() {
         Check::Limited { .. }
     ));
 }
+
+proptest::proptest! {
+    /// GCRA's promise, whatever the arrival pattern: from the first request on, at most
+    /// `burst + rate * elapsed` requests pass, and two VMs sharing the store share that bound.
+    #[test]
+    fn never_allows_more_than_burst_plus_refill(
+        gaps_ms in proptest::collection::vec(0u64..400, 1..200),
+        rate in 1u32..20,
+        burst in 1u32..10,
+    ) {
+        let store = MemoryStore::new();
+        let q = quota(rate, burst);
+        let (mut now, mut allowed) = (T0, 0u64);
+        for (i, gap) in gaps_ms.iter().enumerate() {
+            now += Duration::from_millis(*gap);
+            // Alternate between two "VMs": separate Quota values over one store.
+            let vm = if i % 2 == 0 { &q } else { &quota(rate, burst) };
+            if matches!(vm.check("k", now, &store), Check::Allowed { .. }) {
+                allowed += 1;
+            }
+            let elapsed = (now - T0).as_secs_f64();
+            let bound = f64::from(burst) + f64::from(rate) * elapsed;
+            #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^52")]
+            let allowed_f = allowed as f64;
+            proptest::prop_assert!(allowed_f <= bound + 1e-9, "{allowed} allowed, bound {bound}");
+        }
+    }
+}
