@@ -206,7 +206,7 @@ proptest::proptest! {
             if matches!(vm.check("k", now, &store), Check::Allowed { .. }) {
                 allowed += 1;
             }
-            let elapsed = (now - T0).as_secs_f64();
+            let elapsed = now.saturating_sub(T0).as_secs_f64();
             let bound = f64::from(burst) + f64::from(rate) * elapsed;
             #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^52")]
             let allowed_f = allowed as f64;
