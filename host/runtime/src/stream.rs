@@ -515,6 +515,9 @@ impl ChainStream {
         );
         if !paused || (is_body && !end_of_stream) {
             take_back(ctx, cb, payload);
+            if paused {
+                keep_buffered(ctx, cb, payload);
+            }
             return Begin::Done(if paused { Step::Buffer } else { Step::Continue });
         }
         Begin::Wait
@@ -653,6 +656,17 @@ fn settled(ctx: &mut StreamCtx, cb: StreamCallback, payload: &mut Payload<'_>) -
     None
 }
 
+/// While a filter buffers, the body stays readable between body calls (from trailers and
+/// async callbacks), as Envoy's decoding/encoding buffer does. It is a copy: edits made
+/// outside a body callback do not reach the stream.
+fn keep_buffered(ctx: &mut StreamCtx, cb: StreamCallback, payload: &Payload<'_>) {
+    match (cb, payload) {
+        (StreamCallback::RequestBody, Payload::Body(b)) => ctx.request_body = Some(b.to_vec()),
+        (StreamCallback::ResponseBody, Payload::Body(b)) => ctx.response_body = Some(b.to_vec()),
+        _ => {}
+    }
+}
+
 /// Move the payload into the context for the callback.
 fn lend(ctx: &mut StreamCtx, cb: StreamCallback, payload: &mut Payload<'_>) {
     match (cb, payload) {
@@ -690,11 +704,13 @@ fn take_back(ctx: &mut StreamCtx, cb: StreamCallback, payload: &mut Payload<'_>)
             }
         }
         (StreamCallback::RequestTrailers, Payload::Headers(h)) => {
+            ctx.request_body = None;
             if let Some(map) = ctx.request_trailers.take() {
                 **h = map;
             }
         }
         (StreamCallback::ResponseTrailers, Payload::Headers(h)) => {
+            ctx.response_body = None;
             if let Some(map) = ctx.response_trailers.take() {
                 **h = map;
             }

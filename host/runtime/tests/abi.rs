@@ -121,6 +121,33 @@ async fn trailers_are_editable_in_their_phase() {
 }
 
 #[tokio::test]
+async fn a_buffered_body_is_readable_when_trailers_end_the_stream() {
+    let (runtime, _) = runtime();
+    let chain = FilterChain::new(vec![conformance(&runtime, "")]);
+    let mut stream = chain.stream(info());
+    let mut headers = request("body-then-trailers");
+    stream.request_headers(&mut headers, false).await;
+    let mut body = b"partial".to_vec();
+    assert!(matches!(
+        stream.request_body(&mut body, false).await,
+        Flow::StopAndBuffer
+    ));
+    let mut trailers = Vec::new();
+    assert!(matches!(
+        stream.request_trailers(&mut trailers).await,
+        Flow::Continue
+    ));
+    let state = stream.filter_state();
+    let seen = state
+        .iter()
+        .find(|(k, _)| k == "wasm.trailers.body")
+        .unwrap();
+    assert_eq!(seen.1, b"partial");
+    assert_eq!(body, b"partial", "the gateway keeps its body");
+    stream.finish();
+}
+
+#[tokio::test]
 async fn status_codes_match_envoy() {
     capture_logs(); // the log level the guest reads is the host's: trace here
     let (runtime, _) = runtime();

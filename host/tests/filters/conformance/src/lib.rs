@@ -560,7 +560,7 @@ impl HttpContext for Stream {
         let sizes: Vec<String> = self.body_sizes.iter().map(ToString::to_string).collect();
         self.set_property(vec!["body", "sizes"], Some(sizes.join(",").as_bytes()));
         match self.case.as_str() {
-            "body-buffer-forever" => return Action::Pause,
+            "body-buffer-forever" | "body-then-trailers" => return Action::Pause,
             "body-rewrite" | "body-append" | "body-prepend" | "body-bad-start"
                 if !end_of_stream =>
             {
@@ -593,6 +593,13 @@ impl HttpContext for Stream {
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         self.add_http_request_trailer("x-trailer-added", "1");
+        if self.case == "body-then-trailers" {
+            // The body buffered so far is readable when the trailers end the stream.
+            let body = self
+                .get_http_request_body(0, usize::MAX)
+                .unwrap_or_default();
+            self.set_property(vec!["trailers", "body"], Some(&body));
+        }
         Action::Continue
     }
 
