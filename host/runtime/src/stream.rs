@@ -661,8 +661,8 @@ fn settled(ctx: &mut StreamCtx, cb: StreamCallback, payload: &mut Payload<'_>) -
 /// outside a body callback do not reach the stream.
 fn keep_buffered(ctx: &mut StreamCtx, cb: StreamCallback, payload: &Payload<'_>) {
     match (cb, payload) {
-        (StreamCallback::RequestBody, Payload::Body(b)) => ctx.request_body = Some(b.to_vec()),
-        (StreamCallback::ResponseBody, Payload::Body(b)) => ctx.response_body = Some(b.to_vec()),
+        (StreamCallback::RequestBody, Payload::Body(b)) => ctx.request_body = Some((*b).clone()),
+        (StreamCallback::ResponseBody, Payload::Body(b)) => ctx.response_body = Some((*b).clone()),
         _ => {}
     }
 }
