@@ -6,6 +6,9 @@
 //! asserted is the filter's answer (status, headers, body, header edits, filter state, metrics).
 //! The host services have no clusters: the filter makes no `http_call`.
 //! Tokens are signed here with jsonwebtoken, using the fixed test keys of `policies/tests/keys`.
+//! The last test is differential: `modelgate-policies`, a dev-dependency used only as the test
+//! oracle, decides a few hundred requests natively, and the filter in the runtime must produce
+//! the same replies byte for byte and the same forwarded headers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use modelgate_policies::{
+    BodyDecision, HeaderEdits, HeadersDecision, MemoryStore, Policies, Reply, RequestView,
+};
 use modelgate_runtime::{
     FilterChain, Flow, Headers, HostServices, HttpCallRequest, HttpCallResponse, LoadError,
     LocalReply, MetricValue, Plugin, PluginSpec, Runtime, StreamInfo,
@@ -917,4 +923,252 @@ async fn shadow_mode_lets_requests_over_quota_through_and_counts_them() {
         counter("modelgate.shadow_rate_limited.model.shadow-model"),
         2
     );
+}
+
+// ---- differential: the wasm build decides exactly as the native policies ---------------------
+
+/// What a decision does to a request, in a form both the native policies and the filter in the
+/// runtime produce: forwarded request headers, or a local reply. Headers are sorted, because a
+/// replaced header moves to the end of the host's map.
+#[derive(Debug, PartialEq)]
+enum Effect {
+    Forward(Vec<(String, String)>),
+    Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+}
+
+fn sorted(mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    headers.sort();
+    headers
+}
+
+fn text_headers(headers: &Headers) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                String::from_utf8(v.clone()).expect("UTF-8 header"),
+            )
+        })
+        .collect()
+}
+
+fn native_reply(reply: Reply) -> Effect {
+    Effect::Reply {
+        status: reply.status,
+        headers: sorted(
+            reply
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        ),
+        body: reply.body,
+    }
+}
+
+fn apply(headers: &mut Vec<(String, String)>, edits: &HeaderEdits) {
+    for name in &edits.remove {
+        headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    }
+    for (name, value) in &edits.set {
+        headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        headers.push((name.to_string(), value.clone()));
+    }
+}
+
+/// The native policies' effect on a request, as the adapter would apply it.
+fn native_effect(
+    policies: &Policies,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &[u8])],
+    body: &[u8],
+) -> Effect {
+    let store = MemoryStore::new();
+    let mut headers = text_headers(&request_headers(method, path, extra));
+    let source = headers.clone();
+    let view = RequestView {
+        method,
+        path,
+        client_addr: Some("127.0.0.1:40000"),
+        headers: &source,
+    };
+    let now = SystemTime::now();
+    match policies.on_request_headers(&view, now, &store) {
+        HeadersDecision::Reply(reply) => native_reply(reply),
+        HeadersDecision::Continue(forward) => {
+            apply(&mut headers, &forward.headers);
+            Effect::Forward(sorted(headers))
+        }
+        HeadersDecision::NeedBody(need) => {
+            apply(&mut headers, &need.headers);
+            if body.len() > need.pending.max_body_bytes() {
+                return native_reply(policies.reject_oversized_body(&need.pending));
+            }
+            match policies.on_request_body(&need.pending, body, now, &store) {
+                BodyDecision::Reply(reply) => native_reply(reply),
+                BodyDecision::Continue(forward) => {
+                    apply(&mut headers, &forward.headers);
+                    Effect::Forward(sorted(headers))
+                }
+            }
+        }
+    }
+}
+
+/// The filter's effect on the same request in the runtime (`content-length` is the host's).
+async fn wasm_effect(
+    chain: &FilterChain,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &[u8])],
+    body: &[u8],
+) -> Effect {
+    let chunks: &[&[u8]] = if method == "POST" { &[body] } else { &[] };
+    match send(chain, method, path, extra, chunks).await {
+        Answer::Forwarded { headers, .. } => Effect::Forward(sorted(text_headers(&headers))),
+        Answer::Replied { reply, .. } => Effect::Reply {
+            status: reply.status,
+            headers: sorted(
+                text_headers(&reply.headers)
+                    .into_iter()
+                    .filter(|(k, _)| k != "content-length")
+                    .collect(),
+            ),
+            body: String::from_utf8(reply.body).expect("UTF-8 body"),
+        },
+    }
+}
+
+/// Tokens of every kind: none, valid for one model or two, forged, expired, for another
+/// audience, with an unknown key id, `alg: none`, and garbage.
+fn differential_tokens() -> Vec<Option<String>> {
+    let now = unix_now();
+    let mut expired = claims("erin", "models:iris");
+    expired["exp"] = json!(now - 3600);
+    let mut wrong_audience = claims("frank", "models:iris");
+    wrong_audience["aud"] = json!("someone-else");
+    let none_token = format!(
+        "{}.{}.",
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0",
+        "eyJzdWIiOiJtYWxsb3J5IiwiaXNzIjoiaHR0cHM6Ly9pc3N1ZXIudGVzdCJ9"
+    );
+    vec![
+        None,
+        Some(token("alice", "models:iris")),
+        Some(token("bob", "models:wine")),
+        Some(mint(
+            Algorithm::ES256,
+            "p256",
+            &p256(),
+            &claims("ec", "models:iris models:wine"),
+        )),
+        Some(mint(
+            Algorithm::RS256,
+            "rsa",
+            &other_rsa(),
+            &claims("mallory", "models:iris"),
+        )),
+        Some(mint(Algorithm::RS256, "rsa", &rsa(), &expired)),
+        Some(mint(Algorithm::RS256, "rsa", &rsa(), &wrong_audience)),
+        Some(mint(
+            Algorithm::RS256,
+            "unknown-kid",
+            &rsa(),
+            &claims("x", "models:iris"),
+        )),
+        Some(none_token),
+        Some("not.a.jwt".to_owned()),
+    ]
+}
+
+/// Requests over every route kind, with valid and invalid bodies.
+fn differential_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let v1_ok = br#"{"instances": [[6.8, 2.8, 4.8, 1.4]]}"#.as_slice();
+    let v2_ok = br#"{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}"#.as_slice();
+    let big = vec![b' '; 5000];
+    let requests: Vec<(&str, &str, &[u8])> = vec![
+        ("GET", "/", b""),
+        ("GET", "/v1/models", b""),
+        ("GET", "/v2/models", b""),
+        ("GET", "/v1/models/sklearn-iris", b""),
+        ("GET", "/v1/models/iris?verbose=1", b""),
+        ("GET", "/v1/models/sklearn-wine", b""),
+        ("GET", "/v1/models/no-such-model", b""),
+        ("GET", "/v1/models/sklearn-iris%2F..%2Fsklearn-wine", b""),
+        ("GET", "/v2/models/tensor-model/ready", b""),
+        ("GET", "/v2/models/sklearn-iris/versions/2/ready", b""),
+        ("POST", "/v1/models/sklearn-iris:predict", v1_ok),
+        ("POST", "/v1/models/iris:explain", v1_ok),
+        ("POST", "/v1/models/sklearn-iris:predict", br#"{"instances": [[1, 2, 3]]}"#),
+        ("POST", "/v1/models/sklearn-iris:predict", br#"{"instances": [["a", "b", "c", "d"]]}"#),
+        ("POST", "/v1/models/sklearn-iris:predict", br#"{"instances": [], "inputs": []}"#),
+        ("POST", "/v1/models/sklearn-iris:predict", b"not json"),
+        ("POST", "/v1/models/sklearn-iris:predict", b""),
+        ("POST", "/v1/models/sklearn-iris:predict", &big),
+        ("POST", "/v1/models/sklearn-wine:predict", br#"{"inputs": [[1, 2], [3, 4]]}"#),
+        ("POST", "/v2/models/tensor-model/infer", v2_ok),
+        ("POST", "/v2/models/tensor-model/versions/7/infer", v2_ok),
+        ("POST", "/v2/models/tensor-model/infer", br#"{"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}"#),
+        ("POST", "/v2/models/tensor-model/infer", br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP33", "data": [1]}]}"#),
+        ("POST", "/openai/v1/chat/completions", br#"{"model": "iris", "messages": []}"#),
+        ("POST", "/openai/v1/chat/completions", br#"{"model": "no-such-model"}"#),
+        ("POST", "/openai/v1/chat/completions", br#"{"messages": []}"#),
+    ];
+    requests
+        .into_iter()
+        .map(|(method, path, body)| (method, path, body.to_vec()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_wasm_filter_decides_every_request_exactly_as_the_native_policies() {
+    let mut config = base_config();
+    config["routing"] = json!({
+        "bodyModel": { "field": "model", "paths": ["/openai/v1/chat/completions"] }
+    });
+    config["validation"] = json!({ "maxBodyBytes": 4096 });
+    let policies = Policies::from_json(config.to_string().as_bytes()).expect("config compiles");
+    let chain = chain(&config, 2);
+
+    let tokens = differential_tokens();
+    let requests = differential_requests();
+
+    let mut compared = 0;
+    for token in &tokens {
+        let auth = token.as_deref().map(bearer);
+        for spoof in [false, true] {
+            let mut extra: Vec<(&str, &[u8])> = Vec::new();
+            if let Some(auth) = &auth {
+                extra.push(("authorization", auth.as_bytes()));
+            }
+            if spoof {
+                extra.push(("x-gateway-model-name", b"sklearn-wine"));
+                extra.push(("x-user-id", b"admin"));
+            }
+            for (method, path, body) in &requests {
+                if *method == "POST" {
+                    extra.push(("content-type", b"application/json"));
+                }
+                let expected = native_effect(&policies, method, path, &extra, body);
+                let got = wasm_effect(&chain, method, path, &extra, body).await;
+                assert_eq!(
+                    got,
+                    expected,
+                    "{method} {path} token={token:?} spoof={spoof} body={:?}",
+                    String::from_utf8_lossy(body)
+                );
+                if *method == "POST" {
+                    extra.pop();
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, tokens.len() * 2 * requests.len());
 }
