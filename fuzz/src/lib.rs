@@ -41,6 +41,17 @@ const OPEN_CONFIG: &str = r#"{
   }
 }"#;
 
+/// Quotas keyed by a client header, with the key forwarded in a header of its own: client
+/// header values reach the limiter and the header edits.
+const KEYED_CONFIG: &str = r#"{
+  "version": 1,
+  "rateLimit": {"key": {"header": "x-api-key"}, "keyHeader": "x-ratelimit-key"},
+  "models": {
+    "sklearn-iris": {"aliases": ["iris"], "rateLimit": {"requestsPerMinute": 2, "burst": 2}},
+    "tensor-model": {"protocols": ["v2"], "rateLimit": {"requestsPerSecond": 5}}
+  }
+}"#;
+
 fn jwt_config() -> String {
     let k = URL_SAFE_NO_PAD.encode(HS256_SECRET);
     format!(
@@ -63,6 +74,12 @@ fn jwt_config() -> String {
 pub fn open_policies() -> &'static Policies {
     static POLICIES: OnceLock<Policies> = OnceLock::new();
     POLICIES.get_or_init(|| compile(OPEN_CONFIG))
+}
+
+/// Policies with quotas keyed by a client header.
+pub fn keyed_policies() -> &'static Policies {
+    static POLICIES: OnceLock<Policies> = OnceLock::new();
+    POLICIES.get_or_init(|| compile(KEYED_CONFIG))
 }
 
 /// Policies with HS256 JWT authentication.
