@@ -16,10 +16,22 @@ pub(crate) struct TokenCache<V> {
 
 #[derive(Debug)]
 struct Inner<V> {
-    /// Token -> (value, last second it may be used).
-    entries: HashMap<Arc<str>, (V, u64)>,
-    /// Insertion order, for first-in-first-out eviction. May hold keys already removed.
-    order: VecDeque<Arc<str>>,
+    /// Token -> entry.
+    entries: HashMap<Arc<str>, Entry<V>>,
+    /// Insertion order with each insertion's number, for first-in-first-out eviction.
+    /// Holds stale pairs (removed or re-inserted tokens): only a pair whose number matches
+    /// the entry's evicts it.
+    order: VecDeque<(Arc<str>, u64)>,
+    next: u64,
+}
+
+#[derive(Debug)]
+struct Entry<V> {
+    value: V,
+    /// The last second the value may be used.
+    until: u64,
+    /// Which insertion made this entry.
+    number: u64,
 }
 
 impl<V: Clone> TokenCache<V> {
@@ -30,6 +42,7 @@ impl<V: Clone> TokenCache<V> {
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
                 order: VecDeque::new(),
+                next: 0,
             }),
         }
     }
@@ -44,7 +57,10 @@ impl<V: Clone> TokenCache<V> {
         if self.capacity == 0 {
             return None;
         }
-        self.lock().entries.get(token).cloned()
+        self.lock()
+            .entries
+            .get(token)
+            .map(|e| (e.value.clone(), e.until))
     }
 
     pub(crate) fn remove(&self, token: &str) {
@@ -56,23 +72,38 @@ impl<V: Clone> TokenCache<V> {
         if self.capacity == 0 {
             return;
         }
-        let mut inner = self.lock();
-        if inner.entries.len() >= self.capacity {
-            inner.entries.retain(|_, (_, until)| *until >= now);
+        let mut guard = self.lock();
+        let Inner {
+            entries,
+            order,
+            next,
+        } = &mut *guard;
+        if entries.len() >= self.capacity {
+            entries.retain(|_, e| e.until >= now);
         }
-        while inner.entries.len() >= self.capacity {
-            let Some(oldest) = inner.order.pop_front() else {
+        while entries.len() >= self.capacity {
+            let Some((oldest, number)) = order.pop_front() else {
                 break;
             };
-            inner.entries.remove(&oldest);
+            if entries.get(&oldest).is_some_and(|e| e.number == number) {
+                entries.remove(&oldest);
+            }
         }
         let key: Arc<str> = Arc::from(token);
-        inner.entries.insert(Arc::clone(&key), (value, valid_until));
-        inner.order.push_back(key);
-        // Keys removed on expiry stay in `order`; compact it so it stays bounded.
-        if inner.order.len() > self.capacity.saturating_mul(2) {
-            let Inner { entries, order } = &mut *inner;
-            order.retain(|k| entries.contains_key(k));
+        let number = *next;
+        *next += 1;
+        entries.insert(
+            Arc::clone(&key),
+            Entry {
+                value,
+                until: valid_until,
+                number,
+            },
+        );
+        order.push_back((key, number));
+        // Stale pairs would otherwise pile up; compact so `order` stays bounded.
+        if order.len() > self.capacity.saturating_mul(2) {
+            order.retain(|(k, n)| entries.get(k).is_some_and(|e| e.number == *n));
         }
     }
 
@@ -118,6 +149,20 @@ mod tests {
         assert_eq!(cache.get("old"), None);
         assert_eq!(cache.get("live"), Some((1, 1_000)));
         assert_eq!(cache.get("new"), Some((2, 1_000)));
+    }
+
+    #[test]
+    fn a_reinserted_token_is_not_evicted_by_its_older_insertion() {
+        let cache = TokenCache::new(2);
+        cache.insert("a", 1, 1_000, 0);
+        cache.remove("a");
+        cache.insert("b", 2, 1_000, 0);
+        cache.insert("a", 3, 1_000, 0);
+        // Full: the oldest live insertion ("b") goes, not the re-inserted "a".
+        cache.insert("c", 4, 1_000, 0);
+        assert_eq!(cache.get("a"), Some((3, 1_000)));
+        assert_eq!(cache.get("b"), None);
+        assert_eq!(cache.get("c"), Some((4, 1_000)));
     }
 
     #[test]
