@@ -151,6 +151,8 @@ fn bad_command_lines_exit_with_usage() {
 struct Served {
     child: Child,
     address: SocketAddr,
+    /// Access-log lines from stdout.
+    access_log: std::sync::mpsc::Receiver<String>,
 }
 
 impl Served {
@@ -159,7 +161,7 @@ impl Served {
             .args(["serve", "--config"])
             .arg(&config.path)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -172,10 +174,21 @@ impl Served {
                 }
             }
         });
+        let stdout = child.stdout.take().unwrap();
+        let (log_tx, access_log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = log_tx.send(line);
+            }
+        });
         let address = rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(Duration::from_secs(60))
             .expect("the gateway did not report its listener");
-        Served { child, address }
+        Served {
+            child,
+            address,
+            access_log,
+        }
     }
 
     fn signal(&self, name: &str) {
@@ -267,4 +280,51 @@ async fn sighup_reloads_the_config() {
         assert!(Instant::now() < deadline, "SIGHUP did not reload");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_one_json_line_per_request_with_filter_state() {
+    let upstream = Upstream::start("iris").await;
+    let yaml = format!(
+        "version: 1
+listeners: [{{address: 127.0.0.1:0}}]
+clusters:
+{}routes: [{{name: all, match: {{prefix: /}}, cluster: c}}]
+filters: [{{name: conformance, wasm: {}, vmCount: 1}}]
+accessLog: {{filterState: {{stored: wasm.my.key, absent: wasm.nothing}}}}
+",
+        cluster("c", &[&upstream]),
+        gateway_support::test_filter("conformance").display()
+    );
+    let config = ConfigFile::new(&yaml);
+    let served = Served::start(&config);
+    let url = format!("http://{}/v1/models/iris:predict?x=1", served.address);
+    let request = hyper::Request::post(&url)
+        .header("x-case", "properties")
+        .header("x-request-id", "log-me")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"12345",
+        )))
+        .unwrap();
+    let answer = gateway_support::send(&client(), request).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let line = served
+        .access_log
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["request_id"], "log-me");
+    assert_eq!(entry["method"], "POST");
+    assert_eq!(entry["path"], "/v1/models/iris:predict?x=1");
+    assert_eq!(entry["protocol"], "HTTP/1.1");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["route"], "all");
+    assert_eq!(entry["cluster"], "c");
+    assert_eq!(entry["endpoint"], upstream.address.to_string());
+    assert_eq!(entry["bytes_received"], 5);
+    assert_eq!(entry["bytes_sent"], answer.body.len());
+    assert!(entry["duration_ms"].as_f64().unwrap() >= entry["upstream_ms"].as_f64().unwrap());
+    assert!(entry["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(entry["stored"], "stored");
+    assert!(entry.get("absent").is_none());
 }

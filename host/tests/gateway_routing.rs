@@ -157,3 +157,29 @@ async fn custom_headers_and_request_id_reach_the_upstream_and_come_back() {
             .any(|s| s.headers["x-request-id"] == "client-id-42")
     );
 }
+
+#[tokio::test]
+async fn bodies_larger_than_the_buffer_limit_stream_both_ways() {
+    let big = 3 << 20;
+    let upstream = Upstream::start_with(
+        "big",
+        gateway_support::Behaviour {
+            body_size: Some(big),
+            ..Default::default()
+        },
+    )
+    .await;
+    let yaml = format!(
+        "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters:\n{}routes: [{{match: {{prefix: /}}, cluster: big}}]\nbufferLimit: 64Ki\n",
+        cluster("big", &[&upstream])
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let body = Bytes::from(vec![b'r'; 1 << 20]);
+    let request = Request::post(gw.url("/upload"))
+        .body(Full::new(body.clone()))
+        .unwrap();
+    let answer = send(&client(), request).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body.len(), big);
+    assert_eq!(upstream.last().body, body);
+}

@@ -40,6 +40,8 @@ pub(crate) struct Seen {
 pub(crate) struct Behaviour {
     pub(crate) status: u16,
     pub(crate) delay: Duration,
+    /// Answer this many bytes of `a` instead of the JSON body.
+    pub(crate) body_size: Option<usize>,
 }
 
 impl Default for Behaviour {
@@ -47,6 +49,7 @@ impl Default for Behaviour {
         Behaviour {
             status: 200,
             delay: Duration::ZERO,
+            body_size: None,
         }
     }
 }
@@ -118,7 +121,10 @@ impl Upstream {
                             body,
                         });
                         tokio::time::sleep(behaviour.delay).await;
-                        let reply = serde_json::json!({ "upstream": name }).to_string();
+                        let reply = match behaviour.body_size {
+                            Some(n) => "a".repeat(n),
+                            None => serde_json::json!({ "upstream": name }).to_string(),
+                        };
                         let response = Response::builder()
                             .status(behaviour.status)
                             .header("content-type", "application/json")
