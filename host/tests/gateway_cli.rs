@@ -182,7 +182,7 @@ impl Served {
             }
         });
         let address = rx
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(Duration::from_mins(1))
             .expect("the gateway did not report its listener");
         Served {
             child,
