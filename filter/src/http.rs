@@ -17,6 +17,7 @@
 //! so the access log can print them.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use log::{debug, error, warn};
@@ -27,7 +28,6 @@ use modelgate_policies::{
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType, Status};
-use std::sync::Arc;
 
 use crate::body::{BodyStep, body_step};
 use crate::root::Configured;
