@@ -136,7 +136,8 @@ fn v2(rest: &str) -> Target<'_> {
         }
         tail = after;
     }
-    let endpoint = match tail {
+    // A trailing slash names the same endpoint (servers redirect or route it alike).
+    let endpoint = match tail.strip_suffix('/').unwrap_or(tail) {
         "" => Endpoint::Metadata,
         "ready" => Endpoint::Ready,
         "infer" => Endpoint::Infer,

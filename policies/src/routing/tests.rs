@@ -57,6 +57,12 @@ fn classifies_kserve_paths() {
             "/v2/models/iris/infer#frag",
             model("iris", V2, Endpoint::Infer),
         ),
+        ("/v2/models/iris/infer/", model("iris", V2, Endpoint::Infer)),
+        ("/v2/models/iris/", model("iris", V2, Endpoint::Metadata)),
+        (
+            "/v1/models/iris:predict/",
+            model("iris", V1, Endpoint::Predict),
+        ),
         ("/", Target::Other),
         ("/v2/health/live", Target::Other),
         ("/v2", Target::Other),
