@@ -23,10 +23,11 @@ pub fn now() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
-/// Models with every validation option, no authentication: requests reach routing and the
-/// body validators.
+/// Models with every validation option and body-model routing, no authentication: requests
+/// reach routing, the body-model lookup and the body validators.
 const OPEN_CONFIG: &str = r#"{
   "version": 1,
+  "routing": {"bodyModel": {"field": "model", "paths": ["/openai/v1/chat/completions"]}},
   "models": {
     "sklearn-iris": {
       "aliases": ["iris"],
