@@ -80,14 +80,15 @@ fn warn_about_fixed_fields(old: &Config, new: &Config) {
         let mut a: Vec<String> = c
             .listeners
             .iter()
-            .map(|l| format!("{}={}", l.name, l.address))
+            .map(|l| format!("{}={} tls={}", l.name, l.address, l.tls.is_some()))
             .collect();
         a.extend(c.admin.as_ref().map(|a| format!("admin={}", a.address)));
         a
     };
     if addresses(old) != addresses(new) {
         log::warn!(
-            "listener and admin addresses change only on restart; keeping the bound sockets"
+            "listener and admin addresses, and whether a listener uses TLS, change only on \
+             restart; keeping the bound sockets"
         );
     }
 }
@@ -105,8 +106,6 @@ pub enum StartError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    #[error("listeners[{index}].tls: {reason}")]
-    Tls { index: usize, reason: String },
 }
 
 /// A started gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
@@ -157,13 +156,7 @@ impl Gateway {
         }
         let mut sockets = Vec::new();
         for (index, listener_config) in config.listeners.iter().enumerate() {
-            let tls = match &listener_config.tls {
-                Some(tls) => Some(
-                    listener::tls_acceptor(tls)
-                        .map_err(|reason| StartError::Tls { index, reason })?,
-                ),
-                None => None,
-            };
+            let tls = listener_config.tls.is_some();
             let what = format!("listener {}", listener_config.name);
             let socket = bind(&what, listener_config.address).await?;
             let address = socket.local_addr().map_err(|source| StartError::Bind {
@@ -193,7 +186,7 @@ impl Gateway {
         for (index, name, address, socket, tls) in sockets {
             log::info!(
                 "listener {name} on {address}{}",
-                if tls.is_some() { " (TLS)" } else { "" }
+                if tls { " (TLS)" } else { "" }
             );
             listeners.push((name.clone(), address));
             let info = listener::ListenerInfo { index, name, tls };

@@ -69,7 +69,11 @@ pub fn request_headers(parts: &Parts, client: IpAddr, tls: bool) -> (Headers, St
     let mut forwarded_for: Option<Vec<u8>> = None;
     for (name, value) in &parts.headers {
         let name = name.as_str();
-        if name == "host" || name == "x-forwarded-proto" || is_hop_by_hop(name, value, &listed) {
+        // `expect: 100-continue` is answered here (hyper sends the 100 when the body is read),
+        // as Envoy does, so it does not go upstream.
+        if matches!(name, "host" | "x-forwarded-proto" | "expect")
+            || is_hop_by_hop(name, value, &listed)
+        {
             continue;
         }
         if name == "x-forwarded-for" {
@@ -185,11 +189,15 @@ pub fn to_upstream_request(
         .map_err(|_| format!("invalid :path {path:?}"))?;
     let mut map = to_header_map(headers);
     map.remove(hyper::header::CONTENT_LENGTH);
-    if let Some(authority) = get(headers, ":authority").filter(|a| !a.is_empty()) {
-        let host =
-            HeaderValue::from_bytes(authority).map_err(|_| "invalid :authority".to_owned())?;
-        map.insert(hyper::header::HOST, host);
-    }
+    // HTTP/1.1 needs a host: the client's authority, else the endpoint itself.
+    let authority = get(headers, ":authority").filter(|a| !a.is_empty());
+    let host = match authority {
+        Some(authority) => {
+            HeaderValue::from_bytes(authority).map_err(|_| "invalid :authority".to_owned())?
+        }
+        None => HeaderValue::from_str(&endpoint.to_string()).map_err(|e| e.to_string())?,
+    };
+    map.insert(hyper::header::HOST, host);
     let mut request = hyper::Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;

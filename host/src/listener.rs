@@ -21,7 +21,9 @@ use crate::proxy::{ConnInfo, handle};
 pub struct ListenerInfo {
     pub index: usize,
     pub name: String,
-    pub tls: Option<TlsAcceptor>,
+    /// Whether connections start with a TLS handshake; the certificate is the current
+    /// snapshot's, so a reload can replace it.
+    pub tls: bool,
 }
 
 /// A TLS acceptor from PEM files, offering HTTP/2 and HTTP/1.1 through ALPN.
@@ -110,17 +112,27 @@ async fn connection(
         source,
         destination,
         connection_id: shared.next_connection_id(),
-        tls: info.tls.is_some(),
+        tls: info.tls,
     });
-    match &info.tls {
-        Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(tls) => serve_http(tls, conn, shared, watcher).await,
-            Err(e) => log::debug!(
-                "listener {}: TLS handshake with {source} failed: {e}",
-                info.name
-            ),
-        },
-        None => serve_http(stream, conn, shared, watcher).await,
+    if !info.tls {
+        return serve_http(stream, conn, shared, watcher).await;
+    }
+    let acceptor = shared
+        .snapshot()
+        .and_then(|s| s.tls.get(info.index).cloned().flatten());
+    let Some(acceptor) = acceptor else {
+        log::warn!(
+            "listener {}: the running config has no TLS for it; closing",
+            info.name
+        );
+        return;
+    };
+    match acceptor.accept(stream).await {
+        Ok(tls) => serve_http(tls, conn, shared, watcher).await,
+        Err(e) => log::debug!(
+            "listener {}: TLS handshake with {source} failed: {e}",
+            info.name
+        ),
     }
 }
 

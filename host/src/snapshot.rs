@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use modelgate_runtime::{FilterChain, PluginSpec, Runtime};
+use tokio_rustls::TlsAcceptor;
 
 use crate::cluster::{Cluster, Clusters};
 use crate::config::{Config, ConfigErrors};
@@ -17,6 +18,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     pub clusters: Arc<Clusters>,
     pub chain: FilterChain,
+    /// Per listener (config order), the TLS acceptor with the certificate read by this config.
+    pub tls: Vec<Option<TlsAcceptor>>,
     /// The redacted `/config_dump` body.
     pub dump: String,
     /// Files whose change triggers a reload.
@@ -44,6 +47,18 @@ impl Snapshot {
                 .map(|c| (c.name.clone(), Arc::new(Cluster::new(c))))
                 .collect(),
         );
+        let mut tls = Vec::new();
+        for (i, listener) in config.listeners.iter().enumerate() {
+            let acceptor = listener
+                .tls
+                .as_ref()
+                .map(crate::listener::tls_acceptor)
+                .transpose();
+            tls.push(acceptor.unwrap_or_else(|reason| {
+                errors.push(format!("listeners[{i}].tls: {reason}"));
+                None
+            }));
+        }
         let mut resolved = Vec::new();
         for (i, filter) in config.filters.iter().enumerate() {
             match plugin_source::resolve(i, filter) {
@@ -75,6 +90,7 @@ impl Snapshot {
             config,
             routes,
             clusters,
+            tls,
             chain: FilterChain::new(plugins).with_buffer_limit(buffer_limit),
             dump,
             watched,

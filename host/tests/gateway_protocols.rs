@@ -34,6 +34,7 @@ listeners:
     tls: {{certFile: server.pem, keyFile: server-key.pem}}
 clusters:
 {}routes: [{{match: {{prefix: /}}, cluster: iris}}]
+reload: {{watch: false}}
 ",
         cluster("iris", &[&upstream])
     );
@@ -59,8 +60,17 @@ clusters:
 
 /// A TLS connection to the gateway offering the given ALPN protocols.
 async fn connect(setup: &TlsSetup, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    try_connect(setup, &setup.root, alpn).await.unwrap()
+}
+
+/// A TLS connection that trusts only `root`.
+async fn try_connect(
+    setup: &TlsSetup,
+    root: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(setup.root.clone()).unwrap();
+    roots.add(root.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -72,7 +82,30 @@ async fn connect(setup: &TlsSetup, alpn: &[&[u8]]) -> tokio_rustls::client::TlsS
     TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap()
+}
+
+#[tokio::test]
+async fn a_reload_replaces_the_certificate_and_a_bad_one_is_refused() {
+    let setup = tls_gateway().await;
+    let config = &setup.gateway.config;
+    let next = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let next_root = next.cert.der().clone();
+    // Until the reload the old certificate is served.
+    assert!(try_connect(&setup, &next_root, &[b"h2"]).await.is_err());
+    config.write("server.pem", next.cert.pem());
+    config.write("server-key.pem", next.signing_key.serialize_pem());
+    setup.gateway.gateway.reload().await.unwrap();
+    assert!(try_connect(&setup, &next_root, &[b"h2"]).await.is_ok());
+    assert!(try_connect(&setup, &setup.root, &[b"h2"]).await.is_err());
+    // A certificate file that is not PEM is refused and the running one stays.
+    config.write("server.pem", "not a certificate");
+    let errors = setup.gateway.gateway.reload().await.unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    assert!(
+        errors.0[0].starts_with("listeners[0].tls: certFile "),
+        "{errors}"
+    );
+    assert!(try_connect(&setup, &next_root, &[b"h2"]).await.is_ok());
 }
 
 #[tokio::test]
