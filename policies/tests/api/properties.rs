@@ -87,6 +87,37 @@ proptest! {
     }
 
     #[test]
+    fn a_short_row_is_rejected_at_its_index(
+        rows in prop::collection::vec(prop::array::uniform3(-1e3f64..1e3), 1..30),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        let p = unauthenticated_policies();
+        let bad = pick.index(rows.len());
+        let rows: Vec<Vec<f64>> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| if i == bad { r[..2].to_vec() } else { r.to_vec() })
+            .collect();
+        let body = json!({ "instances": rows }).to_string();
+        let want = json!({ "error": format!("instances[{bad}]: expected 3 features, got 2") }).to_string();
+        prop_assert_eq!(accept(&p, "/v1/models/m:predict", body.as_bytes()), Err(want));
+    }
+
+    #[test]
+    fn a_v2_element_count_off_by_one_is_rejected(input in v2_input(), extra in any::<bool>()) {
+        let p = unauthenticated_policies();
+        let (datatype, shape, mut data) = input;
+        if extra {
+            data.push(data.first().cloned().unwrap_or(json!(true)));
+        } else if data.pop().is_none() {
+            return Ok(());
+        }
+        let body = json!({"inputs": [{"name": "x", "datatype": datatype, "shape": shape, "data": data}]}).to_string();
+        let got = accept(&p, "/v2/models/m/infer", body.as_bytes());
+        prop_assert!(got.as_ref().is_err_and(|e| e.contains("inputs[0].data: ")), "{got:?}");
+    }
+
+    #[test]
     fn generated_v2_payloads_pass(input in v2_input(), nested in any::<bool>()) {
         let p = unauthenticated_policies();
         let (datatype, shape, data) = input;
