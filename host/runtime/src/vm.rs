@@ -47,9 +47,10 @@ pub(crate) struct VmState {
 
 impl VmState {
     pub(crate) fn new(plugin: Arc<PluginShared>, cell: Weak<VmCell>, generation: u64) -> VmState {
+        // Past the limit `memory.grow` answers -1, as a V8 memory maximum does in Envoy; a Rust
+        // guest then aborts (a trap), others may cope.
         let limits = StoreLimitsBuilder::new()
             .memory_size(plugin.spec.memory_limit_bytes)
-            .trap_on_grow_failure(true)
             .build();
         VmState {
             limits,
