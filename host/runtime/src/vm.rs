@@ -94,7 +94,8 @@ impl VmState {
 /// Why a VM could not start.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StartError {
-    #[error("{0}")]
+    /// The whole chain: the trap itself comes after wasmtime's backtrace context.
+    #[error("{0:#}")]
     Wasm(#[from] wasmtime::Error),
     #[error("{0} returned false")]
     Rejected(&'static str),

@@ -4,9 +4,10 @@
 //!
 //! The README's other branch (`hello: world!` for an empty configuration) cannot work on any
 //! host: the SDK's `onConfigure` passes the configuration size as the `return_size` pointer of
-//! `proxy_get_buffer_bytes`, so with an empty configuration it reads a stale length and frees
-//! pointer 0, which aborts the VM. Envoy answers an empty buffer exactly as this runtime does
-//! (pointer 0, length 0), so it fails there too; the last test pins that outcome.
+//! `proxy_get_buffer_bytes`, so with an empty configuration it keeps a stale length and frees
+//! pointer 0, whose block header lies before address 0: an out-of-bounds trap. Envoy answers an
+//! empty buffer exactly as this runtime does (pointer 0, length 0), so it fails there too; the
+//! last test pins that outcome.
 
 mod support;
 
