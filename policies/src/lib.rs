@@ -10,6 +10,13 @@
 //! policies.on_request_headers(&view, now, store)   -> Continue | NeedBody | Reply
 //! policies.on_request_body(&pending, body, now, store) -> Continue | Reply
 //! ```
+//!
+//! Modules, in request order: `config` (the document as written) and `compile` (into the
+//! engine, errors with field paths); `engine` (the pipeline); `routing` (path -> model and
+//! endpoint) and `models` (names, aliases); `jwt`, `jwks` and `token_cache` (authentication);
+//! `authz` (scopes and claims); `ratelimit` over `store` (GCRA in shared data); `kserve_v1`,
+//! `kserve_v2` and `body_model` (bodies); `reply` and `decision` (what comes out).
+//! The configuration reference is `docs/config.md`.
 
 mod authz;
 mod body_model;
