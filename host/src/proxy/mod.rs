@@ -1,0 +1,314 @@
+//! One request through the gateway, in Envoy's order:
+//! request headers -> filters -> route -> request body -> filters -> cluster (with retries)
+//! -> response headers and body -> filters (reverse order) -> client, then the access log.
+//!
+//! Answers the gateway makes itself (no route, 413, 503, 504) pass through the filters'
+//! response callbacks like Envoy's local replies; a filter's own local reply is sent as is.
+
+mod request_body;
+mod response;
+mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use hyper::body::{Body as _, Incoming};
+use hyper::{Request, Response, StatusCode};
+use modelgate_runtime::{ChainStream, Flow, Headers, StreamInfo};
+
+use crate::access_log::AccessEntry;
+use crate::body::{GatewayBody, ReplayBody, json_error};
+use crate::gateway::Shared;
+use crate::headers::{self, REQUEST_ID};
+use crate::snapshot::Snapshot;
+
+use request_body::{BodyError, RequestBody, RequestPump};
+use upstream::{ForwardError, Target};
+
+/// The connection a request arrived on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub listener: String,
+    pub listener_index: usize,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub connection_id: u64,
+    pub tls: bool,
+}
+
+/// Serves one request; never fails (errors become responses).
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> Result<Response<GatewayBody>, Infallible> {
+    let Some(snapshot) = shared.snapshot() else {
+        return Ok(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json_error("gateway is not configured yet"),
+        ));
+    };
+    let health = snapshot
+        .config
+        .listeners
+        .get(conn.listener_index)
+        .and_then(|l| l.health_path.as_deref());
+    if health.is_some_and(|h| h == request.uri().path()) {
+        return Ok(plain(StatusCode::OK, br#"{"status":"ok"}"#));
+    }
+    shared.metrics.request_started();
+    let protocol = if request.version() == hyper::Version::HTTP_2 {
+        "HTTP/2"
+    } else {
+        "HTTP/1.1"
+    };
+    let start_time = SystemTime::now();
+    let chain = snapshot.chain.stream(StreamInfo {
+        source: conn.source,
+        destination: conn.destination,
+        connection_id: conn.connection_id,
+        tls: conn.tls,
+        protocol,
+        start_time,
+    });
+    let log = AccessEntry {
+        start: Some(start_time),
+        listener: conn.listener.clone(),
+        method: request.method().to_string(),
+        path: request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), ToString::to_string),
+        protocol,
+        client: conn.source.to_string(),
+        ..AccessEntry::default()
+    };
+    let exchange = Exchange {
+        shared,
+        snapshot,
+        chain,
+        log,
+        started: Instant::now(),
+        request_id: String::new(),
+    };
+    Ok(exchange.run(request, &conn).await)
+}
+
+fn plain(status: StatusCode, body: &[u8]) -> Response<GatewayBody> {
+    let mut response = Response::new(ReplayBody::new(Bytes::copy_from_slice(body), None).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The state of one request until its access-log line is written.
+struct Exchange {
+    shared: Arc<Shared>,
+    snapshot: Arc<Snapshot>,
+    chain: ChainStream,
+    log: AccessEntry,
+    started: Instant,
+    request_id: String,
+}
+
+impl Exchange {
+    async fn run(mut self, request: Request<Incoming>, conn: &ConnInfo) -> Response<GatewayBody> {
+        let (parts, body) = request.into_parts();
+        let (mut request_headers, request_id) =
+            headers::request_headers(&parts, conn.source.ip(), conn.tls);
+        self.request_id.clone_from(&request_id);
+        self.log.request_id = request_id;
+        // Envoy picks the route before the filters run and re-picks it when they clear the cache.
+        let mut route = self.snapshot.routes.position(&request_headers);
+        let limit = self.snapshot.config.request_timeout.0;
+        let phase = self.request_phase(&mut request_headers, body, &mut route);
+        match tokio::time::timeout(limit, phase).await {
+            Ok(Ok(body)) => self.dispatch(route, request_headers, body).await,
+            Ok(Err(error)) => self.body_error(error).await,
+            Err(_) => self.request_timed_out(),
+        }
+    }
+
+    /// Request headers and body through the filters, re-matching the route when they ask.
+    async fn request_phase(
+        &mut self,
+        request_headers: &mut Headers,
+        body: Incoming,
+        route: &mut Option<usize>,
+    ) -> Result<RequestBody, BodyError> {
+        let end = body.is_end_stream();
+        if let Flow::LocalReply(reply) = self.chain.request_headers(request_headers, end).await {
+            return Err(BodyError::Reply(reply));
+        }
+        if self.chain.take_route_cache_cleared() {
+            *route = self.snapshot.routes.position(request_headers);
+        }
+        let body = if end {
+            RequestBody::Complete {
+                data: Bytes::new(),
+                trailers: None,
+            }
+        } else {
+            self.read_body(body).await?
+        };
+        if self.chain.take_route_cache_cleared() {
+            *route = self.snapshot.routes.position(request_headers);
+        }
+        Ok(body)
+    }
+
+    /// The client or a filter held the request past `requestTimeout` (Envoy's 408). The
+    /// filters are mid-callback, so the answer does not pass them again.
+    fn request_timed_out(mut self) -> Response<GatewayBody> {
+        self.log.detail = Some("request_timeout");
+        let response_headers = vec![
+            (":status".to_owned(), b"408".to_vec()),
+            ("content-type".to_owned(), b"application/json".to_vec()),
+        ];
+        let body = Bytes::from(json_error("request timeout"));
+        let size = body.len() as u64;
+        self.finish_response(&response_headers, ReplayBody::new(body, None).boxed(), size)
+    }
+
+    /// Buffers the request body through the filters until it ends or outgrows the limit.
+    async fn read_body(&mut self, body: Incoming) -> Result<RequestBody, BodyError> {
+        let limit = self.snapshot.config.buffer_limit.as_usize();
+        let mut pump = RequestPump {
+            body,
+            pending: Vec::new(),
+            finished: false,
+        };
+        let mut released = Vec::new();
+        loop {
+            let r = pump
+                .step(&mut self.chain, &mut self.log.bytes_received)
+                .await?;
+            released.extend_from_slice(&r.data);
+            if r.end {
+                return Ok(RequestBody::Complete {
+                    data: released.into(),
+                    trailers: r.trailers,
+                });
+            }
+            if released.len() > limit {
+                return Ok(RequestBody::Streaming {
+                    released: released.into(),
+                    pump,
+                });
+            }
+        }
+    }
+
+    /// Routes the filtered request and sends it upstream.
+    async fn dispatch(
+        mut self,
+        route: Option<usize>,
+        mut request_headers: Headers,
+        body: RequestBody,
+    ) -> Response<GatewayBody> {
+        let snapshot = Arc::clone(&self.snapshot);
+        let Some(route) = route.and_then(|i| snapshot.routes.get(i)) else {
+            let path = headers::get_str(&request_headers, ":path").unwrap_or("/");
+            let path = path.split_once('?').map_or(path, |(p, _)| p).to_owned();
+            let message = format!("no route for {path}");
+            return self
+                .gateway_reply(StatusCode::NOT_FOUND, &message, "no_route")
+                .await;
+        };
+        self.log.route.clone_from(&route.name);
+        self.log.cluster.clone_from(&route.cluster);
+        let Some(cluster) = snapshot.clusters.get(&route.cluster).cloned() else {
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            return self
+                .gateway_reply(status, "no healthy upstream", "no_cluster")
+                .await;
+        };
+        headers::apply_mutations(&mut request_headers, &route.request_headers);
+        headers::set(&mut request_headers, REQUEST_ID, self.request_id.as_bytes());
+        let target = Target {
+            route,
+            cluster: &cluster,
+            request: &request_headers,
+            deadline: tokio::time::Instant::now() + route.timeout,
+        };
+        let upstream = match body {
+            RequestBody::Complete { data, trailers } => {
+                self.forward(&target, ReplayBody::new(data, trailers)).await
+            }
+            RequestBody::Streaming { released, pump } => {
+                match self.forward_streaming(&target, released, pump).await {
+                    Ok(upstream) => upstream,
+                    Err(e) => return self.body_error(e).await,
+                }
+            }
+        };
+        let (status, message, detail) = match upstream {
+            Ok(upstream) => return self.respond(route, upstream).await,
+            Err(ForwardError::NoHealthy) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream",
+                "no_healthy_upstream",
+            ),
+            Err(ForwardError::Failed(detail)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers",
+                detail,
+            ),
+            Err(ForwardError::Timeout) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream request timeout",
+                "upstream_timeout",
+            ),
+        };
+        self.gateway_reply(status, message, detail).await
+    }
+
+    async fn body_error(self, error: BodyError) -> Response<GatewayBody> {
+        match error {
+            BodyError::Reply(reply) => self.filter_reply(reply),
+            BodyError::Client(e) => {
+                log::debug!("request {}: client body error: {e}", self.request_id);
+                self.gateway_reply(
+                    StatusCode::BAD_REQUEST,
+                    "request body could not be read",
+                    "client_body_error",
+                )
+                .await
+            }
+        }
+    }
+
+    /// Metrics, the access-log line and the filters' `on_log`/`on_done`.
+    fn complete(self, status: u16, bytes_sent: u64) {
+        let Exchange {
+            shared,
+            snapshot,
+            chain,
+            mut log,
+            started,
+            ..
+        } = self;
+        log.status = status;
+        log.bytes_sent = bytes_sent;
+        log.duration = started.elapsed();
+        shared
+            .metrics
+            .count_request(&log.listener, &log.route, &log.cluster, status);
+        shared.metrics.request_finished();
+        let access = &snapshot.config.access_log;
+        if access.enabled {
+            // Filter state is read before `finish` consumes the stream.
+            let state = chain.filter_state();
+            chain.finish();
+            log.write(&access.filter_state, &state);
+        } else {
+            chain.finish();
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Sending the filtered request to an endpoint of the route's cluster, with retries on another
+//! endpoint as the route allows, and passive health bookkeeping.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::Response;
+use hyper::body::{Frame, Incoming};
+use modelgate_runtime::Headers;
+use tokio::time::timeout_at;
+
+use super::Exchange;
+use super::request_body::{BodyError, RequestPump};
+use crate::body::{ChannelBody, GatewayBody, ReplayBody};
+use crate::cluster::{Cluster, InFlight};
+use crate::config::RetryOn;
+use crate::headers;
+use crate::route::Route;
+
+/// The upstream answer and what it took to get it.
+pub(super) struct Upstream {
+    pub(super) response: Response<Incoming>,
+    pub(super) in_flight: InFlight,
+    pub(super) deadline: tokio::time::Instant,
+}
+
+/// Why no upstream answer came.
+pub(super) enum ForwardError {
+    NoHealthy,
+    Failed(&'static str),
+    Timeout,
+}
+
+impl Exchange {
+    /// Sends a buffered request, retrying on another endpoint as the route allows.
+    pub(super) async fn forward(
+        &mut self,
+        target: &Target<'_>,
+        body: ReplayBody,
+    ) -> Result<Upstream, ForwardError> {
+        let attempts = 1 + target.route.retry.num_retries as usize;
+        let mut tried = Vec::new();
+        let mut last = ForwardError::NoHealthy;
+        for attempt in 0..attempts {
+            // Once every endpoint was tried, a retry may go back to one of them.
+            if tried.len() == target.cluster.endpoints.len() {
+                tried.clear();
+            }
+            let Some(in_flight) = target.cluster.pick(&tried) else {
+                break;
+            };
+            tried.push(in_flight.index());
+            if attempt > 0 {
+                target.cluster.count_retry();
+            }
+            self.log.endpoint = in_flight.endpoint().address.to_string();
+            let sent_at = Instant::now();
+            let last_attempt = attempt + 1 == attempts;
+            let result = target
+                .send(body.clone().boxed(), in_flight, last_attempt)
+                .await;
+            self.log.upstream = Some(sent_at.elapsed());
+            match result {
+                Ok(upstream) => return Ok(upstream),
+                Err((error, retry)) => {
+                    last = error;
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Streams a large request: the filters keep seeing the rest of the body while it goes
+    /// upstream, so there is no retry (the body is gone).
+    pub(super) async fn forward_streaming(
+        &mut self,
+        target: &Target<'_>,
+        released: Bytes,
+        pump: RequestPump,
+    ) -> Result<Result<Upstream, ForwardError>, BodyError> {
+        let Some(in_flight) = target.cluster.pick(&[]) else {
+            return Ok(Err(ForwardError::NoHealthy));
+        };
+        let (tx, body) = ChannelBody::new();
+        let _ = tx.send(Ok(Frame::data(released))).await;
+        let Self { chain, log, .. } = self;
+        log.endpoint = in_flight.endpoint().address.to_string();
+        let sent_at = Instant::now();
+        let (fed, sent) = tokio::join!(
+            pump.stream_rest(chain, &mut log.bytes_received, tx),
+            target.send(GatewayBody::new(body), in_flight, true)
+        );
+        log.upstream = Some(sent_at.elapsed());
+        fed?;
+        Ok(sent.map_err(|(e, _)| e))
+    }
+}
+
+/// Where one request goes: the matched route, its cluster, the filtered headers, the deadline.
+pub(super) struct Target<'a> {
+    pub(super) route: &'a Route,
+    pub(super) cluster: &'a Arc<Cluster>,
+    pub(super) request: &'a Headers,
+    pub(super) deadline: tokio::time::Instant,
+}
+
+impl Target<'_> {
+    /// One try on one endpoint. The error says whether the route allows a retry; on the last
+    /// attempt a 5xx answer is the answer.
+    pub(super) async fn send(
+        &self,
+        body: GatewayBody,
+        in_flight: InFlight,
+        last_attempt: bool,
+    ) -> Result<Upstream, (ForwardError, bool)> {
+        let (cluster, index) = (self.cluster, in_flight.index());
+        let address = in_flight.endpoint().address;
+        let upstream_request = headers::to_upstream_request(self.request, address, body)
+            .map_err(|_| (ForwardError::Failed("bad_request_headers"), false))?;
+        let retry_on = |on: RetryOn| self.route.retry.on.contains(&on);
+        match timeout_at(self.deadline, cluster.client.request(upstream_request)).await {
+            Err(_) => Err((ForwardError::Timeout, false)),
+            Ok(Err(e)) if e.is_connect() => {
+                log::debug!("cluster {}: connect to {address} failed: {e}", cluster.name);
+                cluster.record_failure(index);
+                let retry = retry_on(RetryOn::ConnectFailure);
+                Err((ForwardError::Failed("upstream_connect_failure"), retry))
+            }
+            Ok(Err(e)) => {
+                log::debug!("cluster {}: request to {address} failed: {e}", cluster.name);
+                cluster.record_failure(index);
+                Err((
+                    ForwardError::Failed("upstream_reset"),
+                    retry_on(RetryOn::Reset),
+                ))
+            }
+            Ok(Ok(response)) => {
+                if response.status().is_server_error() {
+                    cluster.record_failure(index);
+                    if retry_on(RetryOn::ServerError) && !last_attempt {
+                        return Err((ForwardError::Failed("upstream_5xx"), true));
+                    }
+                } else {
+                    cluster.record_success(index);
+                }
+                Ok(Upstream {
+                    response,
+                    in_flight,
+                    deadline: self.deadline,
+                })
+            }
+        }
+    }
+}
