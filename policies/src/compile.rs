@@ -214,7 +214,7 @@ fn compile_jwt(raw: RawJwt) -> Result<Verifier, ConfigError> {
         forward,
         max_token_bytes: raw.max_token_bytes,
         realm: raw.realm,
-        strip_authorization: raw.strip_authorization,
+        strip_authorization: raw.strip_authorization.then(|| Arc::from("authorization")),
         cache: TokenCache::new(raw.cache_size),
     })
 }

@@ -331,8 +331,8 @@ impl Engine {
             edits
                 .remove
                 .extend(jwt.forward.iter().map(|(_, h)| Arc::clone(h)));
-            if jwt.strip_authorization {
-                edits.remove.push(Arc::from("authorization"));
+            if let Some(authorization) = &jwt.strip_authorization {
+                edits.remove.push(Arc::clone(authorization));
             }
         }
         if let Some(h) = &self.key_header {

@@ -76,7 +76,8 @@ pub(crate) struct Verifier {
     pub(crate) forward: Vec<(String, Arc<str>)>,
     pub(crate) max_token_bytes: usize,
     pub(crate) realm: String,
-    pub(crate) strip_authorization: bool,
+    /// `Some("authorization")` when the header is stripped before forwarding.
+    pub(crate) strip_authorization: Option<Arc<str>>,
     pub(crate) cache: TokenCache<Arc<Identity>>,
 }
 
