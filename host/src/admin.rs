@@ -4,10 +4,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -27,7 +26,7 @@ pub async fn serve(socket: TcpListener, shared: Arc<Shared>, mut stop: watch::Re
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
-                        let response = answer(&shared, &request);
+                        let response = answer(&shared, request.uri().path());
                         async move { Ok::<_, Infallible>(response) }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
@@ -54,9 +53,9 @@ fn reply(
     response
 }
 
-fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<GatewayBody> {
+fn answer(shared: &Shared, path: &str) -> Response<GatewayBody> {
     let snapshot = shared.snapshot();
-    match request.uri().path() {
+    match path {
         "/ready" => match snapshot {
             Some(_) => reply(StatusCode::OK, "text/plain", "ready\n"),
             None => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
@@ -92,5 +91,31 @@ fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<GatewayBody>
             "application/json",
             r#"{"error":"unknown admin path"}"#,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::GatewayServices;
+
+    #[test]
+    fn ready_and_config_dump_answer_503_until_a_config_is_serving() {
+        let services = Arc::new(GatewayServices::default());
+        let runtime = modelgate_runtime::Runtime::new(
+            Arc::clone(&services) as Arc<dyn modelgate_runtime::HostServices>
+        )
+        .unwrap();
+        let shared = Shared::new(runtime, services, std::path::Path::new("unused.yaml"));
+        assert_eq!(
+            answer(&shared, "/ready").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            answer(&shared, "/config_dump").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // Metrics are served from the start, without any cluster.
+        assert_eq!(answer(&shared, "/metrics").status(), StatusCode::OK);
     }
 }

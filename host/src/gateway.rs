@@ -31,6 +31,19 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Shared state with no config serving yet (`/ready` answers 503).
+    pub fn new(runtime: Runtime, services: Arc<GatewayServices>, config_path: &Path) -> Shared {
+        Shared {
+            runtime,
+            services,
+            metrics: HostMetrics::default(),
+            state: ArcSwapOption::empty(),
+            config_path: config_path.to_path_buf(),
+            next_connection_id: AtomicU64::new(0),
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// The config requests start with now; `None` until the filters are configured.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.state.load_full()
@@ -127,15 +140,7 @@ impl Gateway {
         let runtime =
             Runtime::new(Arc::clone(&services) as Arc<dyn modelgate_runtime::HostServices>)
                 .map_err(|e| StartError::Runtime(e.to_string()))?;
-        let shared = Arc::new(Shared {
-            runtime,
-            services,
-            metrics: HostMetrics::default(),
-            state: ArcSwapOption::empty(),
-            config_path: config_path.to_path_buf(),
-            next_connection_id: AtomicU64::new(0),
-            reloading: tokio::sync::Mutex::new(()),
-        });
+        let shared = Arc::new(Shared::new(runtime, services, config_path));
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut admin = None;

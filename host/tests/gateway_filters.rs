@@ -280,3 +280,43 @@ async fn a_filter_that_never_resumes_is_cut_off_by_the_request_timeout() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     assert_eq!(tagged.count(), 0);
 }
+
+#[tokio::test]
+async fn a_filter_http_call_goes_to_a_gateway_cluster() {
+    let (tagged, pinger) = (
+        Upstream::start("tagged").await,
+        Upstream::start("pinger").await,
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = format!(
+        "version: 1
+listeners: [{{address: 127.0.0.1:0}}]
+clusters:
+{}{}  - {{name: failing, endpoints: ['{closed}']}}
+routes: [{{match: {{prefix: /}}, cluster: tagged}}]
+filters: [{{name: conformance, wasm: {}, vmCount: 1}}]
+",
+        cluster("tagged", &[&tagged]),
+        cluster("upstream", &[&pinger]),
+        test_filter("conformance").display()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let c = client();
+    let answer = send(&c, request(&gw, "http-call", "")).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let call = pinger.last();
+    assert_eq!((call.method.as_str(), call.path.as_str()), ("GET", "/ping"));
+    assert_eq!(&call.body[..], b"ping");
+    assert_eq!(call.headers["host"], "upstream");
+    let seen = tagged.last();
+    assert_eq!(seen.headers["x-call-status"], "200");
+    assert_eq!(seen.headers["x-call-body"], "{\"upstream\":\"pinger\"}");
+
+    // A call to a cluster that cannot be reached reports a failure to the filter.
+    let answer = send(&c, request(&gw, "http-call-fail", "")).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(tagged.last().headers["x-call-failed"], "1");
+}
