@@ -78,10 +78,8 @@ pub async fn handle(
         start: Some(start_time),
         listener: conn.listener.clone(),
         method: request.method().to_string(),
-        path: request
-            .uri()
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), ToString::to_string),
+        // Without the query string, which may carry a token (Envoy's REQ_WITHOUT_QUERY).
+        path: request.uri().path().to_owned(),
         protocol,
         client: conn.source.to_string(),
         ..AccessEntry::default()
