@@ -90,12 +90,15 @@ impl Exchange {
         let Self { chain, log, .. } = self;
         log.endpoint = in_flight.endpoint().address.to_string();
         let sent_at = Instant::now();
-        let (fed, sent) = tokio::join!(
+        // The route deadline bounds the feeding too: an upstream that answered without
+        // reading the rest would otherwise hold this request forever.
+        let feed = timeout_at(
+            target.deadline,
             pump.stream_rest(chain, &mut log.bytes_received, tx),
-            target.send(GatewayBody::new(body), in_flight, true)
         );
+        let (fed, sent) = tokio::join!(feed, target.send(GatewayBody::new(body), in_flight, true));
         log.upstream = Some(sent_at.elapsed());
-        fed?;
+        fed.unwrap_or(Ok(()))?;
         Ok(sent.map_err(|(e, _)| e))
     }
 }
