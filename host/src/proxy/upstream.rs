@@ -92,11 +92,14 @@ impl Exchange {
         let sent_at = Instant::now();
         // The route deadline bounds the feeding too: an upstream that answered without
         // reading the rest would otherwise hold this request forever.
-        let feed = timeout_at(
+        let feeding = timeout_at(
             target.deadline,
             pump.stream_rest(chain, &mut log.bytes_received, tx),
         );
-        let (fed, sent) = tokio::join!(feed, target.send(GatewayBody::new(body), in_flight, true));
+        let (fed, sent) = tokio::join!(
+            feeding,
+            target.send(GatewayBody::new(body), in_flight, true)
+        );
         log.upstream = Some(sent_at.elapsed());
         fed.unwrap_or(Ok(()))?;
         Ok(sent.map_err(|(e, _)| e))
