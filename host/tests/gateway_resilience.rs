@@ -188,3 +188,51 @@ routes: [{{match: {{prefix: /}}, cluster: iris}}]
         serde_json::json!({"error": "no healthy upstream"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_concurrent_load_fails_no_request() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let yaml = config(
+        &[&a, &b],
+        "    outlierDetection: {consecutiveErrors: 1, baseEjectionTime: 60s}\n",
+        "    retry: {on: [connect-failure, reset], numRetries: 1}\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let url = gw.url("/v1/models/iris:predict");
+        load.push(tokio::spawn(async move {
+            let c = client();
+            let mut statuses = Vec::new();
+            for _ in 0..50 {
+                let request = hyper::Request::get(&url)
+                    .body(http_body_util::Full::default())
+                    .unwrap();
+                statuses.push(gateway_support::send(&c, request).await.map(|a| a.status));
+            }
+            statuses
+        }));
+    }
+    // Kill b while the four clients are mid-way.
+    while a.count() + b.count() < 60 {
+        tokio::task::yield_now().await;
+    }
+    b.kill();
+    let mut outcomes = Vec::new();
+    for task in load {
+        outcomes.extend(task.await.unwrap());
+    }
+    assert_eq!(outcomes.len(), 200);
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| !matches!(o, Ok(StatusCode::OK)))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        b.count() > 0 && a.count() > b.count(),
+        "a {} b {}",
+        a.count(),
+        b.count()
+    );
+}
