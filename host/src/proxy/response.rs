@@ -37,15 +37,8 @@ impl Exchange {
         let (parts, body) = response.into_parts();
         let mut response_headers = headers::response_headers(parts.status, &parts.headers);
         headers::apply_mutations(&mut response_headers, &route.response_headers);
-        self.send_response(
-            response_headers,
-            ResponseSource::Upstream {
-                body,
-                deadline,
-                in_flight,
-            },
-        )
-        .await
+        self.send_response(response_headers, body, deadline, in_flight)
+            .await
     }
 
     /// A response the gateway makes itself, passed through the filters' response callbacks.
@@ -62,7 +55,7 @@ impl Exchange {
             ("content-type".to_owned(), b"application/json".to_vec()),
         ];
         exchange
-            .send_response(response_headers, ResponseSource::Local(json_error(message)))
+            .send_local_through_chain(response_headers, json_error(message))
             .await
     }
 
@@ -82,23 +75,15 @@ impl Exchange {
         )
     }
 
-    /// Response headers then body through the chain; the client gets the headers once the
-    /// filters released the first body bytes (or the whole body ended).
-    pub(super) async fn send_response(
+    /// Upstream response headers then body through the chain; the client gets the headers
+    /// once the filters released the first body bytes (or the whole body ended).
+    async fn send_response(
         mut self,
         mut response_headers: Headers,
-        source: ResponseSource,
+        mut body: Incoming,
+        deadline: tokio::time::Instant,
+        in_flight: InFlight,
     ) -> Response<GatewayBody> {
-        let (mut body, deadline, in_flight) = match source {
-            ResponseSource::Local(data) => {
-                return self.send_local_through_chain(response_headers, data).await;
-            }
-            ResponseSource::Upstream {
-                body,
-                deadline,
-                in_flight,
-            } => (body, deadline, in_flight),
-        };
         let end = body.is_end_stream();
         if let Flow::LocalReply(reply) = self
             .chain
@@ -341,14 +326,4 @@ impl Exchange {
         }
         self.complete(status, sent);
     }
-}
-
-/// Where a response body comes from.
-pub(super) enum ResponseSource {
-    Local(Vec<u8>),
-    Upstream {
-        body: Incoming,
-        deadline: tokio::time::Instant,
-        in_flight: InFlight,
-    },
 }
