@@ -43,19 +43,17 @@ impl Exchange {
 
     /// A response the gateway makes itself, passed through the filters' response callbacks.
     pub(super) async fn gateway_reply(
-        self,
+        mut self,
         status: StatusCode,
         message: &str,
         detail: &'static str,
     ) -> Response<GatewayBody> {
-        let mut exchange = self;
-        exchange.log.detail = Some(detail);
+        self.log.detail = Some(detail);
         let response_headers = vec![
             (":status".to_owned(), status.as_str().as_bytes().to_vec()),
             ("content-type".to_owned(), b"application/json".to_vec()),
         ];
-        exchange
-            .send_local_through_chain(response_headers, json_error(message))
+        self.send_local_through_chain(response_headers, json_error(message))
             .await
     }
 
