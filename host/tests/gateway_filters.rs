@@ -320,3 +320,31 @@ filters: [{{name: conformance, wasm: {}, vmCount: 1}}]
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(tagged.last().headers["x-call-failed"], "1");
 }
+
+#[tokio::test]
+async fn a_changed_plugin_config_file_reloads_the_filter_chain() {
+    let (tagged, gw) = gateway("reload: {watch: true, pollInterval: 50ms}\n").await;
+    let c = client();
+    assert_eq!(get(&c, &gw.url("/")).await.status, StatusCode::OK);
+    assert_eq!(tagged.last().headers["x-order"], "A");
+    // The filter now tags B: no route matches its header any more, so the reload shows as a 404.
+    gw.config.write("plugin.txt", "name=B");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let answer = get(&c, &gw.url("/")).await;
+        if answer.status == StatusCode::NOT_FOUND {
+            assert_eq!(
+                answer.json(),
+                serde_json::json!({"error": "no route for /"})
+            );
+            assert_eq!(answer.header("x-order"), Some("B"));
+            break;
+        }
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plugin config change was not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
