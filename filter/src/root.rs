@@ -45,8 +45,10 @@ fn configure() -> Result<Configured, String> {
         Ok(None) => Vec::new(),
         Err(status) => return Err(format!("cannot read the plugin configuration: {status:?}")),
     };
-    let policies =
-        Policies::from_json(&config).map_err(|e| format!("invalid configuration: {e}"))?;
+    // `kFromEnv` secrets come from the VM's WASI environment, which holds exactly the
+    // variables the host lets through (Envoy Gateway's `env.hostKeys`, Istio's `vmConfig.env`).
+    let policies = Policies::from_json_with_env(&config, &|name| std::env::var(name).ok())
+        .map_err(|e| format!("invalid configuration: {e}"))?;
     proxy_wasm::set_log_level(log_level(policies.log_level()));
     let metrics = Metrics::define(policies.model_names(), hostcalls::define_metric)
         .map_err(|status| format!("cannot define metrics: {status:?}"))?;

@@ -19,7 +19,11 @@ use crate::ratelimit::Quota;
 use crate::routing::valid_name;
 use crate::token_cache::TokenCache;
 
-pub(crate) fn compile(raw: RawConfig) -> Result<Engine, ConfigError> {
+/// `env` looks up the environment variables that `kFromEnv` names.
+pub(crate) fn compile(
+    raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Engine, ConfigError> {
     if raw.version != 1 {
         return Err(ConfigError::at(
             "version",
@@ -28,7 +32,7 @@ pub(crate) fn compile(raw: RawConfig) -> Result<Engine, ConfigError> {
     }
     let routing_header = header_name(&raw.routing.header, "routing.header")?;
     let body_model = raw.routing.body_model.map(compile_body_model).transpose()?;
-    let jwt = raw.jwt.map(compile_jwt).transpose()?;
+    let jwt = raw.jwt.map(|jwt| compile_jwt(jwt, env)).transpose()?;
 
     let default_key = if jwt.is_some() {
         RawLimitKey::Claim("sub".to_owned())
@@ -149,7 +153,7 @@ fn header_name(name: &str, path: &str) -> Result<Arc<str>, ConfigError> {
     Ok(Arc::from(name.to_ascii_lowercase()))
 }
 
-fn compile_jwt(raw: RawJwt) -> Result<Verifier, ConfigError> {
+fn compile_jwt(raw: RawJwt, env: &dyn Fn(&str) -> Option<String>) -> Result<Verifier, ConfigError> {
     if raw.issuer.is_empty() {
         return Err(ConfigError::at("jwt.issuer", "must not be empty"));
     }
@@ -178,7 +182,7 @@ fn compile_jwt(raw: RawJwt) -> Result<Verifier, ConfigError> {
     let mut keys = Vec::with_capacity(raw.jwks.keys.len());
     for (i, jwk) in raw.jwks.keys.iter().enumerate() {
         let path = format!("jwt.jwks.keys[{i}]");
-        let key = jwks::compile_key(jwk, &allowed, &path)?;
+        let key = jwks::compile_key(jwk, &allowed, &path, env)?;
         if key.kid.is_some() && keys.iter().any(|k: &jwks::Key| k.kid == key.kid) {
             return Err(ConfigError::at(&format!("{path}.kid"), "duplicate kid"));
         }

@@ -168,6 +168,10 @@ pub(crate) struct RawJwk {
     pub(crate) x: Option<String>,
     pub(crate) y: Option<String>,
     pub(crate) k: Option<String>,
+    /// Not a JWK member: the name of the environment variable that holds an `oct` key's
+    /// secret, so the secret stays out of the config (Envoy Gateway's `env.hostKeys`).
+    #[serde(rename = "kFromEnv")]
+    pub(crate) k_from_env: Option<String>,
     // Certificate members are accepted (JWKS endpoints publish them) but not used: the key is
     // trusted because it is in the config, not because of a chain.
     #[serde(rename = "x5u")]

@@ -53,13 +53,21 @@ pub(crate) const ALL_ALGS: [Algorithm; 12] = [
     Algorithm::HS512,
 ];
 
-/// Compile one JWK at `path` (`jwt.jwks.keys[2]`), keeping only `allowed` algorithms.
+/// Compile one JWK at `path` (`jwt.jwks.keys[2]`), keeping only `allowed` algorithms; `env`
+/// looks up the variable an `oct` key's `kFromEnv` names.
 pub(crate) fn compile_key(
     jwk: &RawJwk,
     allowed: &[Algorithm],
     path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Key, ConfigError> {
     let err = |field: &str, msg: String| ConfigError::at(&format!("{path}.{field}"), msg);
+    if jwk.k_from_env.is_some() && jwk.kty != "oct" {
+        return Err(err(
+            "kFromEnv",
+            format!("only an \"oct\" key has a secret, not kty {:?}", jwk.kty),
+        ));
+    }
     if let Some(use_) = &jwk.use_
         && use_ != "sig"
     {
@@ -108,13 +116,10 @@ pub(crate) fn compile_key(
             (vec![Algorithm::EdDSA], key)
         }
         "oct" => {
-            let k = required("k", &jwk.k)?;
-            let secret = URL_SAFE_NO_PAD
-                .decode(k.trim_end_matches('='))
-                .map_err(|e| err("k", format!("invalid base64url: {e}")))?;
+            let (field, secret) = hmac_secret(jwk, path, env)?;
             if secret.len() < 32 {
                 return Err(err(
-                    "k",
+                    field,
                     "HMAC secrets must be at least 32 bytes".to_owned(),
                 ));
             }
@@ -153,6 +158,39 @@ pub(crate) fn compile_key(
         algorithms,
         decoding,
     })
+}
+
+/// An `oct` key's secret and the field it came from: `k` (base64url, as in RFC 7518) or the
+/// raw bytes of the environment variable `kFromEnv` names. No error carries the secret.
+fn hmac_secret(
+    jwk: &RawJwk,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(&'static str, Vec<u8>), ConfigError> {
+    match (&jwk.k, &jwk.k_from_env) {
+        (Some(k), None) => URL_SAFE_NO_PAD
+            .decode(k.trim_end_matches('='))
+            .map(|secret| ("k", secret))
+            .map_err(|e| ConfigError::at(&format!("{path}.k"), format!("invalid base64url: {e}"))),
+        (None, Some(name)) => {
+            let at = format!("{path}.kFromEnv");
+            if name.is_empty() {
+                return Err(ConfigError::at(&at, "must name an environment variable"));
+            }
+            match env(name) {
+                Some(value) if !value.is_empty() => Ok(("kFromEnv", value.into_bytes())),
+                Some(_) => Err(ConfigError::at(
+                    &at,
+                    format!("environment variable {name} is empty"),
+                )),
+                None => Err(ConfigError::at(
+                    &at,
+                    format!("environment variable {name} is not set (list it in env.hostKeys)"),
+                )),
+            }
+        }
+        _ => Err(ConfigError::at(path, "exactly one of k and kFromEnv")),
+    }
 }
 
 /// Parse a JOSE algorithm name; `none` is never accepted.

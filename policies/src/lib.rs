@@ -6,7 +6,7 @@
 //! [`HeadersDecision`]/[`BodyDecision`] back into host calls.
 //!
 //! ```text
-//! Policies::from_json(config)                      once, in on_configure (all compiling here)
+//! Policies::from_json_with_env(config, env)       once, in on_configure (all compiling here)
 //! policies.on_request_headers(&view, now, store)   -> Continue | NeedBody | Reply
 //! policies.on_request_body(&pending, body, now, store) -> Continue | Reply
 //! ```
@@ -58,11 +58,22 @@ pub struct Policies {
 }
 
 impl Policies {
-    /// Parse and compile the configuration document. Errors name the field path.
+    /// Parse and compile the configuration document with no environment: a key with
+    /// `kFromEnv` is an error. Errors name the field path.
     pub fn from_json(config: &[u8]) -> Result<Self, ConfigError> {
+        Self::from_json_with_env(config, &|_| None)
+    }
+
+    /// Parse and compile the configuration document, looking up the variables that `kFromEnv`
+    /// names with `env` (the adapter passes the VM's environment; this crate reads none).
+    /// Errors name the field path and never carry a variable's value.
+    pub fn from_json_with_env(
+        config: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let raw = config::parse(config)?;
         Ok(Self {
-            inner: compile::compile(raw)?,
+            inner: compile::compile(raw, env)?,
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod authz;
 mod config;
+mod env_secrets;
 mod jwt;
 mod properties;
 mod ratelimit;
