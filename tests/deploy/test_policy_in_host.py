@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -187,7 +188,7 @@ def host_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")} | {"RUST_LOG": "warn"}
 
 
-def token(config: dict, key: rsa.RSAPrivateKey, scopes: list[str], kid: str = TEST_KID, **claims: object) -> str:
+def token(config: dict, key: rsa.RSAPrivateKey | str, scopes: list[str], kid: str = TEST_KID, algorithm: str = "RS256", **claims: object) -> str:
     now = int(time.time())
     audiences = config["jwt"]["audiences"]
     payload = {
@@ -199,7 +200,7 @@ def token(config: dict, key: rsa.RSAPrivateKey, scopes: list[str], kid: str = TE
         "scope": " ".join(scopes),
         **claims,
     }
-    return jwt.encode(payload, key, algorithm="RS256", headers={"kid": kid})
+    return jwt.encode(payload, key, algorithm=algorithm, headers={"kid": kid})
 
 
 def request_set(config: dict, key: rsa.RSAPrivateKey) -> list[tuple[str, str, str, dict[str, str], bytes | None]]:
@@ -385,3 +386,66 @@ def test_policy_with_test_keys_decides_alike_from_the_manifest_and_inline(host_b
     assert config["rateLimit"]["keyHeader"] == "x-modelgate-ratelimit-key"
     assert all(seen["limitKey"] == "deploy-test-user" for seen in reached)
     assert all(seen["authorization"] is None for seen in reached)
+
+
+# --- an HMAC secret through env.hostKeys -----------------------------------------------------
+
+HMAC_VAR = "MODELGATE_JWT_HMAC_KEY"
+HMAC_KID = "gateway-hs256"
+
+
+def with_env_hmac_key(policy: dict) -> dict:
+    """The policy plus an `oct` key whose secret is the variable the manifest lists in
+    `env.hostKeys` (docs/deploy.md, "Configure the policy"), with HS256 allowed."""
+    changed = copy.deepcopy(policy)
+    jwt_config = changed["spec"]["wasm"][0]["config"]["jwt"]
+    jwt_config["jwks"]["keys"].append({"kty": "oct", "kid": HMAC_KID, "alg": "HS256", "use": "sig", "kFromEnv": HMAC_VAR})
+    jwt_config["algorithms"].append("HS256")
+    return changed
+
+
+def test_hmac_key_from_host_keys_verifies_tokens_and_stays_out_of_config(host_bin, wasm_bytes, tmp_path, upstream, ports):
+    """The secret is in the gateway's environment only: the manifest's `env.hostKeys` lets the
+    VM read it, the filter verifies HS256 tokens with it, and neither the policy nor the host's
+    config dump nor its log shows it."""
+    deployed = deployed_policy()
+    assert HMAC_VAR in deployed["spec"]["wasm"][0]["env"]["hostKeys"]
+    policy = with_env_hmac_key(deployed)
+    policy_file = tmp_path / "envoyextensionpolicy-hmac.yaml"
+    policy_file.write_text(yaml.safe_dump(policy, sort_keys=False))
+    config = policy["spec"]["wasm"][0]["config"]
+    secret = secrets.token_urlsafe(48)
+
+    # Without the variable the filter refuses the config, naming the key and the variable.
+    check = host_config(tmp_path, "hmac-check", from_policy(policy_file), 18499, 18498, 18497)
+    result = run([str(host_bin), "check", "--config", str(check)], env=host_env())
+    assert result.returncode != 0
+    assert f"jwt.jwks.keys[2].kFromEnv: environment variable {HMAC_VAR} is not set" in result.stdout + result.stderr
+
+    listener, admin = free_port(ports), free_port(ports)
+    serve = host_config(tmp_path, "hmac-serve", from_policy(policy_file), upstream.server_address[1], listener, admin)
+    upstream.seen.clear()
+    host = Host(host_bin, serve, host_env() | {HMAC_VAR: secret}, admin, listener)
+    try:
+        json_ct = {"content-type": "application/json"}
+        body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+        scopes = ["predict:sklearn-iris"]
+        signed = token(config, secret, scopes, kid=HMAC_KID, algorithm="HS256")
+        forged = token(config, secrets.token_urlsafe(48), scopes, kid=HMAC_KID, algorithm="HS256")
+        path = "/v1/models/sklearn-iris:predict"
+        accepted = host.request("POST", path, {"authorization": f"Bearer {signed}", **json_ct}, body)
+        refused = host.request("POST", path, {"authorization": f"Bearer {forged}", **json_ct}, body)
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/config_dump", timeout=10) as resp:
+            dump = resp.read().decode()
+    finally:
+        host.stop()
+
+    assert accepted[0] == 200, accepted
+    assert accepted[1]["upstream"]["model"] == "sklearn-iris"
+    assert refused[0] == 401, refused
+    assert 'error="invalid_token"' in refused[2]
+    assert [seen["path"] for seen in upstream.seen] == [path]
+    assert HMAC_VAR in dump  # the dump is the real one: it names the variable ...
+    assert secret not in dump  # ... but never its value
+    assert secret not in policy_file.read_text()
+    assert secret not in host.log.read_text()
