@@ -188,7 +188,8 @@ impl ChainStream {
 
     /// `body` is the cumulative buffered body; while [`Flow::StopAndBuffer`] the gateway keeps
     /// appending and calls again. Filters before the buffering one saw the body when they
-    /// continued and are not called again for it.
+    /// continued and are not called again for it. A body a filter buffers past the limit gets
+    /// 413, at the end of the stream too (`response_body`: 500), as Envoy answers.
     pub async fn request_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Flow {
         let resumed = self.request_buffering_at.take();
         let start = resumed.unwrap_or(0);
@@ -513,9 +514,15 @@ impl ChainStream {
             cb,
             StreamCallback::RequestBody | StreamCallback::ResponseBody
         );
-        if !paused || (is_body && !end_of_stream) {
+        // Envoy moves what a StopIterationAndBuffer filter holds into a buffer whose high
+        // watermark is the limit; past it the stream is answered with 413/500 whether or not
+        // the data ended the stream. Only a body within the limit waits at its end.
+        let buffers =
+            is_body && (!end_of_stream || lent_body_len(ctx, cb) > self.chain.buffer_limit);
+        if !paused || buffers {
             take_back(ctx, cb, payload);
-            if paused {
+            // An over-limit body ends the stream: no copy is kept for it.
+            if paused && payload.size() <= self.chain.buffer_limit {
                 keep_buffered(ctx, cb, payload);
             }
             return Begin::Done(if paused { Step::Buffer } else { Step::Continue });
@@ -665,6 +672,16 @@ fn keep_buffered(ctx: &mut StreamCtx, cb: StreamCallback, payload: &Payload<'_>)
         (StreamCallback::ResponseBody, Payload::Body(b)) => ctx.response_body = Some((*b).clone()),
         _ => {}
     }
+}
+
+/// Size of the body lent for a body callback, as the filter left it.
+fn lent_body_len(ctx: &StreamCtx, cb: StreamCallback) -> usize {
+    let body = match cb {
+        StreamCallback::RequestBody => ctx.request_body.as_ref(),
+        StreamCallback::ResponseBody => ctx.response_body.as_ref(),
+        _ => None,
+    };
+    body.map_or(0, Vec::len)
 }
 
 /// Move the payload into the context for the callback.

@@ -277,6 +277,83 @@ async fn buffering_past_the_limit_gives_413_request_side_and_500_response_side()
     stream.finish();
 }
 
+/// A bound on calls that must resolve now: a hang fails the test instead of stalling it.
+const NO_HANG: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_single_frame_body_past_the_limit_gets_413_or_500_even_at_the_end_of_the_stream() {
+    let (runtime, _) = runtime();
+    let chain = FilterChain::new(vec![conformance(&runtime, "")]).with_buffer_limit(8);
+    // Envoy buffers what a StopIterationAndBuffer filter holds in a watermark buffer: past
+    // the limit the stream is answered, whether or not the frame ended the stream.
+    let mut stream = chain.stream(info());
+    let mut headers = request("body-buffer-forever");
+    stream.request_headers(&mut headers, false).await;
+    let mut body = b"123456789".to_vec();
+    let flow = tokio::time::timeout(NO_HANG, stream.request_body(&mut body, true)).await;
+    let reply = local_reply(flow.expect("the over-limit body must not wait for the filter"));
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.body, b"Payload Too Large");
+    assert_eq!(get(&reply.headers, "x-seen-status"), Some("413"));
+    stream.finish();
+
+    // Chunked, with the last chunk ending the stream.
+    let mut stream = chain.stream(info());
+    let mut headers = request("body-buffer-forever");
+    stream.request_headers(&mut headers, false).await;
+    let mut body = b"12345".to_vec();
+    assert!(matches!(
+        stream.request_body(&mut body, false).await,
+        Flow::StopAndBuffer
+    ));
+    body.extend_from_slice(b"6789");
+    let flow = tokio::time::timeout(NO_HANG, stream.request_body(&mut body, true)).await;
+    assert_eq!(local_reply(flow.expect("no hang")).status, 413);
+    stream.finish();
+
+    let mut stream = chain.stream(info());
+    let mut headers = request("resp-body-buffer-forever");
+    stream.request_headers(&mut headers, true).await;
+    let mut resp = response("200");
+    stream.response_headers(&mut resp, false).await;
+    let mut body = b"123456789".to_vec();
+    let flow = tokio::time::timeout(NO_HANG, stream.response_body(&mut body, true)).await;
+    let reply = local_reply(flow.expect("the over-limit body must not wait for the filter"));
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.body, b"Internal Server Error");
+    stream.finish();
+}
+
+#[tokio::test]
+async fn a_body_within_the_limit_paused_at_its_end_waits_and_ends_cleanly_when_dropped() {
+    use std::future::Future as _;
+    use std::task::{Context, Waker};
+
+    let (runtime, _) = runtime();
+    let chain = FilterChain::new(vec![conformance(&runtime, "")]).with_buffer_limit(8);
+    let mut stream = chain.stream(info());
+    let mut headers = request("body-buffer-forever");
+    stream.request_headers(&mut headers, false).await;
+    let mut body = b"12345678".to_vec();
+    {
+        // Envoy waits for proxy_continue_stream; the gateway's requestTimeout drops the wait.
+        let mut wait = std::pin::pin!(stream.request_body(&mut body, true));
+        let polled = wait.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_pending(), "a body within the limit waits");
+    }
+    stream.finish();
+    let last = shared_value(&chain, "last-log").await.unwrap();
+    assert_eq!(
+        last, "2:/v1/models/m:predict?x=1:2",
+        "on_log ran for the abandoned stream"
+    );
+    // The VM is not wedged: the next stream on it runs through.
+    let (stream, flow, _) = run_request(&chain, request("noop")).await;
+    assert!(matches!(flow, Flow::Continue));
+    stream.finish();
+    assert_eq!(shared_value(&chain, "logs").await.as_deref(), Some("3"));
+}
+
 #[tokio::test]
 async fn response_body_append_and_prepend() {
     let (runtime, _) = runtime();
