@@ -276,10 +276,10 @@ def plot(meta, figs, path):
     for ax in axes[1:]:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-    axes[0].legend(fontsize=8)
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=8)
     fig.suptitle(f"modelgate vs peers — {meta['nproc']} CPUs, {meta['cpu_model']}, {meta['started']}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=90)
 
 
