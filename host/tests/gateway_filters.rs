@@ -5,6 +5,8 @@
 
 mod gateway_support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, StatusCode};
@@ -124,6 +126,23 @@ async fn a_body_buffered_past_the_limit_gets_413() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // The runtime's local reply still passed the filter's response callbacks, as in Envoy.
     assert_eq!(response.headers()["x-seen-status"], "413");
+    assert_eq!(tagged.count(), 0);
+}
+
+#[tokio::test]
+async fn a_single_frame_body_past_the_limit_gets_413_without_waiting_for_the_filter() {
+    // A request timeout well past the test's bound: waiting for the filter would end in 408.
+    let (tagged, gw) = gateway("bufferLimit: 1Ki\nrequestTimeout: 60s\n").await;
+    let request = Request::post(gw.url("/v1/models/m:predict"))
+        .header("x-case", "body-buffer-forever")
+        .body(Full::new(Bytes::from(vec![b'x'; 2048])))
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(20), send(&client(), request))
+        .await
+        .expect("answered without waiting for the filter")
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.header("x-seen-status"), Some("413"));
     assert_eq!(tagged.count(), 0);
 }
 
@@ -277,8 +296,16 @@ async fn a_filter_that_never_resumes_is_cut_off_by_the_request_timeout() {
         answer.json(),
         serde_json::json!({"error": "request timeout"})
     );
-    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(tagged.count(), 0);
+    // The held stream ended cleanly: the filter's VMs serve the next requests.
+    let c = client();
+    for _ in 0..2 {
+        let answer = send(&c, request(&gw, "noop", "next")).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.header("x-seen-status"), Some("200"));
+    }
+    assert_eq!(tagged.count(), 2);
 }
 
 #[tokio::test]
