@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 WASM := target/wasm32-wasip1/wasm/modelgate.wasm
 
-.PHONY: setup wasm build demo test test-rust test-e2e test-deploy bench soak fuzz lint
+.PHONY: setup wasm build demo test test-rust test-e2e test-deploy test-reliability test-fuzz bench soak fuzz lint
 
 setup:            ## install toolchain target, apt packages and the Python venv
 	scripts/setup.sh
@@ -22,7 +22,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p modelgate-filter --target wasm32-wasip1 -- -D warnings
 
-test: setup wasm lint test-rust test-deploy test-e2e ## every test, green
+test: setup wasm lint test-rust test-deploy test-e2e test-reliability test-fuzz ## every test, green
 
 test-rust: wasm
 	cargo test --workspace
@@ -32,6 +32,12 @@ test-deploy: build  ## manifests vs the real CRDs, the OCI image, the host readi
 
 test-e2e: build
 	scripts/test-e2e.sh
+
+test-reliability: build ## hostile input and faults through the host (the soak is `make soak`)
+	scripts/test-reliability.sh
+
+test-fuzz:        ## every fuzz target for a short, bounded time (longer: `make fuzz`)
+	scripts/fuzz.sh 10
 
 bench: setup build
 	bench/run.sh
