@@ -133,7 +133,13 @@ impl Engine {
                 endpoint,
             } => {
                 let id = match self.models.lookup(name) {
-                    Some(id) if self.models.get(id).speaks(protocol) => id,
+                    // A repository action loads or unloads the model whatever it serves.
+                    Some(id)
+                        if endpoint == Endpoint::Repository
+                            || self.models.get(id).speaks(protocol) =>
+                    {
+                        id
+                    }
                     _ => return self.unknown(name, edits),
                 };
                 let key = self.limit_key(request, identity.as_deref());

@@ -21,6 +21,10 @@ pub(crate) enum Endpoint {
     Explain,
     /// `POST /v2/models/{m}[/versions/{v}]/infer`.
     Infer,
+    /// `POST /v2/repository/models/{m}/load` or `.../unload` (KServe's model repository
+    /// extension), or anything else under that path. Loading or unloading acts on the model
+    /// whatever protocol it serves, so this endpoint is not tied to one protocol.
+    Repository,
     /// Anything else under a model's path: the model's access rules still apply.
     Other,
 }
@@ -64,6 +68,12 @@ pub(crate) fn classify(path: &str) -> Target<'_> {
     }
     if let Some(rest) = path.strip_prefix("/v2/models") {
         return v2(rest);
+    }
+    // KServe's model server answers these whatever route led to it (its generated route sends
+    // `^/.*$` to the predictor), and `unload` makes every later predict 404: they must pass
+    // the named model's access rules, not only authentication.
+    if let Some(rest) = path.strip_prefix("/v2/repository/models/") {
+        return repository(rest);
     }
     Target::Other
 }
@@ -147,6 +157,18 @@ fn v2(rest: &str) -> Target<'_> {
         name,
         protocol: Protocol::V2,
         endpoint,
+    }
+}
+
+fn repository(rest: &str) -> Target<'_> {
+    let name = rest.split_once('/').map_or(rest, |(name, _)| name);
+    if !valid_name(name) {
+        return Target::Invalid("invalid model name");
+    }
+    Target::Model {
+        name,
+        protocol: Protocol::V2,
+        endpoint: Endpoint::Repository,
     }
 }
 

@@ -75,6 +75,32 @@ fn classifies_kserve_paths() {
 }
 
 #[test]
+fn repository_actions_name_their_model() {
+    let repo = |name| model(name, V2, Endpoint::Repository);
+    let cases = [
+        ("/v2/repository/models/iris/load", repo("iris")),
+        ("/v2/repository/models/iris/unload", repo("iris")),
+        ("/v2/repository/models/iris/unload/", repo("iris")),
+        ("/v2/repository/models/iris/unload?x=1", repo("iris")),
+        (
+            "/v2/repository/models/sk_learn.v2-a/load",
+            repo("sk_learn.v2-a"),
+        ),
+        // Whatever else the server may add under a model's repository path is still that model's.
+        ("/v2/repository/models/iris", repo("iris")),
+        ("/v2/repository/models/iris/config", repo("iris")),
+        // The index names no model (see docs/config.md): authentication only.
+        ("/v2/repository/index", Target::Other),
+        ("/v2/repository/models", Target::Other),
+        ("/v2/repositoryx/models/iris/unload", Target::Other),
+        ("/v1/repository/models/iris/unload", Target::Other),
+    ];
+    for (path, want) in cases {
+        assert_eq!(classify(path), want, "path {path}");
+    }
+}
+
+#[test]
 fn refuses_paths_a_server_could_read_differently() {
     let cases = [
         "",
@@ -93,6 +119,12 @@ fn refuses_paths_a_server_could_read_differently() {
         "/v1/models/ir!s:predict",
         "/v2/models/iris/versions//infer",
         "/v2/models/iris/versions/v$1/infer",
+        "/v2/repository/models/",
+        "/v2/repository/models//unload",
+        "/v2/repository/models/ir%69s/unload",
+        "/v2/repository/models/../models/iris/unload",
+        "/v2/repository/models/ir!s/unload",
+        "/v2/repository/models/iris:x/unload",
     ];
     for path in cases {
         assert!(

@@ -132,6 +132,96 @@ fn unknown_models_get_kserve_404_or_pass_through() {
 }
 
 #[test]
+fn repository_actions_pass_the_models_access_rules() {
+    // KServe's `POST /v2/repository/models/{m}/unload` makes every later predict 404: only a
+    // caller allowed to use `m` may reach it.
+    let mut cfg = base_config();
+    cfg["models"]["v1-only"] = json!({ "protocols": ["v1"], "requiredScopes": ["models:v1"] });
+    let p = policies(&cfg);
+    let wine = token("bob", "models:wine");
+    let iris = token("alice", "models:iris");
+    let v1 = token("carol", "models:v1");
+    let cases: [(&str, Option<&str>, Result<&str, u16>); 10] = [
+        (
+            "/v2/repository/models/sklearn-iris/unload",
+            Some(&wine),
+            Err(403),
+        ),
+        ("/v2/repository/models/iris/load", Some(&wine), Err(403)),
+        ("/v2/repository/models/iris/unload", None, Err(401)),
+        ("/v2/repository/models/nope/unload", Some(&iris), Err(404)),
+        ("/v2/repository/models/ir%69s/unload", Some(&iris), Err(400)),
+        (
+            "/v2/repository/models/iris/unload",
+            Some(&iris),
+            Ok("sklearn-iris"),
+        ),
+        (
+            "/v2/repository/models/sklearn-iris/load",
+            Some(&iris),
+            Ok("sklearn-iris"),
+        ),
+        // The action concerns the model whatever protocol it serves.
+        (
+            "/v2/repository/models/v1-only/unload",
+            Some(&iris),
+            Err(403),
+        ),
+        (
+            "/v2/repository/models/v1-only/unload",
+            Some(&v1),
+            Ok("v1-only"),
+        ),
+        (
+            "/v2/repository/models/tensor-model/unload",
+            Some(&wine),
+            Ok("tensor-model"),
+        ),
+    ];
+    for (path, bearer, want) in cases {
+        let req = Req::post(path);
+        let req = match bearer {
+            Some(t) => req.bearer(t),
+            None => req,
+        };
+        // Neither action has a body to validate: the decision is made on the headers.
+        let got = match req.headers_decision(&p, at(NOW), &MemoryStore::new()) {
+            HeadersDecision::Continue(c) => Ok(c),
+            HeadersDecision::Reply(r) => Err(r),
+            HeadersDecision::NeedBody(_) => panic!("{path}: asked for the body"),
+        };
+        match (got, want) {
+            (Ok(c), Ok(model)) => {
+                assert_eq!(
+                    set_header(&c, "x-gateway-model-name"),
+                    Some(model),
+                    "{path}"
+                );
+                assert_eq!(c.verdict.model.as_deref(), Some(model), "{path}");
+                assert_eq!(c.verdict.outcome, Outcome::Allowed, "{path}");
+            }
+            (Err(r), Err(status)) => assert_eq!(r.status, status, "{path}: {r:?}"),
+            (got, want) => panic!("{path}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    // The model's quota counts repository actions too (sklearn-iris: burst 3).
+    let store = MemoryStore::new();
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            match Req::post("/v2/repository/models/iris/unload")
+                .bearer(&iris)
+                .headers_decision(&p, at(NOW), &store)
+            {
+                HeadersDecision::Reply(r) => r.status,
+                _ => 200,
+            }
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+}
+
+#[test]
 fn a_client_cannot_choose_its_own_route() {
     let p = policies(&base_config());
     let req = Req::get("/")
