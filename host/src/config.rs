@@ -55,6 +55,18 @@ pub struct ListenerConfig {
     /// Path answered by the gateway itself with 200 `{"status":"ok"}`; `null` turns it off.
     #[serde(default = "default_health_path")]
     pub health_path: Option<String>,
+    /// Deadline for an HTTP/1.1 request head, and for the next one on an idle keep-alive
+    /// connection: a client that trickles or withholds it is disconnected (hyper's header
+    /// read timeout; Envoy's `request_headers_timeout`).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: ConfigDuration,
+    /// Deadline for a TLS handshake (Envoy's `transport_socket_connect_timeout`).
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake_timeout: ConfigDuration,
+    /// How long an HTTP/2 connection may stay silent before the gateway pings it, and closes
+    /// it when the ping is not answered within the same time.
+    #[serde(default = "default_h2_keep_alive_interval")]
+    pub h2_keep_alive_interval: ConfigDuration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -313,6 +325,15 @@ fn default_buffer_limit() -> ByteSize {
 fn default_request_timeout() -> ConfigDuration {
     ConfigDuration::from_millis(300_000)
 }
+fn default_header_read_timeout() -> ConfigDuration {
+    ConfigDuration::from_millis(30_000)
+}
+fn default_tls_handshake_timeout() -> ConfigDuration {
+    ConfigDuration::from_millis(10_000)
+}
+fn default_h2_keep_alive_interval() -> ConfigDuration {
+    ConfigDuration::from_millis(60_000)
+}
 fn default_drain_timeout() -> ConfigDuration {
     ConfigDuration::from_millis(10_000)
 }
@@ -467,6 +488,15 @@ impl Config {
                 && !path.starts_with('/')
             {
                 errors.push(format!("listeners[{i}].healthPath: must start with '/'"));
+            }
+            for (field, value) in [
+                ("headerReadTimeout", listener.header_read_timeout),
+                ("tlsHandshakeTimeout", listener.tls_handshake_timeout),
+                ("h2KeepAliveInterval", listener.h2_keep_alive_interval),
+            ] {
+                if value.0.is_zero() {
+                    errors.push(format!("listeners[{i}].{field}: must be greater than 0"));
+                }
             }
         }
         let mut cluster_names = std::collections::HashSet::new();

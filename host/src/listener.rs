@@ -2,9 +2,10 @@
 //! HTTP/2 on one port (h2c by prior knowledge on plain sockets), and graceful drain.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls_pki_types::pem::PemObject as _;
@@ -14,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use crate::config::{ListenerConfig, TlsConfig};
 use crate::gateway::Shared;
 use crate::proxy::{ConnInfo, handle};
 
@@ -114,12 +115,19 @@ async fn connection(
         connection_id: shared.next_connection_id(),
         tls: info.tls,
     });
+    // The running snapshot's timeouts and certificate, so that a reload changes them.
+    let snapshot = shared.snapshot();
+    let Some(timeouts) = snapshot
+        .as_ref()
+        .and_then(|s| s.config.listeners.get(info.index))
+        .map(Timeouts::from)
+    else {
+        return;
+    };
     if !info.tls {
-        return serve_http(stream, conn, shared, watcher).await;
+        return serve_http(stream, conn, shared, watcher, timeouts).await;
     }
-    let acceptor = shared
-        .snapshot()
-        .and_then(|s| s.tls.get(info.index).cloned().flatten());
+    let acceptor = snapshot.and_then(|s| s.tls.get(info.index).cloned().flatten());
     let Some(acceptor) = acceptor else {
         log::warn!(
             "listener {}: the running config has no TLS for it; closing",
@@ -127,23 +135,61 @@ async fn connection(
         );
         return;
     };
-    match acceptor.accept(stream).await {
-        Ok(tls) => serve_http(tls, conn, shared, watcher).await,
-        Err(e) => log::debug!(
+    // A client that stalls its handshake would otherwise hold the connection and its task.
+    match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_http(tls, conn, shared, watcher, timeouts).await,
+        Ok(Err(e)) => log::debug!(
             "listener {}: TLS handshake with {source} failed: {e}",
+            info.name
+        ),
+        Err(_) => log::debug!(
+            "listener {}: TLS handshake with {source} timed out",
             info.name
         ),
     }
 }
 
-async fn serve_http<I>(io: I, conn: Arc<ConnInfo>, shared: Arc<Shared>, watcher: Watcher)
-where
+/// A listener's deadlines for slow or silent clients.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    tls_handshake: Duration,
+    h2_keep_alive: Duration,
+}
+
+impl From<&ListenerConfig> for Timeouts {
+    fn from(config: &ListenerConfig) -> Self {
+        Timeouts {
+            header_read: config.header_read_timeout.0,
+            tls_handshake: config.tls_handshake_timeout.0,
+            h2_keep_alive: config.h2_keep_alive_interval.0,
+        }
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    watcher: Watcher,
+    timeouts: Timeouts,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let source = conn.source;
     let service =
         service_fn(move |request| handle(Arc::clone(&shared), Arc::clone(&conn), request));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper applies no header read timeout at all, so a client trickling its
+    // request head would keep the connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(timeouts.h2_keep_alive)
+        .keep_alive_timeout(timeouts.h2_keep_alive);
     let served = watcher
         .watch(
             builder

@@ -45,6 +45,12 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
+    if lacks_h2_path(&request) {
+        return Ok(plain(
+            StatusCode::BAD_REQUEST,
+            &json_error("missing :path pseudo-header"),
+        ));
+    }
     let Some(snapshot) = shared.snapshot() else {
         return Ok(plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -93,6 +99,15 @@ pub async fn handle(
         request_id: String::new(),
     };
     Ok(exchange.run(request, &conn).await)
+}
+
+/// An HTTP/2 request other than CONNECT must carry `:path` (RFC 9113 8.3.1); hyper passes
+/// one without it, and serving it as `/` would route a request nobody sent. `Uri::path` and
+/// `path_and_query` report an absent path as `/`; only the URI's parts tell it apart.
+fn lacks_h2_path(request: &Request<Incoming>) -> bool {
+    request.version() == hyper::Version::HTTP_2
+        && request.method() != hyper::Method::CONNECT
+        && request.uri().clone().into_parts().path_and_query.is_none()
 }
 
 fn plain(status: StatusCode, body: &[u8]) -> Response<GatewayBody> {

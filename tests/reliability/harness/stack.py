@@ -64,13 +64,19 @@ class Stack:
         config = configs.host_config(
             port, admin, clusters, self.filters, model_clusters, never_eject=frozenset({"reset", "midbody", "bad-response"})
         )
+        # Short slow-client deadlines (defaults: 30 s head, 10 s TLS handshake, 5 min request)
+        # so the slowloris cases finish in seconds; no honest case here comes near them.
+        config["requestTimeout"] = "5s"
+        for listener in config["listeners"]:
+            listener["headerReadTimeout"] = "5s"
         if kserve_catch_all:
             config["routes"].append({"name": "kserve-catch-all", "match": {"prefix": "/"}, "cluster": "iris"})
         # A TLS listener beside the plain one, for the handshake cases.
         workdir.mkdir(parents=True, exist_ok=True)
         cert, key = certs.write_self_signed(workdir)
         config["listeners"].append(
-            {"name": "tls", "address": f"127.0.0.1:{self.tls_port}", "tls": {"certFile": str(cert), "keyFile": str(key)}}
+            {"name": "tls", "address": f"127.0.0.1:{self.tls_port}", "tls": {"certFile": str(cert), "keyFile": str(key)},
+             "headerReadTimeout": "5s", "tlsHandshakeTimeout": "5s"}
         )
         self.gateway = Gateway(workdir, config, port, admin)
 
