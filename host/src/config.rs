@@ -666,6 +666,20 @@ mod tests {
     }
 
     #[test]
+    fn zero_listener_timeouts_are_refused() {
+        let errors = errors_of(
+            "version: 1\nlisteners: [{address: 127.0.0.1:0, headerReadTimeout: 0s, tlsHandshakeTimeout: 0ms}]\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "listeners[0].headerReadTimeout: must be greater than 0",
+                "listeners[0].tlsHandshakeTimeout: must be greater than 0",
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_fields_name_their_path() {
         let errors = errors_of(
             "version: 1\nlisteners: [{address: 127.0.0.1:0, tls: {certFile: a, keyFile: b, extra: 1}}]\n",
