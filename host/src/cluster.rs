@@ -5,17 +5,25 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::GatewayBody;
 use crate::config::{ClusterConfig, LbPolicy, OutlierConfig};
 use crate::outlier::{Health, Verdict};
 
 pub type UpstreamClient = Client<HttpConnector, GatewayBody>;
+
+/// Idle upstream connections kept per endpoint. hyper keeps every one by default, so after a
+/// burst of 1,000 client connections about as many idle upstream sockets (and their buffers)
+/// stayed open; 64 still serves steady load without reconnecting.
+const MAX_IDLE_PER_ENDPOINT: usize = 64;
+
+/// How long an idle upstream connection is kept; the pool timer closes it after that.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Clusters by name.
 pub type Clusters = HashMap<String, Arc<Cluster>>;
@@ -69,6 +77,10 @@ impl Cluster {
         let client = Client::builder(TokioExecutor::new())
             // The gateway sends the client's `host`, not the endpoint address.
             .set_host(false)
+            .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            // Without a timer hyper only drops expired connections when it next checks one out.
+            .pool_timer(TokioTimer::new())
             .build(connector);
         Cluster {
             name: config.name.clone(),
