@@ -80,16 +80,19 @@ pub async fn handle(
         protocol,
         start_time,
     });
-    let log = AccessEntry {
+    // `listener` and `method` serve metrics and the HEAD check too; the rest only the line.
+    let mut log = AccessEntry {
         start: Some(start_time),
         listener: conn.listener.clone(),
         method: request.method().to_string(),
-        // Without the query string, which may carry a token (Envoy's REQ_WITHOUT_QUERY).
-        path: request.uri().path().to_owned(),
         protocol,
-        client: conn.source.to_string(),
         ..AccessEntry::default()
     };
+    if snapshot.config.access_log.enabled {
+        // Without the query string, which may carry a token (Envoy's REQ_WITHOUT_QUERY).
+        log.path = request.uri().path().to_owned();
+        log.client = conn.source.to_string();
+    }
     let exchange = Exchange {
         shared,
         snapshot,

@@ -54,7 +54,9 @@ impl Exchange {
             if attempt > 0 {
                 target.cluster.count_retry();
             }
-            self.log.endpoint = in_flight.endpoint().address.to_string();
+            if self.snapshot.config.access_log.enabled {
+                self.log.endpoint = in_flight.endpoint().address.to_string();
+            }
             let sent_at = Instant::now();
             let last_attempt = attempt + 1 == attempts;
             let result = target
@@ -87,8 +89,15 @@ impl Exchange {
         };
         let (tx, body) = ChannelBody::new();
         let _ = tx.send(Ok(Frame::data(released))).await;
-        let Self { chain, log, .. } = self;
-        log.endpoint = in_flight.endpoint().address.to_string();
+        let Self {
+            chain,
+            log,
+            snapshot,
+            ..
+        } = self;
+        if snapshot.config.access_log.enabled {
+            log.endpoint = in_flight.endpoint().address.to_string();
+        }
         let sent_at = Instant::now();
         // The route deadline bounds the feeding too: an upstream that answered without
         // reading the rest would otherwise hold this request forever.
