@@ -183,10 +183,7 @@ impl Exchange {
     /// filters are mid-callback, so the answer does not pass them again.
     fn request_timed_out(mut self) -> Response<GatewayBody> {
         self.log.detail = Some("request_timeout");
-        let response_headers = vec![
-            (":status".to_owned(), b"408".to_vec()),
-            ("content-type".to_owned(), b"application/json".to_vec()),
-        ];
+        let response_headers = json_error_headers(StatusCode::REQUEST_TIMEOUT);
         let body = Bytes::from(json_error("request timeout"));
         let size = body.len() as u64;
         self.finish_response(&response_headers, ReplayBody::new(body, None).boxed(), size)
@@ -327,4 +324,12 @@ impl Exchange {
             chain.finish();
         }
     }
+}
+
+/// The response headers of a gateway-made JSON error (`{"error": "..."}`, `KServe`'s shape).
+fn json_error_headers(status: StatusCode) -> Headers {
+    vec![
+        (":status".to_owned(), status.as_str().as_bytes().to_vec()),
+        ("content-type".to_owned(), b"application/json".to_vec()),
+    ]
 }

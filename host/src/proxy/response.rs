@@ -8,8 +8,8 @@ use hyper::{Response, StatusCode};
 use modelgate_runtime::{Flow, Headers, LocalReply};
 use tokio::time::timeout_at;
 
-use super::Exchange;
 use super::upstream::Upstream;
+use super::{Exchange, json_error_headers};
 use crate::body::{BodySender, ChannelBody, GatewayBody, ReplayBody, json_error};
 use crate::cluster::InFlight;
 use crate::headers::{self, REQUEST_ID};
@@ -49,10 +49,7 @@ impl Exchange {
         detail: &'static str,
     ) -> Response<GatewayBody> {
         self.log.detail = Some(detail);
-        let response_headers = vec![
-            (":status".to_owned(), status.as_str().as_bytes().to_vec()),
-            ("content-type".to_owned(), b"application/json".to_vec()),
-        ];
+        let response_headers = json_error_headers(status);
         self.send_local_through_chain(response_headers, json_error(message))
             .await
     }
@@ -173,10 +170,7 @@ impl Exchange {
         detail: &'static str,
     ) -> Response<GatewayBody> {
         self.log.detail = Some(detail);
-        let response_headers = vec![
-            (":status".to_owned(), status.as_str().as_bytes().to_vec()),
-            ("content-type".to_owned(), b"application/json".to_vec()),
-        ];
+        let response_headers = json_error_headers(status);
         let body = Bytes::from(json_error(message));
         let size = body.len() as u64;
         self.finish_response(&response_headers, ReplayBody::new(body, None).boxed(), size)
