@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use modelgate_runtime::{MetricSnapshot, MetricValue};
@@ -18,7 +18,7 @@ const LATENCY_BOUNDS: [f64; 14] = [
 
 #[derive(Default)]
 pub struct HostMetrics {
-    requests: Mutex<BTreeMap<RequestKey, u64>>,
+    requests: RwLock<RequestCounts>,
     upstream_latency: Mutex<BTreeMap<String, Histogram>>,
     active_connections: Mutex<BTreeMap<String, i64>>,
     active_requests: AtomicI64,
@@ -26,13 +26,12 @@ pub struct HostMetrics {
     reloads_failed: AtomicU64,
 }
 
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct RequestKey {
-    listener: String,
-    route: String,
-    cluster: String,
-    status: u16,
-}
+/// Request counters by listener, route, cluster and status. Nested maps let a request find
+/// its counter by `&str` without building an owned key: once a series exists, counting is a
+/// shared lock and one atomic add, with no allocation (before, three `String`s and an
+/// exclusive lock per request). Iteration order is that of the (listener, route, cluster,
+/// status) tuple, so the exposition is unchanged.
+type RequestCounts = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<u16, AtomicU64>>>>;
 
 #[derive(Default, Clone)]
 struct Histogram {
@@ -42,26 +41,52 @@ struct Histogram {
     count: u64,
 }
 
+// Plain counters: a panic elsewhere cannot leave them inconsistent, so poison is ignored.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain counters: a panic elsewhere cannot leave them inconsistent.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The value of `key` in a map keyed by `String`, inserted (allocating the key) only when
+/// absent, so the common case looks up by `&str` and allocates nothing.
+fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 impl HostMetrics {
     pub fn count_request(&self, listener: &str, route: &str, cluster: &str, status: u16) {
-        let key = RequestKey {
-            listener: listener.to_owned(),
-            route: route.to_owned(),
-            cluster: cluster.to_owned(),
-            status,
-        };
-        *lock(&self.requests).entry(key).or_default() += 1;
+        let counted = read(&self.requests)
+            .get(listener)
+            .and_then(|routes| routes.get(route))
+            .and_then(|clusters| clusters.get(cluster))
+            .and_then(|statuses| statuses.get(&status))
+            .map(|counter| counter.fetch_add(1, Ordering::Relaxed))
+            .is_some();
+        if !counted {
+            // First request of this series: the only path that allocates.
+            let mut requests = write(&self.requests);
+            let statuses = slot(slot(slot(&mut requests, listener), route), cluster);
+            statuses
+                .entry(status)
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn observe_upstream(&self, cluster: &str, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         let mut histograms = lock(&self.upstream_latency);
-        let h = histograms.entry(cluster.to_owned()).or_default();
+        let h = slot(&mut histograms, cluster);
         let slot = LATENCY_BOUNDS
             .iter()
             .position(|b| seconds <= *b)
@@ -72,15 +97,11 @@ impl HostMetrics {
     }
 
     pub fn connection_opened(&self, listener: &str) {
-        *lock(&self.active_connections)
-            .entry(listener.to_owned())
-            .or_default() += 1;
+        *slot(&mut lock(&self.active_connections), listener) += 1;
     }
 
     pub fn connection_closed(&self, listener: &str) {
-        *lock(&self.active_connections)
-            .entry(listener.to_owned())
-            .or_default() -= 1;
+        *slot(&mut lock(&self.active_connections), listener) -= 1;
     }
 
     pub fn request_started(&self) {
@@ -109,21 +130,7 @@ impl HostMetrics {
         tags: &[String],
     ) -> String {
         let mut out = String::new();
-        header(
-            &mut out,
-            "modelgate_requests_total",
-            "counter",
-            "Requests answered, by listener, route, cluster and status.",
-        );
-        for (k, v) in lock(&self.requests).iter() {
-            let labels = labels(&[
-                ("listener", &k.listener),
-                ("route", &k.route),
-                ("cluster", &k.cluster),
-                ("status", &k.status.to_string()),
-            ]);
-            let _ = writeln!(out, "modelgate_requests_total{labels} {v}");
-        }
+        self.render_requests(&mut out);
         header(
             &mut out,
             "modelgate_upstream_request_duration_seconds",
@@ -203,6 +210,31 @@ impl HostMetrics {
         );
         render_filter_metrics(&mut out, filter_metrics, tags);
         out
+    }
+    /// `modelgate_requests_total`, one series per (listener, route, cluster, status).
+    fn render_requests(&self, out: &mut String) {
+        header(
+            out,
+            "modelgate_requests_total",
+            "counter",
+            "Requests answered, by listener, route, cluster and status.",
+        );
+        for (listener, routes) in read(&self.requests).iter() {
+            for (route, clusters) in routes {
+                for (cluster, statuses) in clusters {
+                    for (status, v) in statuses {
+                        let labels = labels(&[
+                            ("listener", listener),
+                            ("route", route),
+                            ("cluster", cluster),
+                            ("status", &status.to_string()),
+                        ]);
+                        let v = v.load(Ordering::Relaxed);
+                        let _ = writeln!(out, "modelgate_requests_total{labels} {v}");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -413,6 +445,34 @@ mod tests {
         assert_eq!(
             series("a.model", &tags),
             ("wasmcustom_a_model".into(), vec![])
+        );
+    }
+
+    #[test]
+    fn request_series_are_counted_apart_and_listed_in_key_order() {
+        let m = HostMetrics::default();
+        for (listener, route, status) in [
+            ("b", "r", 200),
+            ("a", "r", 503),
+            ("a", "r", 200),
+            ("a", "", 404),
+            ("a", "r", 200),
+        ] {
+            m.count_request(listener, route, "c", status);
+        }
+        let text = m.render(&Clusters::new(), 0, &[], &[]);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("modelgate_requests_total{"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "modelgate_requests_total{listener=\"a\",route=\"\",cluster=\"c\",status=\"404\"} 1",
+                "modelgate_requests_total{listener=\"a\",route=\"r\",cluster=\"c\",status=\"200\"} 2",
+                "modelgate_requests_total{listener=\"a\",route=\"r\",cluster=\"c\",status=\"503\"} 1",
+                "modelgate_requests_total{listener=\"b\",route=\"r\",cluster=\"c\",status=\"200\"} 1",
+            ]
         );
     }
 

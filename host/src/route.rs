@@ -1,6 +1,7 @@
 //! The route table: path (exact, prefix, whole-path regex), header and method matches, first
 //! match wins, compiled once per config.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use modelgate_runtime::Headers;
@@ -12,8 +13,9 @@ use crate::headers;
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
-    pub name: String,
-    pub cluster: String,
+    /// Shared so each request's access entry takes the names without copying them.
+    pub name: Arc<str>,
+    pub cluster: Arc<str>,
     pub timeout: Duration,
     pub retry: RetryConfig,
     pub request_headers: HeaderMutations,
@@ -94,8 +96,12 @@ impl RouteTable {
                 });
             }
             compiled.push(Route {
-                name: route.name.clone().unwrap_or_else(|| format!("route{i}")),
-                cluster: route.cluster.clone(),
+                name: route
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("route{i}"))
+                    .into(),
+                cluster: route.cluster.as_str().into(),
                 timeout: route.timeout.0,
                 retry: route.retry.clone(),
                 request_headers: route.request_headers.clone(),
@@ -181,7 +187,7 @@ mod tests {
     }
 
     fn routed(table: &RouteTable, headers: &Headers) -> Option<String> {
-        table.find(headers).map(|r| r.name.clone())
+        table.find(headers).map(|r| r.name.to_string())
     }
 
     #[test]

@@ -80,28 +80,26 @@ pub async fn handle(
         protocol,
         start_time,
     });
-    // `listener` and `method` serve metrics and the HEAD check too; the rest only the line.
+    // `method` serves the HEAD check too; `path` only the line.
     let mut log = AccessEntry {
         start: Some(start_time),
-        listener: conn.listener.clone(),
-        method: request.method().to_string(),
+        method: request.method().clone(),
         protocol,
         ..AccessEntry::default()
     };
     if snapshot.config.access_log.enabled {
         // Without the query string, which may carry a token (Envoy's REQ_WITHOUT_QUERY).
         log.path = request.uri().path().to_owned();
-        log.client = conn.source.to_string();
     }
     let exchange = Exchange {
         shared,
         snapshot,
+        conn,
         chain,
         log,
         started: Instant::now(),
-        request_id: String::new(),
     };
-    Ok(exchange.run(request, &conn).await)
+    Ok(exchange.run(request).await)
 }
 
 /// An HTTP/2 request other than CONNECT must carry `:path` (RFC 9113 8.3.1); hyper passes
@@ -127,18 +125,18 @@ fn plain(status: StatusCode, body: &[u8]) -> Response<GatewayBody> {
 struct Exchange {
     shared: Arc<Shared>,
     snapshot: Arc<Snapshot>,
+    conn: Arc<ConnInfo>,
     chain: ChainStream,
+    /// Also holds the request id the gateway answers with and sends upstream.
     log: AccessEntry,
     started: Instant,
-    request_id: String,
 }
 
 impl Exchange {
-    async fn run(mut self, request: Request<Incoming>, conn: &ConnInfo) -> Response<GatewayBody> {
+    async fn run(mut self, request: Request<Incoming>) -> Response<GatewayBody> {
         let (parts, body) = request.into_parts();
         let (mut request_headers, request_id) =
-            headers::request_headers(&parts, conn.source.ip(), conn.tls);
-        self.request_id.clone_from(&request_id);
+            headers::request_headers(&parts, self.conn.source.ip(), self.conn.tls);
         self.log.request_id = request_id;
         // Envoy picks the route before the filters run and re-picks it when they clear the cache.
         let mut route = self.snapshot.routes.position(&request_headers);
@@ -234,16 +232,20 @@ impl Exchange {
                 .gateway_reply(StatusCode::NOT_FOUND, &message, "no_route")
                 .await;
         };
-        self.log.route.clone_from(&route.name);
-        self.log.cluster.clone_from(&route.cluster);
-        let Some(cluster) = snapshot.clusters.get(&route.cluster).cloned() else {
+        self.log.route = Arc::clone(&route.name);
+        self.log.cluster = Arc::clone(&route.cluster);
+        let Some(cluster) = snapshot.clusters.get(&*route.cluster).cloned() else {
             let status = StatusCode::SERVICE_UNAVAILABLE;
             return self
                 .gateway_reply(status, "no healthy upstream", "no_cluster")
                 .await;
         };
         headers::apply_mutations(&mut request_headers, &route.request_headers);
-        headers::set(&mut request_headers, REQUEST_ID, self.request_id.as_bytes());
+        headers::set(
+            &mut request_headers,
+            REQUEST_ID,
+            self.log.request_id.as_bytes(),
+        );
         let target = Target {
             route,
             cluster: &cluster,
@@ -286,7 +288,7 @@ impl Exchange {
         match error {
             BodyError::Reply(reply) => self.filter_reply(reply),
             BodyError::Client(e) => {
-                log::debug!("request {}: client body error: {e}", self.request_id);
+                log::debug!("request {}: client body error: {e}", self.log.request_id);
                 self.gateway_reply(
                     StatusCode::BAD_REQUEST,
                     "request body could not be read",
@@ -302,24 +304,24 @@ impl Exchange {
         let Exchange {
             shared,
             snapshot,
+            conn,
             chain,
             mut log,
             started,
-            ..
         } = self;
         log.status = status;
         log.bytes_sent = bytes_sent;
         log.duration = started.elapsed();
         shared
             .metrics
-            .count_request(&log.listener, &log.route, &log.cluster, status);
+            .count_request(&conn.listener, &log.route, &log.cluster, status);
         shared.metrics.request_finished();
         let access = &snapshot.config.access_log;
         if access.enabled {
             // Filter state is read before `finish` consumes the stream.
             let state = chain.filter_state();
             chain.finish();
-            log.write(&access.filter_state, &state);
+            log.write(&conn, &access.filter_state, &state);
         } else {
             chain.finish();
         }

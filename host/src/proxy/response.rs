@@ -207,7 +207,7 @@ impl Exchange {
         *response.status_mut() = headers::status_of(response_headers);
         let mut map = headers::to_header_map(response_headers);
         if !map.contains_key(REQUEST_ID)
-            && let Ok(id) = hyper::header::HeaderValue::from_str(&self.request_id)
+            && let Ok(id) = hyper::header::HeaderValue::from_str(&self.log.request_id)
         {
             map.insert(REQUEST_ID, id);
         }
@@ -225,7 +225,7 @@ impl Exchange {
     ) -> Response<GatewayBody> {
         let mut response = self.response_head(response_headers, body);
         let status = response.status();
-        let bodiless = self.log.method == "HEAD"
+        let bodiless = self.log.method == hyper::Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
         if !bodiless
