@@ -38,7 +38,10 @@ pub struct Endpoint {
 pub struct Cluster {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
-    pub client: UpstreamClient,
+    /// One pooled client per worker thread, and a last one for the other threads: a
+    /// connection's task runs on the thread that opened it, so a shared pool would hand a
+    /// worker connections that another thread drives.
+    clients: Vec<UpstreamClient>,
     lb_policy: LbPolicy,
     outlier: OutlierConfig,
     next: AtomicUsize,
@@ -70,18 +73,22 @@ impl InFlight {
 }
 
 impl Cluster {
-    pub fn new(config: &ClusterConfig) -> Cluster {
+    /// A cluster served by `workers` worker threads.
+    pub fn new(config: &ClusterConfig, workers: usize) -> Cluster {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout.0));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             // The gateway sends the client's `host`, not the endpoint address.
             .set_host(false)
             .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
             .pool_idle_timeout(IDLE_TIMEOUT)
             // Without a timer hyper only drops expired connections when it next checks one out.
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+            .pool_timer(TokioTimer::new());
+        let clients = (0..=workers)
+            .map(|_| builder.build(connector.clone()))
+            .collect();
         Cluster {
             name: config.name.clone(),
             endpoints: config
@@ -93,12 +100,19 @@ impl Cluster {
                     health: Health::default(),
                 })
                 .collect(),
-            client,
+            clients,
             lb_policy: config.lb_policy,
             outlier: config.outlier_detection.clone(),
             next: AtomicUsize::new(0),
             retries: AtomicU64::new(0),
         }
+    }
+
+    /// The pooled client of the calling thread's worker.
+    pub fn client(&self) -> &UpstreamClient {
+        let last = self.clients.len() - 1;
+        let index = crate::worker::current().map_or(last, |w| w % last.max(1));
+        &self.clients[index]
     }
 
     /// Picks an available endpoint not in `tried` and marks a request in flight on it;
@@ -182,7 +196,7 @@ mod tests {
         let yaml = format!(
             "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters: [{{name: c, lbPolicy: {policy}, endpoints: [127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3], outlierDetection: {{consecutiveErrors: 1, maxEjectionPercent: 50}}}}]\n"
         );
-        Arc::new(Cluster::new(&Config::parse(&yaml).unwrap().clusters[0]))
+        Arc::new(Cluster::new(&Config::parse(&yaml).unwrap().clusters[0], 1))
     }
 
     #[tokio::test]

@@ -40,6 +40,9 @@ pub struct Config {
     /// How long SIGTERM waits for in-flight requests before exiting anyway.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: ConfigDuration,
+    /// Worker threads (Envoy's `--concurrency`); 0 means one per CPU. Fixed at start-up.
+    #[serde(default)]
+    pub concurrency: usize,
     #[serde(default)]
     pub reload: ReloadConfig,
 }
@@ -399,6 +402,14 @@ impl Config {
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         config.resolve_paths(base);
         Ok(config)
+    }
+
+    /// How many worker threads serve connections: `concurrency`, or one per CPU when it is 0.
+    pub fn workers(&self) -> usize {
+        match self.concurrency {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 
     /// Parses YAML text and checks it, without touching the file system.

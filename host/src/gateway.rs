@@ -17,6 +17,7 @@ use crate::listener;
 use crate::metrics::HostMetrics;
 use crate::services::GatewayServices;
 use crate::snapshot::Snapshot;
+use crate::worker::{Stopped, Workers};
 
 /// State every connection and the admin listener share.
 pub struct Shared {
@@ -104,6 +105,9 @@ fn warn_about_fixed_fields(old: &Config, new: &Config) {
              restart; keeping the bound sockets"
         );
     }
+    if old.workers() != new.workers() {
+        log::warn!("concurrency changes only on restart; keeping the worker threads");
+    }
 }
 
 /// Why the gateway could not start.
@@ -128,6 +132,7 @@ pub struct Gateway {
     admin: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    workers: Stopped,
     drain_timeout: std::time::Duration,
 }
 
@@ -186,7 +191,12 @@ impl Gateway {
             }
         };
         let watch = snapshot.config.reload.watch;
+        let worker_count = snapshot.config.workers();
         shared.state.store(Some(Arc::new(snapshot)));
+        let (workers, workers_stopped) = Workers::start(worker_count, &shared, &stopped)
+            .map_err(|e| StartError::Runtime(format!("cannot start the worker threads: {e}")))?;
+        let workers = Arc::new(workers);
+        log::info!("{worker_count} worker thread(s)");
         let mut listeners = Vec::new();
         for (index, name, address, socket, tls) in sockets {
             log::info!(
@@ -198,7 +208,7 @@ impl Gateway {
             tasks.push(tokio::spawn(listener::serve(
                 socket,
                 info,
-                Arc::clone(&shared),
+                Arc::clone(&workers),
                 stopped.clone(),
             )));
         }
@@ -215,6 +225,7 @@ impl Gateway {
             admin,
             stop,
             tasks,
+            workers: workers_stopped,
             drain_timeout,
         })
     }
@@ -239,6 +250,7 @@ impl Gateway {
             for task in self.tasks {
                 let _ = task.await;
             }
+            self.workers.wait().await;
         })
         .await;
         if drained.is_err() {

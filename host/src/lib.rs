@@ -25,3 +25,4 @@ pub mod route;
 pub mod services;
 pub mod snapshot;
 pub mod units;
+pub mod worker;

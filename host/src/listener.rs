@@ -1,5 +1,6 @@
 //! Client listeners: accept, optional TLS (rustls, ALPN `h2` and `http/1.1`), HTTP/1.1 and
-//! HTTP/2 on one port (h2c by prior knowledge on plain sockets), and graceful drain.
+//! HTTP/2 on one port (h2c by prior knowledge on plain sockets). Connections are served on
+//! the worker threads ([`crate::worker`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::Watcher;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{ListenerConfig, TlsConfig};
 use crate::gateway::Shared;
 use crate::proxy::{ConnInfo, handle};
+use crate::worker::Workers;
 
 pub struct ListenerInfo {
     pub index: usize,
@@ -51,22 +53,19 @@ pub fn tls_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-/// Accepts until `stop` turns true, then waits for open connections to finish their requests.
+/// Accepts until `stop` turns true, dealing connections to the workers, which serve them
+/// and drain them on shutdown.
 pub async fn serve(
     socket: TcpListener,
     info: ListenerInfo,
-    shared: Arc<Shared>,
+    workers: Arc<Workers>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
     let info = Arc::new(info);
     loop {
         tokio::select! {
             accepted = socket.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let watcher = graceful.watcher();
-                    tokio::spawn(connection(stream, Arc::clone(&info), Arc::clone(&shared), watcher));
-                }
+                Ok((stream, _)) => workers.dispatch(stream, &info),
                 Err(e) => {
                     // Typically out of file descriptors: back off instead of spinning.
                     log::warn!("listener {}: accept failed: {e}", info.name);
@@ -76,8 +75,6 @@ pub async fn serve(
             _ = stop.changed() => break,
         }
     }
-    drop(socket);
-    graceful.shutdown().await;
 }
 
 /// Counts a connection as active while it lives.
@@ -92,7 +89,8 @@ impl Drop for Active {
     }
 }
 
-async fn connection(
+/// Serves one connection on the worker it was handed to.
+pub(crate) async fn connection(
     stream: TcpStream,
     info: Arc<ListenerInfo>,
     shared: Arc<Shared>,

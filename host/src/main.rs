@@ -36,7 +36,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: &std::path::Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The main thread accepts, serves the admin listener and reloads; the worker threads
+    // (`concurrency`) serve the connections.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -40,11 +40,12 @@ impl Snapshot {
             errors.push(e);
             RouteTable::default()
         });
+        let workers = config.workers();
         let clusters: Arc<Clusters> = Arc::new(
             config
                 .clusters
                 .iter()
-                .map(|c| (c.name.clone(), Arc::new(Cluster::new(c))))
+                .map(|c| (c.name.clone(), Arc::new(Cluster::new(c, workers))))
                 .collect(),
         );
         let mut tls = Vec::new();

@@ -23,7 +23,7 @@ mod shared;
 mod stream;
 mod vm;
 
-pub use plugin::Plugin;
+pub use plugin::{Plugin, set_worker_index};
 pub use runtime::{LoadError, MetricSnapshot, MetricValue, PluginSpec, Runtime, RuntimeError};
 pub use services::{HostServices, HttpCallRequest, HttpCallResponse};
 pub use stream::{ChainStream, DEFAULT_BUFFER_LIMIT, FilterChain, Flow, LocalReply, StreamInfo};

@@ -137,7 +137,7 @@ impl Target<'_> {
         let upstream_request = headers::to_upstream_request(self.request, address, body)
             .map_err(|_| (ForwardError::Failed("bad_request_headers"), false))?;
         let retry_on = |on: RetryOn| self.route.retry.on.contains(&on);
-        match timeout_at(self.deadline, cluster.client.request(upstream_request)).await {
+        match timeout_at(self.deadline, cluster.client().request(upstream_request)).await {
             Err(_) => Err((ForwardError::Timeout, false)),
             Ok(Err(e)) if e.is_connect() => {
                 log::debug!("cluster {}: connect to {address} failed: {e}", cluster.name);
