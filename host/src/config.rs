@@ -677,6 +677,16 @@ mod tests {
     }
 
     #[test]
+    fn concurrency_zero_means_one_worker_per_cpu() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(Config::parse(MINIMAL).unwrap().workers(), cpus);
+        let three = Config::parse(&format!("{MINIMAL}concurrency: 3\n")).unwrap();
+        assert_eq!(three.workers(), 3);
+        let errors = errors_of(&format!("{MINIMAL}concurrency: -1\n"));
+        assert!(errors[0].starts_with("concurrency: "), "{errors:?}");
+    }
+
+    #[test]
     fn zero_listener_timeouts_are_refused() {
         let errors = errors_of(
             "version: 1\nlisteners: [{address: 127.0.0.1:0, headerReadTimeout: 0s, tlsHandshakeTimeout: 0ms}]\n",

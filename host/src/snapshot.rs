@@ -74,7 +74,7 @@ impl Snapshot {
         services.set_clusters(Arc::clone(&clusters));
         let mut plugins = Vec::new();
         for (i, (filter, plugin)) in config.filters.iter().zip(&resolved).enumerate() {
-            match runtime.load(spec(filter, plugin)) {
+            match runtime.load(spec(filter, plugin, workers)) {
                 Ok(loaded) => plugins.push(loaded),
                 Err(e) => errors.push(format!("filters[{i}] ({}): {e}", filter.name)),
             }
@@ -99,7 +99,12 @@ impl Snapshot {
     }
 }
 
-fn spec(filter: &crate::config::FilterConfig, plugin: &ResolvedPlugin) -> PluginSpec {
+/// The runtime's spec of one filter; `vmCount: 0` is one VM per worker, as Envoy runs them.
+fn spec(
+    filter: &crate::config::FilterConfig,
+    plugin: &ResolvedPlugin,
+    workers: usize,
+) -> PluginSpec {
     PluginSpec {
         name: filter.name.clone(),
         root_id: plugin.root_id.clone(),
@@ -109,7 +114,10 @@ fn spec(filter: &crate::config::FilterConfig, plugin: &ResolvedPlugin) -> Plugin
         plugin_config: plugin.plugin_config.clone(),
         fail_open: plugin.fail_open,
         env: plugin.env.clone(),
-        vm_count: filter.vm_count,
+        vm_count: match filter.vm_count {
+            0 => workers,
+            n => n,
+        },
         memory_limit_bytes: filter.memory_limit.as_usize(),
         callback_deadline: filter.callback_deadline.0,
     }
