@@ -2,11 +2,13 @@
 //! headers Envoy adds (`x-request-id`, `x-forwarded-for`, `x-forwarded-proto`), hop-by-hop
 //! headers dropped both ways, and route header mutations.
 
-use std::net::IpAddr;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
 
-use hyper::header::{HeaderName, HeaderValue};
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue, InvalidHeaderName, InvalidHeaderValue};
 use hyper::http::request::Parts;
-use hyper::{HeaderMap, StatusCode};
+use hyper::{HeaderMap, StatusCode, Uri};
 use modelgate_runtime::Headers;
 
 use crate::config::HeaderMutations;
@@ -56,7 +58,9 @@ pub fn request_headers(parts: &Parts, client: IpAddr, tls: bool) -> (Headers, St
         })
         .unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut headers: Headers = vec![
+    // Room for the 4 pseudo-headers and the 3 the gateway adds, so the list never regrows.
+    let mut headers: Headers = Vec::with_capacity(parts.headers.len() + 7);
+    headers.extend([
         (":authority".to_owned(), authority),
         (":path".to_owned(), path.as_bytes().to_vec()),
         (
@@ -64,7 +68,7 @@ pub fn request_headers(parts: &Parts, client: IpAddr, tls: bool) -> (Headers, St
             parts.method.as_str().as_bytes().to_vec(),
         ),
         (":scheme".to_owned(), scheme.as_bytes().to_vec()),
-    ];
+    ]);
     let listed = connection_listed(&parts.headers);
     let mut forwarded_for: Option<Vec<u8>> = None;
     for (name, value) in &parts.headers {
@@ -91,16 +95,19 @@ pub fn request_headers(parts: &Parts, client: IpAddr, tls: bool) -> (Headers, St
     if !forwarded_for.is_empty() {
         forwarded_for.extend_from_slice(b", ");
     }
-    forwarded_for.extend_from_slice(client.to_string().as_bytes());
+    // Written in place rather than through a `to_string` copy.
+    let _ = write!(forwarded_for, "{client}");
     headers.push(("x-forwarded-for".to_owned(), forwarded_for));
     headers.push(("x-forwarded-proto".to_owned(), scheme.as_bytes().to_vec()));
     let request_id = match get(&headers, REQUEST_ID) {
         Some(id) if !id.is_empty() => String::from_utf8_lossy(id).into_owned(),
         _ => {
-            let id = uuid::Uuid::new_v4().to_string();
+            // Encoded on the stack: `to_string` would go through the formatter.
+            let mut buffer = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
             headers.retain(|(n, _)| n != REQUEST_ID);
-            headers.push((REQUEST_ID.to_owned(), id.clone().into_bytes()));
-            id
+            headers.push((REQUEST_ID.to_owned(), id.as_bytes().to_vec()));
+            id.to_owned()
         }
     };
     (headers, request_id)
@@ -109,7 +116,9 @@ pub fn request_headers(parts: &Parts, client: IpAddr, tls: bool) -> (Headers, St
 /// A response as the filters see it: `:status` first, then its headers less hop-by-hop ones.
 pub fn response_headers(status: StatusCode, map: &HeaderMap) -> Headers {
     let listed = connection_listed(map);
-    let mut headers = vec![(":status".to_owned(), status.as_str().as_bytes().to_vec())];
+    // Sized up front: `extend` through a filter cannot know the length and regrows.
+    let mut headers = Vec::with_capacity(map.len() + 1);
+    headers.push((":status".to_owned(), status.as_str().as_bytes().to_vec()));
     headers.extend(
         map.iter()
             .filter(|(name, value)| !is_hop_by_hop(name.as_str(), value, &listed))
@@ -131,10 +140,19 @@ pub fn get_str<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
     get(headers, name).and_then(|v| std::str::from_utf8(v).ok())
 }
 
-/// Sets `name` to `value`, replacing every earlier value.
+/// Sets `name` to `value`, replacing every earlier value; the entry goes last. The first
+/// earlier entry is reused, so setting a header that is there (each request's `x-request-id`)
+/// allocates nothing.
 pub fn set(headers: &mut Headers, name: &str, value: &[u8]) {
+    let Some(first) = headers.iter().position(|(n, _)| n == name) else {
+        headers.push((name.to_owned(), value.to_vec()));
+        return;
+    };
+    let mut entry = headers.remove(first);
     headers.retain(|(n, _)| n != name);
-    headers.push((name.to_owned(), value.to_vec()));
+    entry.1.clear();
+    entry.1.extend_from_slice(value);
+    headers.push(entry);
 }
 
 /// Applies a route's `set`/`add`/`remove` mutations, in that order of precedence: removals
@@ -155,15 +173,34 @@ pub fn apply_mutations(headers: &mut Headers, mutations: &HeaderMutations) {
 /// The regular (non-pseudo) headers as a hyper map. Entries a filter made invalid are dropped
 /// with a warning rather than failing the request, as Envoy drops invalid headers.
 pub fn to_header_map(headers: &Headers) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(headers.len());
+    header_map(
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        headers.len(),
+        HeaderValue::from_bytes,
+    )
+}
+
+/// [`to_header_map`] for a list that is no longer needed: each value's buffer becomes the
+/// header value as is, where [`to_header_map`] allocates a copy of every value.
+pub fn into_header_map(headers: Headers) -> HeaderMap {
+    let len = headers.len();
+    header_map(headers.into_iter(), len, |value| {
+        HeaderValue::from_maybe_shared(Bytes::from(value))
+    })
+}
+
+fn header_map<N: AsRef<str>, V>(
+    headers: impl Iterator<Item = (N, V)>,
+    len: usize,
+    value_of: impl Fn(V) -> Result<HeaderValue, InvalidHeaderValue>,
+) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(len);
     for (name, value) in headers {
+        let name = name.as_ref();
         if name.starts_with(':') {
             continue;
         }
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
+        match (header_name(name), value_of(value)) {
             (Ok(name), Ok(value)) => {
                 map.append(name, value);
             }
@@ -173,20 +210,29 @@ pub fn to_header_map(headers: &Headers) -> HeaderMap {
     map
 }
 
+/// A list entry's name for hyper. The custom names the gateway adds to every request are
+/// static: `HeaderName::from_bytes` allocates a copy of any name that is not a standard one.
+fn header_name(name: &str) -> Result<HeaderName, InvalidHeaderName> {
+    Ok(match name {
+        "x-forwarded-for" => HeaderName::from_static("x-forwarded-for"),
+        "x-forwarded-proto" => HeaderName::from_static("x-forwarded-proto"),
+        REQUEST_ID => HeaderName::from_static(REQUEST_ID),
+        _ => return HeaderName::from_bytes(name.as_bytes()),
+    })
+}
+
 /// The upstream request for a filtered header list: `:method` and `:path` from the pseudo
 /// headers, `host` from `:authority`, every other header as is. The body decides the framing,
 /// so `content-length` is left to hyper.
 pub fn to_upstream_request(
     headers: &Headers,
-    endpoint: std::net::SocketAddr,
+    endpoint: SocketAddr,
     body: crate::body::GatewayBody,
 ) -> Result<hyper::Request<crate::body::GatewayBody>, String> {
     let method = get(headers, ":method").unwrap_or(b"GET");
     let method = hyper::Method::from_bytes(method).map_err(|_| "invalid :method".to_owned())?;
     let path = get_str(headers, ":path").unwrap_or("/");
-    let uri: hyper::Uri = format!("http://{endpoint}{path}")
-        .parse()
-        .map_err(|_| format!("invalid :path {path:?}"))?;
+    let uri = upstream_uri(endpoint, path).ok_or_else(|| format!("invalid :path {path:?}"))?;
     let mut map = to_header_map(headers);
     map.remove(hyper::header::CONTENT_LENGTH);
     // HTTP/1.1 needs a host: the client's authority, else the endpoint itself.
@@ -203,6 +249,24 @@ pub fn to_upstream_request(
     *request.uri_mut() = uri;
     *request.headers_mut() = map;
     Ok(request)
+}
+
+/// `http://{endpoint}{path}`, written into one buffer of the exact size that the URI then
+/// keeps: `format!` and `parse` built the text and then copied it.
+fn upstream_uri(endpoint: SocketAddr, path: &str) -> Option<Uri> {
+    // The longest socket address text, eight full IPv6 groups with a scope id, has 58 bytes.
+    let mut address = [0u8; 64];
+    let len = {
+        let mut cursor = std::io::Cursor::new(&mut address[..]);
+        write!(cursor, "{endpoint}").ok()?;
+        usize::try_from(cursor.position()).ok()?
+    };
+    let address = &address[..len];
+    let mut uri = Vec::with_capacity("http://".len() + address.len() + path.len());
+    uri.extend_from_slice(b"http://");
+    uri.extend_from_slice(address);
+    uri.extend_from_slice(path.as_bytes());
+    Uri::from_maybe_shared(Bytes::from(uri)).ok()
 }
 
 /// The `:status` of a response header list, 502 when a filter made it unreadable.
@@ -294,6 +358,68 @@ mod tests {
                 ("b".into(), b"3".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn set_replaces_every_value_and_moves_the_header_last() {
+        let mut headers: Headers = vec![
+            ("x-request-id".into(), b"a".to_vec()),
+            ("b".into(), b"1".to_vec()),
+            ("x-request-id".into(), b"c".to_vec()),
+        ];
+        set(&mut headers, REQUEST_ID, b"id");
+        assert_eq!(
+            headers,
+            [
+                ("b".into(), b"1".to_vec()),
+                ("x-request-id".into(), b"id".to_vec())
+            ]
+        );
+        set(&mut headers, "new", b"v");
+        assert_eq!(names(&headers), ["b", "x-request-id", "new"]);
+    }
+
+    #[test]
+    fn header_maps_skip_pseudo_and_invalid_entries_and_keep_repeated_ones() {
+        let headers: Headers = vec![
+            (":status".into(), b"200".to_vec()),
+            ("x-forwarded-for".into(), b"10.0.0.1".to_vec()),
+            ("set-cookie".into(), b"a=1".to_vec()),
+            ("set-cookie".into(), b"b=2".to_vec()),
+            ("bad name".into(), b"x".to_vec()),
+            ("x-bad-value".into(), b"a\nb".to_vec()),
+            ("x-custom".into(), b"kept".to_vec()),
+        ];
+        for map in [to_header_map(&headers), into_header_map(headers.clone())] {
+            assert_eq!(map.len(), 4);
+            assert_eq!(map["x-forwarded-for"], "10.0.0.1");
+            assert_eq!(map["x-custom"], "kept");
+            let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
+            assert_eq!(cookies, ["a=1", "b=2"]);
+        }
+    }
+
+    #[test]
+    fn upstream_request_targets_the_endpoint_with_the_filtered_path() {
+        let headers: Headers = vec![
+            (":authority".into(), b"gw.local".to_vec()),
+            (":path".into(), b"/v1/models/m:predict?x=1".to_vec()),
+            (":method".into(), b"POST".to_vec()),
+            ("content-length".into(), b"3".to_vec()),
+        ];
+        let body = crate::body::ReplayBody::default().boxed();
+        let request = to_upstream_request(&headers, "[::1]:8080".parse().unwrap(), body).unwrap();
+        assert_eq!(request.uri(), "http://[::1]:8080/v1/models/m:predict?x=1");
+        assert_eq!(request.method(), hyper::Method::POST);
+        assert_eq!(request.headers()["host"], "gw.local");
+        assert!(!request.headers().contains_key("content-length"));
+        let longest: SocketAddr =
+            "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535"
+                .parse()
+                .unwrap();
+        let uri = upstream_uri(longest, "/").unwrap();
+        assert_eq!(uri.authority().unwrap().as_str(), longest.to_string());
+        assert!(upstream_uri(longest, "/a b").is_none());
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl RequestPump {
                     return Ok(Released {
                         data,
                         end: true,
-                        trailers: Some(headers::to_header_map(&list)),
+                        trailers: Some(headers::into_header_map(list)),
                     });
                 }
             }

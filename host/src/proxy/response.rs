@@ -63,11 +63,8 @@ impl Exchange {
             vec![(":status".to_owned(), reply.status.to_string().into_bytes())];
         response_headers.extend(reply.headers);
         let body = Bytes::from(reply.body);
-        self.finish_response(
-            &response_headers,
-            ReplayBody::new(body.clone(), None).boxed(),
-            body.len() as u64,
-        )
+        let size = body.len() as u64;
+        self.finish_response(response_headers, ReplayBody::new(body, None).boxed(), size)
     }
 
     /// Upstream response headers then body through the chain; the client gets the headers
@@ -125,7 +122,7 @@ impl Exchange {
                         let mut list = headers::response_headers(StatusCode::OK, &map);
                         list.remove(0);
                         let flow = self.chain.response_trailers(&mut list).await;
-                        trailers = Some(headers::to_header_map(&list));
+                        trailers = Some(headers::into_header_map(list));
                         (flow, true)
                     }
                 },
@@ -148,13 +145,13 @@ impl Exchange {
             let size = first.len() as u64;
             drop(in_flight);
             return self.finish_response(
-                &response_headers,
+                response_headers,
                 ReplayBody::new(first, trailers).boxed(),
                 size,
             );
         }
         let (tx, channel) = ChannelBody::new();
-        let response = self.response_head(&response_headers, GatewayBody::new(channel));
+        let response = self.response_head(response_headers, GatewayBody::new(channel));
         let status = response.status().as_u16();
         tokio::spawn(self.stream_response(status, first, body, deadline, in_flight, tx));
         response
@@ -173,7 +170,7 @@ impl Exchange {
         let response_headers = json_error_headers(status);
         let body = Bytes::from(json_error(message));
         let size = body.len() as u64;
-        self.finish_response(&response_headers, ReplayBody::new(body, None).boxed(), size)
+        self.finish_response(response_headers, ReplayBody::new(body, None).boxed(), size)
     }
 
     pub(super) async fn send_local_through_chain(
@@ -194,18 +191,18 @@ impl Exchange {
         }
         let body = Bytes::from(body);
         let size = body.len() as u64;
-        self.finish_response(&response_headers, ReplayBody::new(body, None).boxed(), size)
+        self.finish_response(response_headers, ReplayBody::new(body, None).boxed(), size)
     }
 
     /// The client response head: status from `:status`, headers, `x-request-id`.
     pub(super) fn response_head(
         &self,
-        response_headers: &Headers,
+        response_headers: Headers,
         body: GatewayBody,
     ) -> Response<GatewayBody> {
         let mut response = Response::new(body);
-        *response.status_mut() = headers::status_of(response_headers);
-        let mut map = headers::to_header_map(response_headers);
+        *response.status_mut() = headers::status_of(&response_headers);
+        let mut map = headers::into_header_map(response_headers);
         if !map.contains_key(REQUEST_ID)
             && let Ok(id) = hyper::header::HeaderValue::from_str(&self.log.request_id)
         {
@@ -219,7 +216,7 @@ impl Exchange {
     /// (a filter changed the body) is corrected; HEAD, 204 and 304 answers keep theirs.
     pub(super) fn finish_response(
         self,
-        response_headers: &Headers,
+        response_headers: Headers,
         body: GatewayBody,
         size: u64,
     ) -> Response<GatewayBody> {
@@ -285,7 +282,7 @@ impl Exchange {
                         let mut list = headers::response_headers(StatusCode::OK, &map);
                         list.remove(0);
                         let flow = self.chain.response_trailers(&mut list).await;
-                        (flow, true, Some(headers::to_header_map(&list)))
+                        (flow, true, Some(headers::into_header_map(list)))
                     }
                 },
             };
