@@ -72,7 +72,7 @@ fn get_value(
     out: (u32, u32),
 ) -> AbiResult {
     check_type(map_type)?;
-    let key = header_map::lower(&read(caller, key.0, key.1)?);
+    let key = header_map::lower(read(caller, key.0, key.1)?);
     let map = map_ref(caller.data(), map_type)?;
     let value = header_map::get(map, &key).ok_or(Status::NotFound)?.to_vec();
     copy_out(caller, &value, out.0, out.1)
@@ -97,7 +97,7 @@ fn edit(
     apply: fn(&mut Headers, String, Vec<u8>),
 ) -> AbiResult {
     check_type(map_type)?;
-    let key = header_map::lower(&read(caller, key.0, key.1)?);
+    let key = header_map::lower(read(caller, key.0, key.1)?);
     let value = match value {
         Some((ptr, len)) => read(caller, ptr, len)?,
         None => Vec::new(),
