@@ -47,8 +47,13 @@ pub(crate) enum Target<'a> {
 }
 
 /// The path without its query string or fragment.
+///
+/// A byte search: `str::find` with a set of chars decodes every char, which cost about 7,000
+/// guest instructions per request in `modelgate.wasm` (opt-level "z") for a 31-byte path.
 pub(crate) fn strip_query(path: &str) -> &str {
-    path.find(['?', '#']).map_or(path, |i| &path[..i])
+    path.bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .map_or(path, |i| &path[..i])
 }
 
 /// The query string (without `?`), if any.
