@@ -2,11 +2,12 @@
 //!
 //! Callback contracts (what each one does and what it returns to the host):
 //!
-//! - `on_http_request_headers`: builds a [`RequestView`] from single-header reads, asks the
-//!   policies with the host's current time, and applies the decision: header edits (then
-//!   `clear_route_cache` when the route may change) and `Continue`; or a local reply and
-//!   `Pause`; or, when the body is needed, the header edits that come with `NeedBody` and
-//!   `Continue` with buffering armed (see [`crate::body`]).
+//! - `on_http_request_headers`: builds a [`RequestView`] from single-header reads (the client
+//!   address only if a policy asks for it), asks the policies with the host's current time,
+//!   and applies the decision: header edits (then `clear_route_cache` when the route may
+//!   change) and `Continue`; or a local reply and `Pause`; or, when the body is needed, the
+//!   header edits that come with `NeedBody` and `Continue` with buffering armed (see
+//!   [`crate::body`]).
 //! - `on_http_request_body`: `Pause` (buffer) until the body is complete or over its limit, then
 //!   decide on it: `Continue`, or a local reply (400, 413).
 //! - `on_http_request_trailers`: a body that ends in trailers is decided there.
@@ -31,7 +32,7 @@ use proxy_wasm::types::{Action, BufferType, MapType, Status};
 
 use crate::body::{BodyStep, body_step};
 use crate::root::Configured;
-use crate::store::{HostRequestHeaders, HostSharedData, request_header, text};
+use crate::store::{HostRequestHeaders, HostSharedData, request_header};
 
 /// Filter state keys for the access log (one path segment each, so Envoy and the `modelgate`
 /// host both name them `wasm.modelgate.model` / `wasm.modelgate.outcome`).
@@ -214,11 +215,11 @@ impl HttpContext for HttpFilter {
         self.started = Some(now);
         let method = request_header(":method").unwrap_or_default();
         let path = request_header(":path").unwrap_or_default();
-        let client_addr = client_address();
         let view = RequestView {
             method: &method,
             path: &path,
-            client_addr: client_addr.as_deref(),
+            // Read through `HostRequestHeaders` only when a policy needs it.
+            client_addr: None,
             headers: &HostRequestHeaders,
         };
         match configured
@@ -338,14 +339,6 @@ fn clear_route_cache() {
 fn set_filter_state(key: &str, value: &[u8]) {
     if let Err(status) = hostcalls::set_property(vec![key], Some(value)) {
         debug!("modelgate: cannot set filter state {key}: {status:?}");
-    }
-}
-
-/// The client address, `ip:port` as Envoy's `source.address` property gives it.
-fn client_address() -> Option<String> {
-    match hostcalls::get_property(vec!["source", "address"]) {
-        Ok(Some(address)) => Some(text(address)),
-        Ok(None) | Err(_) => None,
     }
 }
 

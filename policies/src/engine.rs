@@ -446,7 +446,13 @@ impl Engine {
             LimitKey::ClientAddress => None,
         };
         found
-            .or_else(|| request.client_addr.map(|a| client_ip(a).to_owned()))
+            .or_else(|| match request.client_addr {
+                Some(addr) => Some(client_ip(addr).to_owned()),
+                None => request
+                    .headers
+                    .client_address()
+                    .map(|addr| client_ip(&addr).to_owned()),
+            })
             .unwrap_or_else(|| "unknown".to_owned())
     }
 }

@@ -5,10 +5,19 @@
 
 use std::borrow::Cow;
 
-/// Look up request headers by lower-case name.
+/// Look up request headers by lower-case name, and the client address when a host provides it
+/// on demand.
 pub trait HeaderSource {
     /// The first value of header `name` (lower-case), if present.
     fn header(&self, name: &str) -> Option<Cow<'_, str>>;
+
+    /// The client address (`ip:port` or `ip`), asked for only when a policy needs it (a
+    /// rate-limit key that falls back to the client) and [`RequestView::client_addr`] is
+    /// `None`. The filter fetches it from the host here, which saves a host call (and a copy
+    /// into the VM) on every request whose key is a claim or a header.
+    fn client_address(&self) -> Option<Cow<'_, str>> {
+        None
+    }
 }
 
 /// A plain list of header pairs (tests, benchmarks); names compare case-insensitively.
@@ -36,7 +45,8 @@ pub struct RequestView<'a> {
     pub method: &'a str,
     /// The `:path` pseudo-header, query string included.
     pub path: &'a str,
-    /// The client address (`source.address` property, `ip:port` or `ip`), if known.
+    /// The client address (`source.address` property, `ip:port` or `ip`), if known up front;
+    /// otherwise [`HeaderSource::client_address`] is asked when it is needed.
     pub client_addr: Option<&'a str>,
     /// Header lookup.
     pub headers: &'a dyn HeaderSource,

@@ -1,6 +1,12 @@
 //! Rate limits through the API: burst, refill, 429 headers, shadow mode, shared state, keys.
 
-use modelgate_policies::{MemoryStore, Outcome, SharedStore, StoreError};
+use std::borrow::Cow;
+use std::cell::Cell;
+
+use modelgate_policies::{
+    HeaderSource, HeadersDecision, MemoryStore, Outcome, Policies, RequestView, SharedStore,
+    StoreError,
+};
 use serde_json::json;
 
 use crate::support::{
@@ -149,6 +155,49 @@ fn missing_claim_falls_back_to_the_client_address() {
         .send(&p, b"", at(NOW), &MemoryStore::new())
         .unwrap();
     assert_eq!(set_header(&c, "x-ratelimit-key"), Some("10.0.0.7"));
+}
+
+/// Request headers with a client address the host provides on demand, counting the asks.
+struct OnDemandClient {
+    headers: Vec<(String, String)>,
+    asked: Cell<u32>,
+}
+
+impl HeaderSource for OnDemandClient {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.headers.header(name)
+    }
+
+    fn client_address(&self) -> Option<Cow<'_, str>> {
+        self.asked.set(self.asked.get() + 1);
+        Some(Cow::Borrowed("10.0.0.9:5000"))
+    }
+}
+
+#[test]
+fn an_on_demand_client_address_is_asked_only_when_the_key_falls_back_to_it() {
+    let mut cfg = base_config();
+    let source = OnDemandClient {
+        headers: iris("alice").headers,
+        asked: Cell::new(0),
+    };
+    let view = RequestView {
+        method: "GET",
+        path: "/v1/models/sklearn-iris",
+        client_addr: None,
+        headers: &source,
+    };
+    let key = |p: &Policies| match p.on_request_headers(&view, at(NOW), &MemoryStore::new()) {
+        HeadersDecision::Continue(c) => set_header(&c, "x-ratelimit-key").map(str::to_owned),
+        other => panic!("expected the request to pass, got {other:?}"),
+    };
+
+    assert_eq!(key(&policies(&cfg)).as_deref(), Some("alice"));
+    assert_eq!(source.asked.get(), 0);
+
+    cfg["rateLimit"]["key"] = json!({"claim": "client_id"});
+    assert_eq!(key(&policies(&cfg)).as_deref(), Some("10.0.0.9"));
+    assert_eq!(source.asked.get(), 1);
 }
 
 /// Shared data that refuses every write, as a host in trouble would.
