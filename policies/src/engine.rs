@@ -107,7 +107,7 @@ impl Engine {
             Ok(identity) => identity,
             Err(reply) => return HeadersDecision::Reply(reply),
         };
-        let mut edits = self.base_edits(request, identity.as_deref());
+        let mut edits = self.base_edits(identity.as_deref());
 
         match target {
             Target::Invalid(reason) => {
@@ -140,7 +140,7 @@ impl Engine {
                     {
                         id
                     }
-                    _ => return self.unknown(name, edits),
+                    _ => return self.unknown(name, self.drop_client_route(request, edits)),
                 };
                 let key = self.limit_key(request, identity.as_deref());
                 let shadow_limited = match self.admit(id, identity.as_deref(), &key, now, store) {
@@ -161,6 +161,7 @@ impl Engine {
                 self.validate_body_first(id, protocol, request, forward)
             }
             Target::Other | Target::List(_) => {
+                let mut edits = self.drop_client_route(request, edits);
                 let path = routing::strip_query(request.path);
                 let by_body = self
                     .body_model
@@ -326,13 +327,11 @@ impl Engine {
     }
 
     /// Header edits every forwarded request gets: client-sent copies of the headers this
-    /// policy owns are removed (a client must not pick its own route, claims or limit key),
-    /// and the verified claims are forwarded.
-    fn base_edits(&self, request: &RequestView<'_>, identity: Option<&Identity>) -> HeaderEdits {
+    /// policy owns are removed (a client must not pick its own claims or limit key), and the
+    /// verified claims are forwarded. The routing header is left to the branches that do not
+    /// set it themselves ([`Engine::drop_client_route`]).
+    fn base_edits(&self, identity: Option<&Identity>) -> HeaderEdits {
         let mut edits = HeaderEdits::default();
-        if request.headers.header(&self.routing_header).is_some() {
-            edits.remove.push(Arc::clone(&self.routing_header));
-        }
         if let Some(jwt) = &self.jwt {
             edits
                 .remove
@@ -346,6 +345,18 @@ impl Engine {
         }
         if let Some(identity) = identity {
             edits.set.extend(identity.forwarded.iter().cloned());
+        }
+        edits
+    }
+
+    /// Remove a routing header the client sent, on the way to a forward that does not set it
+    /// (a client must not pick its own route). A request for a known model skips this: its
+    /// forward sets the header, which replaces any client value, so asking the host whether
+    /// the client sent one would cost a header lookup on every request for nothing.
+    fn drop_client_route(&self, request: &RequestView<'_>, mut edits: HeaderEdits) -> HeaderEdits {
+        if request.headers.header(&self.routing_header).is_some() {
+            // First, as before the other removals: the adapter applies them in order.
+            edits.remove.insert(0, Arc::clone(&self.routing_header));
         }
         edits
     }
