@@ -17,6 +17,7 @@
 //! `modelgate.model` and `modelgate.outcome`; Envoy's `%FILTER_STATE(wasm.modelgate.model)%`)
 //! so the access log can print them.
 
+use std::mem;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -109,15 +110,12 @@ impl HttpFilter {
         Action::Pause
     }
 
-    /// An internal fault: under `failureMode: deny` answer 503, under `allow` forward.
-    fn fault(&mut self, what: &str) -> Action {
+    /// An internal fault on a request for `model`: under `failureMode: deny` answer 503, under
+    /// `allow` forward.
+    fn fault(&mut self, model: Option<Arc<str>>, what: &str) -> Action {
         error!("modelgate: internal fault: {what}");
         let Some(configured) = self.configured.clone() else {
             return self.respond_not_configured();
-        };
-        let model = match &self.phase {
-            Phase::Buffering { pending, .. } => pending.model().cloned(),
-            Phase::Headers | Phase::Decided => None,
         };
         if let Some(reply) = configured.policies.internal_fault_reply(model.as_deref()) {
             self.respond(reply)
@@ -185,22 +183,26 @@ impl HttpFilter {
         }
     }
 
-    /// Read the `buffered` bytes of request body the host holds and decide on them.
-    fn read_and_decide_body(
-        &mut self,
-        configured: &Configured,
-        pending: &PendingRequest,
-        buffered: usize,
-    ) -> Action {
+    /// Read the `buffered` bytes of request body the host holds and decide on them. The
+    /// pending request leaves the phase here (every path below decides the request), so it is
+    /// moved rather than cloned.
+    fn read_and_decide_body(&mut self, configured: &Configured, buffered: usize) -> Action {
+        let Phase::Buffering { pending, .. } = mem::replace(&mut self.phase, Phase::Decided) else {
+            return Action::Continue;
+        };
         let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, buffered) {
             Ok(Some(body)) => body,
             Ok(None) if buffered == 0 => Vec::new(),
-            Ok(None) => return self.fault("the buffered request body is not available"),
+            Ok(None) => {
+                let model = pending.model().cloned();
+                return self.fault(model, "the buffered request body is not available");
+            }
             Err(status) => {
-                return self.fault(&format!("cannot read the request body: {status:?}"));
+                let model = pending.model().cloned();
+                return self.fault(model, &format!("cannot read the request body: {status:?}"));
             }
         };
-        self.decide_body(configured, pending, &body, false)
+        self.decide_body(configured, &pending, &body, false)
     }
 }
 
@@ -260,22 +262,18 @@ impl HttpContext for HttpFilter {
                 let reply = configured.policies.reject_oversized_body(pending);
                 self.respond(reply)
             }
-            BodyStep::Decide => {
-                let pending = pending.clone();
-                self.read_and_decide_body(&configured, &pending, body_size)
-            }
+            BodyStep::Decide => self.read_and_decide_body(&configured, body_size),
         }
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        let Phase::Buffering { pending, buffered } = &self.phase else {
+        let Phase::Buffering { buffered, .. } = self.phase else {
             return Action::Continue;
         };
         let Some(configured) = self.configured.clone() else {
             return self.respond_not_configured();
         };
-        let (pending, buffered) = (pending.clone(), *buffered);
-        self.read_and_decide_body(&configured, &pending, buffered)
+        self.read_and_decide_body(&configured, buffered)
     }
 
     fn on_log(&mut self) {
