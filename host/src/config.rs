@@ -100,6 +100,30 @@ pub struct ClusterConfig {
     pub connect_timeout: ConfigDuration,
     #[serde(default)]
     pub outlier_detection: OutlierConfig,
+    #[serde(default)]
+    pub circuit_breakers: CircuitBreakers,
+}
+
+/// Envoy's cluster circuit breakers, for HTTP/1.1 upstreams where every request in flight
+/// holds a connection of its own.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CircuitBreakers {
+    /// Most upstream connections busy at once across the workers; more requests wait.
+    #[serde(default = "default_breaker_limit")]
+    pub max_connections: usize,
+    /// Most requests waiting for a connection; past it the answer is 503 (overflow).
+    #[serde(default = "default_breaker_limit")]
+    pub max_pending_requests: usize,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        CircuitBreakers {
+            max_connections: default_breaker_limit(),
+            max_pending_requests: default_breaker_limit(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -353,6 +377,10 @@ fn default_health_path() -> Option<String> {
 fn default_connect_timeout() -> ConfigDuration {
     ConfigDuration::from_millis(1_000)
 }
+/// Envoy's default for each threshold.
+fn default_breaker_limit() -> usize {
+    1024
+}
 fn default_consecutive_errors() -> u32 {
     5
 }
@@ -526,6 +554,11 @@ impl Config {
             if cluster.outlier_detection.max_ejection_percent > 100 {
                 errors.push(format!(
                     "clusters[{i}].outlierDetection.maxEjectionPercent: must be at most 100"
+                ));
+            }
+            if cluster.circuit_breakers.max_connections == 0 {
+                errors.push(format!(
+                    "clusters[{i}].circuitBreakers.maxConnections: must be greater than 0"
                 ));
             }
         }

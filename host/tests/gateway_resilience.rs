@@ -236,3 +236,47 @@ async fn a_replica_killed_under_concurrent_load_fails_no_request() {
         b.count()
     );
 }
+
+#[tokio::test]
+async fn circuit_breakers_queue_past_max_connections_and_overflow_past_max_pending() {
+    let slow = Upstream::start_with(
+        "slow",
+        Behaviour {
+            delay: Duration::from_millis(600),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let breakers = "    circuitBreakers: {maxConnections: 1, maxPendingRequests: 1}\n";
+    let gw = TestGateway::start(&config(&[&slow], breakers, "")).await;
+    let http = client();
+    let url = gw.url("/v2/models/iris/infer");
+    let first = tokio::spawn({
+        let (http, url) = (http.clone(), url.clone());
+        async move { get(&http, &url).await }
+    });
+    while slow.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let queued = tokio::spawn({
+        let (http, url) = (http.clone(), url.clone());
+        async move { get(&http, &url).await }
+    });
+    // Time for the second request to start waiting (nothing outside shows it).
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // One request holds the only connection, one waits: the third overflows at once.
+    let overflow = get(&http, &url).await;
+    assert_eq!(overflow.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        overflow.json(),
+        serde_json::json!({"error": "upstream connect error or disconnect/reset before headers"})
+    );
+    assert_eq!(
+        slow.count(),
+        1,
+        "the queued request must not reach the upstream yet"
+    );
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    assert_eq!(queued.await.unwrap().status, StatusCode::OK);
+    assert_eq!(slow.count(), 2);
+}

@@ -13,7 +13,7 @@ use tokio::time::timeout_at;
 use super::Exchange;
 use super::request_body::{BodyError, RequestPump};
 use crate::body::{ChannelBody, GatewayBody, ReplayBody};
-use crate::cluster::{Cluster, InFlight};
+use crate::cluster::{Cluster, InFlight, Refused};
 use crate::config::RetryOn;
 use crate::headers;
 use crate::route::Route;
@@ -129,7 +129,7 @@ impl Target<'_> {
     pub(super) async fn send(
         &self,
         body: GatewayBody,
-        in_flight: InFlight,
+        mut in_flight: InFlight,
         last_attempt: bool,
     ) -> Result<Upstream, (ForwardError, bool)> {
         let (cluster, index) = (self.cluster, in_flight.index());
@@ -137,6 +137,14 @@ impl Target<'_> {
         let upstream_request = headers::to_upstream_request(self.request, address, body)
             .map_err(|_| (ForwardError::Failed("bad_request_headers"), false))?;
         let retry_on = |on: RetryOn| self.route.retry.on.contains(&on);
+        match in_flight.admit(self.deadline).await {
+            Ok(()) => {}
+            // Envoy does not retry an overflow: every endpoint shares the cluster's breaker.
+            Err(Refused::Overflow) => {
+                return Err((ForwardError::Failed("upstream_overflow"), false));
+            }
+            Err(Refused::Timeout) => return Err((ForwardError::Timeout, false)),
+        }
         match timeout_at(self.deadline, cluster.client().request(upstream_request)).await {
             Err(_) => Err((ForwardError::Timeout, false)),
             Ok(Err(e)) if e.is_connect() => {
