@@ -15,10 +15,19 @@ pub const USAGE: &str = "usage: modelgate <serve|check> --config FILE
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Serve { config: PathBuf },
-    Check { config: PathBuf },
+    Serve {
+        config: PathBuf,
+    },
+    Check {
+        config: PathBuf,
+    },
     Help,
+    /// Internal: `serve` runs itself with this to compile a module in a separate process.
+    CompileModule,
 }
+
+/// The argument of [`Command::CompileModule`].
+pub const COMPILE_MODULE: &str = "__compile-module";
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
@@ -26,6 +35,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     let command = args.next().ok_or("missing command")?;
     if matches!(command.as_str(), "-h" | "--help" | "help") {
         return Ok(Command::Help);
+    }
+    if command == COMPILE_MODULE {
+        return Ok(Command::CompileModule);
     }
     let mut config = None;
     while let Some(arg) = args.next() {

@@ -31,7 +31,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config } => {
+            // Cranelift then runs in a child process: its memory never joins the gateway's.
+            if let Ok(program) = std::env::current_exe() {
+                modelgate_runtime::compile_in_child(program, vec![cli::COMPILE_MODULE.into()]);
+            }
+            serve(&config)
+        }
+        Command::CompileModule => match modelgate_runtime::serve_compile_request() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

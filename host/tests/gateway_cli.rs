@@ -125,6 +125,29 @@ fn check_reports_missing_filter_files_and_policies() {
     );
 }
 
+/// `serve` compiles modules in a child process of its own; a module that does not compile
+/// must still fail the start with the compiler's own words, as `check` (in-process) gives them.
+#[test]
+fn serve_reports_a_module_that_does_not_compile_as_check_does() {
+    let config = ConfigFile::new(&format!("{BASE}filters: [{{name: f, wasm: f.wasm}}]\n"));
+    // A type section that claims more bytes than the file has.
+    config.write("f.wasm", b"\0asm\x01\0\0\0\x01\x7f\x01\x60");
+    let (ok, stdout) = check(&config);
+    assert!(!ok, "{stdout}");
+    let reason = stdout
+        .split_once(": filters[0] (f): ")
+        .map_or_else(|| panic!("{stdout}"), |(_, reason)| reason.trim());
+    assert!(!reason.is_empty());
+    let served = Command::new(BINARY)
+        .args(["serve", "--config"])
+        .arg(&config.path)
+        .output()
+        .unwrap();
+    assert!(!served.status.success());
+    let stderr = String::from_utf8_lossy(&served.stderr);
+    assert!(stderr.contains(reason), "{reason:?} not in {stderr}");
+}
+
 #[test]
 fn check_reports_an_unreadable_config_file() {
     let output = Command::new(BINARY)

@@ -23,6 +23,7 @@ mod shared;
 mod stream;
 mod vm;
 
+pub use engine::{compile_in_child, serve_compile_request};
 pub use plugin::{Plugin, set_worker_index};
 pub use runtime::{LoadError, MetricSnapshot, MetricValue, PluginSpec, Runtime, RuntimeError};
 pub use services::{HostServices, HttpCallRequest, HttpCallResponse};
