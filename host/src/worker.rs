@@ -7,7 +7,6 @@
 //! The listeners accept on the main runtime and deal connections round robin, so the workers
 //! stay evenly loaded however few connections there are (Envoy's exact connection balance).
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -18,14 +17,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::gateway::Shared;
 use crate::listener::{self, ListenerInfo};
 
-thread_local! {
-    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
 /// The index of the worker running on this thread; `None` off the workers (the main runtime
-/// with the admin listener, reloads and the filters' timers).
+/// with the admin listener, reloads and the filters' timers). The runtime keeps it, as it
+/// pins each worker's streams to that worker's VM.
 pub fn current() -> Option<usize> {
-    CURRENT.with(Cell::get)
+    modelgate_runtime::worker_index()
 }
 
 /// An accepted connection on its way to a worker.
@@ -64,7 +60,6 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("modelgate-worker-{index}"))
                 .spawn(move || {
-                    CURRENT.with(|c| c.set(Some(index)));
                     modelgate_runtime::set_worker_index(index);
                     runtime.block_on(serve(incoming, shared, stop));
                     let _ = done.send(());

@@ -12,7 +12,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,32 +22,14 @@ use modelgate_policies::{
     BodyDecision, HeaderEdits, HeadersDecision, MemoryStore, Policies, Reply, RequestView,
 };
 use modelgate_runtime::{
-    FilterChain, Flow, Headers, HostServices, HttpCallRequest, HttpCallResponse, LoadError,
-    LocalReply, MetricValue, Plugin, PluginSpec, Runtime, StreamInfo,
+    FilterChain, Flow, Headers, LoadError, LocalReply, MetricValue, NoClusters, Plugin, PluginSpec,
+    Runtime, StreamInfo,
 };
 use serde_json::{Value, json};
 
 const BUILD_COMMAND: &str =
     "make wasm  (cargo build -p modelgate-filter --target wasm32-wasip1 --profile wasm)";
 const ISSUER: &str = "https://issuer.test";
-
-/// No clusters: the filter needs none.
-struct NoClusters;
-
-impl HostServices for NoClusters {
-    fn has_cluster(&self, _name: &str) -> bool {
-        false
-    }
-
-    fn http_call(
-        &self,
-        _cluster: &str,
-        _request: HttpCallRequest,
-        _timeout: Option<Duration>,
-    ) -> Pin<Box<dyn Future<Output = Option<HttpCallResponse>> + Send>> {
-        Box::pin(async { None })
-    }
-}
 
 /// One runtime for the whole test binary, so the module is compiled once; created outside any
 /// test's tokio runtime, so it keeps its own async worker alive between tests.

@@ -5,34 +5,12 @@
 //! Build the test filters first (the tests do it too):
 //! `cargo build --release --target wasm32-wasip1 --manifest-path host/tests/filters/Cargo.toml --target-dir target/test-filters`
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use modelgate_runtime::{
-    FilterChain, Flow, HostServices, HttpCallRequest, HttpCallResponse, PluginSpec, Runtime,
-    StreamInfo,
-};
-
-/// The no-op filter makes no calls out; no cluster exists.
-struct NoServices;
-
-impl HostServices for NoServices {
-    fn has_cluster(&self, _: &str) -> bool {
-        false
-    }
-    fn http_call(
-        &self,
-        _: &str,
-        _: HttpCallRequest,
-        _: Option<Duration>,
-    ) -> Pin<Box<dyn Future<Output = Option<HttpCallResponse>> + Send>> {
-        Box::pin(async { None })
-    }
-}
+use modelgate_runtime::{FilterChain, Flow, NoClusters, PluginSpec, Runtime, StreamInfo};
 
 fn noop_spec() -> PluginSpec {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,7 +52,7 @@ fn request_cycle(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let runtime = tokio.block_on(async { Runtime::new(Arc::new(NoServices)).unwrap() });
+    let runtime = tokio.block_on(async { Runtime::new(Arc::new(NoClusters)).unwrap() });
     let chain = FilterChain::new(vec![runtime.load(noop_spec()).unwrap()]);
     c.bench_function("noop_filter_full_request_cycle", |b| {
         b.iter(|| {
@@ -113,7 +91,7 @@ fn request_cycle(c: &mut Criterion) {
 }
 
 fn vm_start(c: &mut Criterion) {
-    let runtime = Runtime::new(Arc::new(NoServices)).unwrap();
+    let runtime = Runtime::new(Arc::new(NoClusters)).unwrap();
     let spec = noop_spec();
     // The first load compiles; later ones reuse the InstancePre.
     drop(runtime.load(spec.clone()).unwrap());

@@ -7,28 +7,10 @@
 //! For the full policy: `... -- target/wasm32-wasip1/wasm/modelgate.wasm policy.json 2`
 //! (bench/run.sh renders a policy.json into its run directory).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use modelgate_runtime::{HostServices, HttpCallRequest, HttpCallResponse, PluginSpec, Runtime};
-
-struct NoServices;
-
-impl HostServices for NoServices {
-    fn has_cluster(&self, _: &str) -> bool {
-        false
-    }
-    fn http_call(
-        &self,
-        _: &str,
-        _: HttpCallRequest,
-        _: Option<Duration>,
-    ) -> Pin<Box<dyn Future<Output = Option<HttpCallResponse>> + Send>> {
-        Box::pin(async { None })
-    }
-}
+use modelgate_runtime::{NoClusters, PluginSpec, Runtime};
 
 /// `VmHWM` and `VmRSS` of this process, in KiB.
 fn memory_kib() -> (u64, u64) {
@@ -69,7 +51,7 @@ fn main() {
         .map_or(1, |n| n.parse().expect("VMS is a count"));
     let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| panic!("{wasm_path}: {e}"));
     report("start");
-    let runtime = Runtime::new(Arc::new(NoServices)).expect("runtime");
+    let runtime = Runtime::new(Arc::new(NoClusters)).expect("runtime");
     let spec = PluginSpec {
         name: "memory".into(),
         root_id: "modelgate".into(),

@@ -103,9 +103,7 @@ pub fn serve_compile_request() -> Result<(), String> {
     std::io::stdin()
         .read_to_end(&mut wasm)
         .map_err(|e| format!("reading the module: {e}"))?;
-    let compiled = Engine::new(&config())
-        .and_then(|engine| engine.precompile_module(&wasm))
-        .map_err(|e| format!("{e:#}"))?;
+    let compiled = precompile(&wasm).map_err(|e| format!("{e:#}"))?;
     std::io::stdout()
         .write_all(&compiled)
         .map_err(|e| format!("writing the compiled module: {e}"))
@@ -124,9 +122,9 @@ fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Module> {
         Some(Err(ChildError::Compile(reason))) => return Err(wasmtime::Error::msg(reason)),
         Some(Err(ChildError::Run(reason))) => {
             log::warn!("compiling in a child process failed ({reason}); compiling here");
-            Engine::new(&config())?.precompile_module(wasm)?
+            precompile(wasm)?
         }
-        None => Engine::new(&config())?.precompile_module(wasm)?,
+        None => precompile(wasm)?,
     };
     #[expect(
         unsafe_code,
@@ -139,6 +137,12 @@ fn compile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Module> {
     unsafe {
         Module::deserialize(engine, &compiled)
     }
+}
+
+/// `wasm` compiled by a throwaway engine of this build's configuration, in wasmtime's
+/// serialized form.
+fn precompile(wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    Engine::new(&config())?.precompile_module(wasm)
 }
 
 enum ChildError {

@@ -24,9 +24,9 @@ mod stream;
 mod vm;
 
 pub use engine::{compile_in_child, serve_compile_request};
-pub use plugin::{Plugin, set_worker_index};
+pub use plugin::{Plugin, set_worker_index, worker_index};
 pub use runtime::{LoadError, MetricSnapshot, MetricValue, PluginSpec, Runtime, RuntimeError};
-pub use services::{HostServices, HttpCallRequest, HttpCallResponse};
+pub use services::{HostServices, HttpCallRequest, HttpCallResponse, NoClusters};
 pub use stream::{ChainStream, DEFAULT_BUFFER_LIMIT, FilterChain, Flow, LocalReply, StreamInfo};
 
 /// Header map as a filter sees it: lower-case keys, pseudo-headers first

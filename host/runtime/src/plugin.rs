@@ -166,12 +166,15 @@ pub fn set_worker_index(index: usize) {
     WORKER.with(|w| w.set(Some(index)));
 }
 
+/// The index given to [`set_worker_index`] on this thread, if any.
+pub fn worker_index() -> Option<usize> {
+    WORKER.with(Cell::get)
+}
+
 impl PluginInner {
     /// The VM a new stream is pinned to: the worker's own, or round robin on other threads.
     pub(crate) fn pick_vm(&self) -> Arc<VmCell> {
-        let i = WORKER
-            .with(Cell::get)
-            .unwrap_or_else(|| self.next_vm.fetch_add(1, Ordering::Relaxed))
+        let i = worker_index().unwrap_or_else(|| self.next_vm.fetch_add(1, Ordering::Relaxed))
             % self.vms.len();
         Arc::clone(&self.vms[i])
     }

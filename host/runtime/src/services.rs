@@ -19,6 +19,25 @@ pub trait HostServices: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Option<HttpCallResponse>> + Send>>;
 }
 
+/// Services of a host without clusters: every `http_call` target is unknown. For embeddings
+/// whose filters call out to nothing (benchmarks, examples, tests of such filters).
+pub struct NoClusters;
+
+impl HostServices for NoClusters {
+    fn has_cluster(&self, _name: &str) -> bool {
+        false
+    }
+
+    fn http_call(
+        &self,
+        _cluster: &str,
+        _request: HttpCallRequest,
+        _timeout: Option<Duration>,
+    ) -> Pin<Box<dyn Future<Output = Option<HttpCallResponse>> + Send>> {
+        Box::pin(async { None })
+    }
+}
+
 /// A request a filter dispatched with `proxy_http_call`; headers include the pseudo-headers.
 #[derive(Debug, Clone, Default)]
 pub struct HttpCallRequest {

@@ -185,9 +185,7 @@ impl Exchange {
     fn request_timed_out(mut self) -> Response<GatewayBody> {
         self.log.detail = Some("request_timeout");
         let response_headers = json_error_headers(StatusCode::REQUEST_TIMEOUT);
-        let body = Bytes::from(json_error("request timeout"));
-        let size = body.len() as u64;
-        self.finish_response(response_headers, ReplayBody::new(body, None).boxed(), size)
+        self.finish_response(response_headers, json_error("request timeout").into(), None)
     }
 
     /// Buffers the request body through the filters until it ends or outgrows the limit.

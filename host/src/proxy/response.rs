@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Frame, Incoming};
-use hyper::{Response, StatusCode};
+use hyper::{HeaderMap, Response, StatusCode};
 use modelgate_runtime::{Flow, Headers, LocalReply};
 use tokio::time::timeout_at;
 
@@ -62,9 +62,7 @@ impl Exchange {
         let mut response_headers =
             vec![(":status".to_owned(), reply.status.to_string().into_bytes())];
         response_headers.extend(reply.headers);
-        let body = Bytes::from(reply.body);
-        let size = body.len() as u64;
-        self.finish_response(response_headers, ReplayBody::new(body, None).boxed(), size)
+        self.finish_response(response_headers, reply.body.into(), None)
     }
 
     /// Upstream response headers then body through the chain; the client gets the headers
@@ -142,13 +140,8 @@ impl Exchange {
             }
         }
         if done {
-            let size = first.len() as u64;
             drop(in_flight);
-            return self.finish_response(
-                response_headers,
-                ReplayBody::new(first, trailers).boxed(),
-                size,
-            );
+            return self.finish_response(response_headers, first, trailers);
         }
         let (tx, channel) = ChannelBody::new();
         let response = self.response_head(response_headers, GatewayBody::new(channel));
@@ -168,9 +161,7 @@ impl Exchange {
     ) -> Response<GatewayBody> {
         self.log.detail = Some(detail);
         let response_headers = json_error_headers(status);
-        let body = Bytes::from(json_error(message));
-        let size = body.len() as u64;
-        self.finish_response(response_headers, ReplayBody::new(body, None).boxed(), size)
+        self.finish_response(response_headers, json_error(message).into(), None)
     }
 
     pub(super) async fn send_local_through_chain(
@@ -189,9 +180,7 @@ impl Exchange {
         if let Flow::LocalReply(reply) = self.chain.response_body(&mut body, true).await {
             return self.filter_reply(reply);
         }
-        let body = Bytes::from(body);
-        let size = body.len() as u64;
-        self.finish_response(response_headers, ReplayBody::new(body, None).boxed(), size)
+        self.finish_response(response_headers, body.into(), None)
     }
 
     /// The client response head: status from `:status`, headers, `x-request-id`.
@@ -217,10 +206,12 @@ impl Exchange {
     pub(super) fn finish_response(
         self,
         response_headers: Headers,
-        body: GatewayBody,
-        size: u64,
+        body: Bytes,
+        trailers: Option<HeaderMap>,
     ) -> Response<GatewayBody> {
-        let mut response = self.response_head(response_headers, body);
+        let size = body.len() as u64;
+        let mut response =
+            self.response_head(response_headers, ReplayBody::new(body, trailers).boxed());
         let status = response.status();
         let bodiless = self.log.method == hyper::Method::HEAD
             || status == StatusCode::NO_CONTENT
