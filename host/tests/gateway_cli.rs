@@ -10,21 +10,9 @@ use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 
-use gateway_support::{Behaviour, ConfigFile, Upstream, client, cluster, get};
+use gateway_support::{Behaviour, ConfigFile, Upstream, check, client, cluster, get};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_modelgate");
-
-fn check(config: &ConfigFile) -> (bool, String) {
-    let output = Command::new(BINARY)
-        .args(["check", "--config"])
-        .arg(&config.path)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
 
 /// `check` on a config that must fail: every line of its output, with the file name removed.
 fn check_errors(yaml: &str) -> Vec<String> {

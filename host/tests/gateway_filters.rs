@@ -266,20 +266,9 @@ async fn check_loads_the_filter_and_reports_a_rejecting_on_configure() {
     );
     let config = gateway_support::ConfigFile::new(&yaml);
     config.write("plugin.txt", "name=A");
-    let check = |config: &gateway_support::ConfigFile| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate"))
-            .args(["check", "--config"])
-            .arg(&config.path)
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
-    };
-    assert_eq!(check(&config), (true, "OK\n".to_owned()));
+    assert_eq!(gateway_support::check(&config), (true, "OK\n".to_owned()));
     config.write("plugin.txt", "reject");
-    let (ok, stdout) = check(&config);
+    let (ok, stdout) = gateway_support::check(&config);
     assert!(!ok);
     assert!(stdout.contains(": filters[0] (conformance): "), "{stdout}");
 }

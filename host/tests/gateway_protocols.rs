@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use gateway_support::{TestGateway, Upstream, cluster};
+use gateway_support::{TestGateway, Upstream, catch_all, cluster};
 
 struct TlsSetup {
     gateway: TestGateway,
@@ -157,10 +157,7 @@ async fn https_with_http1_still_works() {
 #[tokio::test]
 async fn plain_listener_speaks_h2c_with_prior_knowledge() {
     let upstream = Upstream::start("iris").await;
-    let yaml = format!(
-        "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters:\n{}routes: [{{match: {{prefix: /}}, cluster: iris}}]\n",
-        cluster("iris", &[&upstream])
-    );
+    let yaml = catch_all("{address: 127.0.0.1:0}", &upstream);
     let gw = TestGateway::start(&yaml).await;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)

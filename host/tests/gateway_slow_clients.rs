@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use gateway_support::{TestGateway, Upstream, client, cluster, get};
+use gateway_support::{TestGateway, Upstream, catch_all, client, cluster, get};
 
 /// Far above the configured deadlines: only a gateway that never closes reaches it.
 const BOUND: Duration = Duration::from_secs(10);
@@ -26,9 +26,9 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 #[tokio::test]
 async fn a_trickled_request_head_is_closed_while_others_are_served() {
     let upstream = Upstream::start("iris").await;
-    let yaml = format!(
-        "version: 1\nlisteners: [{{address: 127.0.0.1:0, headerReadTimeout: 300ms}}]\nclusters:\n{}routes: [{{match: {{prefix: /}}, cluster: iris}}]\n",
-        cluster("iris", &[&upstream])
+    let yaml = catch_all(
+        "{address: 127.0.0.1:0, headerReadTimeout: 300ms}",
+        &upstream,
     );
     let gw = TestGateway::start(&yaml).await;
     let mut slow = TcpStream::connect(gw.address).await.unwrap();
@@ -79,10 +79,7 @@ clusters:
 #[tokio::test]
 async fn an_h2_request_without_path_gets_400() {
     let upstream = Upstream::start("iris").await;
-    let yaml = format!(
-        "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters:\n{}routes: [{{match: {{prefix: /}}, cluster: iris}}]\n",
-        cluster("iris", &[&upstream])
-    );
+    let yaml = catch_all("{address: 127.0.0.1:0}", &upstream);
     let gw = TestGateway::start(&yaml).await;
     let mut stream = TcpStream::connect(gw.address).await.unwrap();
     // Written by hand because HTTP/2 clients refuse to send it: the preface, empty SETTINGS,

@@ -253,6 +253,28 @@ pub(crate) fn cluster(name: &str, upstreams: &[&Upstream]) -> String {
     )
 }
 
+/// A config with one listener (`listener` is its flow map) routing everything to `upstream`
+/// as cluster `iris`.
+pub(crate) fn catch_all(listener: &str, upstream: &Upstream) -> String {
+    format!(
+        "version: 1\nlisteners: [{listener}]\nclusters:\n{}routes: [{{match: {{prefix: /}}, cluster: iris}}]\n",
+        cluster("iris", &[upstream])
+    )
+}
+
+/// `modelgate check` on `config`: whether it passed, and its stdout.
+pub(crate) fn check(config: &ConfigFile) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate"))
+        .args(["check", "--config"])
+        .arg(&config.path)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
 pub(crate) type TestClient = Client<HttpConnector, Full<Bytes>>;
 
 pub(crate) fn client() -> TestClient {
