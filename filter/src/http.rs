@@ -220,8 +220,6 @@ impl HttpContext for HttpFilter {
         let view = RequestView {
             method: &method,
             path: &path,
-            // Read through `HostRequestHeaders` only when a policy needs it.
-            client_addr: None,
             headers: &HostRequestHeaders,
         };
         match configured

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use modelgate_policies::{
-    BodyDecision, HeaderEdits, HeadersDecision, MemoryStore, Policies, Reply, RequestView,
+    BodyDecision, HeaderEdits, HeadersDecision, KnownClient, MemoryStore, Policies, Reply,
+    RequestView,
 };
 
 /// The HS256 secret of [`JWT_CONFIG`]'s key, so the JWT target can sign arbitrary claims and reach
@@ -105,11 +106,14 @@ pub fn headers(
     headers: &[(&str, &str)],
 ) -> HeadersDecision {
     let headers = headers.to_vec();
+    let source = KnownClient {
+        headers: &headers,
+        address: Some("127.0.0.1:40000"),
+    };
     let view = RequestView {
         method,
         path,
-        client_addr: Some("127.0.0.1:40000"),
-        headers: &headers,
+        headers: &source,
     };
     let decision = policies.on_request_headers(&view, now(), store);
     check_headers_decision(&decision);

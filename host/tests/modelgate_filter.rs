@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use modelgate_policies::{
-    BodyDecision, HeaderEdits, HeadersDecision, MemoryStore, Policies, Reply, RequestView,
+    BodyDecision, HeaderEdits, HeadersDecision, KnownClient, MemoryStore, Policies, Reply,
+    RequestView,
 };
 use modelgate_runtime::{
     FilterChain, Flow, Headers, LoadError, LocalReply, MetricValue, NoClusters, Plugin, PluginSpec,
@@ -973,10 +974,13 @@ fn native_effect(
     let store = MemoryStore::new();
     let mut headers = text_headers(&request_headers(method, path, extra));
     let source = headers.clone();
+    let source = KnownClient {
+        headers: &source,
+        address: Some("127.0.0.1:40000"),
+    };
     let view = RequestView {
         method,
         path,
-        client_addr: Some("127.0.0.1:40000"),
         headers: &source,
     };
     let now = SystemTime::now();

@@ -11,7 +11,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use modelgate_policies::{
-    BodyDecision, HeadersDecision, MemoryStore, PendingRequest, Policies, RequestView,
+    BodyDecision, HeadersDecision, KnownClient, MemoryStore, PendingRequest, Policies, RequestView,
 };
 use serde_json::json;
 
@@ -64,6 +64,10 @@ fn hot_path(c: &mut Criterion) {
     let store = MemoryStore::new();
     let headers = vec![("authorization".to_owned(), format!("Bearer {}", token()))];
     let body = br#"{"instances": [[6.8, 2.8, 4.8, 1.4]]}"#;
+    let source = KnownClient {
+        headers: &headers,
+        address: Some("10.0.0.1:5000"),
+    };
     let mut tick = 0u64;
     c.bench_function("hot_path", |b| {
         b.iter(|| {
@@ -73,8 +77,7 @@ fn hot_path(c: &mut Criterion) {
             let view = RequestView {
                 method: "POST",
                 path: "/v1/models/sklearn-iris:predict",
-                client_addr: Some("10.0.0.1:5000"),
-                headers: &headers,
+                headers: &source,
             };
             let HeadersDecision::NeedBody(need) = p.on_request_headers(&view, now, &store) else {
                 panic!("expected NeedBody");
@@ -94,7 +97,6 @@ fn cold_rs256(c: &mut Criterion) {
             let view = RequestView {
                 method: "GET",
                 path: "/v1/models/sklearn-iris",
-                client_addr: None,
                 headers: &headers,
             };
             let d = p.on_request_headers(&view, at_micros(0), &store);
@@ -123,7 +125,6 @@ fn pending(p: &Policies) -> PendingRequest {
     let view = RequestView {
         method: "POST",
         path: "/v1/models/sklearn-iris:predict",
-        client_addr: None,
         headers: &headers,
     };
     match p.on_request_headers(&view, at_micros(0), &MemoryStore::new()) {

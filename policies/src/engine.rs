@@ -457,12 +457,9 @@ impl Engine {
             LimitKey::ClientAddress => None,
         };
         found
-            .or_else(|| match request.client_addr {
-                Some(addr) => Some(client_ip(addr).to_owned()),
-                None => request
-                    .headers
-                    .client_address()
-                    .map(|addr| client_ip(&addr).to_owned()),
+            .or_else(|| {
+                let addr = request.headers.client_address()?;
+                Some(client_ip(&addr).to_owned())
             })
             .unwrap_or_else(|| "unknown".to_owned())
     }

@@ -45,7 +45,7 @@ pub use decision::{
     Verdict,
 };
 pub use error::ConfigError;
-pub use request::{HeaderSource, RequestView};
+pub use request::{HeaderSource, KnownClient, RequestView};
 pub use store::{MemoryStore, SharedStore, StoreError};
 
 /// The compiled policy set: built once from the configuration, then consulted per request.

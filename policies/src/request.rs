@@ -12,9 +12,9 @@ pub trait HeaderSource {
     fn header(&self, name: &str) -> Option<Cow<'_, str>>;
 
     /// The client address (`ip:port` or `ip`), asked for only when a policy needs it (a
-    /// rate-limit key that falls back to the client) and [`RequestView::client_addr`] is
-    /// `None`. The filter fetches it from the host here, which saves a host call (and a copy
-    /// into the VM) on every request whose key is a claim or a header.
+    /// rate-limit key that falls back to the client). The filter fetches it from the host
+    /// here, which saves a host call (and a copy into the VM) on every request whose key is a
+    /// claim or a header.
     fn client_address(&self) -> Option<Cow<'_, str>> {
         None
     }
@@ -38,6 +38,22 @@ impl HeaderSource for Vec<(String, String)> {
     }
 }
 
+/// Headers from `headers` with a client address known up front (tests, benchmarks, fuzzing).
+pub struct KnownClient<'a, H: ?Sized> {
+    pub headers: &'a H,
+    pub address: Option<&'a str>,
+}
+
+impl<H: HeaderSource + ?Sized> HeaderSource for KnownClient<'_, H> {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.headers.header(name)
+    }
+
+    fn client_address(&self) -> Option<Cow<'_, str>> {
+        self.address.map(Cow::Borrowed)
+    }
+}
+
 /// What the policies see of a request at header time.
 #[derive(Clone, Copy)]
 pub struct RequestView<'a> {
@@ -45,10 +61,7 @@ pub struct RequestView<'a> {
     pub method: &'a str,
     /// The `:path` pseudo-header, query string included.
     pub path: &'a str,
-    /// The client address (`source.address` property, `ip:port` or `ip`), if known up front;
-    /// otherwise [`HeaderSource::client_address`] is asked when it is needed.
-    pub client_addr: Option<&'a str>,
-    /// Header lookup.
+    /// Header lookup, and the client address on demand.
     pub headers: &'a dyn HeaderSource,
 }
 
@@ -57,7 +70,6 @@ impl std::fmt::Debug for RequestView<'_> {
         f.debug_struct("RequestView")
             .field("method", &self.method)
             .field("path", &self.path)
-            .field("client_addr", &self.client_addr)
             .finish_non_exhaustive()
     }
 }

@@ -184,7 +184,6 @@ fn an_on_demand_client_address_is_asked_only_when_the_key_falls_back_to_it() {
     let view = RequestView {
         method: "GET",
         path: "/v1/models/sklearn-iris",
-        client_addr: None,
         headers: &source,
     };
     let key = |p: &Policies| match p.on_request_headers(&view, at(NOW), &MemoryStore::new()) {

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use modelgate_policies::{
-    BodyDecision, Continue, HeadersDecision, Policies, Reply, RequestView, SharedStore,
+    BodyDecision, Continue, HeadersDecision, KnownClient, Policies, Reply, RequestView, SharedStore,
 };
 use serde_json::{Value, json};
 
@@ -162,11 +162,14 @@ impl Req {
         now: SystemTime,
         store: &dyn SharedStore,
     ) -> HeadersDecision {
+        let source = KnownClient {
+            headers: &self.headers,
+            address: self.client.as_deref(),
+        };
         let view = RequestView {
             method: self.method,
             path: &self.path,
-            client_addr: self.client.as_deref(),
-            headers: &self.headers,
+            headers: &source,
         };
         p.on_request_headers(&view, now, store)
     }
