@@ -22,10 +22,12 @@ Two additions serve the tests, neither changes KServe's answers:
   - a Prometheus counter `model_server_requests_total{endpoint}` of every request that
     reached this process (KServe's own histograms only count requests that got as far as
     `predict`, so they cannot prove a rejected request never arrived);
-  - `GET /debug/requests`: the last requests received with their headers, so a test can
-    assert exactly which `x-request-id` / `x-user-id` arrived at which replica. An endpoint
-    rather than a log line because logs are noisy to parse and per-request logging costs
-    throughput (see REFERENCE.md section 5).
+  - `GET /debug/requests`: the last requests received with their headers (as a dict, and
+    as the list of pairs in arrival order, so a duplicate shows) and their body (the
+    first 64 KiB, latin-1 decoded so any bytes survive JSON), so a test can assert exactly
+    what the gateway forwarded to which replica. An endpoint rather than a log line because
+    logs are noisy to parse and per-request logging costs throughput (see REFERENCE.md
+    section 5).
 
 Run: python model_server.py --model iris --name sklearn-iris --port 8081 [--role explainer]
 """
@@ -78,6 +80,7 @@ REQUESTS = Counter(
     ["endpoint"],
 )
 RECENT_LIMIT = 256
+RECORDED_BODY_LIMIT = 64 * 1024
 
 
 def endpoint_kind(method: str, path: str) -> str | None:
@@ -117,7 +120,7 @@ class RecentRequests:
 
 
 class RequestRecorder:
-    """ASGI middleware: counts every request and records it with its headers."""
+    """ASGI middleware: counts every request and records it with its headers and body."""
 
     def __init__(self, app, recent: RecentRequests):
         self.app = app
@@ -128,17 +131,32 @@ class RequestRecorder:
             kind = endpoint_kind(scope["method"], scope["path"])
             if kind is not None:
                 REQUESTS.labels(endpoint=kind).inc()
-                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-                self.recent.add(
-                    {
-                        "time": time.time(),
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "endpoint": kind,
-                        "headers": headers,
-                    }
-                )
+                pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+                item = {
+                    "time": time.time(),
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "endpoint": kind,
+                    "headers": dict(pairs),
+                    "header_list": pairs,
+                    "body": "",
+                }
+                self.recent.add(item)
+                receive = self._recording(receive, item)
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _recording(receive, item: dict):
+        """Wraps `receive` so the body chunks the app reads are appended to `item`."""
+
+        async def wrapped():
+            message = await receive()
+            if message["type"] == "http.request" and len(item["body"]) < RECORDED_BODY_LIMIT:
+                room = RECORDED_BODY_LIMIT - len(item["body"])
+                item["body"] += message.get("body", b"")[:room].decode("latin-1")
+            return message
+
+        return wrapped
 
 
 def train(dataset: str):

@@ -159,31 +159,48 @@ def test_a_thousand_pipelined_requests_are_answered_in_order(stack: Stack) -> No
 
 # -- malformed HTTP ---------------------------------------------------------------------------
 
+# Each targets a model path and carries a valid token (inserted after the first line by
+# `with_token`), so a request the host failed to refuse would be forwarded to iris and seen
+# there: a target the gateway answers itself (such as /health) could never show that.
 MALFORMED = {
     "garbage-request-line": b"GARBAGE\r\n\r\n",
     "method-only": b"GET\r\n\r\n",
-    "missing-version": b"GET /health\r\nHost: x\r\n\r\n",
-    "unknown-version": b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
-    "extra-request-line-token": b"GET /health HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+    "missing-version": b"GET /v1/models/sklearn-iris\r\nHost: x\r\n\r\n",
+    "unknown-version": b"GET /v1/models/sklearn-iris HTTP/9.9\r\nHost: x\r\n\r\n",
+    "extra-request-line-token": b"GET /v1/models/sklearn-iris HTTP/1.1 extra\r\nHost: x\r\n\r\n",
     "space-in-target": b"GET /v1/models/sklearn iris:predict HTTP/1.1\r\nHost: x\r\n\r\n",
     "nul-in-target": b"GET /v1/models/sklearn-iris\x00:predict HTTP/1.1\r\nHost: x\r\n\r\n",
-    "control-char-in-method": b"G\x01T /health HTTP/1.1\r\nHost: x\r\n\r\n",
-    "header-name-with-space": b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n",
-    "space-before-colon": b"GET /health HTTP/1.1\r\nHost : x\r\n\r\n",
-    "header-without-colon": b"GET /health HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
-    "nul-in-header-value": b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
-    "bare-cr-in-header-value": b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n",
-    "obs-fold-continuation": b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\r\n folded\r\n\r\n",
-    "empty-header-name": b"GET /health HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n",
-    "non-numeric-content-length": b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 12a\r\n\r\n",
-    "negative-content-length": b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-    "content-length-overflow": b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    "control-char-in-method": b"G\x01T /v1/models/sklearn-iris HTTP/1.1\r\nHost: x\r\n\r\n",
+    "header-name-with-space": b"GET /v1/models/sklearn-iris HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n",
+    "space-before-colon": b"GET /v1/models/sklearn-iris HTTP/1.1\r\nHost : x\r\n\r\n",
+    "header-without-colon": b"GET /v1/models/sklearn-iris HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
+    "nul-in-header-value": b"GET /v1/models/sklearn-iris HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    "bare-cr-in-header-value": b"GET /v1/models/sklearn-iris HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n",
+    "obs-fold-continuation": b"GET /v1/models/sklearn-iris HTTP/1.1\r\nHost: x\r\nX-A: a\r\n folded\r\n\r\n",
+    "empty-header-name": b"GET /v1/models/sklearn-iris HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n",
+    "non-numeric-content-length": b"POST /v1/models/sklearn-iris:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 12a\r\n\r\n",
+    "negative-content-length": b"POST /v1/models/sklearn-iris:predict HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "content-length-overflow": b"POST /v1/models/sklearn-iris:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
 }
+
+
+def with_token(stack: Stack, data: bytes) -> bytes:
+    line, sep, rest = data.partition(b"\r\n")
+    name, value = auth(stack)
+    return line + sep + f"{name}: {value}\r\n".encode() + rest
+
+
+def test_control_well_formed_model_request_with_the_token_reaches_iris(stack: Stack) -> None:
+    """What makes the malformed cases matter: the same request, well formed, is forwarded."""
+    response = send_raw(stack, with_token(stack, b"GET /v1/models/sklearn-iris HTTP/1.1\r\nHost: x\r\n\r\n"), method="GET")
+    assert response is not None and response.status == 200, response
+    ((upstream, method, target, routed),) = stack.reached()
+    assert (upstream in ("iris-a", "iris-b"), method, target, routed) == (True, "GET", "/v1/models/sklearn-iris", configs.IRIS)
 
 
 @pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_request_is_400(stack: Stack, data: bytes) -> None:
-    response = send_raw(stack, data, method="GET")
+    response = send_raw(stack, with_token(stack, data), method="GET")
     assert response is not None and response.status == 400, response
     stack.assert_upstream_saw_nothing("malformed request")
 
@@ -389,7 +406,7 @@ def test_slow_clients_are_timed_out_and_do_not_starve_others(stack: Stack) -> No
     threads = []
     for i in range(SLOW_CLIENTS):
         if i % 3 == 0:
-            kind, prefix, drip = "head", f"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.token()}\r\n".encode(), b"X-Drip: 1\r\n"
+            kind, prefix, drip = "head", f"GET /v1/models/{configs.IRIS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.token()}\r\n".encode(), b"X-Drip: 1\r\n"
         elif i % 3 == 1:
             kind, prefix, drip = "body", head(stack, "Content-Type: application/json", "Content-Length: 100000"), b"1"
         else:

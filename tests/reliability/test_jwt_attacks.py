@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 import time
 from collections.abc import Callable
 
@@ -105,6 +107,75 @@ ATTACKS: dict[str, Callable[[Forge], str]] = {
 }
 
 
+# Why the filter refuses each attack: the `error_description` of its RFC 6750 challenge
+# (policies/src/jwt.rs). A bare 401 would not tell which check refused, and several attacks
+# are also refused by jsonwebtoken's own checks further in: the HS/RSA confusion cases must
+# be stopped by the filter's key-family check ("algorithm not allowed for this key"), which
+# is what keeps the key, not the token, deciding the algorithm.
+NOT_FOR_THIS_KEY = "algorithm not allowed for this key"
+REASONS: dict[str, str] = {
+    "alg-none": "unsigned tokens are not accepted",
+    "alg-none-with-kid": "unsigned tokens are not accepted",
+    "alg-None": "unsigned tokens are not accepted",
+    "alg-NONE": "unsigned tokens are not accepted",
+    "alg-none-keeping-valid-signature": "unsigned tokens are not accepted",
+    "alg-empty": "unsupported algorithm",
+    "signature-stripped": "invalid signature",
+    "signature-from-another-payload": "invalid signature",
+    "signature-truncated": "invalid signature",
+    "signed-by-attacker-with-trusted-kid": "invalid signature",
+    "hs256-keyed-with-rsa-public-pem": NOT_FOR_THIS_KEY,
+    "hs256-keyed-with-rsa-public-der": NOT_FOR_THIS_KEY,
+    "hs256-keyed-with-rsa-modulus": NOT_FOR_THIS_KEY,
+    # Two keys are trusted, so a token without a kid names none of them.
+    "hs256-no-kid-keyed-with-pem": "token has no key id",
+    "hs512-keyed-with-rsa-public-pem": NOT_FOR_THIS_KEY,
+    "hs256-keyed-with-ec-kid": NOT_FOR_THIS_KEY,
+    "es256-alg-with-rsa-kid": NOT_FOR_THIS_KEY,
+    "rs256-alg-with-ec-kid": NOT_FOR_THIS_KEY,
+    "kid-path-traversal-empty-hmac": "unknown key id",
+    "kid-path-traversal-attacker-rsa": "unknown key id",
+    "kid-sql-injection": "unknown key id",
+    "kid-unknown-right-key": "unknown key id",
+    "kid-unknown-attacker-key": "unknown key id",
+    "kid-missing-attacker-key": "token has no key id",
+    "kid-with-nul": "unknown key id",
+    "kid-as-number": "malformed token header",
+    "kid-as-object": "malformed token header",
+    "kid-trusted-prefix": "unknown key id",
+    "embedded-jwk": "unknown key id",
+    "embedded-jwk-with-trusted-kid": "invalid signature",
+    "jku-to-attacker": "unknown key id",
+    "x5u-to-attacker": "unknown key id",
+    "expired-an-hour-ago": "token expired",
+    "expired-past-leeway": "token expired",
+    "nbf-in-an-hour": "token not yet valid",
+    "nbf-past-leeway": "token not yet valid",
+    "exp-missing": "missing or invalid exp",
+    "exp-as-string": "missing or invalid exp",
+    "exp-negative": "token expired",
+    "wrong-issuer": "wrong issuer",
+    "issuer-prefix": "wrong issuer",
+    "wrong-audience": "wrong audience",
+    "audience-missing": "wrong audience",
+    "two-parts": "malformed token",
+    "four-parts": "malformed token",
+    "not-base64url": "malformed token header",
+    "padded-base64": "malformed token header",
+    "header-not-json": "malformed token header",
+    "header-json-array": "malformed token header",
+    "claims-json-string": "malformed token claims",
+    "claims-deeply-nested": "malformed token claims",
+    "crit-unknown-extension": "unsupported critical header parameters",
+    "unicode-in-token": "malformed token header",
+    "huge-claims-16KiB": "token too large",
+    "huge-claims-64KiB": "token too large",
+    "huge-kid-12KiB": "token too large",
+    "huge-garbage-48KiB": "token too large",
+}
+ERROR_DESCRIPTION = re.compile(r'error_description="([^"]*)"')
+
+
 def _nested(depth: int) -> object:
     value: object = 0
     for _ in range(depth):
@@ -112,7 +183,7 @@ def _nested(depth: int) -> object:
     return value
 
 
-def send_with_authorization(stack: Stack, value: bytes) -> tuple[int, str | None]:
+def send_with_authorization(stack: Stack, value: bytes) -> tuple[int, str | None, bytes]:
     body = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
     data = (
         f"POST /v1/models/{configs.IRIS}:predict HTTP/1.1\r\nHost: gateway.test\r\n"
@@ -122,22 +193,29 @@ def send_with_authorization(stack: Stack, value: bytes) -> tuple[int, str | None
         conn.send(data)
         response = conn.read_response("POST")
     assert response is not None, "connection closed without an answer"
-    return response.status, response.header("www-authenticate")
+    return response.status, response.header("www-authenticate"), response.body
 
 
 def test_control_valid_tokens_pass(stack: Stack, keys: KeySet) -> None:
     for token in (keys.rs256(), keys.es256()):
-        status, _ = send_with_authorization(stack, f"Bearer {token}".encode())
+        status, _, _ = send_with_authorization(stack, f"Bearer {token}".encode())
         assert status == 200
-    assert len(stack.seen()) == 2
+    assert sorted((upstream in ("iris-a", "iris-b"), routed) for upstream, _, _, routed in stack.reached()) == [(True, configs.IRIS)] * 2
+
+
+def test_every_attack_has_a_reason() -> None:
+    assert REASONS.keys() == ATTACKS.keys()
 
 
 @pytest.mark.parametrize("name", ATTACKS.keys())
-def test_attack_token_is_401(stack: Stack, keys: KeySet, name: str) -> None:
+def test_attack_token_is_401_for_its_reason(stack: Stack, keys: KeySet, name: str) -> None:
     token = ATTACKS[name](Forge(keys))
-    status, challenge = send_with_authorization(stack, b"Bearer " + token.encode("utf-8"))
+    status, challenge, body = send_with_authorization(stack, b"Bearer " + token.encode("utf-8"))
     assert status == 401, f"{name}: answered {status}"
-    assert challenge is not None and challenge.startswith("Bearer"), f"{name}: WWW-Authenticate {challenge!r}"
+    assert challenge is not None and challenge.startswith("Bearer") and 'error="invalid_token"' in challenge, f"{name}: WWW-Authenticate {challenge!r}"
+    described = ERROR_DESCRIPTION.search(challenge)
+    assert described is not None and described.group(1) == REASONS[name], f"{name}: refused for {challenge!r}"
+    assert json.loads(body) == {"error": f"invalid token: {REASONS[name]}"}, body
     stack.assert_upstream_saw_nothing(name)
 
 
@@ -154,7 +232,7 @@ def test_attack_token_is_401(stack: Stack, keys: KeySet, name: str) -> None:
 def test_malformed_authorization_is_401_not_a_fault(stack: Stack, value: bytes) -> None:
     """Bytes the SDK's string accessors would panic on must be refused, not trap the VM."""
     restarts = stack.gateway.vm_restarts()
-    status, challenge = send_with_authorization(stack, value)
+    status, challenge, _ = send_with_authorization(stack, value)
     assert status == 401, f"answered {status}"
     assert challenge is not None and challenge.startswith("Bearer")
     assert stack.gateway.vm_restarts() == restarts, "a malformed Authorization header crashed a VM"
@@ -176,13 +254,14 @@ def test_missing_token_is_401(stack: Stack) -> None:
 
 def test_token_scoped_for_another_model_is_403(stack: Stack, keys: KeySet) -> None:
     token = keys.rs256(keys.claims(scope="models:wine"))
-    status, _ = send_with_authorization(stack, f"Bearer {token}".encode())
+    status, challenge, _ = send_with_authorization(stack, f"Bearer {token}".encode())
     assert status == 403
+    assert challenge is not None and 'error="insufficient_scope"' in challenge, challenge
     stack.assert_upstream_saw_nothing("wrong scope")
 
 
 def test_token_larger_than_the_host_head_limit_is_431(stack: Stack, keys: KeySet) -> None:
     token = keys.rs256(keys.claims(pad="x" * (1 << 20)))
-    status, _ = send_with_authorization(stack, f"Bearer {token}".encode())
+    status, _, _ = send_with_authorization(stack, f"Bearer {token}".encode())
     assert status == 431
     stack.assert_upstream_saw_nothing("1 MiB token")

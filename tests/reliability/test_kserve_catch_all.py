@@ -1,5 +1,6 @@
 """Behind the route KServe itself generates for an InferenceService (`^/.*$` to the
 predictor, REFERENCE.md section 2), every path the filter forwards reaches the model server.
+The stack's catch-all route (harness/stack.py) is that route.
 
 KServe's server has endpoints outside `/v1/models/{m}` and `/v2/models/{m}` that act on a
 model: `POST /v2/repository/models/{m}/load` and `.../unload` (checked against KServe 0.21
@@ -11,25 +12,14 @@ opens only where KServe's generated routes are in place; the filter should still
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from reliability.harness import configs
-from reliability.harness.ports import suite_ports
 from reliability.harness.rawhttp import exchange, request_bytes
-from reliability.harness.stack import Stack
+from reliability.harness.stack import CATCH_ALL, Stack
 from reliability.harness.tokens import KeySet
 
 REPOSITORY_ACTIONS = [f"/v2/repository/models/{configs.IRIS}/unload", f"/v2/repository/models/{configs.IRIS}/load"]
-
-
-@pytest.fixture(scope="module")
-def module_stack(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[Stack]:
-    stack = Stack(Path(tmp_path_factory.mktemp("catch-all")), keys, suite_ports, kserve_catch_all=True).start()
-    yield stack
-    stack.stop()
 
 
 def post(stack: Stack, path: str, token: str | None) -> int:
@@ -42,13 +32,21 @@ def post(stack: Stack, path: str, token: str | None) -> int:
 def test_control_the_catch_all_route_forwards_model_less_paths(stack: Stack, keys: KeySet) -> None:
     """What makes the cases below matter: an authenticated model-less path goes upstream."""
     post(stack, "/v2/health/ready", keys.rs256(keys.claims(scope="models:wine")))
-    assert [r.target for r in stack.seen()] == ["/v2/health/ready"]
+    assert stack.reached() == [(CATCH_ALL, "POST", "/v2/health/ready", None)]
+
+
+def test_repository_action_with_the_models_scope_reaches_the_models_cluster(stack: Stack, keys: KeySet) -> None:
+    """The filter reads the model from the repository path: iris's cluster, iris's header."""
+    path = REPOSITORY_ACTIONS[1]
+    post(stack, path, keys.rs256(keys.claims(scope="models:iris")))
+    ((upstream, method, target, routed),) = stack.reached()
+    assert (upstream in ("iris-a", "iris-b"), method, target, routed) == (True, "POST", path, configs.IRIS)
 
 
 @pytest.mark.parametrize("path", REPOSITORY_ACTIONS)
 def test_repository_action_needs_the_models_authorization(stack: Stack, keys: KeySet, path: str) -> None:
     status = post(stack, path, keys.rs256(keys.claims(scope="models:wine")))
-    assert status in (403, 404), f"{path} with a token for another model answered {status}"
+    assert status == 403, f"{path} with a token for another model answered {status}"
     stack.assert_upstream_saw_nothing(f"{path} with a token for another model")
 
 

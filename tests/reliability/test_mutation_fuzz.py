@@ -4,8 +4,9 @@ cargo-fuzz (fuzz/) drives the policy crate's parsers directly; this sends mutant
 requests through hyper, the host's routing and the filter's ABI adapter, where a crash
 would hide from those targets. Each mutant goes on its own connection, 32 at a time.
 
-Afterwards the host is alive and no VM crashed (the `stack` fixture), and whatever reached
-an upstream carried the one valid token and went to iris, the only model that token may use.
+Afterwards the host is alive and no VM crashed (the `stack` fixture), whatever reached an
+upstream carried the one valid token and went to iris (the only model that token may use)
+or, naming no model, to the catch-all route, and the answers mix passes and refusals.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 from reliability.harness import configs
 from reliability.harness.rawhttp import HangError, RawConnection, request_bytes
-from reliability.harness.stack import Stack
+from reliability.harness.stack import CATCH_ALL, Stack
 
 MUTANTS_PER_SEED = 300
 # How long each mutant's connection is read before it is closed.
@@ -66,8 +67,9 @@ def seeds() -> list[bytes]:
     ]
 
 
-def send_once(port: int, data: bytes) -> str:
-    """Send one mutant and read its answer for a moment: the status, "closed" or "waiting".
+def send_once(port: int, data: bytes) -> tuple[str, str | None]:
+    """Send one mutant and read its answer for a moment: (the status, "closed" or "waiting";
+    the upstream that answered, from its `x-upstream` header, or None for the gateway).
 
     A mutant may leave the host rightly waiting for bytes that never come (a longer
     Content-Length, a cut chunk), so silence is not a failure here; the slow-client case
@@ -79,8 +81,10 @@ def send_once(port: int, data: bytes) -> str:
         try:
             response = conn.read_response(timeout=ANSWER_WINDOW)
         except HangError:
-            return "waiting"
-        return str(response.status) if response else "closed"
+            return "waiting", None
+        if response is None:
+            return "closed", None
+        return str(response.status), response.header("x-upstream")
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -92,9 +96,36 @@ def test_mutated_requests_never_crash_hang_or_bypass(stack: Stack, seed: int) ->
     mutants = [mutate(rng, rng.choice(originals)).replace(slot, token.encode()) for _ in range(MUTANTS_PER_SEED)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
         outcomes = collections.Counter(pool.map(lambda data: send_once(stack.port, data), mutants))
-    print(f"seed {seed}: {dict(outcomes)}, {len(stack.seen())} reached an upstream")
+    reached = collections.Counter(stack.upstream_of(r) for r in stack.seen())
+    print(f"seed {seed}: {dict(outcomes)}, reached {dict(reached)}")
     stack.gateway.assert_serving()
     for request in stack.seen():
-        upstream = next(name for name, u in stack.upstreams.items() if request in u.requests)
-        assert upstream in ("iris-a", "iris-b"), f"seed {seed}: {request.method} {request.target} reached {upstream}"
+        upstream = stack.upstream_of(request)
+        routed = request.header(configs.ROUTING_HEADER)
+        # A model path goes to iris's cluster, named by the filter; a path naming no model
+        # goes to the catch-all without a routing header. Nothing else may happen.
+        assert (upstream, routed) in ALLOWED_DESTINATIONS, f"seed {seed}: {request.method} {request.target} reached {upstream} routed as {routed!r}"
         assert request.header("authorization") == f"Bearer {token}", f"seed {seed}: {request.target} reached {upstream} without the token"
+    assert_outcome_mix(seed, outcomes, reached)
+
+
+ALLOWED_DESTINATIONS = {("iris-a", configs.IRIS), ("iris-b", configs.IRIS), (CATCH_ALL, None)}
+# About half of what the fixed seeds give today (300 mutants each: 9 to 16 answered by iris,
+# 160 to 180 refused by the gateway, the rest left waiting or closed): a run far below them
+# exercised one half of the policy only.
+FLOOR_IRIS_ANSWERS = 5
+FLOOR_GATEWAY_REFUSALS = 80
+
+
+def assert_outcome_mix(seed: int, outcomes: collections.Counter, reached: collections.Counter) -> None:
+    """The fuzz exercised both halves: mutants the policy let through to iris, and mutants
+    the gateway refused itself. A run where every mutant got the same answer (a broken
+    token, a host that refuses everything, a filter that forwards everything) tests
+    nothing, so it fails."""
+    by_iris = sum(n for (_, upstream), n in outcomes.items() if upstream in ("iris-a", "iris-b"))
+    refused = sum(n for (status, upstream), n in outcomes.items() if upstream is None and status.startswith("4"))
+    assert by_iris >= FLOOR_IRIS_ANSWERS, f"seed {seed}: too few mutants answered by iris: {dict(outcomes)}"
+    assert refused >= FLOOR_GATEWAY_REFUSALS, f"seed {seed}: too few mutants refused by the gateway: {dict(outcomes)}"
+    # Every answer an upstream gave is for a request it recorded.
+    for (_, upstream), n in outcomes.items():
+        assert upstream is None or reached[upstream] >= n, f"seed {seed}: {upstream} answered {n}, recorded {reached[upstream]}"

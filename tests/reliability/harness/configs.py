@@ -83,8 +83,8 @@ def host_config(
     """One listener, the admin listener, a cluster per entry and a header route per model.
 
     `model_clusters` maps a model name (the value the filter puts in the routing header)
-    to a cluster. There is no catch-all route: a request the filter lets through without
-    naming a model gets the host's 404, so it can never reach an upstream by accident.
+    to a cluster. The stack appends a catch-all route after these (stack.CATCH_ALL), so a
+    request the filter lets through without naming a model reaches a recording upstream.
     Clusters in `never_eject` keep their endpoint however often it fails, so that each
     fault case reaches the faulty upstream instead of the host's "no healthy upstream".
     """

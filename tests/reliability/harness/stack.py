@@ -1,6 +1,11 @@
-"""The stack under test: recording upstreams (two iris replicas, wine, and three that
-misbehave: one resets, one closes mid-body, one sends malformed responses) behind a
-`modelgate` host running the real modelgate.wasm."""
+"""The stack under test: recording upstreams (two iris replicas, wine, a catch-all, and
+three that misbehave: one resets, one closes mid-body, one sends malformed responses)
+behind a `modelgate` host running the real modelgate.wasm.
+
+The catch-all route (last, every path, to its own recording upstream) stands for the route
+KServe generates for an InferenceService (`^/.*$` to the predictor, REFERENCE.md section
+2): whatever the filter lets through without naming a model reaches an upstream that
+records it, so a pass-through can never hide behind the host's own 404."""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from .gateway import Gateway
 from .ports import PortPool
 from .upstream import Behaviour, RecordedRequest, RecordingUpstream, ReplicaProcess
 
+# The upstream behind the catch-all route: what the filter forwarded without a model.
+CATCH_ALL = "catch-all"
+
 
 class Stack:
     def __init__(
@@ -21,13 +29,9 @@ class Stack:
         pool: PortPool,
         extra_filters: list[dict] | None = None,
         killable_iris_b: bool = False,
-        kserve_catch_all: bool = False,
     ):
         """`killable_iris_b` runs the second iris replica as its own process (`replica`),
-        which a test can SIGKILL; it records nothing, unlike the in-process upstreams.
-        `kserve_catch_all` adds, last, the route KServe generates for an InferenceService
-        (every path to the iris predictor), so that what the filter forwards without naming
-        a model reaches an upstream as it would in such a cluster."""
+        which a test can SIGKILL; it records nothing, unlike the in-process upstreams."""
         self.workdir = workdir
         self.keys = keys
         models = [configs.IRIS, configs.WINE]
@@ -37,6 +41,8 @@ class Stack:
             "reset": RecordingUpstream(pool.take(), "reset", [configs.RESET_MODEL], Behaviour.RESET),
             "midbody": RecordingUpstream(pool.take(), "midbody", [configs.MIDBODY_MODEL], Behaviour.CLOSE_MID_BODY),
             "bad-response": RecordingUpstream(pool.take(), "bad-response", [configs.BAD_RESPONSE_MODEL], Behaviour.BAD_RESPONSE),
+            # Answers like a predictor serving both models, as KServe's server would.
+            CATCH_ALL: RecordingUpstream(pool.take(), CATCH_ALL, models),
         }
         self.replica: ReplicaProcess | None = None
         if killable_iris_b:
@@ -51,6 +57,7 @@ class Stack:
             "reset": [self.upstreams["reset"].port],
             "midbody": [self.upstreams["midbody"].port],
             "bad-response": [self.upstreams["bad-response"].port],
+            CATCH_ALL: [self.upstreams[CATCH_ALL].port],
         }
         model_clusters = {
             configs.IRIS: "iris",
@@ -69,8 +76,7 @@ class Stack:
         config["requestTimeout"] = "5s"
         for listener in config["listeners"]:
             listener["headerReadTimeout"] = "5s"
-        if kserve_catch_all:
-            config["routes"].append({"name": "kserve-catch-all", "match": {"prefix": "/"}, "cluster": "iris"})
+        config["routes"].append({"name": "kserve-catch-all", "match": {"prefix": "/"}, "cluster": CATCH_ALL})
         # A TLS listener beside the plain one, for the handshake cases.
         workdir.mkdir(parents=True, exist_ok=True)
         cert, key = certs.write_self_signed(workdir)
@@ -107,6 +113,18 @@ class Stack:
     def seen(self) -> list[RecordedRequest]:
         """Every request any upstream has parsed the head of, complete or not."""
         return [r for u in self.upstreams.values() for r in u.requests]
+
+    def reached(self) -> list[tuple[str, str, str, str | None]]:
+        """What reached which upstream: (upstream, method, target, routing header) for
+        every request an in-process upstream recorded, in no particular order across them."""
+        return [
+            (name, r.method, r.target, r.header(configs.ROUTING_HEADER))
+            for name, u in self.upstreams.items()
+            for r in u.requests
+        ]
+
+    def upstream_of(self, request: RecordedRequest) -> str:
+        return next(name for name, u in self.upstreams.items() if any(r is request for r in u.requests))
 
     def clear(self) -> None:
         for upstream in self.upstreams.values():
