@@ -6,9 +6,13 @@ round, wrk's done() figures, CPU ticks of the proxy's processes), one "rss"
 record per proxy, a "conn1000" record per case given the keep-alive RSS check,
 and an "end" record (load average when the run finished).
 
-Rounds of the same (case, concurrency) are pooled: throughput is total requests
-over total time, latency percentiles are the median over rounds, CPU is total
-CPU seconds over total requests.
+Rounds of the same (case, concurrency) are pooled: throughput is total successful
+requests over total time, latency percentiles are the median over rounds, CPU is total
+CPU seconds over total requests. wrk counts every response in `requests` and the
+ones with a status of 400 or more in `errors.status` (its own rule; the cases here
+never answer 1xx or 3xx), so those are taken out of throughput: a proxy that answers
+errors fast must not look fast. Any error (a socket error, a timeout, an error status)
+fails the case: the report marks it and the script exits 1 after writing it.
 
 The criterion micro-benchmarks of the policies and the runtime (`cargo bench`)
 are listed beside the load figures when their results are in target/criterion.
@@ -62,6 +66,9 @@ def load(path):
     return meta, samples, rss, conn1000
 
 
+ERROR_KINDS = ("err_connect", "err_read", "err_write", "err_status", "err_timeout")
+
+
 def pool(samples):
     """(case, conc) -> pooled figures over rounds."""
     groups = defaultdict(list)
@@ -70,26 +77,34 @@ def pool(samples):
     out = {}
     for key, runs in groups.items():
         reqs = sum(r["wrk"]["requests"] for r in runs)
+        # Responses with an error status are in wrk's `requests` too: not throughput.
+        ok = reqs - sum(r["wrk"]["err_status"] for r in runs)
         secs = sum(r["wrk"]["duration_us"] for r in runs) / 1e6
-        errors = sum(
-            r["wrk"][k]
-            for r in runs
-            for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout")
-        )
+        errors = sum(r["wrk"][k] for r in runs for k in ERROR_KINDS)
         cpu = sum(r["cpu_s"] for r in runs)
-        rps_rounds = [r["wrk"]["requests"] / (r["wrk"]["duration_us"] / 1e6) for r in runs]
+        rps_rounds = [(r["wrk"]["requests"] - r["wrk"]["err_status"]) / (r["wrk"]["duration_us"] / 1e6) for r in runs]
         out[key] = {
-            "rps": reqs / secs if secs else 0.0,
+            "rps": ok / secs if secs else 0.0,
             "rps_min": min(rps_rounds),
             "rps_max": max(rps_rounds),
             "p50_ms": statistics.median(r["wrk"]["p50_us"] for r in runs) / 1000,
             "p99_ms": statistics.median(r["wrk"]["p99_us"] for r in runs) / 1000,
             "cpu_per_10k": cpu / reqs * 10_000 if reqs else float("nan"),
             "errors": errors,
+            "errors_by_kind": {k[4:]: sum(r["wrk"][k] for r in runs) for k in ERROR_KINDS},
             "requests": reqs,
             "rounds": len(runs),
         }
     return out
+
+
+def failures(figs):
+    """(case, conc, errors by kind) for every pooled run that saw any error."""
+    return [
+        (case, conc, {k: n for k, n in f["errors_by_kind"].items() if n})
+        for (case, conc), f in sorted(figs.items())
+        if f["errors"]
+    ]
 
 
 def ratio(figs, case, other, conc, field="rps"):
@@ -226,6 +241,13 @@ def markdown(meta, figs, rss, conn1000, criterion):
         if case in rss:
             r = rss[case]
             out.append(f"| {LABEL[case]} | {r['vmhwm_kib'] / 1024:.1f} MiB | {r['processes']} |")
+    failed = failures(figs)
+    if failed:
+        out += ["", "## Failed cases", "", "These runs saw errors; their figures are not comparable.", ""]
+        out += [
+            f"- **{LABEL[case]}, c={conc}**: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+            for case, conc, kinds in failed
+        ]
     out += ["", "## Targets (issue 7)", "", "| target | measured | met |", "|---|---|---|"]
     for name, text, met in targets(figs, meta, conn1000):
         out.append(f"| {name} | {text} | {'–' if met is None else ('yes' if met else '**no**')} |")
@@ -293,6 +315,9 @@ def main():
     (out_dir / "latest.md").write_text(md)
     plot(meta, figs, out_dir / "latest.png")
     print(md)
+    failed = failures(figs)
+    if failed:
+        sys.exit("bench: cases saw errors: " + "; ".join(f"{case} c={conc} {kinds}" for case, conc, kinds in failed))
 
 
 if __name__ == "__main__":
