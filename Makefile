@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 WASM := target/wasm32-wasip1/wasm/modelgate.wasm
 
-.PHONY: setup wasm build demo test test-rust test-e2e test-deploy test-reliability test-fuzz bench soak fuzz lint
+.PHONY: setup wasm build demo test test-rust test-e2e test-deploy test-reliability test-fuzz test-bench-report test-mutants mutants bench soak fuzz lint
 
 setup:            ## install toolchain target, apt packages and the Python venv
 	scripts/setup.sh
@@ -22,7 +22,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p modelgate-filter --target wasm32-wasip1 -- -D warnings
 
-test: setup wasm lint test-rust test-deploy test-e2e test-reliability test-fuzz ## every test, green
+test: setup wasm lint test-rust test-deploy test-e2e test-reliability test-fuzz test-bench-report test-mutants ## every test, green
 
 test-rust: wasm
 	cargo test --workspace
@@ -39,6 +39,9 @@ test-reliability: build ## hostile input and faults through the host (the soak i
 test-fuzz:        ## every fuzz target for a short, bounded time (longer: `make fuzz`)
 	scripts/fuzz.sh 10
 
+test-bench-report: ## the bench report's parsing (error responses are not throughput)
+	.venv/bin/python -m pytest -q -p no:cacheprovider bench/test_report.py
+
 bench: setup build
 	bench/run.sh
 
@@ -47,3 +50,9 @@ soak: setup build
 
 fuzz:
 	scripts/fuzz.sh
+
+test-mutants:     ## cargo-mutants on the policies/ lines this checkout changes against main (none: no-op)
+	scripts/mutants.sh --in-diff
+
+mutants:          ## cargo-mutants over all of policies/ (hours; report: docs/mutants.md)
+	scripts/mutants.sh

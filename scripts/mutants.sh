@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Mutation testing of policies/ with cargo-mutants (config: .cargo/mutants.toml).
+#
+#   scripts/mutants.sh                 every mutant of policies/src (`make mutants`; hours on 2 cores)
+#   scripts/mutants.sh --in-diff       only mutants on lines this checkout changes against main's
+#                                      merge-base, committed or not (`make test`)
+#   scripts/mutants.sh [--in-diff] [cargo-mutants args...]   e.g. -f policies/src/routing.rs
+#
+# A mutant that no test catches is a rule no test states: add the test (docs/mutants.md lists
+# the survivors judged equivalent or harmless). Results go to mutants.out/ (not committed).
+# With --in-diff and no change under policies/src, it exits 0 at once without building, so a
+# clean checkout of main costs nothing.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+args=()
+if [[ ${1:-} == --in-diff ]]; then
+    shift
+    # main's merge-base; where there is no `main` branch (a CI checkout of main itself),
+    # HEAD: then only uncommitted changes count.
+    base=$(git merge-base HEAD main 2>/dev/null || git rev-parse HEAD)
+    diff_file="$(mktemp)"
+    trap 'rm -f "$diff_file"' EXIT
+    git diff "$base" -- 'policies/src/*.rs' ':!policies/src/**/tests.rs' >"$diff_file"
+    if [[ ! -s $diff_file ]]; then
+        echo "mutants: no change under policies/src against ${base:0:12}; nothing to test"
+        exit 0
+    fi
+    args+=(--in-diff "$diff_file")
+fi
+
+if ! cargo mutants --version >/dev/null 2>&1; then
+    echo "mutants: installing cargo-mutants" >&2
+    cargo install cargo-mutants --locked
+fi
+exec cargo mutants -p modelgate-policies "${args[@]}" "$@"
