@@ -10,9 +10,11 @@
 //! checked against the shape for fixed-size datatypes and, in total, against the body.
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Validate a V2 infer body. `binary_header_len` is the `inference-header-content-length`
 /// header, when present.
@@ -72,7 +74,7 @@ pub(crate) fn validate(body: &[u8], binary_header_len: Option<&str>) -> Result<(
 
 #[derive(Deserialize)]
 struct InferRequest {
-    inputs: Option<Vec<Input>>,
+    inputs: Option<Vec<Object<Input>>>,
 }
 
 #[derive(Deserialize)]
@@ -81,7 +83,7 @@ struct Input {
     shape: Vec<u64>,
     datatype: String,
     data: Option<Data>,
-    parameters: Option<InputParameters>,
+    parameters: Option<Object<InputParameters>>,
 }
 
 #[derive(Deserialize)]
@@ -367,6 +369,37 @@ impl<'de> de::DeserializeSeed<'de> for DataSeed<'_> {
     type Value = Node;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
         d.deserialize_any(DataVisitor(self.0))
+    }
+}
+
+/// A struct read from a JSON object only. serde's derive also reads a struct from a list, field
+/// by field in declaration order (`["x", [1], "FP32", [1.0], null]` as an input), which the
+/// protocol does not allow and KServe's pydantic models refuse (422): such a body must not get
+/// past the gateway as valid (found by the `v2_body` fuzz target's reference).
+struct Object<T>(T);
+
+impl<T> Deref for Object<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjectVisitor(PhantomData)).map(Object)
+    }
+}
+
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map))
     }
 }
 

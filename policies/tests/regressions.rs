@@ -1,0 +1,87 @@
+//! Inputs the fuzz targets (fuzz/, see fuzz/README.md) found the policies getting wrong, each a
+//! named case that keeps the fix, checked here without nightly or libFuzzer. A case names the
+//! target and the oracle that flagged it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use modelgate_policies::{
+    BodyDecision, HeadersDecision, KnownClient, MemoryStore, Policies, RequestView,
+};
+
+/// The fuzz targets' time, and their open fixture (fuzz/src/lib.rs `OPEN_CONFIG`, trimmed to
+/// what these cases need).
+const NOW_SECS: u64 = 1_800_000_000;
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW_SECS)
+}
+
+const OPEN_CONFIG: &str = r#"{
+  "version": 1,
+  "models": {
+    "sklearn-iris": {
+      "aliases": ["iris"],
+      "protocols": ["v1", "v2"],
+      "validation": {"featureCount": 4, "maxInstances": 64}
+    }
+  }
+}"#;
+
+/// The status a POST with `body` gets (200 when forwarded), and the reply's body.
+fn post(path: &str, body: &[u8]) -> (u16, String) {
+    let policies = Policies::from_json(OPEN_CONFIG.as_bytes()).expect("fixture config");
+    let store = MemoryStore::new();
+    let headers = vec![("content-type", "application/json")];
+    let client = KnownClient {
+        headers: &headers,
+        address: Some("127.0.0.1:40000"),
+    };
+    let view = RequestView {
+        method: "POST",
+        path,
+        headers: &client,
+    };
+    match policies.on_request_headers(&view, now(), &store) {
+        HeadersDecision::NeedBody(need) => {
+            match policies.on_request_body(&need.pending, body, now(), &store) {
+                BodyDecision::Continue(_) => (200, String::new()),
+                BodyDecision::Reply(reply) => (reply.status, reply.body),
+            }
+        }
+        HeadersDecision::Continue(_) => (200, String::new()),
+        HeadersDecision::Reply(reply) => (reply.status, reply.body),
+    }
+}
+
+fn infer(body: &str) -> (u16, String) {
+    post("/v2/models/sklearn-iris/infer", body.as_bytes())
+}
+
+/// `v2_body`, reference `v2_accepts`: an input is a JSON object (Open Inference Protocol); serde's
+/// derive also reads a list as a struct, field by field in declaration order.
+#[test]
+fn v2_input_given_as_a_list_is_refused() {
+    let (status, _) =
+        infer(r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}"#);
+    assert_eq!(status, 200);
+    let (status, error) = infer(r#"{"inputs": [["x", [1], "FP32", [1.0], null]]}"#);
+    assert_eq!(status, 400);
+    assert!(
+        error.contains("inputs[0]: invalid type: sequence, expected an object"),
+        "{error}"
+    );
+}
+
+/// `v2_body`, reference `v2_accepts`: `parameters` is an object; a list was read as
+/// `{"binary_data_size": ...}` by position.
+#[test]
+fn v2_parameters_given_as_a_list_are_refused() {
+    let (status, error) = infer(
+        r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0], "parameters": [null]}]}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        error.contains("inputs[0].parameters: invalid type: sequence, expected an object"),
+        "{error}"
+    );
+}
