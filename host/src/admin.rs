@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::body::{GatewayBody, ReplayBody};
 use crate::gateway::Shared;
+use crate::stats_tags::TagExtractors;
 
 pub async fn serve(socket: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
@@ -65,16 +66,13 @@ fn answer(shared: &Shared, path: &str) -> Response<GatewayBody> {
                 .as_ref()
                 .map(|s| Arc::clone(&s.clusters))
                 .unwrap_or_default();
-            let tags = snapshot
-                .as_ref()
-                .and_then(|s| s.config.admin.as_ref())
-                .map(|a| a.filter_metric_tags.clone())
-                .unwrap_or_default();
+            let no_tags = TagExtractors::default();
+            let tags = snapshot.as_ref().map_or(&no_tags, |s| &s.stats_tags);
             let text = shared.metrics.render(
                 &clusters,
                 shared.runtime.vm_restarts(),
                 &shared.runtime.metrics(),
-                &tags,
+                tags,
             );
             reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::stats_tags::TagSpecifier;
 use crate::units::{ByteSize, ConfigDuration};
 
 /// The only config version this gateway reads.
@@ -83,10 +84,14 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AdminConfig {
     pub address: SocketAddr,
-    /// Tag names to extract from filter metric names, as Envoy's `stats_tags` do: a name
-    /// segment pair `.<tag>.<value>` becomes the label `<tag>="<value>"`.
+    /// Envoy's `stats_config.stats_tags`: regexes over a filter metric's full name
+    /// (`wasmcustom.<name>`) whose captures become Prometheus labels (`stats_tags.rs`).
     #[serde(default)]
-    pub filter_metric_tags: Vec<String>,
+    pub stats_tags: Vec<TagSpecifier>,
+    /// An `EnvoyProxy` manifest whose bootstrap patches add `stats_tags`: read after
+    /// `statsTags`, so `/metrics` names filter metrics as the cluster's Envoy does.
+    #[serde(default)]
+    pub stats_tags_from_envoy_proxy: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -486,6 +491,13 @@ impl Config {
                 join(&mut source.file);
             }
         }
+        if let Some(file) = self
+            .admin
+            .as_mut()
+            .and_then(|a| a.stats_tags_from_envoy_proxy.as_mut())
+        {
+            join(file);
+        }
     }
 
     /// Files whose change should trigger a reload, besides the config itself.
@@ -507,6 +519,11 @@ impl Config {
                     .map(|s| s.file.clone()),
             );
         }
+        files.extend(
+            self.admin
+                .as_ref()
+                .and_then(|a| a.stats_tags_from_envoy_proxy.clone()),
+        );
         files
     }
 

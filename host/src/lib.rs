@@ -24,5 +24,6 @@ pub mod reload;
 pub mod route;
 pub mod services;
 pub mod snapshot;
+pub mod stats_tags;
 pub mod units;
 pub mod worker;

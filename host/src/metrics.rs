@@ -1,5 +1,12 @@
 //! The gateway's own metrics and the Prometheus text exposition of them together with every
 //! metric the filters define.
+//!
+//! The gateway's series carry the names and labels Envoy's `/stats/prometheus` gives their
+//! counterparts (`envoy_http_downstream_rq_xx`, `envoy_cluster_upstream_rq_total`, …; labels
+//! from Envoy's default tag extractors, envoy `source/common/config/well_known_names.cc`), so a
+//! dashboard or alert works against both. The few with no Envoy counterpart keep a
+//! `modelgate_` name (per-endpoint health, VM rebuilds, config reloads). Filter metrics are
+//! named as Envoy names them (`stats_tags.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,36 +14,39 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use modelgate_runtime::{MetricSnapshot, MetricValue};
+use modelgate_runtime::{ENVOY_HISTOGRAM_BUCKETS, MetricSnapshot, MetricValue};
 
 use crate::cluster::Clusters;
+use crate::stats_tags::{TagExtractors, Tags};
 
-/// Upper bounds (seconds) of the upstream latency histogram.
-const LATENCY_BOUNDS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+/// Envoy's label for the HTTP connection manager's stat prefix; the gateway's is the listener
+/// name (under Envoy Gateway it is `http-<port>` or `https-<port>`).
+const HCM_PREFIX: &str = "envoy_http_conn_manager_prefix";
+const CLUSTER_NAME: &str = "envoy_cluster_name";
 
 #[derive(Default)]
 pub struct HostMetrics {
-    requests: RwLock<RequestCounts>,
+    /// Requests answered, by listener and status (`envoy_http_downstream_rq_*`).
+    downstream: RwLock<StatusCounts>,
+    /// Requests routed to a cluster, by cluster and status (`envoy_cluster_upstream_rq_*`).
+    upstream: RwLock<StatusCounts>,
     upstream_latency: Mutex<BTreeMap<String, Histogram>>,
     active_connections: Mutex<BTreeMap<String, i64>>,
-    active_requests: AtomicI64,
+    active_requests: RwLock<BTreeMap<String, AtomicI64>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
 }
 
-/// Request counters by listener, route, cluster and status. Nested maps let a request find
-/// its counter by `&str` without building an owned key: once a series exists, counting is a
-/// shared lock and one atomic add, with no allocation (before, three `String`s and an
-/// exclusive lock per request). Iteration order is that of the (listener, route, cluster,
-/// status) tuple, so the exposition is unchanged.
-type RequestCounts = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<u16, AtomicU64>>>>;
+/// Counters by name (listener or cluster) and status. Nested maps let a request find its
+/// counter by `&str` without building an owned key: once a series exists, counting is a
+/// shared lock and one atomic add, with no allocation.
+type StatusCounts = BTreeMap<String, BTreeMap<u16, AtomicU64>>;
 
 #[derive(Default, Clone)]
 struct Histogram {
-    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
-    counts: [u64; LATENCY_BOUNDS.len() + 1],
+    /// Per-bucket (not cumulative) counts over Envoy's default bounds; the last slot is `+Inf`.
+    counts: [u64; ENVOY_HISTOGRAM_BUCKETS.len() + 1],
+    /// Sum of the samples, in milliseconds.
     sum: f64,
     count: u64,
 }
@@ -63,36 +73,41 @@ fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut 
     map.get_mut(key).expect("inserted above")
 }
 
+fn count_status(counts: &RwLock<StatusCounts>, name: &str, status: u16) {
+    let counted = read(counts)
+        .get(name)
+        .and_then(|statuses| statuses.get(&status))
+        .map(|counter| counter.fetch_add(1, Ordering::Relaxed))
+        .is_some();
+    if !counted {
+        // First request of this series: the only path that allocates.
+        slot(&mut write(counts), name)
+            .entry(status)
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl HostMetrics {
-    pub fn count_request(&self, listener: &str, route: &str, cluster: &str, status: u16) {
-        let counted = read(&self.requests)
-            .get(listener)
-            .and_then(|routes| routes.get(route))
-            .and_then(|clusters| clusters.get(cluster))
-            .and_then(|statuses| statuses.get(&status))
-            .map(|counter| counter.fetch_add(1, Ordering::Relaxed))
-            .is_some();
-        if !counted {
-            // First request of this series: the only path that allocates.
-            let mut requests = write(&self.requests);
-            let statuses = slot(slot(slot(&mut requests, listener), route), cluster);
-            statuses
-                .entry(status)
-                .or_default()
-                .fetch_add(1, Ordering::Relaxed);
+    /// One answered request: counted for its listener, and for its cluster when it was routed
+    /// to one (`cluster` is empty when the gateway or a filter answered without an upstream).
+    pub fn count_request(&self, listener: &str, cluster: &str, status: u16) {
+        count_status(&self.downstream, listener, status);
+        if !cluster.is_empty() {
+            count_status(&self.upstream, cluster, status);
         }
     }
 
     pub fn observe_upstream(&self, cluster: &str, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
+        let millis = elapsed.as_secs_f64() * 1000.0;
         let mut histograms = lock(&self.upstream_latency);
         let h = slot(&mut histograms, cluster);
-        let slot = LATENCY_BOUNDS
+        let slot = ENVOY_HISTOGRAM_BUCKETS
             .iter()
-            .position(|b| seconds <= *b)
-            .unwrap_or(LATENCY_BOUNDS.len());
+            .position(|b| millis <= *b)
+            .unwrap_or(ENVOY_HISTOGRAM_BUCKETS.len());
         h.counts[slot] += 1;
-        h.sum += seconds;
+        h.sum += millis;
         h.count += 1;
     }
 
@@ -104,12 +119,22 @@ impl HostMetrics {
         *slot(&mut lock(&self.active_connections), listener) -= 1;
     }
 
-    pub fn request_started(&self) {
-        self.active_requests.fetch_add(1, Ordering::Relaxed);
+    pub fn request_started(&self, listener: &str) {
+        self.add_active(listener, 1);
     }
 
-    pub fn request_finished(&self) {
-        self.active_requests.fetch_sub(1, Ordering::Relaxed);
+    pub fn request_finished(&self, listener: &str) {
+        self.add_active(listener, -1);
+    }
+
+    fn add_active(&self, listener: &str, delta: i64) {
+        let added = read(&self.active_requests)
+            .get(listener)
+            .map(|gauge| gauge.fetch_add(delta, Ordering::Relaxed))
+            .is_some();
+        if !added {
+            slot(&mut write(&self.active_requests), listener).fetch_add(delta, Ordering::Relaxed);
+        }
     }
 
     pub fn count_reload(&self, ok: bool) {
@@ -127,15 +152,26 @@ impl HostMetrics {
         clusters: &Clusters,
         vm_restarts: u64,
         filter_metrics: &[MetricSnapshot],
-        tags: &[String],
+        tags: &TagExtractors,
     ) -> String {
         let mut out = String::new();
-        self.render_requests(&mut out);
+        render_status_counts(
+            &mut out,
+            &read(&self.downstream),
+            "envoy_http_downstream_rq",
+            HCM_PREFIX,
+        );
+        render_status_counts(
+            &mut out,
+            &read(&self.upstream),
+            "envoy_cluster_upstream_rq",
+            CLUSTER_NAME,
+        );
         header(
             &mut out,
-            "modelgate_upstream_request_duration_seconds",
+            "envoy_cluster_upstream_rq_time",
             "histogram",
-            "Time from sending a request upstream to its response headers.",
+            "Milliseconds from sending a request upstream to its response headers.",
         );
         for (cluster, h) in lock(&self.upstream_latency).iter() {
             let mut running = 0;
@@ -145,7 +181,7 @@ impl HostMetrics {
                 .enumerate()
                 .map(|(i, c)| {
                     running += c;
-                    let le = LATENCY_BOUNDS
+                    let le = ENVOY_HISTOGRAM_BUCKETS
                         .get(i)
                         .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
                     (le, running)
@@ -153,8 +189,8 @@ impl HostMetrics {
                 .collect();
             write_histogram(
                 &mut out,
-                "modelgate_upstream_request_duration_seconds",
-                &[("cluster", cluster)],
+                "envoy_cluster_upstream_rq_time",
+                &[(CLUSTER_NAME, cluster)],
                 &cumulative,
                 h.sum,
                 h.count,
@@ -162,28 +198,31 @@ impl HostMetrics {
         }
         header(
             &mut out,
-            "modelgate_active_connections",
+            "envoy_http_downstream_cx_active",
             "gauge",
             "Client connections open, by listener.",
         );
         for (listener, v) in lock(&self.active_connections).iter() {
             let _ = writeln!(
                 out,
-                "modelgate_active_connections{} {v}",
-                labels(&[("listener", listener)])
+                "envoy_http_downstream_cx_active{} {v}",
+                labels(&[(HCM_PREFIX, listener)])
             );
         }
         header(
             &mut out,
-            "modelgate_active_requests",
+            "envoy_http_downstream_rq_active",
             "gauge",
-            "Requests in flight.",
+            "Requests in flight, by listener.",
         );
-        let _ = writeln!(
-            out,
-            "modelgate_active_requests {}",
-            self.active_requests.load(Ordering::Relaxed)
-        );
+        for (listener, v) in read(&self.active_requests).iter() {
+            let _ = writeln!(
+                out,
+                "envoy_http_downstream_rq_active{} {}",
+                labels(&[(HCM_PREFIX, listener)]),
+                v.load(Ordering::Relaxed)
+            );
+        }
         render_clusters(&mut out, clusters);
         header(
             &mut out,
@@ -211,28 +250,58 @@ impl HostMetrics {
         render_filter_metrics(&mut out, filter_metrics, tags);
         out
     }
-    /// `modelgate_requests_total`, one series per (listener, route, cluster, status).
-    fn render_requests(&self, out: &mut String) {
-        header(
+}
+
+/// Envoy's per-status request counters for one scope (`http.<prefix>.downstream_rq_*` or
+/// `cluster.<name>.upstream_rq_*`): `<base>_total`, `<base>_xx` by response code class, and,
+/// for clusters, `<base>` by response code (`upstream_rq_<code>`).
+fn render_status_counts(out: &mut String, counts: &StatusCounts, base: &str, scope_label: &str) {
+    let totals: Vec<(&String, u64)> = counts
+        .iter()
+        .map(|(name, statuses)| {
+            (
+                name,
+                statuses.values().map(|v| v.load(Ordering::Relaxed)).sum(),
+            )
+        })
+        .collect();
+    header(
+        out,
+        &format!("{base}_total"),
+        "counter",
+        "Requests, in total.",
+    );
+    for (name, total) in &totals {
+        let _ = writeln!(
             out,
-            "modelgate_requests_total",
-            "counter",
-            "Requests answered, by listener, route, cluster and status.",
+            "{base}_total{} {total}",
+            labels(&[(scope_label, name)])
         );
-        for (listener, routes) in read(&self.requests).iter() {
-            for (route, clusters) in routes {
-                for (cluster, statuses) in clusters {
-                    for (status, v) in statuses {
-                        let labels = labels(&[
-                            ("listener", listener),
-                            ("route", route),
-                            ("cluster", cluster),
-                            ("status", &status.to_string()),
-                        ]);
-                        let v = v.load(Ordering::Relaxed);
-                        let _ = writeln!(out, "modelgate_requests_total{labels} {v}");
-                    }
-                }
+    }
+    header(
+        out,
+        &format!("{base}_xx"),
+        "counter",
+        "Requests by response code class.",
+    );
+    for (name, statuses) in counts {
+        let mut classes: BTreeMap<u16, u64> = BTreeMap::new();
+        for (status, v) in statuses {
+            *classes.entry(status / 100).or_default() += v.load(Ordering::Relaxed);
+        }
+        for (class, v) in classes {
+            let class = class.to_string();
+            let l = labels(&[("envoy_response_code_class", &class), (scope_label, name)]);
+            let _ = writeln!(out, "{base}_xx{l} {v}");
+        }
+    }
+    if scope_label == CLUSTER_NAME {
+        header(out, base, "counter", "Requests by response code.");
+        for (name, statuses) in counts {
+            for (status, v) in statuses {
+                let code = status.to_string();
+                let l = labels(&[("envoy_response_code", &code), (scope_label, name)]);
+                let _ = writeln!(out, "{base}{l} {}", v.load(Ordering::Relaxed));
             }
         }
     }
@@ -241,6 +310,53 @@ impl HostMetrics {
 fn render_clusters(out: &mut String, clusters: &Clusters) {
     let mut names: Vec<&String> = clusters.keys().collect();
     names.sort();
+    header(
+        out,
+        "envoy_cluster_membership_total",
+        "gauge",
+        "Endpoints of the cluster.",
+    );
+    for name in &names {
+        let total = clusters[*name].endpoints.len();
+        let _ = writeln!(
+            out,
+            "envoy_cluster_membership_total{} {total}",
+            labels(&[(CLUSTER_NAME, name)])
+        );
+    }
+    header(
+        out,
+        "envoy_cluster_membership_healthy",
+        "gauge",
+        "Endpoints taking traffic (not ejected).",
+    );
+    for name in &names {
+        let healthy = clusters[*name]
+            .endpoints
+            .iter()
+            .filter(|e| !e.is_ejected())
+            .count();
+        let _ = writeln!(
+            out,
+            "envoy_cluster_membership_healthy{} {healthy}",
+            labels(&[(CLUSTER_NAME, name)])
+        );
+    }
+    header(
+        out,
+        "envoy_cluster_upstream_rq_retry",
+        "counter",
+        "Requests sent again to another endpoint.",
+    );
+    for name in &names {
+        let _ = writeln!(
+            out,
+            "envoy_cluster_upstream_rq_retry{} {}",
+            labels(&[(CLUSTER_NAME, name)]),
+            clusters[*name].retries()
+        );
+    }
+    // Envoy exports no per-endpoint series to Prometheus (only its /clusters admin page).
     header(
         out,
         "modelgate_upstream_endpoint_healthy",
@@ -273,67 +389,20 @@ fn render_clusters(out: &mut String, clusters: &Clusters) {
             );
         }
     }
-    header(
-        out,
-        "modelgate_upstream_retries_total",
-        "counter",
-        "Requests sent again to another endpoint.",
-    );
-    for name in &names {
-        let _ = writeln!(
-            out,
-            "modelgate_upstream_retries_total{} {}",
-            labels(&[("cluster", name)]),
-            clusters[*name].retries()
-        );
-    }
 }
 
-/// Envoy exports filter metrics as `wasmcustom.<name>`; Prometheus names allow only
-/// `[a-zA-Z0-9_]`, so everything else becomes `_` (as Envoy's Prometheus output does).
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Label pairs of one series.
-type Labels = Vec<(String, String)>;
-
-/// A filter metric's series name and labels: each `.<tag>.<value>` segment pair whose tag is
-/// configured is taken out of the name and becomes a label (Envoy's tag extraction).
-fn series(name: &str, tags: &[String]) -> (String, Labels) {
-    let parts: Vec<&str> = name.split('.').collect();
-    let mut kept = Vec::with_capacity(parts.len());
-    let mut labels = Vec::new();
-    let mut i = 0;
-    while i < parts.len() {
-        // The first segment is always part of the name, so a name is never emptied.
-        if i > 0 && i + 1 < parts.len() && tags.iter().any(|t| t == parts[i]) {
-            labels.push((sanitize(parts[i]), parts[i + 1].to_owned()));
-            i += 2;
-        } else {
-            kept.push(parts[i]);
-            i += 1;
-        }
-    }
-    (format!("wasmcustom_{}", sanitize(&kept.join("."))), labels)
-}
-
-fn render_filter_metrics(out: &mut String, metrics: &[MetricSnapshot], tags: &[String]) {
-    let mut by_series: BTreeMap<String, Vec<(Labels, &MetricValue)>> = BTreeMap::new();
+/// Filter metrics as Envoy's `/stats/prometheus` writes them: the tag-extracted name without
+/// the `wasmcustom` namespace, a `# TYPE` line and no `# HELP`, `{}` when there are no labels,
+/// and series grouped by name and sorted by labels.
+fn render_filter_metrics(out: &mut String, metrics: &[MetricSnapshot], tags: &TagExtractors) {
+    let mut by_series: BTreeMap<String, Vec<(Tags, &MetricValue)>> = BTreeMap::new();
     for metric in metrics {
-        let (name, labels) = series(&metric.name, tags);
-        by_series
-            .entry(name)
-            .or_default()
-            .push((labels, &metric.value));
+        if let Some((name, labels)) = tags.wasm_series(&metric.name) {
+            by_series
+                .entry(name)
+                .or_default()
+                .push((labels, &metric.value));
+        }
     }
     for (name, mut entries) in by_series {
         entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -342,18 +411,19 @@ fn render_filter_metrics(out: &mut String, metrics: &[MetricSnapshot], tags: &[S
             MetricValue::Gauge(_) => "gauge",
             MetricValue::Histogram { .. } => "histogram",
         };
-        header(out, &name, kind, "Defined by a Proxy-Wasm filter.");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
         for (pairs, value) in entries {
             let borrowed: Vec<(&str, &str)> = pairs
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
+            let l = format!("{{{}}}", label_list(&borrowed));
             match value {
                 MetricValue::Counter(v) => {
-                    let _ = writeln!(out, "{name}{} {v}", labels(&borrowed));
+                    let _ = writeln!(out, "{name}{l} {v}");
                 }
                 MetricValue::Gauge(v) => {
-                    let _ = writeln!(out, "{name}{} {v}", labels(&borrowed));
+                    let _ = writeln!(out, "{name}{l} {v}");
                 }
                 MetricValue::Histogram {
                     buckets,
@@ -398,11 +468,15 @@ fn labels(pairs: &[(&str, &str)]) -> String {
     if pairs.is_empty() {
         return String::new();
     }
+    format!("{{{}}}", label_list(pairs))
+}
+
+fn label_list(pairs: &[(&str, &str)]) -> String {
     let inner: Vec<String> = pairs
         .iter()
         .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
         .collect();
-    format!("{{{}}}", inner.join(","))
+    inner.join(",")
 }
 
 fn escape(value: &str) -> String {
@@ -415,63 +489,43 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats_tags::TagSpecifier;
 
     #[test]
-    fn filter_metric_names_are_sanitised_or_split_into_labels() {
-        let tags = ["model".to_owned(), "outcome".to_owned()];
-        assert_eq!(
-            series("modelgate.requests-total", &[]),
-            ("wasmcustom_modelgate_requests_total".into(), vec![])
-        );
-        assert_eq!(
-            series("modelgate.requests.model.iris.outcome.allowed", &tags),
-            (
-                "wasmcustom_modelgate_requests".into(),
-                vec![
-                    ("model".into(), "iris".into()),
-                    ("outcome".into(), "allowed".into())
-                ]
-            )
-        );
-        // Without tags configured the name is only sanitised.
-        assert_eq!(
-            series("modelgate.requests.model.iris.outcome.allowed", &[]),
-            (
-                "wasmcustom_modelgate_requests_model_iris_outcome_allowed".into(),
-                vec![]
-            )
-        );
-        // A tag as the last segment has no value: it stays in the name.
-        assert_eq!(
-            series("a.model", &tags),
-            ("wasmcustom_a_model".into(), vec![])
-        );
-    }
-
-    #[test]
-    fn request_series_are_counted_apart_and_listed_in_key_order() {
+    fn requests_are_counted_per_listener_and_per_cluster_as_envoy_names_them() {
         let m = HostMetrics::default();
-        for (listener, route, status) in [
-            ("b", "r", 200),
-            ("a", "r", 503),
-            ("a", "r", 200),
+        for (listener, cluster, status) in [
+            ("b", "c", 200),
+            ("a", "c", 503),
+            ("a", "c", 200),
             ("a", "", 404),
-            ("a", "r", 200),
+            ("a", "c", 201),
         ] {
-            m.count_request(listener, route, "c", status);
+            m.count_request(listener, cluster, status);
         }
-        let text = m.render(&Clusters::new(), 0, &[], &[]);
+        let text = m.render(&Clusters::new(), 0, &[], &TagExtractors::default());
         let lines: Vec<&str> = text
             .lines()
-            .filter(|l| l.starts_with("modelgate_requests_total{"))
+            .filter(|l| {
+                l.starts_with("envoy_http_downstream_rq")
+                    || l.starts_with("envoy_cluster_upstream_rq")
+            })
             .collect();
         assert_eq!(
             lines,
             [
-                "modelgate_requests_total{listener=\"a\",route=\"\",cluster=\"c\",status=\"404\"} 1",
-                "modelgate_requests_total{listener=\"a\",route=\"r\",cluster=\"c\",status=\"200\"} 2",
-                "modelgate_requests_total{listener=\"a\",route=\"r\",cluster=\"c\",status=\"503\"} 1",
-                "modelgate_requests_total{listener=\"b\",route=\"r\",cluster=\"c\",status=\"200\"} 1",
+                "envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix=\"a\"} 4",
+                "envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix=\"b\"} 1",
+                "envoy_http_downstream_rq_xx{envoy_response_code_class=\"2\",envoy_http_conn_manager_prefix=\"a\"} 2",
+                "envoy_http_downstream_rq_xx{envoy_response_code_class=\"4\",envoy_http_conn_manager_prefix=\"a\"} 1",
+                "envoy_http_downstream_rq_xx{envoy_response_code_class=\"5\",envoy_http_conn_manager_prefix=\"a\"} 1",
+                "envoy_http_downstream_rq_xx{envoy_response_code_class=\"2\",envoy_http_conn_manager_prefix=\"b\"} 1",
+                "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"c\"} 4",
+                "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"2\",envoy_cluster_name=\"c\"} 3",
+                "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"5\",envoy_cluster_name=\"c\"} 1",
+                "envoy_cluster_upstream_rq{envoy_response_code=\"200\",envoy_cluster_name=\"c\"} 2",
+                "envoy_cluster_upstream_rq{envoy_response_code=\"201\",envoy_cluster_name=\"c\"} 1",
+                "envoy_cluster_upstream_rq{envoy_response_code=\"503\",envoy_cluster_name=\"c\"} 1",
             ]
         );
     }
@@ -479,13 +533,17 @@ mod tests {
     #[test]
     fn renders_host_and_filter_metrics() {
         let m = HostMetrics::default();
-        m.count_request("main", "r", "c", 200);
-        m.count_request("main", "r", "c", 200);
+        m.count_request("main", "c", 200);
         m.observe_upstream("c", Duration::from_millis(3));
+        m.request_started("main");
         let filter = [
             MetricSnapshot {
                 name: "hits.model.a\"b".into(),
                 value: MetricValue::Counter(7),
+            },
+            MetricSnapshot {
+                name: "plain".into(),
+                value: MetricValue::Counter(2),
             },
             MetricSnapshot {
                 name: "lat".into(),
@@ -495,27 +553,38 @@ mod tests {
                     count: 4,
                 },
             },
+            // Envoy does not export a name that starts with a digit.
+            MetricSnapshot {
+                name: "1st".into(),
+                value: MetricValue::Counter(1),
+            },
         ];
-        let text = m.render(&Clusters::new(), 3, &filter, &["model".to_owned()]);
-        assert!(text.contains("modelgate_requests_total{listener=\"main\",route=\"r\",cluster=\"c\",status=\"200\"} 2\n"), "{text}");
-        assert!(text.contains("modelgate_upstream_request_duration_seconds_bucket{cluster=\"c\",le=\"0.0025\"} 0\n"), "{text}");
+        let tags = TagExtractors::compile(
+            &[TagSpecifier {
+                tag_name: "model".into(),
+                regex: r"^wasmcustom\.hits(\.model\.(.+))$".into(),
+            }],
+            "t",
+        )
+        .unwrap();
+        let text = m.render(&Clusters::new(), 3, &filter, &tags);
+        for line in [
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"c\",le=\"1\"} 0\n",
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"c\",le=\"5\"} 1\n",
+            "envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"c\"} 1\n",
+            "envoy_http_downstream_rq_active{envoy_http_conn_manager_prefix=\"main\"} 1\n",
+            "modelgate_vm_restarts_total 3\n",
+            "# TYPE hits counter\nhits{model=\"a\\\"b\"} 7\n",
+            "# TYPE plain counter\nplain{} 2\n",
+            "# TYPE lat histogram\nlat_bucket{le=\"1\"} 2\nlat_bucket{le=\"10\"} 3\nlat_bucket{le=\"+Inf\"} 4\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("wasmcustom"), "{text}");
+        assert!(!text.contains("1st"), "{text}");
         assert!(
-            text.contains(
-                "modelgate_upstream_request_duration_seconds_bucket{cluster=\"c\",le=\"0.005\"} 1\n"
-            ),
-            "{text}"
+            !text.contains("# HELP hits"),
+            "Envoy writes no HELP: {text}"
         );
-        assert!(text.contains("modelgate_vm_restarts_total 3\n"), "{text}");
-        assert!(
-            text.contains("wasmcustom_hits{model=\"a\\\"b\"} 7\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "wasmcustom_lat_bucket{le=\"10\"} 3\nwasmcustom_lat_bucket{le=\"+Inf\"} 4\n"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("# TYPE wasmcustom_lat histogram\n"), "{text}");
     }
 }

@@ -12,6 +12,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::plugin_source::{self, ResolvedPlugin};
 use crate::route::RouteTable;
 use crate::services::GatewayServices;
+use crate::stats_tags::TagExtractors;
 
 pub struct Snapshot {
     pub config: Config,
@@ -24,6 +25,8 @@ pub struct Snapshot {
     pub dump: String,
     /// Files whose change triggers a reload.
     pub watched: Vec<PathBuf>,
+    /// How `/metrics` names filter metrics (Envoy's stats tag extraction).
+    pub stats_tags: TagExtractors,
 }
 
 impl Snapshot {
@@ -60,6 +63,10 @@ impl Snapshot {
                 None
             }));
         }
+        let stats_tags = stats_tags(&config).unwrap_or_else(|e| {
+            errors.push(e);
+            TagExtractors::default()
+        });
         let mut resolved = Vec::new();
         for (i, filter) in config.filters.iter().enumerate() {
             match plugin_source::resolve(i, filter) {
@@ -95,8 +102,26 @@ impl Snapshot {
             chain: FilterChain::new(plugins).with_buffer_limit(buffer_limit),
             dump,
             watched,
+            stats_tags,
         })
     }
+}
+
+/// The admin config's `statsTags`, then those its `statsTagsFromEnvoyProxy` manifest adds.
+fn stats_tags(config: &Config) -> Result<TagExtractors, String> {
+    let Some(admin) = &config.admin else {
+        return Ok(TagExtractors::default());
+    };
+    let mut specs = admin.stats_tags.clone();
+    let mut at = "admin.statsTags";
+    if let Some(file) = &admin.stats_tags_from_envoy_proxy {
+        specs.extend(
+            crate::stats_tags::from_envoy_proxy(file)
+                .map_err(|e| format!("admin.statsTagsFromEnvoyProxy: {e}"))?,
+        );
+        at = "admin.statsTags (with statsTagsFromEnvoyProxy appended)";
+    }
+    TagExtractors::compile(&specs, at)
 }
 
 /// The runtime's spec of one filter; `vmCount: 0` is one VM per worker, as Envoy runs them.

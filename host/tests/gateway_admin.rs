@@ -73,33 +73,23 @@ async fn metrics_count_requests_by_route_cluster_and_status() {
         Some("text/plain; version=0.0.4")
     );
     let text = metrics.body;
-    assert!(text.contains("modelgate_requests_total{listener=\"main\",route=\"iris\",cluster=\"iris\",status=\"200\"} 3\n"), "{text}");
-    assert!(
-        text.contains(
-            "modelgate_requests_total{listener=\"main\",route=\"\",cluster=\"\",status=\"404\"} 1\n"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("# TYPE modelgate_upstream_request_duration_seconds histogram\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            "modelgate_upstream_request_duration_seconds_bucket{cluster=\"iris\",le=\"+Inf\"} 3\n"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("modelgate_upstream_request_duration_seconds_count{cluster=\"iris\"} 3\n"),
-        "{text}"
-    );
-    // The test client keeps its connection open, so the gauge counts it.
-    assert!(
-        text.contains("modelgate_active_connections{listener=\"main\"} 1\n"),
-        "{text}"
-    );
-    assert!(text.contains("modelgate_active_requests 0\n"), "{text}");
+    // Named as Envoy's /stats/prometheus names the same counters (the 404 had no upstream).
+    for line in [
+        "envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix=\"main\"} 4\n",
+        "envoy_http_downstream_rq_xx{envoy_response_code_class=\"2\",envoy_http_conn_manager_prefix=\"main\"} 3\n",
+        "envoy_http_downstream_rq_xx{envoy_response_code_class=\"4\",envoy_http_conn_manager_prefix=\"main\"} 1\n",
+        "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"iris\"} 3\n",
+        "envoy_cluster_upstream_rq{envoy_response_code=\"200\",envoy_cluster_name=\"iris\"} 3\n",
+        "# TYPE envoy_cluster_upstream_rq_time histogram\n",
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"iris\",le=\"+Inf\"} 3\n",
+        "envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"iris\"} 3\n",
+        // The test client keeps its connection open, so the gauge counts it.
+        "envoy_http_downstream_cx_active{envoy_http_conn_manager_prefix=\"main\"} 1\n",
+        "envoy_http_downstream_rq_active{envoy_http_conn_manager_prefix=\"main\"} 0\n",
+        "envoy_cluster_membership_healthy{envoy_cluster_name=\"iris\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
     assert!(text.contains("modelgate_vm_restarts_total 0\n"), "{text}");
     assert!(
         text.contains(&format!(

@@ -20,7 +20,7 @@ async fn gateway(extra: &str) -> (Upstream, TestGateway) {
     let yaml = format!(
         "version: 1
 listeners: [{{address: 127.0.0.1:0}}]
-admin: {{address: 127.0.0.1:0, filterMetricTags: [case]}}
+admin: {{address: 127.0.0.1:0, statsTags: [{{tagName: case, regex: '^wasmcustom\\.\\w+(\\.case\\.([^.]+))'}}]}}
 clusters:
 {}routes:
   - name: by-filter-header
@@ -183,19 +183,22 @@ async fn filter_metrics_and_vm_restarts_appear_in_metrics() {
     assert_eq!(trapped.status, StatusCode::SERVICE_UNAVAILABLE);
     let text = get(&c, &gw.admin_url("/metrics")).await.body;
     assert!(
-        text.contains("# TYPE wasmcustom_conformance_requests counter\n"),
+        text.contains("# TYPE conformance_requests counter\n"),
         "{text}"
     );
+    assert!(text.contains("conformance_requests{} 4\n"), "{text}");
     assert!(
-        text.contains("wasmcustom_conformance_requests 4\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("# TYPE wasmcustom_conformance_latency histogram\n"),
+        text.contains("# TYPE conformance_latency histogram\n"),
         "{text}"
     );
     assert!(text.contains("modelgate_vm_restarts_total 1\n"), "{text}");
-    assert!(text.contains("modelgate_requests_total{listener=\"main\",route=\"by-filter-header\",cluster=\"tagged\",status=\"200\"} 3\n"), "{text}");
+    assert!(
+        text.contains(
+            "envoy_cluster_upstream_rq{envoy_response_code=\"200\",envoy_cluster_name=\"tagged\"} 3\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("wasmcustom"), "{text}");
 }
 
 #[tokio::test]

@@ -68,10 +68,13 @@ async fn a_killed_replica_is_retried_around_ejected_and_later_returns() {
         "{text}"
     );
     assert!(
-        !text.contains("modelgate_upstream_retries_total{cluster=\"iris\"} 0\n"),
+        !text.contains("envoy_cluster_upstream_rq_retry{envoy_cluster_name=\"iris\"} 0\n"),
         "{text}"
     );
-    assert!(text.contains("status=\"200\"} 30\n"), "{text}");
+    assert!(
+        text.contains("envoy_cluster_upstream_rq{envoy_response_code=\"200\",envoy_cluster_name=\"iris\"} 30\n"),
+        "{text}"
+    );
 
     // Bring b back on the same address: once its ejection ends it gets traffic again.
     let b_again = Upstream::start_on("b", b.address, Behaviour::default()).await;

@@ -262,16 +262,26 @@ def envoy_tags(name: str, extractors: list[dict]) -> tuple[str, dict[str, str]]:
     return name, tags
 
 
+def prometheus_name(tag_extracted: str) -> str | None:
+    """Envoy's PrometheusStatsFormatter::metricName for a Wasm metric: strip the `wasmcustom`
+    namespace, sanitise, add no `envoy_` prefix, drop a name that starts with a digit."""
+    assert tag_extracted.startswith("wasmcustom.")
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", tag_extracted.removeprefix("wasmcustom."))
+    return None if not name or name[0].isdigit() else name
+
+
 def test_stats_tags_turn_the_filter_metric_names_into_model_and_outcome_labels():
     proxy = one("EnvoyProxy", "modelgate-proxy")
     patches = proxy["spec"]["bootstrap"]["jsonPatches"]
     assert {p["path"] for p in patches} == {"/stats_config/stats_tags/-"}
     extractors = [p["value"] for p in patches]
-    # Metric names as filter/src/metrics.rs defines them, with Envoy's `wasmcustom.` prefix.
+    # Metric names as filter/src/metrics.rs defines them, as Envoy stores them (`wasmcustom.`).
     outcomes = ["allowed", "unauthenticated", "forbidden", "rate_limited", "invalid", "unknown_model", "internal_error"]
     for model in [*filter_config()["models"], "_none"]:
         for outcome in outcomes:
-            name = f"wasmcustom.modelgate.requests.model.{model}.outcome.{outcome}"
-            assert envoy_tags(name, extractors) == ("wasmcustom.modelgate.requests", {"model": model, "outcome": outcome})
-    for untagged in ("wasmcustom.modelgate.request.duration_ms", "wasmcustom.modelgate.shadow_rate_limited.model.sklearn-iris"):
-        assert envoy_tags(untagged, extractors) == (untagged, {})
+            name, tags = envoy_tags(f"wasmcustom.modelgate.requests.model.{model}.outcome.{outcome}", extractors)
+            assert (prometheus_name(name), tags) == ("modelgate_requests", {"model": model, "outcome": outcome})
+        name, tags = envoy_tags(f"wasmcustom.modelgate.shadow_rate_limited.model.{model}", extractors)
+        assert (prometheus_name(name), tags) == ("modelgate_shadow_rate_limited", {"model": model})
+    name, tags = envoy_tags("wasmcustom.modelgate.request.duration_ms", extractors)
+    assert (prometheus_name(name), tags) == ("modelgate_request_duration_ms", {})

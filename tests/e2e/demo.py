@@ -92,7 +92,7 @@ def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
         ),
         (
             "Per-model outcome counts from the filter (non-zero ones)",
-            f"curl -s {admin}/metrics | grep '^wasmcustom_modelgate_requests' | grep -v ' 0$'",
+            f"curl -s {admin}/metrics | grep '^modelgate_requests{{' | grep -v ' 0$'",
         ),
         (
             "The effective config, secrets redacted",

@@ -17,6 +17,7 @@ what the tests prove. The policy it states:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import keys
 
@@ -25,6 +26,9 @@ WINE = "sklearn-wine"
 IRIS_SCOPE = f"predict:{IRIS}"
 WINE_SCOPE = f"predict:{WINE}"
 ROUTING_HEADER = "x-gateway-model-name"
+# The EnvoyProxy deploy/ applies: the gateway reads its stats tag rules, so /metrics names the
+# filter's metrics exactly as the cluster's Envoy does (`modelgate_requests{model,outcome}`).
+ENVOY_PROXY_MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "gateway" / "envoyproxy.yaml"
 SUBJECT_HEADER = "x-jwt-sub"
 MAX_BODY_BYTES = 64 * 1024
 IRIS_FEATURES = 4
@@ -114,7 +118,7 @@ def host_config(
                 "tls": {"certFile": cert_path, "keyFile": key_path},
             },
         ],
-        "admin": {"address": endpoint(ports.admin), "filterMetricTags": ["model", "outcome"]},
+        "admin": {"address": endpoint(ports.admin), "statsTagsFromEnvoyProxy": str(ENVOY_PROXY_MANIFEST)},
         "clusters": [
             {
                 "name": IRIS,

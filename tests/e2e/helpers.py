@@ -61,22 +61,14 @@ def gateway_metrics(stack: Stack) -> list[tuple[str, dict[str, str], float]]:
 def filter_outcome(stack: Stack, model: str, outcome: str) -> float:
     """The filter's request counter for `model` and `outcome`, as the gateway exports it.
 
-    The filter names it `modelgate.requests.model.<model>.outcome.<outcome>`; the gateway
-    exports it either with labels (`wasmcustom_modelgate_requests{model=..,outcome=..}`) or
-    flattened (`wasmcustom_modelgate_requests_model_<model>_outcome_<outcome>`, every
-    character outside [a-zA-Z0-9_] turned into `_`). Both are accepted; 0 when absent.
+    The filter names it `modelgate.requests.model.<model>.outcome.<outcome>`; with the stats
+    tag rules of deploy/gateway/envoyproxy.yaml the gateway exports it as Envoy's
+    /stats/prometheus does: `modelgate_requests{model="..",outcome=".."}`.
     """
-    flat = re.sub(r"[^a-zA-Z0-9_]", "_", f"wasmcustom_modelgate_requests_model_{model}_outcome_{outcome}")
-    total = 0.0
-    found = False
-    for name, labels, value in gateway_metrics(stack):
-        if not name.startswith("wasmcustom_"):
-            continue
-        if name == flat and not labels:
-            total += value
-            found = True
-        elif labels.get("model") == model and labels.get("outcome") == outcome and "requests" in name:
-            total += value
-            found = True
-    assert found, f"no filter metric for model={model} outcome={outcome} on {stack.admin}/metrics"
-    return total
+    found = [
+        value
+        for name, labels, value in gateway_metrics(stack)
+        if name == "modelgate_requests" and labels == {"model": model, "outcome": outcome}
+    ]
+    assert len(found) == 1, f"no modelgate_requests{{model={model!r},outcome={outcome!r}}} on {stack.admin}/metrics"
+    return found[0]

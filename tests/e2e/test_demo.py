@@ -34,7 +34,7 @@ def test_demo_walkthrough_runs_and_cleans_up(tmp_path):
     assert "(403)" in out and "(400)" in out
     assert "200 retry-after=\n" in out
     assert re.search(r"^429 retry-after=[1-3]$", out, re.MULTILINE), out
-    assert 'wasmcustom_modelgate_requests{model="sklearn-iris",outcome="invalid"} 1' in out
+    assert 'modelgate_requests{model="sklearn-iris",outcome="invalid"} 1' in out
     assert '"keys": "[redacted]"' in out
     assert f"export RUN={tmp_path}" in out
     assert (tmp_path / "token").read_text().count(".") == 2

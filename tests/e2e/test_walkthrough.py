@@ -258,7 +258,8 @@ def test_gateway_metrics_count_requests_by_cluster(stack, gw):
         return sum(
             v
             for name, labels, v in gateway_metrics(stack)
-            if name == "modelgate_requests_total" and labels.get("cluster") == IRIS and labels.get("status") == "200"
+            if name == "envoy_cluster_upstream_rq"
+            and labels == {"envoy_cluster_name": IRIS, "envoy_response_code": "200"}
         )
 
     before = iris_200()

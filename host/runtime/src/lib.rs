@@ -24,6 +24,7 @@ mod stream;
 mod vm;
 
 pub use engine::{compile_in_child, serve_compile_request};
+pub use metrics::ENVOY_HISTOGRAM_BUCKETS;
 pub use plugin::{Plugin, set_worker_index, worker_index};
 pub use runtime::{LoadError, MetricSnapshot, MetricValue, PluginSpec, Runtime, RuntimeError};
 pub use services::{HostServices, HttpCallRequest, HttpCallResponse, NoClusters};

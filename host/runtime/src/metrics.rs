@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{MetricSnapshot, MetricValue};
 
-/// Envoy's default histogram bucket bounds.
-const BUCKETS: [f64; 19] = [
+/// Envoy's default histogram bucket bounds (`Stats::HistogramSettingsImpl::defaultBuckets`).
+pub const ENVOY_HISTOGRAM_BUCKETS: [f64; 19] = [
     0.5,
     1.0,
     5.0,
@@ -58,7 +58,7 @@ pub(crate) struct Metric {
 
 #[derive(Default)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
+    counts: [u64; ENVOY_HISTOGRAM_BUCKETS.len()],
     sum: f64,
     count: u64,
 }
@@ -86,7 +86,7 @@ impl Metric {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let v = value as f64;
-        if let Some(i) = BUCKETS.iter().position(|&bound| v <= bound) {
+        if let Some(i) = ENVOY_HISTOGRAM_BUCKETS.iter().position(|&bound| v <= bound) {
             h.counts[i] += 1;
         }
         h.sum += v;
@@ -112,7 +112,7 @@ impl Metric {
                     .unwrap_or_else(PoisonError::into_inner);
                 // Cumulative counts per upper bound, as Prometheus `le` buckets are.
                 let mut running = 0;
-                let buckets = BUCKETS
+                let buckets = ENVOY_HISTOGRAM_BUCKETS
                     .iter()
                     .zip(h.counts)
                     .map(|(&bound, n)| {

@@ -65,7 +65,7 @@ pub async fn handle(
     if health.is_some_and(|h| h == request.uri().path()) {
         return Ok(plain(StatusCode::OK, br#"{"status":"ok"}"#));
     }
-    shared.metrics.request_started();
+    shared.metrics.request_started(&conn.listener);
     let protocol = if request.version() == hyper::Version::HTTP_2 {
         "HTTP/2"
     } else {
@@ -314,8 +314,8 @@ impl Exchange {
         log.duration = started.elapsed();
         shared
             .metrics
-            .count_request(&conn.listener, &log.route, &log.cluster, status);
-        shared.metrics.request_finished();
+            .count_request(&conn.listener, &log.cluster, status);
+        shared.metrics.request_finished(&conn.listener);
         let access = &snapshot.config.access_log;
         if access.enabled {
             // Filter state is read before `finish` consumes the stream.
