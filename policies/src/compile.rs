@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use crate::authz::Requirements;
 use crate::config::{
-    Protocol, RawBodyModel, RawConfig, RawJwt, RawLimitKey, RawModel, RawQuota, RawTokenSource,
+    CloudEvents, ElementType, Protocol, RawBodyModel, RawConfig, RawJwt, RawLimitKey, RawModel,
+    RawModelValidation, RawQuota, RawTokenSource, RawV2Input,
 };
 use crate::engine::{BodyModel, Engine, LimitKey};
 use crate::error::ConfigError;
 use crate::jwks::{self, ALL_ALGS};
 use crate::jwt::{TokenSource, Verifier};
 use crate::kserve_v1::V1Rules;
+use crate::kserve_v2::{Datatype, DeclaredInput, NUMPY_MAX_DIMS, V2Rules};
 use crate::models::{Model, Models};
 use crate::ratelimit::Quota;
 use crate::routing::valid_name;
@@ -86,7 +88,13 @@ pub(crate) fn compile(
             }
         }
         let aliases = model.aliases.clone();
-        let compiled = compile_model(&name, model, &path, jwt.is_some())?;
+        let compiled = compile_model(
+            &name,
+            model,
+            &path,
+            jwt.is_some(),
+            raw.validation.cloud_events,
+        )?;
         models.insert(compiled, &aliases).map_err(|taken| {
             ConfigError::at(
                 &format!("{path}.aliases"),
@@ -266,6 +274,7 @@ fn compile_model(
     raw: RawModel,
     path: &str,
     has_jwt: bool,
+    cloud_events: CloudEvents,
 ) -> Result<Model, ConfigError> {
     let (v1, v2) = match &raw.protocols {
         None => (true, true),
@@ -299,28 +308,15 @@ fn compile_model(
         .rate_limit
         .map(|q| compile_quota(name, &q, &format!("{path}.rateLimit")))
         .transpose()?;
-    let v1_rules = match raw.validation {
-        None => V1Rules::default(),
-        Some(v) => {
-            let vpath = format!("{path}.validation");
-            if v.feature_count == Some(0) {
-                return Err(ConfigError::at(
-                    &format!("{vpath}.featureCount"),
-                    "must be greater than 0",
-                ));
-            }
-            if v.max_instances == Some(0) {
-                return Err(ConfigError::at(
-                    &format!("{vpath}.maxInstances"),
-                    "must be greater than 0",
-                ));
-            }
+    let (v1_rules, v2_rules) = match raw.validation {
+        None => (
             V1Rules {
-                feature_count: v.feature_count,
-                max_instances: v.max_instances,
-                element_type: v.element_type,
-            }
-        }
+                cloud_events,
+                ..V1Rules::default()
+            },
+            V2Rules::default(),
+        ),
+        Some(v) => compile_validation(v, &format!("{path}.validation"), cloud_events)?,
     };
     Ok(Model {
         name: Arc::from(name),
@@ -329,7 +325,110 @@ fn compile_model(
         requirements,
         quota,
         v1_rules,
+        v2_rules,
     })
+}
+
+fn compile_validation(
+    v: RawModelValidation,
+    vpath: &str,
+    cloud_events: CloudEvents,
+) -> Result<(V1Rules, V2Rules), ConfigError> {
+    if v.feature_count == Some(0) {
+        return Err(ConfigError::at(
+            &format!("{vpath}.featureCount"),
+            "must be greater than 0",
+        ));
+    }
+    if v.max_instances == Some(0) {
+        return Err(ConfigError::at(
+            &format!("{vpath}.maxInstances"),
+            "must be greater than 0",
+        ));
+    }
+    let inputs = v
+        .v2_inputs
+        .map(|list| compile_v2_inputs(list, &format!("{vpath}.v2Inputs"), v.element_type))
+        .transpose()?;
+    let v1 = V1Rules {
+        feature_count: v.feature_count,
+        max_instances: v.max_instances,
+        element_type: v.element_type.unwrap_or_default(),
+        cloud_events,
+    };
+    let v2 = V2Rules {
+        inputs,
+        feature_count: v.feature_count.map(to_u64),
+        max_instances: v.max_instances.map(to_u64),
+        element_type: v.element_type,
+    };
+    Ok((v1, v2))
+}
+
+fn compile_v2_inputs(
+    list: Vec<RawV2Input>,
+    path: &str,
+    element_type: Option<ElementType>,
+) -> Result<Vec<DeclaredInput>, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::at(path, "must not be empty"));
+    }
+    let mut declared: Vec<DeclaredInput> = Vec::with_capacity(list.len());
+    for (i, raw) in list.into_iter().enumerate() {
+        let at = |field: &str| format!("{path}[{i}].{field}");
+        if raw.name.is_empty() {
+            return Err(ConfigError::at(&at("name"), "must not be empty"));
+        }
+        if declared.iter().any(|d| d.name == raw.name) {
+            return Err(ConfigError::at(
+                &at("name"),
+                format!("input {:?} is declared twice", raw.name),
+            ));
+        }
+        let Some(datatype) = Datatype::parse(&raw.datatype) else {
+            return Err(ConfigError::at(
+                &at("datatype"),
+                format!(
+                    "unknown datatype {:?}, expected one of BOOL, UINT8, UINT16, UINT32, UINT64, \
+                     INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES, BF16",
+                    raw.datatype
+                ),
+            ));
+        };
+        if let Some(element) = element_type
+            && !datatype.is(element)
+        {
+            return Err(ConfigError::at(
+                &at("datatype"),
+                format!("{} does not hold the model's elementType", raw.datatype),
+            ));
+        }
+        if raw.shape.len() > NUMPY_MAX_DIMS {
+            return Err(ConfigError::at(
+                &at("shape"),
+                format!("at most {NUMPY_MAX_DIMS} dimensions (numpy's limit)"),
+            ));
+        }
+        let mut shape = Vec::with_capacity(raw.shape.len());
+        for (j, dim) in raw.shape.iter().enumerate() {
+            shape.push(match *dim {
+                -1 => None,
+                d if d > 0 => Some(d.unsigned_abs()),
+                _ => {
+                    return Err(ConfigError::at(
+                        &format!("{path}[{i}].shape[{j}]"),
+                        "must be -1 (any size) or greater than 0",
+                    ));
+                }
+            });
+        }
+        declared.push(DeclaredInput {
+            name: raw.name,
+            datatype: raw.datatype,
+            shape,
+        });
+    }
+    Ok(declared)
 }
 
 fn compile_quota(model: &str, raw: &RawQuota, path: &str) -> Result<Quota, ConfigError> {
@@ -352,4 +451,8 @@ fn compile_quota(model: &str, raw: &RawQuota, path: &str) -> Result<Quota, Confi
         Some(b) => positive(b, "burst")?,
     };
     Ok(Quota::new(model, rate, per, burst))
+}
+
+fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }

@@ -220,14 +220,29 @@ pub(crate) enum RawLimitKey {
 pub(crate) struct RawValidationSettings {
     #[serde(default = "default_max_body_bytes")]
     pub(crate) max_body_bytes: usize,
+    #[serde(default)]
+    pub(crate) cloud_events: CloudEvents,
 }
 
 impl Default for RawValidationSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body_bytes(),
+            cloud_events: CloudEvents::default(),
         }
     }
+}
+
+/// What to do with a V1 body KServe reads as a structured `CloudEvent` (it predicts on `data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CloudEvents {
+    /// Answer 400: the gateway accepts plain V1 bodies only (the default: one reading of a
+    /// body, and nothing the model could be fed that the caller did not plainly send).
+    #[default]
+    Reject,
+    /// Validate the event's `data` as the V1 body, as KServe will feed it to the model.
+    Unwrap,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,8 +280,19 @@ pub(crate) struct RawQuota {
 pub(crate) struct RawModelValidation {
     pub(crate) feature_count: Option<usize>,
     pub(crate) max_instances: Option<usize>,
-    #[serde(default)]
-    pub(crate) element_type: ElementType,
+    /// V1 default: numbers. V2: checked only when set.
+    pub(crate) element_type: Option<ElementType>,
+    pub(crate) v2_inputs: Option<Vec<RawV2Input>>,
+}
+
+/// A V2 input as KServe/Triton model metadata declares it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawV2Input {
+    pub(crate) name: String,
+    pub(crate) datatype: String,
+    /// Dimensions; `-1` for any size.
+    pub(crate) shape: Vec<i64>,
 }
 
 /// What V1 row elements may be.

@@ -19,7 +19,8 @@ pub enum Outcome {
     Forbidden,
     /// Over the model's quota: 429.
     RateLimited,
-    /// Malformed or oversized body, or a path that cannot name a model: 400 or 413.
+    /// Malformed or oversized body, a content type the model server would misread, or a path
+    /// that cannot name a model: 400, 413 or 415.
     Invalid,
     /// The path or body names a model the configuration does not know: 404.
     UnknownModel,

@@ -18,10 +18,7 @@ use crate::ratelimit::Check;
 use crate::request::RequestView;
 use crate::routing::{self, Endpoint, Target};
 use crate::store::SharedStore;
-use crate::{body_model, kserve_v1, kserve_v2, reply};
-
-/// The header announcing a V2 binary-extension body.
-const BINARY_HEADER: &str = "inference-header-content-length";
+use crate::{body_model, kserve_headers, kserve_v1, kserve_v2, reply};
 
 /// The compiled policy set.
 #[derive(Debug)]
@@ -215,7 +212,11 @@ impl Engine {
             } => {
                 let result = match protocol {
                     Protocol::V1 => kserve_v1::validate(body, &self.models.get(*model).v1_rules),
-                    Protocol::V2 => kserve_v2::validate(body, binary_header.as_deref()),
+                    Protocol::V2 => kserve_v2::validate(
+                        body,
+                        binary_header.as_deref(),
+                        &self.models.get(*model).v2_rules,
+                    ),
                 };
                 match result {
                     Ok(()) => BodyDecision::Continue(forward.clone()),
@@ -263,7 +264,9 @@ impl Engine {
         }
     }
 
-    /// Ask for the body of a request whose model is known from its path.
+    /// Ask for the body of a request whose model is known from its path, once its headers say
+    /// the model server will read that body as the JSON the validators check
+    /// ([`kserve_headers`]); otherwise refuse it before buffering anything.
     ///
     /// The header edits apply now, and the body decision only carries the verdict (see
     /// `NeedBody::headers`: edits made once the body is in would reach no one).
@@ -274,18 +277,30 @@ impl Engine {
         request: &RequestView<'_>,
         forward: Continue,
     ) -> HeadersDecision {
-        let binary_header = match protocol {
-            Protocol::V2 => request
-                .headers
-                .header(BINARY_HEADER)
-                .map(std::borrow::Cow::into_owned),
-            Protocol::V1 => None,
+        let name = &self.models.get(id).name;
+        let framing = match protocol {
+            Protocol::V1 => kserve_headers::v1(request.headers),
+            Protocol::V2 => kserve_headers::v2(request.headers),
+        };
+        let framing = match framing {
+            Ok(framing) => framing,
+            Err(refusal) => {
+                log::debug!("refused headers for model {name}: {}", refusal.message);
+                return HeadersDecision::Reply(reply::refused_framing(
+                    refusal.status,
+                    &refusal.message,
+                    Arc::clone(name),
+                ));
+            }
         };
         let Continue {
-            headers,
+            mut headers,
             route_changed,
             verdict,
         } = forward;
+        if let Some((header, value)) = framing.set {
+            headers.set.push((Arc::from(header), value));
+        }
         HeadersDecision::NeedBody(NeedBody {
             max_bytes: self.max_body_bytes,
             headers,
@@ -294,9 +309,9 @@ impl Engine {
                 max_bytes: self.max_body_bytes,
                 stage: Stage::Validate {
                     model: id,
-                    name: Arc::clone(&self.models.get(id).name),
+                    name: Arc::clone(name),
                     protocol,
-                    binary_header,
+                    binary_header: framing.binary_header,
                     forward: Continue {
                         headers: HeaderEdits::default(),
                         route_changed: false,

@@ -4,13 +4,21 @@
 //! Rules: a JSON object with exactly one of `instances`/`inputs`; a non-empty list; every row of
 //! one shape (a scalar, or a rectangular nested list); elements of the model's element type;
 //! optionally a fixed feature count and a maximum number of instances.
+//!
+//! The body is read as KServe 0.21 reads it (`kserve/protocol/dataplane.py`,
+//! `DataPlane.decode` then `decode_cloudevent`): a JSON object holding every attribute
+//! `kserve.utils.utils.is_structured_cloudevent` looks for (`time`, `type`, `source`, `id`,
+//! `specversion` and `data`) is a structured `CloudEvent`, and the model is fed its `data`,
+//! whatever else the object holds. So such a body is refused, or its `data` is validated as the
+//! V1 body ([`CloudEvents`]); KServe unwraps only once, so `data` itself is a plain body.
 
 use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
-use crate::config::ElementType;
+use crate::config::{CloudEvents, ElementType};
 
 /// Deepest row nesting accepted (a row of images is 3 deep); deeper rows are refused, which
 /// keeps [`Shape`] a fixed-size value: no allocation per row.
@@ -75,28 +83,50 @@ pub(crate) struct V1Rules {
     pub(crate) feature_count: Option<usize>,
     pub(crate) max_instances: Option<usize>,
     pub(crate) element_type: ElementType,
+    pub(crate) cloud_events: CloudEvents,
 }
 
-/// Validate a V1 body; the error names the place (`instances[3]: expected 4 features, got 3`).
+/// Validate a V1 body; the error names the place (`instances[3]: expected 4 features, got 3`,
+/// or `data.instances[3]: ...` inside a structured `CloudEvent`).
 pub(crate) fn validate(body: &[u8], rules: &V1Rules) -> Result<(), String> {
+    match validate_object(body, rules, true)? {
+        None => Ok(()),
+        Some(data) => validate_object(data.get().as_bytes(), rules, false)
+            .map(|_| ())
+            .map_err(|e| match e.strip_prefix("body: ") {
+                Some(rest) => format!("data: {rest}"),
+                None => format!("data.{e}"),
+            }),
+    }
+}
+
+/// Validate one body object; with `unwrap`, a structured `CloudEvent`'s rows are not required
+/// and its `data` is returned for the caller to validate (KServe feeds the model only that).
+fn validate_object<'b>(
+    body: &'b [u8],
+    rules: &V1Rules,
+    unwrap: bool,
+) -> Result<Option<&'b RawValue>, String> {
     let ctx = Ctx {
         rules,
+        unwrap,
         failure: RefCell::new(None),
     };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let result = BodySeed(&ctx).deserialize(&mut de).and_then(|()| de.end());
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) => Err(match ctx.failure.into_inner() {
-            Some(failure) => failure.render(),
-            None if e.is_data() => format!("body: {e}"),
-            None => format!("body: invalid JSON: {e}"),
-        }),
-    }
+    let result = BodySeed(&ctx)
+        .deserialize(&mut de)
+        .and_then(|data| de.end().map(|()| data));
+    result.map_err(|e| match ctx.failure.into_inner() {
+        Some(failure) => failure.render(),
+        None if e.is_data() => format!("body: {e}"),
+        None => format!("body: invalid JSON: {e}"),
+    })
 }
 
 struct Ctx<'a> {
     rules: &'a V1Rules,
+    /// Whether a structured `CloudEvent` is recognised here (the outer body only).
+    unwrap: bool,
     failure: RefCell<Option<Failure>>,
 }
 
@@ -144,26 +174,48 @@ impl Ctx<'_> {
 struct BodySeed<'c, 'a>(&'c Ctx<'a>);
 
 impl<'de> DeserializeSeed<'de> for BodySeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    /// A structured `CloudEvent`'s `data`, when the body is one.
+    type Value = Option<&'de RawValue>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
+/// The `CloudEvents` attributes `is_structured_cloudevent` requires besides `data`, one bit each.
+const CLOUDEVENT_ATTRIBUTES: [&str; 5] = ["time", "type", "source", "id", "specversion"];
+const ALL_ATTRIBUTES: u8 = (1 << CLOUDEVENT_ATTRIBUTES.len()) - 1;
+
 impl<'de> Visitor<'de> for BodySeed<'_, '_> {
-    type Value = ();
+    type Value = Option<&'de RawValue>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let ctx = self.0;
         let mut seen: Option<&'static str> = None;
+        let mut attributes = 0u8;
+        let mut data: Option<&'de RawValue> = None;
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let Some(field) = key else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
+            let field = match key {
+                Key::Rows(field) => field,
+                Key::Data if ctx.unwrap => {
+                    if data.is_some() {
+                        return Err(ctx.fail("body", "duplicate field data".to_owned()));
+                    }
+                    data = Some(map.next_value()?);
+                    continue;
+                }
+                Key::Attribute(bit) => {
+                    attributes |= bit;
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                Key::Data | Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
             };
             if let Some(previous) = seen {
                 let message = if previous == field {
@@ -176,39 +228,66 @@ impl<'de> Visitor<'de> for BodySeed<'_, '_> {
             seen = Some(field);
             map.next_value_seed(RowsSeed { ctx, field })?;
         }
+        if let Some(data) = data
+            && attributes == ALL_ATTRIBUTES
+        {
+            return match ctx.rules.cloud_events {
+                CloudEvents::Unwrap => Ok(Some(data)),
+                CloudEvents::Reject => Err(ctx.fail(
+                    "body",
+                    "a structured CloudEvent (specversion, id, source, type, time and data) \
+                     is not accepted here"
+                        .to_owned(),
+                )),
+            };
+        }
         if seen.is_none() {
             return Err(ctx.fail("body", "missing instances or inputs".to_owned()));
         }
-        Ok(())
+        Ok(None)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
         Err(self
             .0
             .fail("body", "expected a JSON object, got a list".to_owned()))
     }
 }
 
-/// Object keys: `Some("instances")`, `Some("inputs")`, or `None` for any other key.
+/// The top-level keys this validator tells apart.
+enum Key {
+    /// `instances` or `inputs`.
+    Rows(&'static str),
+    /// A structured `CloudEvent`'s payload.
+    Data,
+    /// One of [`CLOUDEVENT_ATTRIBUTES`], as its bit.
+    Attribute(u8),
+    Other,
+}
+
 struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Option<&'static str>;
+    type Value = Key;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
 impl Visitor<'_> for KeySeed {
-    type Value = Option<&'static str>;
+    type Value = Key;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         Ok(match v {
-            "instances" => Some("instances"),
-            "inputs" => Some("inputs"),
-            _ => None,
+            "instances" => Key::Rows("instances"),
+            "inputs" => Key::Rows("inputs"),
+            "data" => Key::Data,
+            _ => CLOUDEVENT_ATTRIBUTES
+                .iter()
+                .position(|a| *a == v)
+                .map_or(Key::Other, |i| Key::Attribute(1 << i)),
         })
     }
 }

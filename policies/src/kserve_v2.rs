@@ -8,6 +8,13 @@
 //! header and tensors follow as raw bytes. The header is validated; an input whose
 //! `parameters.binary_data_size` is set carries its data in the binary part, whose size is
 //! checked against the shape for fixed-size datatypes and, in total, against the body.
+//!
+//! Shapes the model server cannot turn into an array are refused for every model: KServe
+//! 0.21 builds each input with numpy (`kserve/protocol/infer_type.py`, `InferInput.as_numpy`),
+//! which refuses more than [`NUMPY_MAX_DIMS`] dimensions, and a zero-size tensor gives the model
+//! no rows at all (scikit-learn answers 500). Per model ([`V2Rules`]), the inputs may be
+//! declared as KServe/Triton model metadata declares them, and the V1 rules `featureCount`,
+//! `maxInstances` and `elementType` apply where a tensor has their meaning.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -16,9 +23,62 @@ use std::ops::Deref;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::config::ElementType;
+
+/// The most dimensions numpy 2 accepts (`NPY_MAXDIMS`; numpy 1 accepted 32). The model servers
+/// here run numpy 2.4 (`tests/requirements.txt`).
+pub(crate) const NUMPY_MAX_DIMS: usize = 64;
+
+/// One model's V2 rules (all optional).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct V2Rules {
+    /// The inputs the model declares: every request names exactly these.
+    pub(crate) inputs: Option<Vec<DeclaredInput>>,
+    /// Each input is `[N, featureCount]` (when `inputs` is not declared).
+    pub(crate) feature_count: Option<u64>,
+    /// Each input's first dimension is at most this.
+    pub(crate) max_instances: Option<u64>,
+    /// The datatypes allowed (`number`: the integer and floating-point ones).
+    pub(crate) element_type: Option<ElementType>,
+}
+
+/// An input as model metadata declares it: `{"name", "datatype", "shape"}`, `-1` for any size.
+#[derive(Debug, Clone)]
+pub(crate) struct DeclaredInput {
+    pub(crate) name: String,
+    /// One of the OIP datatype names (checked when the config is compiled).
+    pub(crate) datatype: String,
+    /// `None` where the declaration says `-1`.
+    pub(crate) shape: Vec<Option<u64>>,
+}
+
+impl DeclaredInput {
+    fn fits(&self, shape: &[u64]) -> bool {
+        self.shape.len() == shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(shape)
+                .all(|(want, got)| want.is_none_or(|w| w == *got))
+    }
+
+    fn shape_text(&self) -> String {
+        let dims: Vec<String> = self
+            .shape
+            .iter()
+            .map(|d| d.map_or_else(|| "-1".to_owned(), |d| d.to_string()))
+            .collect();
+        format!("[{}]", dims.join(", "))
+    }
+}
+
 /// Validate a V2 infer body. `binary_header_len` is the `inference-header-content-length`
 /// header, when present.
-pub(crate) fn validate(body: &[u8], binary_header_len: Option<&str>) -> Result<(), String> {
+pub(crate) fn validate(
+    body: &[u8],
+    binary_header_len: Option<&str>,
+    rules: &V2Rules,
+) -> Result<(), String> {
     let (json, binary_len) = match binary_header_len {
         None => (body, None),
         Some(raw) => {
@@ -58,9 +118,20 @@ pub(crate) fn validate(body: &[u8], binary_header_len: Option<&str>) -> Result<(
     }
     let mut binary_total: u64 = 0;
     for (i, input) in inputs.iter().enumerate() {
-        binary_total = binary_total.saturating_add(
-            check_input(input, binary_len.is_some()).map_err(|m| format!("inputs[{i}].{m}"))?,
-        );
+        let place = |m: String| format!("inputs[{i}].{m}");
+        binary_total =
+            binary_total.saturating_add(check_input(input, binary_len.is_some()).map_err(place)?);
+        check_model_rules(input, rules).map_err(place)?;
+        if inputs[..i].iter().any(|other| other.name == input.name) {
+            return Err(place(format!("name: duplicate input {:?}", input.name)));
+        }
+    }
+    if let Some(declared) = &rules.inputs
+        && let Some(missing) = declared
+            .iter()
+            .find(|d| !inputs.iter().any(|input| input.name == d.name))
+    {
+        return Err(format!("inputs: missing input {:?}", missing.name));
     }
     if let Some(len) = binary_len
         && binary_total != len as u64
@@ -98,6 +169,18 @@ fn check_input(input: &Input, binary: bool) -> Result<u64, String> {
     }
     let datatype = Datatype::parse(&input.datatype)
         .ok_or_else(|| format!("datatype: unknown datatype {:?}", input.datatype))?;
+    if input.shape.len() > NUMPY_MAX_DIMS {
+        return Err(format!(
+            "shape: {} dimensions, the model server's numpy accepts at most {NUMPY_MAX_DIMS}",
+            input.shape.len()
+        ));
+    }
+    if input.shape.contains(&0) {
+        return Err(format!(
+            "shape: {:?} is a zero-size tensor, which gives the model no data",
+            input.shape
+        ));
+    }
     let count = input
         .shape
         .iter()
@@ -146,9 +229,69 @@ fn check_input(input: &Input, binary: bool) -> Result<u64, String> {
     Ok(0)
 }
 
+/// Check an input against what the model declares or configures. Errors start with the field.
+fn check_model_rules(input: &Input, rules: &V2Rules) -> Result<(), String> {
+    // `check_input` has parsed it already.
+    let datatype = Datatype::parse(&input.datatype).ok_or("datatype: unknown datatype")?;
+    if let Some(element) = rules.element_type
+        && !datatype.is(element)
+    {
+        return Err(format!(
+            "datatype: {}, this model takes {}",
+            input.datatype,
+            element_text(element)
+        ));
+    }
+    if let Some(declared) = &rules.inputs {
+        let Some(d) = declared.iter().find(|d| d.name == input.name) else {
+            let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+            return Err(format!(
+                "name: unknown input {:?}, the model declares {}",
+                input.name,
+                names.join(", ")
+            ));
+        };
+        if d.datatype != input.datatype {
+            return Err(format!(
+                "datatype: {}, the model declares {} for {:?}",
+                input.datatype, d.datatype, d.name
+            ));
+        }
+        if !d.fits(&input.shape) {
+            return Err(format!(
+                "shape: {:?} does not fit the declared {}",
+                input.shape,
+                d.shape_text()
+            ));
+        }
+    } else if let Some(n) = rules.feature_count
+        && !matches!(input.shape.as_slice(), [_, features] if *features == n)
+    {
+        return Err(format!(
+            "shape: {:?}, this model takes [N, {n}] ({n} features per row)",
+            input.shape
+        ));
+    }
+    if let (Some(max), Some(first)) = (rules.max_instances, input.shape.first())
+        && *first > max
+    {
+        return Err(format!("shape: {first} instances, at most {max}"));
+    }
+    Ok(())
+}
+
+fn element_text(element: ElementType) -> &'static str {
+    match element {
+        ElementType::Number => "numbers (an integer or floating-point datatype)",
+        ElementType::String => "strings (BYTES)",
+        ElementType::Bool => "booleans (BOOL)",
+        ElementType::Any => "any datatype",
+    }
+}
+
 /// The Open Inference Protocol datatypes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Datatype {
+pub(crate) enum Datatype {
     Bool,
     Uint(u32),
     Int(u32),
@@ -157,7 +300,7 @@ enum Datatype {
 }
 
 impl Datatype {
-    fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "BOOL" => Datatype::Bool,
             "UINT8" => Datatype::Uint(8),
@@ -174,6 +317,21 @@ impl Datatype {
             "BYTES" => Datatype::Bytes,
             _ => return None,
         })
+    }
+
+    /// Whether tensors of this datatype hold elements of `element`.
+    pub(crate) fn is(self, element: ElementType) -> bool {
+        match element {
+            ElementType::Number => {
+                matches!(
+                    self,
+                    Datatype::Uint(_) | Datatype::Int(_) | Datatype::Float(_)
+                )
+            }
+            ElementType::String => self == Datatype::Bytes,
+            ElementType::Bool => self == Datatype::Bool,
+            ElementType::Any => true,
+        }
     }
 
     /// Bytes per element in the binary extension (`None` for BYTES: length-prefixed).

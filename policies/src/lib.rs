@@ -14,8 +14,9 @@
 //! Modules, in request order: `config` (the document as written) and `compile` (into the
 //! engine, errors with field paths); `engine` (the pipeline); `routing` (path -> model and
 //! endpoint) and `models` (names, aliases); `jwt`, `jwks` and `token_cache` (authentication);
-//! `authz` (scopes and claims); `ratelimit` over `store` (GCRA in shared data); `kserve_v1`,
-//! `kserve_v2` and `body_model` (bodies); `reply` and `decision` (what comes out).
+//! `authz` (scopes and claims); `ratelimit` over `store` (GCRA in shared data);
+//! `kserve_headers` (the headers that decide how KServe reads a body), `kserve_v1`, `kserve_v2`
+//! and `body_model` (bodies); `reply` and `decision` (what comes out).
 //! The configuration reference is `docs/config.md`.
 
 mod authz;
@@ -27,6 +28,7 @@ mod engine;
 mod error;
 mod jwks;
 mod jwt;
+mod kserve_headers;
 mod kserve_v1;
 mod kserve_v2;
 mod models;
@@ -39,7 +41,7 @@ mod token_cache;
 
 use std::time::SystemTime;
 
-pub use config::{ElementType, FailureMode, LogLevel};
+pub use config::{CloudEvents, ElementType, FailureMode, LogLevel};
 pub use decision::{
     BodyDecision, Continue, HeaderEdits, HeadersDecision, NeedBody, Outcome, PendingRequest, Reply,
     Verdict,

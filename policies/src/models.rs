@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::authz::Requirements;
 use crate::config::Protocol;
 use crate::kserve_v1::V1Rules;
+use crate::kserve_v2::V2Rules;
 use crate::ratelimit::Quota;
 
 /// Index of a model in [`Models`].
@@ -20,6 +21,7 @@ pub(crate) struct Model {
     pub(crate) requirements: Requirements,
     pub(crate) quota: Option<Quota>,
     pub(crate) v1_rules: V1Rules,
+    pub(crate) v2_rules: V2Rules,
 }
 
 impl Model {

@@ -25,6 +25,12 @@ pub(crate) fn invalid(message: &str, model: Option<Arc<str>>) -> Reply {
     reply(400, message, model, Outcome::Invalid)
 }
 
+/// 400 or 415: headers that would make the model server read the body differently from the
+/// validator (`kserve_headers`).
+pub(crate) fn refused_framing(status: u16, message: &str, model: Arc<str>) -> Reply {
+    reply(status, message, Some(model), Outcome::Invalid)
+}
+
 /// 404 in KServe's exact shape.
 pub(crate) fn unknown_model(name: &str) -> Reply {
     reply(

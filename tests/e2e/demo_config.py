@@ -6,10 +6,12 @@ what the tests prove. The policy it states:
 
   sklearn-iris  two replicas, round robin; explain goes to the explainer server.
                 Needs scope `predict:sklearn-iris`. 50 requests/s per subject, burst 100.
-                V1 rows of 4 numbers, at most 100 instances.
+                V1 rows of 4 numbers, at most 100 instances; V2 tensors [N, 4] of a
+                numeric datatype, N at most 100.
   sklearn-wine  one replica. Needs scope `predict:sklearn-wine`.
                 2 requests/s per subject, burst 5 (small, so a loop of curls shows 429).
-                V1 rows of 13 numbers, at most 100 instances.
+                V1 rows of 13 numbers, at most 100 instances; V2 exactly the input the
+                model server's metadata declares (`input-0`, FP64, [-1, 13]).
   every model   a JWT from the demo issuer, any of the 12 supported algorithms; bodies over
                 64 KiB get 413; the token's `sub` goes upstream as `x-jwt-sub`.
 """
@@ -82,12 +84,22 @@ def filter_config(keyset: keys.KeySet) -> dict:
             IRIS: {
                 "requiredScopes": [IRIS_SCOPE],
                 "rateLimit": IRIS_QUOTA,
-                "validation": {"featureCount": IRIS_FEATURES, "maxInstances": MAX_INSTANCES},
+                "validation": {
+                    "featureCount": IRIS_FEATURES,
+                    "maxInstances": MAX_INSTANCES,
+                    "elementType": "number",
+                },
             },
             WINE: {
                 "requiredScopes": [WINE_SCOPE],
                 "rateLimit": WINE_QUOTA,
-                "validation": {"featureCount": WINE_FEATURES, "maxInstances": MAX_INSTANCES},
+                "validation": {
+                    "featureCount": WINE_FEATURES,
+                    "maxInstances": MAX_INSTANCES,
+                    "elementType": "number",
+                    # As the model server's V2 metadata declares it (model_server.py).
+                    "v2Inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, WINE_FEATURES]}],
+                },
             },
         },
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import re
+import urllib.parse
 
 import requests
 
@@ -72,3 +74,20 @@ def filter_outcome(stack: Stack, model: str, outcome: str) -> float:
     ]
     assert len(found) == 1, f"no modelgate_requests{{model={model!r},outcome={outcome!r}}} on {stack.admin}/metrics"
     return found[0]
+
+
+def post_raw(base: str, path: str, body: bytes, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """A POST with exactly these header lines, repeats kept (requests folds them into a dict);
+    only `Host` and `Content-Length` are added."""
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=15)
+    try:
+        conn.putrequest("POST", path, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()

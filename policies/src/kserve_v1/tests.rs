@@ -1,15 +1,21 @@
 use super::{V1Rules, validate};
-use crate::config::ElementType;
+use crate::config::{CloudEvents, ElementType};
 
 const IRIS: V1Rules = V1Rules {
     feature_count: Some(4),
     max_instances: Some(10),
     element_type: ElementType::Number,
+    cloud_events: CloudEvents::Reject,
 };
 const FREE: V1Rules = V1Rules {
     feature_count: None,
     max_instances: None,
     element_type: ElementType::Number,
+    cloud_events: CloudEvents::Reject,
+};
+const IRIS_EVENTS: V1Rules = V1Rules {
+    cloud_events: CloudEvents::Unwrap,
+    ..IRIS
 };
 
 #[test]
@@ -213,4 +219,89 @@ fn rows_nested_past_the_rank_limit_are_refused() {
     );
     let ok = format!("{{\"instances\": [{}1{}]}}", "[".repeat(7), "]".repeat(7));
     assert_eq!(validate(ok.as_bytes(), &FREE), Ok(()));
+}
+
+/// A structured `CloudEvent` as KServe's `is_structured_cloudevent` recognises it, around `data`,
+/// with `outer` members besides the attributes.
+fn event(data: &str, outer: &str) -> String {
+    format!(
+        r#"{{"specversion": "1.0", "type": "t", "source": "s", "id": "1", "time": "2020-01-01T00:00:00Z", "data": {data}{outer}}}"#
+    )
+}
+
+#[test]
+fn a_structured_cloudevent_is_refused_by_default() {
+    let body = event(r#"{"instances": [[1, 2, 3, 4]]}"#, "");
+    assert_eq!(
+        validate(body.as_bytes(), &IRIS),
+        Err("body: a structured CloudEvent (specversion, id, source, type, time and data) is not accepted here".to_owned())
+    );
+}
+
+#[test]
+fn an_unwrapped_cloudevent_is_judged_by_its_data_not_its_outer_rows() {
+    let valid_data = event(r#"{"instances": [[1, 2, 3, 4]]}"#, "");
+    assert_eq!(validate(valid_data.as_bytes(), &IRIS_EVENTS), Ok(()));
+
+    // The bypass KServe allowed: valid outer rows, three features in what the model is fed.
+    let smuggled = event(
+        r#"{"instances": [[1, 2, 3]]}"#,
+        r#", "instances": [[1, 2, 3, 4]]"#,
+    );
+    assert_eq!(
+        validate(smuggled.as_bytes(), &IRIS_EVENTS),
+        Err("data.instances[0]: expected 4 features, got 3".to_owned())
+    );
+    let too_many = event(
+        &format!(r#"{{"instances": [{}]}}"#, ["[1, 2, 3, 4]"; 11].join(", ")),
+        "",
+    );
+    assert_eq!(
+        validate(too_many.as_bytes(), &IRIS_EVENTS),
+        Err("data.instances: more than 10 instances".to_owned())
+    );
+    for (data, want) in [
+        (
+            "null",
+            "data: invalid type: null, expected a JSON object at line 1 column 4",
+        ),
+        (
+            r#""{\"instances\": [[1, 2, 3, 4]]}""#,
+            "data: invalid type: string \"{\\\"instances\\\": [[1, 2, 3, 4]]}\", expected a JSON object at line 1 column 33",
+        ),
+        ("[[1, 2, 3, 4]]", "data: expected a JSON object, got a list"),
+        ("{}", "data: missing instances or inputs"),
+    ] {
+        assert_eq!(
+            validate(event(data, "").as_bytes(), &IRIS_EVENTS),
+            Err(want.to_owned()),
+            "{data}"
+        );
+    }
+    // KServe unwraps once: an event inside `data` is a plain body and needs its own rows.
+    let nested = event(&event(r#"{"instances": [[1, 2, 3, 4]]}"#, ""), "");
+    assert_eq!(
+        validate(nested.as_bytes(), &IRIS_EVENTS),
+        Err("data: missing instances or inputs".to_owned())
+    );
+}
+
+#[test]
+fn a_body_missing_one_cloudevent_attribute_is_a_plain_body() {
+    // No `time`: KServe predicts on the outer rows, and so the filter validates those.
+    let body = r#"{"specversion": "1.0", "type": "t", "source": "s", "id": "1", "data": {"instances": [[1, 2, 3]]}, "instances": [[1, 2, 3, 4]]}"#;
+    assert_eq!(validate(body.as_bytes(), &IRIS), Ok(()));
+    assert_eq!(validate(body.as_bytes(), &IRIS_EVENTS), Ok(()));
+}
+
+#[test]
+fn a_repeated_data_member_is_refused() {
+    let body = event(
+        r#"{"instances": [[1, 2, 3, 4]]}"#,
+        r#", "data": {"instances": [[1, 2, 3]]}"#,
+    );
+    assert_eq!(
+        validate(body.as_bytes(), &IRIS_EVENTS),
+        Err("body: duplicate field data".to_owned())
+    );
 }

@@ -1,4 +1,9 @@
-use super::validate;
+use super::{DeclaredInput, V2Rules, validate as validate_with};
+use crate::config::ElementType;
+
+fn validate(body: &[u8], binary: Option<&str>) -> Result<(), String> {
+    validate_with(body, binary, &V2Rules::default())
+}
 
 fn ok(body: &str) {
     assert_eq!(validate(body.as_bytes(), None), Ok(()), "body {body}");
@@ -39,7 +44,6 @@ fn accepts_each_datatype_with_fitting_values() {
         ("FP64", "[2, 2]", "[[1, 2], [3, 4.5]]"),
         ("BF16", "[1]", "[0.5]"),
         ("BYTES", "[1]", r#"["hello"]"#),
-        ("FP32", "[0]", "[]"),
         ("FP32", "[]", "[7]"),
     ];
     for (datatype, shape, data) in cases {
@@ -176,5 +180,156 @@ fn validates_the_json_header_of_binary_bodies() {
     assert_eq!(
         validate(&body, Some("-3")),
         Err("inference-header-content-length: not a non-negative integer".to_owned())
+    );
+}
+
+fn body(inputs: &[String]) -> String {
+    format!(r#"{{"inputs": [{}]}}"#, inputs.join(", "))
+}
+
+/// One input object (where `input` gives a whole body).
+fn tensor(name: &str, datatype: &str, shape: &str, data: &str) -> String {
+    format!(r#"{{"name": "{name}", "datatype": "{datatype}", "shape": {shape}, "data": {data}}}"#)
+}
+
+#[test]
+fn refuses_shapes_numpy_cannot_build_or_that_hold_no_data() {
+    let deep = vec!["1"; 65].join(", ");
+    err(
+        &body(&[tensor("x", "FP64", &format!("[{deep}]"), "[1.0]")]),
+        "inputs[0].shape: 65 dimensions, the model server's numpy accepts at most 64",
+    );
+    let deepest_allowed = vec!["1"; 64].join(", ");
+    ok(&body(&[tensor(
+        "x",
+        "FP64",
+        &format!("[{deepest_allowed}]"),
+        "[1.0]",
+    )]));
+    err(
+        &body(&[tensor("x", "FP64", "[0, 4]", "[]")]),
+        "inputs[0].shape: [0, 4] is a zero-size tensor, which gives the model no data",
+    );
+    err(
+        &input("x", "FP32", "[0]", "[]"),
+        "inputs[0].shape: [0] is a zero-size tensor, which gives the model no data",
+    );
+}
+
+fn iris_rules() -> V2Rules {
+    V2Rules {
+        inputs: None,
+        feature_count: Some(4),
+        max_instances: Some(2),
+        element_type: Some(ElementType::Number),
+    }
+}
+
+fn check(rules: &V2Rules, inputs: &[String]) -> Result<(), String> {
+    validate_with(body(inputs).as_bytes(), None, rules)
+}
+
+#[test]
+fn feature_count_max_instances_and_element_type_apply_to_v2() {
+    let rules = iris_rules();
+    let row = "[5.1, 3.5, 1.4, 0.2]";
+    assert_eq!(
+        check(&rules, &[tensor("input-0", "FP64", "[1, 4]", row)]),
+        Ok(())
+    );
+    assert_eq!(
+        check(
+            &rules,
+            &[tensor("input-0", "INT32", "[1, 4]", "[5, 3, 1, 0]")]
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        check(
+            &rules,
+            &[tensor("input-0", "FP64", "[1, 3]", "[5.1, 3.5, 1.4]")]
+        ),
+        Err("inputs[0].shape: [1, 3], this model takes [N, 4] (4 features per row)".to_owned())
+    );
+    assert_eq!(
+        check(&rules, &[tensor("input-0", "FP64", "[4]", row)]),
+        Err("inputs[0].shape: [4], this model takes [N, 4] (4 features per row)".to_owned())
+    );
+    assert_eq!(
+        check(
+            &rules,
+            &[tensor(
+                "input-0",
+                "FP64",
+                "[3, 4]",
+                &format!("[{row}, {row}, {row}]")
+            )]
+        ),
+        Err("inputs[0].shape: 3 instances, at most 2".to_owned())
+    );
+    assert_eq!(
+        check(&rules, &[tensor("input-0", "BYTES", "[1, 4]", r#"["a", "b", "c", "d"]"#)]),
+        Err("inputs[0].datatype: BYTES, this model takes numbers (an integer or floating-point datatype)".to_owned())
+    );
+    assert_eq!(
+        check(&rules, &[tensor("input-0", "BOOL", "[1, 4]", "[true, false, true, true]")]),
+        Err("inputs[0].datatype: BOOL, this model takes numbers (an integer or floating-point datatype)".to_owned())
+    );
+}
+
+#[test]
+fn declared_inputs_fix_names_datatypes_and_shapes() {
+    let rules = V2Rules {
+        inputs: Some(vec![
+            DeclaredInput {
+                name: "input-0".to_owned(),
+                datatype: "FP64".to_owned(),
+                shape: vec![None, Some(4)],
+            },
+            DeclaredInput {
+                name: "mask".to_owned(),
+                datatype: "BOOL".to_owned(),
+                shape: vec![None],
+            },
+        ]),
+        // Declared inputs take the place of featureCount for V2.
+        feature_count: Some(13),
+        ..V2Rules::default()
+    };
+    let row = "[5.1, 3.5, 1.4, 0.2]";
+    let features = tensor("input-0", "FP64", "[2, 4]", &format!("[{row}, {row}]"));
+    let mask = tensor("mask", "BOOL", "[2]", "[true, false]");
+    assert_eq!(check(&rules, &[mask.clone(), features.clone()]), Ok(()));
+    assert_eq!(
+        check(&rules, std::slice::from_ref(&features)),
+        Err(r#"inputs: missing input "mask""#.to_owned())
+    );
+    assert_eq!(
+        check(
+            &rules,
+            &[
+                features.clone(),
+                mask.clone(),
+                tensor("extra", "FP64", "[1]", "[1.0]")
+            ]
+        ),
+        Err(
+            r#"inputs[2].name: unknown input "extra", the model declares input-0, mask"#.to_owned()
+        )
+    );
+    assert_eq!(
+        check(&rules, &[features.clone(), mask.clone(), mask.clone()]),
+        Err(r#"inputs[2].name: duplicate input "mask""#.to_owned())
+    );
+    assert_eq!(
+        check(
+            &rules,
+            &[tensor("input-0", "FP32", "[1, 4]", row), mask.clone()]
+        ),
+        Err(r#"inputs[0].datatype: FP32, the model declares FP64 for "input-0""#.to_owned())
+    );
+    assert_eq!(
+        check(&rules, &[tensor("input-0", "FP64", "[1, 1, 4]", row), mask]),
+        Err("inputs[0].shape: [1, 1, 4] does not fit the declared [-1, 4]".to_owned())
     );
 }

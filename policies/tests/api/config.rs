@@ -67,6 +67,46 @@ fn errors_name_the_field_path() {
             "failureMode: unknown variant `open`",
         ),
         (
+            "/validation/cloudEvents",
+            json!("accept"),
+            "validation.cloudEvents: unknown variant `accept`",
+        ),
+        (
+            "/models/sklearn-iris/validation/v2Inputs",
+            json!([]),
+            "models.sklearn-iris.validation.v2Inputs: must not be empty",
+        ),
+        (
+            "/models/sklearn-iris/validation/v2Inputs",
+            json!([{"name": "input-0", "datatype": "FP64", "shape": [-1, 0]}]),
+            "models.sklearn-iris.validation.v2Inputs[0].shape[1]: must be -1 (any size) or greater than 0",
+        ),
+        (
+            "/models/sklearn-iris/validation/v2Inputs",
+            json!([{"name": "input-0", "datatype": "FLOAT", "shape": [-1, 4]}]),
+            "models.sklearn-iris.validation.v2Inputs[0].datatype: unknown datatype \"FLOAT\"",
+        ),
+        (
+            "/models/sklearn-iris/validation/v2Inputs",
+            json!([{"name": "a", "datatype": "FP64", "shape": [1]}, {"name": "a", "datatype": "FP64", "shape": [1]}]),
+            "models.sklearn-iris.validation.v2Inputs[1].name: input \"a\" is declared twice",
+        ),
+        (
+            "/models/sklearn-iris/validation/v2Inputs",
+            json!([{"name": "a", "datatype": "FP64", "shape": vec![1; 65]}]),
+            "models.sklearn-iris.validation.v2Inputs[0].shape: at most 64 dimensions (numpy's limit)",
+        ),
+        (
+            "/models/sklearn-iris/validation/v2Inputs",
+            json!([{"name": "a", "datatype": "FP64", "shape": [1], "dims": [1]}]),
+            "models.sklearn-iris.validation.v2Inputs[0].dims: unknown field `dims`",
+        ),
+        (
+            "/models/sklearn-iris/validation",
+            json!({"elementType": "number", "v2Inputs": [{"name": "a", "datatype": "BYTES", "shape": [-1]}]}),
+            "models.sklearn-iris.validation.v2Inputs[0].datatype: BYTES does not hold the model's elementType",
+        ),
+        (
             "/models/sklearn-iris/rateLimit",
             json!({"requestsPerMinute": 0}),
             "models.sklearn-iris.rateLimit.requestsPerMinute: must be greater than 0",

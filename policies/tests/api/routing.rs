@@ -49,7 +49,9 @@ fn a_prediction_names_its_model_before_the_body_is_read() {
     let p = policies(&base_config());
     let t = all_scopes();
     for path in ["/v1/models/iris:predict", "/v2/models/iris/infer"] {
-        let mut req = Req::get(path).bearer(&t);
+        let mut req = Req::get(path)
+            .bearer(&t)
+            .header("content-type", "application/json");
         req.method = "POST";
         let HeadersDecision::NeedBody(need) =
             req.headers_decision(&p, at(NOW), &MemoryStore::new())
@@ -73,7 +75,9 @@ fn only_prediction_posts_buffer_the_body() {
     let p = policies(&base_config());
     let t = all_scopes();
     let needs_body = |method: &'static str, path: &str| {
-        let mut req = Req::get(path).bearer(&t);
+        let mut req = Req::get(path)
+            .bearer(&t)
+            .header("content-type", "application/json");
         req.method = method;
         let store = MemoryStore::new();
         matches!(

@@ -18,7 +18,11 @@ fn infer(body: &[u8], binary_len: Option<usize>) -> Result<(), (u16, String)> {
     let p = policies(&base_config());
     let mut req = Req::post("/v2/models/tensor-model/infer").bearer(&token("alice", ""));
     if let Some(n) = binary_len {
-        req = req.header("Inference-Header-Content-Length", &n.to_string());
+        req = req
+            .header("Content-Type", "application/octet-stream")
+            .header("Inference-Header-Content-Length", &n.to_string());
+    } else {
+        req = req.header("Content-Type", "application/json");
     }
     req.send(&p, body, at(NOW), &MemoryStore::new())
         .map(|_| ())
@@ -124,4 +128,97 @@ fn bodies_past_the_limit_get_413() {
         p.on_request_body(&need.pending, IRIS_BODY, at(NOW), &store),
         BodyDecision::Continue(_)
     ));
+}
+
+/// The header decision for a body request to `path` with these headers.
+fn framing(path: &str, headers: &[(&str, &str)]) -> Result<Vec<(String, String)>, (u16, String)> {
+    let p = policies(&base_config());
+    let mut req = Req::post(path).bearer(&token("alice", "models:iris"));
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    match req.headers_decision(&p, at(NOW), &MemoryStore::new()) {
+        HeadersDecision::NeedBody(need) => Ok(need
+            .headers
+            .set
+            .iter()
+            .filter(|(name, _)| {
+                ["content-type", "inference-header-content-length"].contains(&&**name)
+            })
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect()),
+        HeadersDecision::Reply(r) => Err((r.status, r.body)),
+        HeadersDecision::Continue(_) => panic!("a body request was forwarded without its body"),
+    }
+}
+
+#[test]
+fn the_content_type_is_pinned_to_the_one_kserve_parses_before_the_body_is_read() {
+    let predict = "/v1/models/iris:predict";
+    assert_eq!(
+        framing(
+            predict,
+            &[("content-type", "application/json; charset=UTF-8")]
+        ),
+        Ok(vec![(
+            "content-type".to_owned(),
+            "application/json".to_owned()
+        )])
+    );
+    assert_eq!(framing(predict, &[]), Ok(vec![]));
+    assert_eq!(
+        framing(predict, &[("content-type", "text/plain")]),
+        Err((
+            415,
+            json!({"error": r#"content-type: "text/plain" is not read as JSON by the model server; send application/json"#})
+                .to_string()
+        ))
+    );
+    let binary_event = [
+        ("content-type", "application/json"),
+        ("ce-specversion", "1.0"),
+        ("ce-source", "s"),
+        ("ce-type", "t"),
+        ("ce-id", "1"),
+    ];
+    assert_eq!(
+        framing("/v1/models/iris:explain", &binary_event).map_err(|(status, _)| status),
+        Err(400)
+    );
+    let infer = "/v2/models/tensor-model/infer";
+    assert_eq!(
+        framing(
+            infer,
+            &[("content-type", "application/json; charset=utf-8")]
+        ),
+        Ok(vec![])
+    );
+    assert_eq!(framing(infer, &[]).map_err(|(status, _)| status), Err(415));
+    assert_eq!(
+        framing(infer, &[("inference-header-content-length", "10")]),
+        Ok(vec![(
+            "inference-header-content-length".to_owned(),
+            "10".to_owned()
+        )])
+    );
+}
+
+#[test]
+fn a_structured_cloudevent_is_refused_unless_unwrapping_is_configured() {
+    let event = br#"{"specversion": "1.0", "type": "t", "source": "s", "id": "1", "time": "2020-01-01T00:00:00Z", "data": {"instances": [[1, 2, 3]]}, "instances": [[1, 2, 3, 4]]}"#;
+    assert_eq!(predict(event).map_err(|(status, _)| status), Err(400));
+    let mut config = base_config();
+    config["validation"]["cloudEvents"] = json!("unwrap");
+    let p = policies(&config);
+    let reply = Req::post("/v1/models/iris:predict")
+        .bearer(&token("alice", "models:iris"))
+        .send(&p, event, at(NOW), &MemoryStore::new())
+        .unwrap_err();
+    assert_eq!(
+        (reply.status, reply.body),
+        (
+            400,
+            json!({"error": "data.instances[0]: expected 4 features, got 3"}).to_string()
+        )
+    );
 }
