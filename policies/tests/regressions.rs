@@ -61,8 +61,10 @@ fn infer(body: &str) -> (u16, String) {
 /// derive also reads a list as a struct, field by field in declaration order.
 #[test]
 fn v2_input_given_as_a_list_is_refused() {
-    let (status, _) =
-        infer(r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}"#);
+    // The fixture's featureCount makes a V2 input [N, 4].
+    let (status, _) = infer(
+        r#"{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]}"#,
+    );
     assert_eq!(status, 200);
     let (status, error) = infer(r#"{"inputs": [["x", [1], "FP32", [1.0], null]]}"#);
     assert_eq!(status, 400);

@@ -6,8 +6,9 @@ that change how KServe reads a body (content types, a repeated content type, bin
 CloudEvent headers), through the real gateway in front of the real KServe servers:
 
 - the filter refuses it (a 4xx JSON error, and the request id never reaches a model server), or
-- it is forwarded, and then KServe's own decoding functions, run offline on the bytes and the
-  headers the model server actually received (kserve_decode.py: `DataPlane.decode`,
+- it is forwarded, and then KServe's own decoding functions, run offline on the body and the
+  header lines the model server actually received (its /debug/requests record; kserve_decode.py:
+  `DataPlane.decode`,
   `get_predict_input`), give a model input that fits the model the gateway validated it for
   (sklearn-iris: a numeric [N, 4] array with 1 <= N <= 100), and the live answer is 200.
 
@@ -120,7 +121,8 @@ class Case:
     request_id: str = ""
     status: int = 0
     answer: bytes = b""
-    received: dict | None = None  # the headers the model server got, when forwarded
+    received: list | None = None  # the header pairs the model server got, when forwarded
+    received_body: bytes | None = None
 
     @property
     def label(self) -> str:
@@ -134,6 +136,7 @@ def cases() -> list[Case]:
 
 
 def recent_by_id(stack) -> dict[str, dict]:
+    """The requests the iris servers recorded (headers in arrival order, body), by request id."""
     seen = {}
     for server in IRIS_SERVERS:
         r = requests.get(f"{stack.model_server_url(server)}/debug/requests", timeout=5)
@@ -141,7 +144,7 @@ def recent_by_id(stack) -> dict[str, dict]:
         for item in r.json()["requests"]:
             rid = item["headers"].get("x-request-id")
             if rid:
-                seen[rid] = item["headers"]
+                seen[rid] = item
     return seen
 
 
@@ -159,7 +162,10 @@ def run_through(stack, gateway: str, all_cases: list[Case]) -> None:
             case.status, case.answer = post_raw(gateway, path, case.body, headers)
         seen = recent_by_id(stack)
         for case in batch:
-            case.received = seen.get(case.request_id)
+            item = seen.get(case.request_id)
+            if item is not None:
+                case.received = item["header_list"]
+                case.received_body = item["body"].encode("latin-1")
 
 
 def kserve_decode(forwarded: list[Case]) -> list[dict]:
@@ -167,8 +173,8 @@ def kserve_decode(forwarded: list[Case]) -> list[dict]:
         json.dumps(
             {
                 "protocol": c.protocol,
-                "body": base64.b64encode(c.body).decode(),
-                "headers": [[k, v] for k, v in (c.received or {}).items()],
+                "body": base64.b64encode(c.received_body or b"").decode(),
+                "headers": c.received,
             }
         )
         + "\n"
@@ -202,6 +208,9 @@ def disagreements(all_cases: list[Case]) -> list[str]:
                 error = None
             if case.status not in (400, 413, 415) or not isinstance(error, str):
                 problems.append(f"{case.label}: neither forwarded nor refused with a JSON 4xx: {case.status} {case.answer[:200]!r}")
+    for case in forwarded:
+        if case.received_body != case.body:
+            problems.append(f"{case.label}: the model server received other bytes than were sent")
     for case, result in zip(forwarded, kserve_decode(forwarded)):
         if not fits_the_model(result):
             problems.append(f"{case.label}: forwarded, but KServe decodes it to {result}")
