@@ -15,10 +15,11 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::config::{CloudEvents, ElementType};
+use crate::strict_json::AnyValue;
 
 /// Deepest row nesting accepted (a row of images is 3 deep); deeper rows are refused, which
 /// keeps [`Shape`] a fixed-size value: no allocation per row.
@@ -209,11 +210,12 @@ impl<'de> Visitor<'de> for BodySeed<'_, '_> {
                 }
                 Key::Attribute(bit) => {
                     attributes |= bit;
-                    map.next_value::<IgnoredAny>()?;
+                    // Decoded, not skipped: orjson refuses the whole body for a bad escape.
+                    map.next_value_seed(AnyValue)?;
                     continue;
                 }
                 Key::Data | Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value_seed(AnyValue)?;
                     continue;
                 }
             };

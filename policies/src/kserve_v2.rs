@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::config::ElementType;
+use crate::strict_json;
 
 /// The most dimensions numpy 2 accepts (`NPY_MAXDIMS`; numpy 1 accepted 32). The model servers
 /// here run numpy 2.4 (`tests/requirements.txt`).
@@ -94,6 +95,9 @@ pub(crate) fn validate(
             (&body[..n], Some(body.len() - n))
         }
     };
+    // Fields the derive below skips are not decoded; a lone surrogate in one fails the model
+    // server's answer (see `strict_json`).
+    strict_json::check_escapes(json).map_err(|e| format!("body: invalid JSON: {e}"))?;
     // serde's derive would also accept a JSON list as a struct; the protocol wants an object.
     if let Some(first) = json.iter().find(|b| !b.is_ascii_whitespace())
         && *first != b'{'

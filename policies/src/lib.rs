@@ -16,7 +16,7 @@
 //! endpoint) and `models` (names, aliases); `jwt`, `jwks` and `token_cache` (authentication);
 //! `authz` (scopes and claims); `ratelimit` over `store` (GCRA in shared data);
 //! `kserve_headers` (the headers that decide how KServe reads a body), `kserve_v1`, `kserve_v2`
-//! and `body_model` (bodies); `reply` and `decision` (what comes out).
+//! and `body_model` (bodies), `strict_json` (every string decoded, as KServe's parsers do); `reply` and `decision` (what comes out).
 //! The configuration reference is `docs/config.md`.
 
 mod authz;
@@ -37,6 +37,7 @@ mod reply;
 mod request;
 mod routing;
 mod store;
+mod strict_json;
 mod token_cache;
 
 use std::time::SystemTime;

@@ -59,6 +59,8 @@ V1_MALFORMED: dict[str, bytes] = {
     "deeply nested": b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}",
     "number out of range": b'{"instances": [[1e999, 3.5, 1.4, 0.2]]}',
     "too many instances": j({"instances": [ROW] * 101}),
+    # orjson, KServe's V1 parser, refuses the whole body (KServe's 400, after reaching it).
+    "lone surrogate in an extra field": b'{"instances": [[5.1, 3.5, 1.4, 0.2]], "note": "\\ud800"}',
 }
 
 V2_MALFORMED: dict[str, bytes] = {
@@ -85,6 +87,8 @@ V2_MALFORMED: dict[str, bytes] = {
     "negative in UINT16": v2(tensor(datatype="UINT16", data=[5, 3, -1, 0])),
     "number in BOOL": v2(tensor(datatype="BOOL", data=[1, 0, 1, 0])),
     "null in FP32": v2(tensor(datatype="FP32", data=[5.1, None, 1.4, 0.2])),
+    # Python's json lets it through; KServe's answer then cannot encode the id (500).
+    "lone surrogate in the id": b'{"id": "\\ud800", "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}',
 }
 
 # Bodies that are unusual but valid: the gateway must pass them and KServe's answer comes back.

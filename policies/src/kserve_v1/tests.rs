@@ -305,3 +305,13 @@ fn a_repeated_data_member_is_refused() {
         Err("body: duplicate field data".to_owned())
     );
 }
+
+#[test]
+fn a_lone_surrogate_anywhere_is_refused_as_orjson_refuses_it() {
+    let body = r#"{"instances": [[1, 2, 3, 4]], "note": "\ud800"}"#;
+    assert!(validate(body.as_bytes(), &IRIS).is_err());
+    let in_data = event(r#"{"instances": [[1, 2, 3, 4]], "note": "\ud800"}"#, "");
+    assert!(validate(in_data.as_bytes(), &IRIS_EVENTS).is_err());
+    let paired = r#"{"instances": [[1, 2, 3, 4]], "note": "\ud83d\ude00"}"#;
+    assert_eq!(validate(paired.as_bytes(), &IRIS), Ok(()));
+}

@@ -333,3 +333,9 @@ fn declared_inputs_fix_names_datatypes_and_shapes() {
         Err("inputs[0].shape: [1, 1, 4] does not fit the declared [-1, 4]".to_owned())
     );
 }
+
+#[test]
+fn a_lone_surrogate_in_a_field_the_validator_skips_is_refused() {
+    let body = r#"{"id": "\ud800", "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}"#;
+    assert!(validate(body.as_bytes(), None).is_err_and(|e| e.starts_with("body: invalid JSON: ")),);
+}
