@@ -2,7 +2,9 @@
 # Installs what `make demo` and `make test` need on a fresh machine, and nothing else:
 #   - the wasm32-wasip1 Rust target (the filter's build target);
 #   - a Python venv at .venv with tests/requirements.txt (KServe, scikit-learn, PyJWT, ...);
-#   - curl, which the demo walkthrough runs (Debian package, only when missing).
+#   - curl, which the demo walkthrough runs (Debian package, only when missing);
+#   - Prometheus and promtool (Debian package `prometheus`, only when missing): the e2e suite
+#     runs a real Prometheus against the stack, tests/deploy runs promtool on the alerts.
 # Idempotent and silent when everything is already in place, so running it before every
 # `make` target costs well under a second.
 set -euo pipefail
@@ -21,6 +23,15 @@ fi
 if ! command -v curl >/dev/null; then
     say "installing curl"
     apt-get update -qq && apt-get install -y -qq curl >/dev/null
+fi
+
+# The alert rules and the dashboard in deploy/monitoring/ are checked by promtool and against
+# a real Prometheus. The package's service is not started: the tests run their own.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    say "installing prometheus (Debian package)"
+    if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 # The venv is rebuilt only when tests/requirements.txt or the Python interpreter changed:

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::authz::Requirements;
 use crate::config::{
-    CloudEvents, ElementType, Protocol, RawBodyModel, RawConfig, RawJwt, RawLimitKey, RawModel,
-    RawModelValidation, RawQuota, RawTokenSource, RawV2Input,
+    CloudEvents, ElementType, ExplainFormat, Protocol, RawBodyModel, RawConfig, RawJwt,
+    RawLimitKey, RawModel, RawModelValidation, RawQuota, RawTokenSource, RawV2Input,
 };
 use crate::engine::{BodyModel, Engine, LimitKey};
 use crate::error::ConfigError;
@@ -308,6 +308,10 @@ fn compile_model(
         .rate_limit
         .map(|q| compile_quota(name, &q, &format!("{path}.rateLimit")))
         .transpose()?;
+    let explain = raw
+        .validation
+        .as_ref()
+        .map_or(ExplainFormat::default(), |v| v.explain);
     let (v1_rules, v2_rules) = match raw.validation {
         None => (
             V1Rules {
@@ -326,6 +330,7 @@ fn compile_model(
         quota,
         v1_rules,
         v2_rules,
+        explain,
     })
 }
 

@@ -283,6 +283,19 @@ pub(crate) struct RawModelValidation {
     /// V1 default: numbers. V2: checked only when set.
     pub(crate) element_type: Option<ElementType>,
     pub(crate) v2_inputs: Option<Vec<RawV2Input>>,
+    #[serde(default)]
+    pub(crate) explain: ExplainFormat,
+}
+
+/// What a model's `:explain` body looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum ExplainFormat {
+    /// The same V1 rows as `:predict` (an explainer that explains rows).
+    #[default]
+    V1,
+    /// KServe's ART explainer: `instances` is `[inputs, labels]` (`kserve_art`).
+    Art,
 }
 
 /// A V2 input as KServe/Triton model metadata declares it.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{FailureMode, LogLevel, Protocol, UnknownModel};
+use crate::config::{ExplainFormat, FailureMode, LogLevel, Protocol, UnknownModel};
 use crate::decision::{
     BodyDecision, Continue, HeaderEdits, HeadersDecision, NeedBody, Outcome, PendingRequest, Reply,
     Verdict,
@@ -18,7 +18,7 @@ use crate::ratelimit::Check;
 use crate::request::RequestView;
 use crate::routing::{self, Endpoint, Target};
 use crate::store::SharedStore;
-use crate::{body_model, kserve_headers, kserve_v1, kserve_v2, reply};
+use crate::{body_model, kserve_art, kserve_headers, kserve_v1, kserve_v2, reply};
 
 /// The compiled policy set.
 #[derive(Debug)]
@@ -66,6 +66,8 @@ enum Stage {
         model: ModelId,
         name: Arc<str>,
         protocol: Protocol,
+        /// A V1 `:explain` (checked by the model's explain format).
+        explain: bool,
         binary_header: Option<String>,
         forward: Continue,
     },
@@ -155,7 +157,8 @@ impl Engine {
                 if !needs_body {
                     return HeadersDecision::Continue(forward);
                 }
-                self.validate_body_first(id, protocol, request, forward)
+                let explain = endpoint == Endpoint::Explain;
+                self.validate_body_first(id, protocol, explain, request, forward)
             }
             Target::Other | Target::List(_) => {
                 let mut edits = self.drop_client_route(request, edits);
@@ -207,16 +210,19 @@ impl Engine {
                 model,
                 name,
                 protocol,
+                explain,
                 binary_header,
                 forward,
             } => {
+                let model = self.models.get(*model);
                 let result = match protocol {
-                    Protocol::V1 => kserve_v1::validate(body, &self.models.get(*model).v1_rules),
-                    Protocol::V2 => kserve_v2::validate(
-                        body,
-                        binary_header.as_deref(),
-                        &self.models.get(*model).v2_rules,
-                    ),
+                    Protocol::V1 if *explain && model.explain == ExplainFormat::Art => {
+                        kserve_art::validate(body, &model.v1_rules)
+                    }
+                    Protocol::V1 => kserve_v1::validate(body, &model.v1_rules),
+                    Protocol::V2 => {
+                        kserve_v2::validate(body, binary_header.as_deref(), &model.v2_rules)
+                    }
                 };
                 match result {
                     Ok(()) => BodyDecision::Continue(forward.clone()),
@@ -274,6 +280,7 @@ impl Engine {
         &self,
         id: ModelId,
         protocol: Protocol,
+        explain: bool,
         request: &RequestView<'_>,
         forward: Continue,
     ) -> HeadersDecision {
@@ -311,6 +318,7 @@ impl Engine {
                     model: id,
                     name: Arc::clone(name),
                     protocol,
+                    explain,
                     binary_header: framing.binary_header,
                     forward: Continue {
                         headers: HeaderEdits::default(),

@@ -28,6 +28,7 @@ mod engine;
 mod error;
 mod jwks;
 mod jwt;
+mod kserve_art;
 mod kserve_headers;
 mod kserve_v1;
 mod kserve_v2;

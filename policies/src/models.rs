@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::authz::Requirements;
-use crate::config::Protocol;
+use crate::config::{ExplainFormat, Protocol};
 use crate::kserve_v1::V1Rules;
 use crate::kserve_v2::V2Rules;
 use crate::ratelimit::Quota;
@@ -22,6 +22,8 @@ pub(crate) struct Model {
     pub(crate) quota: Option<Quota>,
     pub(crate) v1_rules: V1Rules,
     pub(crate) v2_rules: V2Rules,
+    /// How `:explain` bodies are checked (`validation.explain`).
+    pub(crate) explain: ExplainFormat,
 }
 
 impl Model {

@@ -178,24 +178,24 @@ def test_every_model_has_an_inference_service_and_a_route_on_the_routing_header(
     header = config["routing"]["header"]
     assert header == "x-gateway-model-name"
     services = {d["metadata"]["name"]: d for _, d in objects_of("InferenceService")}
-    assert set(config["models"]) == set(services) == {"sklearn-iris", "sklearn-wine"}
+    assert set(config["models"]) == set(services) == {"sklearn-iris", "sklearn-mnist"}
     routed: dict[str, set[str]] = {}
     for _, route in objects_of("HTTPRoute"):
         for rule in route["spec"]["rules"]:
-            for match in rule["matches"]:
+            for match in rule.get("matches", []):
                 models = {h["value"] for h in match.get("headers", []) if h["name"] == header}
                 for model in models:
                     assert route["metadata"]["namespace"] == services[model]["metadata"]["namespace"]
                     routed.setdefault(model, set()).update(b["name"] for b in rule["backendRefs"])
     assert routed == {
-        "sklearn-iris": {"sklearn-iris-predictor", "sklearn-iris-explainer"},
-        "sklearn-wine": {"sklearn-wine-predictor"},
+        "sklearn-iris": {"sklearn-iris-predictor"},
+        "sklearn-mnist": {"sklearn-mnist-predictor", "sklearn-mnist-explainer"},
     }
-    assert "explainer" in services["sklearn-iris"]["spec"]
+    assert "explainer" in services["sklearn-mnist"]["spec"]
 
 
 def test_model_routes_cover_the_v1_and_v2_paths():
-    for model in ("sklearn-iris", "sklearn-wine"):
+    for model in ("sklearn-iris", "sklearn-mnist"):
         route = one("HTTPRoute", model)
         prefixes = {
             m["path"]["value"] for r in route["spec"]["rules"] for m in r["matches"] if m["path"]["type"] == "PathPrefix"

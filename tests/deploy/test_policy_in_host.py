@@ -206,7 +206,7 @@ def token(config: dict, key: rsa.RSAPrivateKey | str, scopes: list[str], kid: st
 def request_set(config: dict, key: rsa.RSAPrivateKey) -> list[tuple[str, str, str, dict[str, str], bytes | None]]:
     """(name, method, path, headers, body): each a different decision the filter makes."""
     iris = token(config, key, ["predict:sklearn-iris"])
-    wine_only = token(config, key, ["predict:sklearn-wine"])
+    mnist_only = token(config, key, ["predict:sklearn-mnist"])
     expired = token(config, key, ["predict:sklearn-iris"], exp=int(time.time()) - 3600)
     json_ct = {"content-type": "application/json"}
     good = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
@@ -219,13 +219,18 @@ def request_set(config: dict, key: rsa.RSAPrivateKey) -> list[tuple[str, str, st
         ("unknown model", "POST", "/v1/models/nope:predict", {"authorization": f"Bearer {iris}", **json_ct}, good),
         ("no token", "POST", "/v1/models/sklearn-iris:predict", json_ct, good),
         ("expired token", "POST", "/v1/models/sklearn-iris:predict", {"authorization": f"Bearer {expired}", **json_ct}, good),
-        ("other model's scope", "POST", "/v1/models/sklearn-iris:predict", {"authorization": f"Bearer {wine_only}", **json_ct}, good),
+        ("other model's scope", "POST", "/v1/models/sklearn-iris:predict", {"authorization": f"Bearer {mnist_only}", **json_ct}, good),
         ("wrong feature count", "POST", "/v1/models/sklearn-iris:predict", {"authorization": f"Bearer {iris}", **json_ct},
          json.dumps({"instances": [[1.0, 2.0, 3.0]]}).encode()),
         ("not json", "POST", "/v1/models/sklearn-iris:predict", {"authorization": f"Bearer {iris}", **json_ct}, b"{instances"),
         ("client-set routing header", "POST", "/v1/models/nope:predict",
          {"authorization": f"Bearer {iris}", "x-gateway-model-name": "sklearn-iris", **json_ct}, good),
         ("model repository", "POST", "/v2/repository/models/sklearn-iris/unload", {"authorization": f"Bearer {iris}"}, b""),
+        # KServe's ART explainer reads instances[0] as the inputs and instances[1] as their
+        # labels (its sample input.json: one 28x28x1 image and its label).
+        ("art explain", "POST", "/v1/models/sklearn-mnist:explain", {"authorization": f"Bearer {mnist_only}", **json_ct},
+         json.dumps({"instances": [[[[[-0.5]] * 28] * 28], [0]]}).encode()),
+        ("tabular explain body", "POST", "/v1/models/sklearn-mnist:explain", {"authorization": f"Bearer {mnist_only}", **json_ct}, good),
     ]
 
 
@@ -246,9 +251,9 @@ def host_config(tmp: Path, name: str, filter_source: dict, upstream_port: int, l
         "admin": {"address": f"127.0.0.1:{admin}"},
         "clusters": [
             {"name": "sklearn-iris", "endpoints": [f"127.0.0.1:{upstream_port}"]},
-            {"name": "sklearn-wine", "endpoints": [f"127.0.0.1:{upstream_port}"]},
+            {"name": "sklearn-mnist", "endpoints": [f"127.0.0.1:{upstream_port}"]},
         ],
-        "routes": model_routes("sklearn-iris") + model_routes("sklearn-wine"),
+        "routes": model_routes("sklearn-iris") + model_routes("sklearn-mnist"),
         "filters": [{"name": "modelgate", "wasm": str(WASM), "vmCount": 2, **filter_source}],
         "accessLog": {"enabled": False},
         "reload": {"watch": False},
@@ -333,7 +338,7 @@ def test_deployed_policy_refuses_alike_from_the_manifest_and_inline(host_bin, wa
         ("model list without token", "GET", "/v1/models", {}, None),
         ("token from another signer", "POST", "/v1/models/sklearn-iris:predict", {"authorization": f"Bearer {foreign}", **json_ct}, body),
         ("unknown key id", "POST", "/v1/models/sklearn-iris:predict", {"authorization": f"Bearer {unknown_kid}", **json_ct}, body),
-        ("not a jwt", "GET", "/v1/models/sklearn-wine", {"authorization": "Bearer not-a-jwt"}, None),
+        ("not a jwt", "GET", "/v1/models/sklearn-mnist", {"authorization": "Bearer not-a-jwt"}, None),
     ]
     decided, reached = compare(host_bin, tmp_path, POLICY, policy, upstream, ports, requests)
     assert {name: status for name, (status, _, _) in decided.items()} == dict.fromkeys(decided, 401)
@@ -370,10 +375,15 @@ def test_policy_with_test_keys_decides_alike_from_the_manifest_and_inline(host_b
         # Names no model the way the filter routes, so no model route matches (the gateway's
         # 404; in the cluster, the fallback route's).
         "model repository": 404,
+        "art explain": 200,
+        "tabular explain body": 400,
     }
     assert decided["unknown model"][1] == {"error": "Model with name nope does not exist."}
     assert decided["wrong feature count"][1] == {"error": "instances[0]: expected 4 features, got 3"}
     assert decided["model list"][1] == {"models": ["sklearn-iris"]}
+    assert decided["tabular explain body"][1] == {
+        "error": "instances: the ART explainer takes [inputs, labels], got 1 entries"
+    }
     assert 'error="insufficient_scope"' in decided["other model's scope"][2]
     assert 'error="invalid_token"' in decided["expired token"][2]
     # Only the valid model requests reached the upstream, routed by the header the filter set,
@@ -382,6 +392,7 @@ def test_policy_with_test_keys_decides_alike_from_the_manifest_and_inline(host_b
         ("/v1/models/sklearn-iris:predict", "sklearn-iris"),
         ("/v1/models/sklearn-iris", "sklearn-iris"),
         ("/v2/models/sklearn-iris/infer", "sklearn-iris"),
+        ("/v1/models/sklearn-mnist:explain", "sklearn-mnist"),
     ]
     assert config["rateLimit"]["keyHeader"] == "x-modelgate-ratelimit-key"
     assert all(seen["limitKey"] == "deploy-test-user" for seen in reached)
