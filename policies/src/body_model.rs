@@ -1,9 +1,12 @@
 //! The model name from a JSON body's field (OpenAI-style `{"model": "..."}`), read without
-//! building a JSON tree: other fields are skipped.
+//! building a JSON tree: other fields are checked as KServe's parsers read them
+//! ([`AnyValue`]), not kept.
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+
+use crate::strict_json::AnyValue;
 
 /// The string value of top-level `field`; the error is the 400 message.
 pub(crate) fn find(body: &[u8], field: &str) -> Result<String, String> {
@@ -49,7 +52,9 @@ impl<'de> Visitor<'de> for Finder<'_> {
                 }
                 found = Some(map.next_value::<String>()?);
             } else {
-                map.next_value::<IgnoredAny>()?;
+                // Decoded, not skipped: `IgnoredAny` passes invalid UTF-8 and lone surrogates
+                // in a string (found by the `body_model` fuzz target's reference).
+                map.next_value_seed(AnyValue)?;
             }
         }
         Ok(found)

@@ -29,7 +29,11 @@ const OPEN_CONFIG: &str = r#"{
 
 /// The status a POST with `body` gets (200 when forwarded), and the reply's body.
 fn post(path: &str, body: &[u8]) -> (u16, String) {
-    let policies = Policies::from_json(OPEN_CONFIG.as_bytes()).expect("fixture config");
+    post_with(OPEN_CONFIG, path, body)
+}
+
+fn post_with(config: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let policies = Policies::from_json(config.as_bytes()).expect("fixture config");
     let store = MemoryStore::new();
     let headers = vec![("content-type", "application/json")];
     let client = KnownClient {
@@ -86,4 +90,41 @@ fn v2_parameters_given_as_a_list_are_refused() {
         error.contains("inputs[0].parameters: invalid type: sequence, expected an object"),
         "{error}"
     );
+}
+
+/// `body_model`, reference `body_model`: a body with invalid UTF-8 in a field the filter skips
+/// (here a key inside `messages`) is not JSON; it got the unknown model's 404 instead of 400,
+/// and for a known model it was forwarded.
+#[test]
+fn invalid_utf8_in_a_skipped_field_is_400() {
+    const BODY_MODEL_CONFIG: &str = r#"{
+      "version": 1,
+      "routing": {"bodyModel": {"field": "model", "paths": ["/openai/v1/chat/completions"]}},
+      "models": {"sklearn-iris": {"aliases": ["iris"], "protocols": ["v1", "v2"]}}
+    }"#;
+    let skipped_key = b"{\"model\":\"iris\",\"messages\":[{\"\xff\xffent\":\"hi\"}]}";
+    let (status, error) = post_with(
+        BODY_MODEL_CONFIG,
+        "/openai/v1/chat/completions",
+        skipped_key,
+    );
+    assert_eq!(status, 400);
+    assert!(error.contains("invalid unicode code point"), "{error}");
+
+    // V1 and V2 bodies with the same fault, in fields their validators do not read (`v1_body`
+    // and `v2_body`: the V2 one was forwarded).
+    let v1 = b"{\"instances\": [[5.1, 3.5, 1.4, 0.2]], \"note\": \"\xc3(\"}";
+    let v2 = b"{\"inputs\": [{\"name\": \"x\", \"shape\": [1, 4], \"datatype\": \"FP32\", \"data\": [1, 2, 3, 4], \"tag\": \"\xe2\x82\"}]}";
+    for (path, body, why) in [
+        (
+            "/v1/models/iris:predict",
+            &v1[..],
+            "invalid unicode code point",
+        ),
+        ("/v2/models/iris/infer", &v2[..], "not UTF-8 at byte 93"),
+    ] {
+        let (status, error) = post(path, body);
+        assert_eq!(status, 400, "{path}: {error}");
+        assert!(error.contains(why), "{path}: {error}");
+    }
 }
