@@ -70,7 +70,7 @@ fn answer(shared: &Shared, path: &str) -> Response<GatewayBody> {
             let tags = snapshot.as_ref().map_or(&no_tags, |s| &s.stats_tags);
             let text = shared.metrics.render(
                 &clusters,
-                shared.runtime.vm_restarts(),
+                &shared.runtime.plugin_stats(),
                 &shared.runtime.metrics(),
                 tags,
             );

@@ -46,6 +46,72 @@ pub struct Config {
     pub concurrency: usize,
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// What the listeners do with a client's forwarding and request-id headers.
+    #[serde(default)]
+    pub client_traffic: ClientTrafficConfig,
+}
+
+/// The request-header settings of Envoy Gateway's `ClientTrafficPolicy` spec, with its field
+/// names and defaults, applied to every listener (`api/v1alpha1/clienttrafficpolicy_types.go`;
+/// `internal/xds/translator/listener.go` turns them into the connection manager's fields).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientTrafficConfig {
+    #[serde(default)]
+    pub headers: ClientHeaders,
+    #[serde(default, rename = "clientIPDetection")]
+    pub client_ip_detection: ClientIpDetection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientHeaders {
+    /// `spec.headers.requestID`; Envoy Gateway's default is `Generate`.
+    #[serde(default, rename = "requestID")]
+    pub request_id: Option<RequestIdAction>,
+}
+
+/// Envoy Gateway's `RequestIDAction`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum RequestIdAction {
+    /// Keep a client's `x-request-id`, generate one when there is none.
+    PreserveOrGenerate,
+    /// Keep a client's `x-request-id`; generate none.
+    Preserve,
+    /// Always generate, replacing a client's (the default).
+    #[default]
+    Generate,
+    /// Generate none (a client's passes as sent, as Envoy's code does with both flags off).
+    Disable,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientIpDetection {
+    #[serde(default)]
+    pub x_forwarded_for: Option<XForwardedFor>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct XForwardedFor {
+    /// Proxies in front of the gateway whose `x-forwarded-for` entries are trusted (Envoy's
+    /// `xff_num_trusted_hops`); 0 trusts none.
+    #[serde(default)]
+    pub num_trusted_hops: u32,
+}
+
+impl ClientTrafficConfig {
+    pub fn request_id(&self) -> RequestIdAction {
+        self.headers.request_id.unwrap_or_default()
+    }
+
+    pub fn xff_num_trusted_hops(&self) -> u32 {
+        self.client_ip_detection
+            .x_forwarded_for
+            .as_ref()
+            .map_or(0, |x| x.num_trusted_hops)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -282,9 +348,16 @@ pub struct FilterConfig {
     pub config_file: Option<PathBuf>,
     #[serde(default)]
     pub from_envoy_extension_policy: Option<PolicySource>,
-    /// Defaults to the policy's `failOpen` when read from one, else false.
+    /// Defaults to the policy's `failOpen` when read from one, else false. Envoy's legacy
+    /// `fail_open`, the only failure setting Envoy Gateway's `EnvoyExtensionPolicy` exposes.
     #[serde(default)]
     pub fail_open: Option<bool>,
+    /// Envoy's `PluginConfig.failure_policy`; only one of it and a true `failOpen` may be set.
+    #[serde(default)]
+    pub failure_policy: Option<FailurePolicyName>,
+    /// Envoy's `PluginConfig.reload_config`, read with `failurePolicy: FAIL_RELOAD`.
+    #[serde(default)]
+    pub reload_config: Option<VmReloadConfig>,
     #[serde(default)]
     pub env: Option<EnvConfig>,
     /// VMs per plugin (Envoy runs one per worker); 0 means one per CPU.
@@ -294,6 +367,31 @@ pub struct FilterConfig {
     pub memory_limit: ByteSize,
     #[serde(default = "default_callback_deadline")]
     pub callback_deadline: ConfigDuration,
+}
+
+/// Envoy's `envoy.extensions.wasm.v3.FailurePolicy` values, spelled as in its JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailurePolicyName {
+    FailClosed,
+    FailOpen,
+    FailReload,
+}
+
+/// Envoy's `envoy.extensions.wasm.v3.ReloadConfig` (a failed VM's reload, not the config file's).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmReloadConfig {
+    #[serde(default)]
+    pub backoff: Option<ReloadBackoff>,
+}
+
+/// The part of Envoy's `config.core.v3.BackoffStrategy` the Wasm reload reads: Envoy builds
+/// a `JitteredLowerBoundBackOffStrategy` from `base_interval` alone (wasm.cc).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReloadBackoff {
+    pub base_interval: ConfigDuration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -2,6 +2,8 @@
 
 use serde_json::{Map, Value};
 
+use modelgate_runtime::FailurePolicy;
+
 use crate::config::Config;
 use crate::plugin_source::ResolvedPlugin;
 
@@ -27,7 +29,8 @@ pub fn dump(config: &Config, plugins: &[ResolvedPlugin]) -> Value {
             let effective = serde_json::json!({
                 "rootId": plugin.root_id,
                 "vmId": plugin.vm_id,
-                "failOpen": plugin.fail_open,
+                "failOpen": plugin.failure_policy == FailurePolicy::FailOpen,
+                "failurePolicy": failure_policy_name(plugin.failure_policy),
                 "pluginConfig": config,
                 "env": env,
             });
@@ -36,6 +39,15 @@ pub fn dump(config: &Config, plugins: &[ResolvedPlugin]) -> Value {
     }
     redact(&mut value);
     value
+}
+
+/// Envoy's name of the effective policy.
+fn failure_policy_name(policy: FailurePolicy) -> &'static str {
+    match policy {
+        FailurePolicy::FailClosed => "FAIL_CLOSED",
+        FailurePolicy::FailOpen => "FAIL_OPEN",
+        FailurePolicy::FailReload { .. } => "FAIL_RELOAD",
+    }
 }
 
 /// Whether a field of this name holds a secret. `hostKeys` lists variable names, not values.

@@ -1,6 +1,15 @@
-//! Between hyper's header maps and the filters' [`Headers`] lists: pseudo-headers, the
-//! headers Envoy adds (`x-request-id`, `x-forwarded-for`, `x-forwarded-proto`), hop-by-hop
-//! headers dropped both ways, and route header mutations.
+//! Between hyper's header maps and the filters' [`Headers`] lists: pseudo-headers, what
+//! Envoy's connection manager does to a request from outside before any filter sees it
+//! (internal headers removed, `x-forwarded-for`, `x-forwarded-proto`,
+//! `x-envoy-external-address`, `x-request-id`), hop-by-hop headers dropped both ways, and route
+//! header mutations.
+//!
+//! Envoy's rules are `ConnectionManagerUtility::mutateRequestHeaders` and
+//! `cleanInternalHeaders` (`source/common/http/conn_manager_utility.cc`) under Envoy Gateway's
+//! listener settings (`internal/xds/translator/listener.go`): `use_remote_address: true`, and no
+//! `internal_address_config`, which since Envoy 1.36 trusts no address (the runtime guard
+//! `explicit_internal_address_config` was removed). So every request is an external edge
+//! request: nothing the client sends can make it internal.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -11,9 +20,39 @@ use hyper::http::request::Parts;
 use hyper::{HeaderMap, StatusCode, Uri};
 use modelgate_runtime::Headers;
 
-use crate::config::HeaderMutations;
+use crate::config::{ClientTrafficConfig, HeaderMutations, RequestIdAction};
 
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// Envoy sets it from the trusted client address on edge requests, replacing the client's.
+const EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
+
+/// What `cleanInternalHeaders` removes from an external edge request, plus `x-envoy-internal`
+/// (removed from every request, then set only on internal ones) and `x-forwarded-client-cert`
+/// (removed by Envoy Gateway's default XFCC mode, Sanitize, in `mutateXfccRequestHeader`).
+/// The gateway acts on none of them: no retry, timeout or trace setting comes from a client.
+const CLIENT_MAY_NOT_SEND: [&str; 20] = [
+    "x-envoy-internal",
+    "x-forwarded-client-cert",
+    EXTERNAL_ADDRESS,
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
 
 /// Headers that describe one connection, not the message; never forwarded.
 const HOP_BY_HOP: [&str; 5] = [
@@ -42,9 +81,15 @@ fn is_hop_by_hop(name: &str, value: &HeaderValue, listed: &[String]) -> bool {
 }
 
 /// The request as the filters see it: `:authority :path :method :scheme` first, then the
-/// client's headers in wire order (less hop-by-hop and `host`), then what the gateway adds.
-/// Returns the headers and the request id.
-pub fn request_headers(parts: &Parts, client: IpAddr, tls: bool) -> (Headers, String) {
+/// client's headers in wire order (less hop-by-hop ones, `host`, and what Envoy strips from an
+/// external request), then what the gateway adds. Returns the headers and the request id
+/// (empty when there is none, as with `requestID: Preserve` and no client id).
+pub fn request_headers(
+    parts: &Parts,
+    client: IpAddr,
+    tls: bool,
+    settings: &ClientTrafficConfig,
+) -> (Headers, String) {
     let scheme = if tls { "https" } else { "http" };
     let authority = parts
         .uri
@@ -58,8 +103,8 @@ pub fn request_headers(parts: &Parts, client: IpAddr, tls: bool) -> (Headers, St
         })
         .unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    // Room for the 4 pseudo-headers and the 3 the gateway adds, so the list never regrows.
-    let mut headers: Headers = Vec::with_capacity(parts.headers.len() + 7);
+    // Room for the 4 pseudo-headers and the 4 the gateway adds, so the list never regrows.
+    let mut headers: Headers = Vec::with_capacity(parts.headers.len() + 8);
     headers.extend([
         (":authority".to_owned(), authority),
         (":path".to_owned(), path.as_bytes().to_vec()),
@@ -69,28 +114,45 @@ pub fn request_headers(parts: &Parts, client: IpAddr, tls: bool) -> (Headers, St
         ),
         (":scheme".to_owned(), scheme.as_bytes().to_vec()),
     ]);
+    let trusted_hops = settings.xff_num_trusted_hops();
     let listed = connection_listed(&parts.headers);
     let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut forwarded_proto: Option<Vec<u8>> = None;
     for (name, value) in &parts.headers {
         let name = name.as_str();
         // `expect: 100-continue` is answered here (hyper sends the 100 when the body is read),
         // as Envoy does, so it does not go upstream.
-        if matches!(name, "host" | "x-forwarded-proto" | "expect")
+        if matches!(name, "host" | "expect")
+            || CLIENT_MAY_NOT_SEND.contains(&name)
             || is_hop_by_hop(name, value, &listed)
         {
             continue;
         }
-        if name == "x-forwarded-for" {
-            // Several x-forwarded-for lines are one comma-separated list.
-            let joined = forwarded_for.get_or_insert_with(Vec::new);
-            if !joined.is_empty() {
-                joined.extend_from_slice(b", ");
+        match name {
+            "x-forwarded-for" => {
+                // Several x-forwarded-for lines are one comma-separated list.
+                let joined = forwarded_for.get_or_insert_with(Vec::new);
+                if !joined.is_empty() {
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(value.as_bytes());
             }
-            joined.extend_from_slice(value.as_bytes());
-            continue;
+            // Kept only from a trusted proxy; Envoy overwrites it when no hop is trusted.
+            "x-forwarded-proto" => {
+                if trusted_hops > 0 && forwarded_proto.is_none() {
+                    forwarded_proto = Some(value.as_bytes().to_vec());
+                }
+            }
+            _ => headers.push((name.to_owned(), value.as_bytes().to_vec())),
         }
-        headers.push((name.to_owned(), value.as_bytes().to_vec()));
     }
+    // The trusted client address: with N trusted hops, the Nth address from the right of the
+    // client's x-forwarded-for, else the peer (Utility::getLastAddressFromXFF).
+    let external = forwarded_for
+        .as_deref()
+        .filter(|_| trusted_hops > 0)
+        .and_then(|xff| nth_from_right(xff, trusted_hops - 1))
+        .unwrap_or(client);
     let mut forwarded_for = forwarded_for.unwrap_or_default();
     if !forwarded_for.is_empty() {
         forwarded_for.extend_from_slice(b", ");
@@ -98,19 +160,43 @@ pub fn request_headers(parts: &Parts, client: IpAddr, tls: bool) -> (Headers, St
     // Written in place rather than through a `to_string` copy.
     let _ = write!(forwarded_for, "{client}");
     headers.push(("x-forwarded-for".to_owned(), forwarded_for));
-    headers.push(("x-forwarded-proto".to_owned(), scheme.as_bytes().to_vec()));
-    let request_id = match get(&headers, REQUEST_ID) {
-        Some(id) if !id.is_empty() => String::from_utf8_lossy(id).into_owned(),
-        _ => {
-            // Encoded on the stack: `to_string` would go through the formatter.
-            let mut buffer = uuid::Uuid::encode_buffer();
-            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
-            headers.retain(|(n, _)| n != REQUEST_ID);
-            headers.push((REQUEST_ID.to_owned(), id.as_bytes().to_vec()));
-            id.to_owned()
-        }
-    };
+    headers.push((
+        "x-forwarded-proto".to_owned(),
+        forwarded_proto.unwrap_or_else(|| scheme.as_bytes().to_vec()),
+    ));
+    let mut address = Vec::with_capacity(39);
+    let _ = write!(address, "{external}");
+    headers.push((EXTERNAL_ADDRESS.to_owned(), address));
+    let request_id = request_id(&mut headers, settings.request_id());
     (headers, request_id)
+}
+
+/// Envoy's request-id step for an edge request (`generate_request_id`,
+/// `preserve_external_request_id`, set by Envoy Gateway from `headers.requestID`): `Generate`
+/// replaces the client's id, `PreserveOrGenerate` keeps it or makes one, and `Preserve` and
+/// `Disable` (request ids not generated) leave the headers as the client sent them.
+fn request_id(headers: &mut Headers, action: RequestIdAction) -> String {
+    let client_id = get(headers, REQUEST_ID).map(|id| String::from_utf8_lossy(id).into_owned());
+    let generate = match action {
+        RequestIdAction::Generate => true,
+        RequestIdAction::PreserveOrGenerate => client_id.is_none(),
+        RequestIdAction::Preserve | RequestIdAction::Disable => false,
+    };
+    if !generate {
+        return client_id.unwrap_or_default();
+    }
+    // Encoded on the stack: `to_string` would go through the formatter.
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+    set(headers, REQUEST_ID, id.as_bytes());
+    id.to_owned()
+}
+
+/// The address `skip` places from the right of an x-forwarded-for list, if it parses.
+fn nth_from_right(xff: &[u8], skip: u32) -> Option<IpAddr> {
+    let text = std::str::from_utf8(xff).ok()?;
+    let entry = text.rsplit(',').nth(usize::try_from(skip).ok()?)?;
+    entry.trim().parse().ok()
 }
 
 /// A response as the filters see it: `:status` first, then its headers less hop-by-hop ones.
@@ -216,6 +302,7 @@ fn header_name(name: &str) -> Result<HeaderName, InvalidHeaderName> {
     Ok(match name {
         "x-forwarded-for" => HeaderName::from_static("x-forwarded-for"),
         "x-forwarded-proto" => HeaderName::from_static("x-forwarded-proto"),
+        EXTERNAL_ADDRESS => HeaderName::from_static(EXTERNAL_ADDRESS),
         REQUEST_ID => HeaderName::from_static(REQUEST_ID),
         _ => return HeaderName::from_bytes(name.as_bytes()),
     })
@@ -300,7 +387,12 @@ mod tests {
             .header("x-forwarded-proto", "spoofed")
             .body(())
             .unwrap();
-        let (headers, id) = request_headers(&parts(request), "10.0.0.7".parse().unwrap(), false);
+        let (headers, id) = request_headers(
+            &parts(request),
+            "10.0.0.7".parse().unwrap(),
+            false,
+            &ClientTrafficConfig::default(),
+        );
         assert_eq!(
             names(&headers),
             [
@@ -311,9 +403,11 @@ mod tests {
                 "x-custom",
                 "x-forwarded-for",
                 "x-forwarded-proto",
+                "x-envoy-external-address",
                 "x-request-id"
             ]
         );
+        assert_eq!(get_str(&headers, "x-envoy-external-address"), Some("10.0.0.7"));
         assert_eq!(get_str(&headers, ":authority"), Some("gw.local"));
         assert_eq!(get_str(&headers, ":path"), Some("/v1/models/m:predict?x=1"));
         assert_eq!(get_str(&headers, "x-forwarded-for"), Some("10.0.0.7"));
@@ -322,23 +416,119 @@ mod tests {
         assert_eq!(get_str(&headers, REQUEST_ID), Some(id.as_str()));
     }
 
+    fn with_request_id(action: RequestIdAction) -> ClientTrafficConfig {
+        serde_json::from_value(serde_json::json!({"headers": {"requestID": action}})).unwrap()
+    }
+
+    // conn_manager_utility.cc `mutateRequestHeaders`: with no trusted hop Envoy appends the
+    // peer to x-forwarded-for, overwrites x-forwarded-proto, and replaces the client's
+    // request id on an edge request (Envoy Gateway's default `requestID: Generate`).
     #[test]
-    fn request_id_and_forwarded_for_are_kept_and_extended() {
+    fn forwarded_for_is_extended_and_a_client_request_id_replaced_by_default() {
         let request = hyper::Request::get("/")
             .header("x-request-id", "abc")
             .header("x-forwarded-for", "1.1.1.1")
             .header("x-forwarded-for", "2.2.2.2")
+            .header("x-forwarded-proto", "https")
             .header("te", "trailers")
             .body(())
             .unwrap();
-        let (headers, id) = request_headers(&parts(request), "10.0.0.7".parse().unwrap(), true);
-        assert_eq!(id, "abc");
+        let peer = "10.0.0.7".parse().unwrap();
+        let (headers, id) =
+            request_headers(&parts(request), peer, false, &ClientTrafficConfig::default());
+        assert_ne!(id, "abc");
+        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+        assert_eq!(get_str(&headers, REQUEST_ID), Some(id.as_str()));
+        assert_eq!(headers.iter().filter(|(n, _)| n == REQUEST_ID).count(), 1);
         assert_eq!(
             get_str(&headers, "x-forwarded-for"),
             Some("1.1.1.1, 2.2.2.2, 10.0.0.7")
         );
-        assert_eq!(get_str(&headers, ":scheme"), Some("https"));
+        assert_eq!(get_str(&headers, "x-forwarded-proto"), Some("http"));
+        assert_eq!(get_str(&headers, "x-envoy-external-address"), Some("10.0.0.7"));
         assert_eq!(get_str(&headers, "te"), Some("trailers"));
+    }
+
+    // Envoy Gateway's ClientTrafficPolicy `headers.requestID` (listener.go sets
+    // `generate_request_id` and `preserve_external_request_id` from it).
+    #[test]
+    fn request_id_follows_the_client_traffic_policy_setting() {
+        let peer = "10.0.0.7".parse().unwrap();
+        let with_id = || {
+            hyper::Request::get("/")
+                .header("x-request-id", "client-42")
+                .body(())
+                .unwrap()
+        };
+        let without_id = || hyper::Request::get("/").body(()).unwrap();
+        for action in [
+            RequestIdAction::PreserveOrGenerate,
+            RequestIdAction::Preserve,
+            RequestIdAction::Disable,
+        ] {
+            let (headers, id) = request_headers(&parts(with_id()), peer, false, &with_request_id(action));
+            assert_eq!((id.as_str(), get_str(&headers, REQUEST_ID)), ("client-42", Some("client-42")), "{action:?}");
+        }
+        let (_, id) = request_headers(
+            &parts(without_id()),
+            peer,
+            false,
+            &with_request_id(RequestIdAction::PreserveOrGenerate),
+        );
+        assert!(uuid::Uuid::parse_str(&id).is_ok());
+        for action in [RequestIdAction::Preserve, RequestIdAction::Disable] {
+            let (headers, id) = request_headers(&parts(without_id()), peer, false, &with_request_id(action));
+            assert_eq!((id.as_str(), get(&headers, REQUEST_ID)), ("", None), "{action:?}");
+        }
+    }
+
+    // `cleanInternalHeaders` on an external edge request, `x-envoy-internal` always, and XFCC
+    // under Envoy Gateway's default Sanitize mode; `x-envoy-external-address` is Envoy's own.
+    #[test]
+    fn internal_headers_from_a_client_are_removed() {
+        let mut request = hyper::Request::get("/");
+        for name in CLIENT_MAY_NOT_SEND {
+            request = request.header(name, "from-client");
+        }
+        let request = request.header("x-envoy-custom", "kept").body(()).unwrap();
+        let (headers, _) = request_headers(
+            &parts(request),
+            "10.0.0.7".parse().unwrap(),
+            false,
+            &ClientTrafficConfig::default(),
+        );
+        for name in CLIENT_MAY_NOT_SEND {
+            assert!(
+                headers.iter().all(|(n, v)| n != name || v != b"from-client"),
+                "{name} passed through"
+            );
+        }
+        assert_eq!(get_str(&headers, "x-envoy-internal"), None);
+        assert_eq!(get_str(&headers, "x-envoy-external-address"), Some("10.0.0.7"));
+        assert_eq!(get_str(&headers, "x-envoy-custom"), Some("kept"));
+    }
+
+    // `xff_num_trusted_hops` (ClientTrafficPolicy `clientIPDetection.xForwardedFor
+    // .numTrustedHops`): the client address is that many places from the right of the list
+    // the trusted proxies built, and their x-forwarded-proto is kept.
+    #[test]
+    fn trusted_hops_pick_the_client_address_from_forwarded_for() {
+        let settings: ClientTrafficConfig = serde_json::from_value(serde_json::json!({
+            "clientIPDetection": {"xForwardedFor": {"numTrustedHops": 2}}
+        }))
+        .unwrap();
+        let request = hyper::Request::get("/")
+            .header("x-forwarded-for", "9.9.9.9, 203.0.113.5, 10.1.1.1")
+            .header("x-forwarded-proto", "https")
+            .body(())
+            .unwrap();
+        let (headers, _) = request_headers(&parts(request), "10.0.0.7".parse().unwrap(), false, &settings);
+        assert_eq!(get_str(&headers, "x-envoy-external-address"), Some("203.0.113.5"));
+        assert_eq!(get_str(&headers, "x-forwarded-proto"), Some("https"));
+        assert_eq!(
+            get_str(&headers, "x-forwarded-for"),
+            Some("9.9.9.9, 203.0.113.5, 10.1.1.1, 10.0.0.7")
+        );
     }
 
     #[test]

@@ -6,7 +6,19 @@ use modelgate_host::cli::{self, Command};
 use modelgate_host::gateway::Gateway;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|out, record| {
+            use std::io::Write as _;
+            // A guest's `critical` line, as Envoy's log shows it (`log` has no such level).
+            let level = if record.target() == modelgate_runtime::CRITICAL_LOG_TARGET {
+                "CRITICAL".to_owned()
+            } else {
+                record.level().to_string()
+            };
+            let now = out.timestamp();
+            writeln!(out, "[{now} {level} {}] {}", record.target(), record.args())
+        })
+        .init();
     let command = match cli::parse(std::env::args().skip(1)) {
         Ok(command) => command,
         Err(e) => {

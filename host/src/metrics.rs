@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use modelgate_runtime::{ENVOY_HISTOGRAM_BUCKETS, MetricSnapshot, MetricValue};
+use modelgate_runtime::{ENVOY_HISTOGRAM_BUCKETS, MetricSnapshot, MetricValue, PluginStats};
 
 use crate::cluster::Clusters;
 use crate::stats_tags::{TagExtractors, Tags};
@@ -150,7 +150,7 @@ impl HostMetrics {
     pub fn render(
         &self,
         clusters: &Clusters,
-        vm_restarts: u64,
+        plugin_stats: &[(String, PluginStats)],
         filter_metrics: &[MetricSnapshot],
         tags: &TagExtractors,
     ) -> String {
@@ -224,13 +224,7 @@ impl HostMetrics {
             );
         }
         render_clusters(&mut out, clusters);
-        header(
-            &mut out,
-            "modelgate_vm_restarts_total",
-            "counter",
-            "Wasm VMs rebuilt after a trap, deadline or memory blow-up.",
-        );
-        let _ = writeln!(out, "modelgate_vm_restarts_total {vm_restarts}");
+        render_plugin_stats(&mut out, plugin_stats);
         header(
             &mut out,
             "modelgate_config_reloads_total",
@@ -441,6 +435,38 @@ fn render_filter_metrics(out: &mut String, metrics: &[MetricSnapshot], tags: &Ta
     }
 }
 
+/// Each plugin's VM failures (the host's own counter: Envoy has none, a failure shows there only
+/// as `wasm_fail_stream` response details) and Envoy's `wasm.<plugin name>.vm_reload_*` stats
+/// as Envoy's `/stats/prometheus` writes them: `envoy_` and the stat name with every character
+/// outside `[a-zA-Z0-9_]` made `_`, a `# TYPE` line, `{}` for no labels
+/// (`PrometheusStatsFormatter`).
+fn render_plugin_stats(out: &mut String, plugin_stats: &[(String, PluginStats)]) {
+    header(
+        out,
+        "modelgate_wasm_vm_failures_total",
+        "counter",
+        "Wasm VMs that failed at run time (a trap, the callback deadline, the memory limit).",
+    );
+    for (plugin, stats) in plugin_stats {
+        let _ = writeln!(
+            out,
+            "modelgate_wasm_vm_failures_total{} {}",
+            labels(&[("plugin", plugin)]),
+            stats.vm_failures
+        );
+    }
+    for (plugin, stats) in plugin_stats {
+        let prefix = format!("envoy_wasm_{}", crate::stats_tags::sanitize(plugin));
+        for (stat, value) in [
+            ("vm_reload_backoff", stats.vm_reload_backoff),
+            ("vm_reload_success", stats.vm_reload_success),
+            ("vm_reload_failure", stats.vm_reload_failure),
+        ] {
+            let _ = writeln!(out, "# TYPE {prefix}_{stat} counter\n{prefix}_{stat}{{}} {value}");
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -503,7 +529,7 @@ mod tests {
         ] {
             m.count_request(listener, cluster, status);
         }
-        let text = m.render(&Clusters::new(), 0, &[], &TagExtractors::default());
+        let text = m.render(&Clusters::new(), &[], &[], &TagExtractors::default());
         let lines: Vec<&str> = text
             .lines()
             .filter(|l| {
@@ -567,13 +593,20 @@ mod tests {
             "t",
         )
         .unwrap();
-        let text = m.render(&Clusters::new(), 3, &filter, &tags);
+        let stats = PluginStats {
+            vm_failures: 3,
+            vm_reload_success: 2,
+            ..PluginStats::default()
+        };
+        let plugins = [("envoyextensionpolicy/ns/mg/wasm/0".to_owned(), stats)];
+        let text = m.render(&Clusters::new(), &plugins, &filter, &tags);
         for line in [
             "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"c\",le=\"1\"} 0\n",
             "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"c\",le=\"5\"} 1\n",
             "envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"c\"} 1\n",
             "envoy_http_downstream_rq_active{envoy_http_conn_manager_prefix=\"main\"} 1\n",
-            "modelgate_vm_restarts_total 3\n",
+            "modelgate_wasm_vm_failures_total{plugin=\"envoyextensionpolicy/ns/mg/wasm/0\"} 3\n",
+            "envoy_wasm_envoyextensionpolicy_ns_mg_wasm_0_vm_reload_success{} 2\n",
             "# TYPE hits counter\nhits{model=\"a\\\"b\"} 7\n",
             "# TYPE plain counter\nplain{} 2\n",
             "# TYPE lat histogram\nlat_bucket{le=\"1\"} 2\nlat_bucket{le=\"10\"} 3\nlat_bucket{le=\"+Inf\"} 4\n",

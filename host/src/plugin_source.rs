@@ -8,9 +8,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use modelgate_runtime::{DEFAULT_RELOAD_BASE_INTERVAL, FailurePolicy};
 use serde::Deserialize;
 
-use crate::config::{FilterConfig, PolicySource};
+use crate::config::{FailurePolicyName, FilterConfig, PolicySource};
 
 /// A filter entry with every file read and every default applied.
 #[derive(Debug)]
@@ -20,7 +21,7 @@ pub struct ResolvedPlugin {
     pub vm_id: String,
     pub vm_config: Vec<u8>,
     pub plugin_config: Vec<u8>,
-    pub fail_open: bool,
+    pub failure_policy: FailurePolicy,
     pub env: Vec<(String, String)>,
 }
 
@@ -106,14 +107,46 @@ pub fn resolve(index: usize, filter: &FilterConfig) -> Result<ResolvedPlugin, St
             value.map(|value| (key, value))
         })
         .collect();
+    let fail_open = filter.fail_open.or(fail_open).unwrap_or(false);
+    let failure_policy = failure_policy(filter, fail_open).map_err(|e| format!("{at}: {e}"))?;
     Ok(ResolvedPlugin {
         wasm: wasm.into(),
         root_id: filter.root_id.clone().or(root_id).unwrap_or_default(),
         vm_id: filter.vm_id.clone().unwrap_or_else(|| filter.name.clone()),
         vm_config: filter.vm_config.clone().unwrap_or_default().into_bytes(),
         plugin_config,
-        fail_open: filter.fail_open.or(fail_open).unwrap_or(false),
+        failure_policy,
         env,
+    })
+}
+
+/// The failure policy as Envoy's `PluginConfig` constructor settles it (wasm.cc): a true
+/// `fail_open` is `FAIL_OPEN` and excludes `failure_policy`; unset is `FAIL_CLOSED`;
+/// `FAIL_RELOAD` takes `reload_config.backoff.base_interval`, 1s by default.
+fn failure_policy(filter: &FilterConfig, fail_open: bool) -> Result<FailurePolicy, String> {
+    if fail_open {
+        if filter.failure_policy.is_some() {
+            return Err("only one of failOpen or failurePolicy can be set".to_owned());
+        }
+        return Ok(FailurePolicy::FailOpen);
+    }
+    Ok(match filter.failure_policy {
+        None | Some(FailurePolicyName::FailClosed) => FailurePolicy::FailClosed,
+        Some(FailurePolicyName::FailOpen) => FailurePolicy::FailOpen,
+        Some(FailurePolicyName::FailReload) => {
+            let base_interval = filter
+                .reload_config
+                .as_ref()
+                .and_then(|r| r.backoff.as_ref())
+                .map_or(DEFAULT_RELOAD_BASE_INTERVAL, |b| b.base_interval.0);
+            // Envoy's proto validation: base_interval must be at least 1ms.
+            if base_interval < std::time::Duration::from_millis(1) {
+                return Err(
+                    "reloadConfig.backoff.baseInterval: must be at least 1ms".to_owned()
+                );
+            }
+            FailurePolicy::FailReload { base_interval }
+        }
     })
 }
 

@@ -137,7 +137,7 @@ fn spec(
         wasm: Arc::clone(&plugin.wasm),
         vm_config: plugin.vm_config.clone(),
         plugin_config: plugin.plugin_config.clone(),
-        fail_open: plugin.fail_open,
+        failure_policy: plugin.failure_policy,
         env: plugin.env.clone(),
         vm_count: match filter.vm_count {
             0 => workers,

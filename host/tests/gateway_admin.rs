@@ -90,7 +90,10 @@ async fn metrics_count_requests_by_route_cluster_and_status() {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
-    assert!(text.contains("modelgate_vm_restarts_total 0\n"), "{text}");
+    assert!(
+        text.contains("# TYPE modelgate_wasm_vm_failures_total counter\n"),
+        "{text}"
+    );
     assert!(
         text.contains(&format!(
             "modelgate_upstream_endpoint_healthy{{cluster=\"iris\",endpoint=\"{}\"}} 1\n",

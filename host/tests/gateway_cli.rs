@@ -303,6 +303,7 @@ clusters:
 {}routes: [{{name: all, match: {{prefix: /}}, cluster: c}}]
 filters: [{{name: conformance, wasm: {}, vmCount: 1}}]
 accessLog: {{filterState: {{stored: wasm.my.key, absent: wasm.nothing}}}}
+clientTraffic: {{headers: {{requestID: PreserveOrGenerate}}}}
 ",
         cluster("c", &[&upstream]),
         gateway_support::test_filter("conformance").display()

@@ -171,27 +171,44 @@ async fn a_response_body_changed_by_the_filter_gets_a_matching_length() {
     assert_eq!(answer.header("content-length"), Some("23"));
 }
 
+// Envoy's default failure policy (FAIL_CLOSED; Envoy Gateway sets only `fail_open`, false by
+// default): a VM that trapped stays failed and every later stream on its worker gets 503 with
+// details `wasm_fail_stream` until the config is pushed again (source/extensions/common/wasm/
+// wasm.cc `PluginConfig::createContext`, context.cc `Context::failStream`). One worker, so
+// every request of the test lands on the failed VM.
 #[tokio::test]
-async fn filter_metrics_and_vm_restarts_appear_in_metrics() {
-    let (_tagged, gw) = gateway("").await;
+async fn after_a_trap_every_later_request_on_that_worker_is_503_until_reload() {
+    let (_tagged, gw) = gateway("concurrency: 1\n").await;
     let c = client();
     for _ in 0..3 {
         assert_eq!(get(&c, &gw.url("/")).await.status, StatusCode::OK);
     }
-    // A trap in the fail-closed filter: 503, and the VM is rebuilt.
     let trapped = send(&c, request(&gw, "trap", "")).await.unwrap();
     assert_eq!(trapped.status, StatusCode::SERVICE_UNAVAILABLE);
+    for _ in 0..3 {
+        let failed = get(&c, &gw.url("/")).await;
+        assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!((failed.body.as_str(), failed.header("content-length")), ("", Some("0")));
+    }
     let text = get(&c, &gw.admin_url("/metrics")).await.body;
     assert!(
         text.contains("# TYPE conformance_requests counter\n"),
         "{text}"
     );
+    // The requests after the trap never reached the filter.
     assert!(text.contains("conformance_requests{} 4\n"), "{text}");
     assert!(
         text.contains("# TYPE conformance_latency histogram\n"),
         "{text}"
     );
-    assert!(text.contains("modelgate_vm_restarts_total 1\n"), "{text}");
+    assert!(
+        text.contains("modelgate_wasm_vm_failures_total{plugin=\"conformance\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("envoy_wasm_conformance_vm_reload_success{} 0\n"),
+        "{text}"
+    );
     assert!(
         text.contains(
             "envoy_cluster_upstream_rq{envoy_response_code=\"200\",envoy_cluster_name=\"tagged\"} 3\n"
@@ -199,6 +216,41 @@ async fn filter_metrics_and_vm_restarts_appear_in_metrics() {
         "{text}"
     );
     assert!(!text.contains("wasmcustom"), "{text}");
+
+    // A config push builds new VMs: the worker serves again.
+    gw.gateway.reload().await.unwrap();
+    assert_eq!(get(&c, &gw.url("/")).await.status, StatusCode::OK);
+}
+
+// `failurePolicy: FAIL_RELOAD` (Envoy's `PluginConfig.failure_policy`, set in the cluster
+// with an EnvoyPatchPolicy, deploy/failure-policy-reload/): the first stream
+// after the backoff builds a new VM (wasm.cc `maybeReloadHandleIfNeeded`), and Envoy's
+// `wasm.<name>.vm_reload_success` counts it.
+#[tokio::test]
+async fn fail_reload_builds_a_new_vm_after_the_backoff() {
+    let (_tagged, gw) = gateway(
+        "    failurePolicy: FAIL_RELOAD\n    reloadConfig: {backoff: {baseInterval: 200ms}}\nconcurrency: 1\n",
+    )
+    .await;
+    let c = client();
+    let trapped = send(&c, request(&gw, "trap", "")).await.unwrap();
+    assert_eq!(trapped.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Within the backoff (counted from the VM's start, which was just now) streams fail closed.
+    let early = get(&c, &gw.url("/")).await;
+    assert_eq!(early.status, StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(get(&c, &gw.url("/")).await.status, StatusCode::OK);
+    let text = get(&c, &gw.admin_url("/metrics")).await.body;
+    assert!(
+        text.contains("envoy_wasm_conformance_vm_reload_success{} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("envoy_wasm_conformance_vm_reload_backoff{} 1\n"),
+        "{text}"
+    );
+    let dump = get(&c, &gw.admin_url("/config_dump")).await.json();
+    assert_eq!(dump["filters"][0]["effective"]["failurePolicy"], "FAIL_RELOAD");
 }
 
 #[tokio::test]

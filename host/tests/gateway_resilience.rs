@@ -158,7 +158,6 @@ async fn a_slow_upstream_is_answered_504_at_the_route_timeout() {
     );
     assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
-    assert!(answer.header("x-request-id").is_some());
 }
 
 #[tokio::test]

@@ -9,6 +9,10 @@ use hyper::{Request, StatusCode};
 use gateway_support::{TestGateway, Upstream, client, cluster, get, send};
 
 async fn two_clusters() -> (Upstream, Upstream, Upstream, TestGateway) {
+    two_clusters_with("").await
+}
+
+async fn two_clusters_with(extra: &str) -> (Upstream, Upstream, Upstream, TestGateway) {
     let (iris_a, iris_b, wine) = (
         Upstream::start("iris-a").await,
         Upstream::start("iris-b").await,
@@ -33,7 +37,7 @@ clusters:
   - name: post-only
     match: {{prefix: /post, method: POST}}
     cluster: wine
-",
+{extra}",
         cluster("iris", &[&iris_a, &iris_b]),
         cluster("wine", &[&wine]),
     );
@@ -106,8 +110,13 @@ async fn round_robin_spreads_traffic_over_both_replicas() {
     assert_eq!((iris_a.count(), iris_b.count()), (5, 5));
 }
 
+// What Envoy does to an edge request under Envoy Gateway's defaults
+// (source/common/http/conn_manager_utility.cc `mutateRequestHeaders`, `cleanInternalHeaders`,
+// `mutateResponseHeaders`): x-forwarded-for extended, x-envoy-external-address set, internal
+// x-envoy-* headers from the client removed, the client's request id replaced, and no
+// x-request-id on the response.
 #[tokio::test]
-async fn custom_headers_and_request_id_reach_the_upstream_and_come_back() {
+async fn custom_headers_reach_the_upstream_and_envoy_rewrites_the_edge_headers() {
     let (iris_a, iris_b, _wine, gw) = two_clusters().await;
     let c = client();
     let body = r#"{"instances": [[1, 2, 3, 4]]}"#;
@@ -115,6 +124,11 @@ async fn custom_headers_and_request_id_reach_the_upstream_and_come_back() {
         .header("x-custom-thing", "Keep Me")
         .header("x-drop-me", "route removes this")
         .header("x-forwarded-for", "192.0.2.1")
+        .header("x-request-id", "client-id-42")
+        .header("x-envoy-internal", "true")
+        .header("x-envoy-retry-on", "5xx")
+        .header("x-envoy-upstream-rq-timeout-ms", "1")
+        .header("x-envoy-external-address", "198.51.100.1")
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap();
@@ -134,28 +148,41 @@ async fn custom_headers_and_request_id_reach_the_upstream_and_come_back() {
     assert!(!seen.headers.contains_key("x-drop-me"));
     assert_eq!(seen.headers["x-forwarded-for"], "192.0.2.1, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-envoy-external-address"], "127.0.0.1");
+    for internal in ["x-envoy-internal", "x-envoy-retry-on", "x-envoy-upstream-rq-timeout-ms"] {
+        assert!(!seen.headers.contains_key(internal), "{internal} reached the upstream");
+    }
     assert_eq!(seen.headers["host"], gw.address.to_string());
     let generated = &seen.headers["x-request-id"];
     assert_eq!(
         uuid::Uuid::parse_str(generated).unwrap().get_version_num(),
-        4
+        4,
+        "the client's request id is replaced on an edge request"
     );
-    assert_eq!(answer.header("x-request-id"), Some(generated.as_str()));
+    assert_eq!(answer.header("x-request-id"), None);
     assert_eq!(answer.header("x-upstream-custom"), Some("from-upstream"));
     assert_eq!(answer.header("x-route"), Some("iris-regex"));
+}
 
-    // A request id the client sends is kept end to end.
+// ClientTrafficPolicy `headers.requestID: PreserveOrGenerate` (Envoy's
+// `preserve_external_request_id`): the client's request id is kept end to end.
+#[tokio::test]
+async fn a_client_request_id_is_kept_when_the_client_traffic_policy_preserves_it() {
+    let (iris_a, iris_b, _wine, gw) =
+        two_clusters_with("clientTraffic: {headers: {requestID: PreserveOrGenerate}}\n").await;
     let request = Request::get(gw.url("/v1/models/iris"))
         .header("x-request-id", "client-id-42")
         .body(Full::default())
         .unwrap();
-    let answer = send(&c, request).await.unwrap();
-    assert_eq!(answer.header("x-request-id"), Some("client-id-42"));
-    let seen = [iris_a.last(), iris_b.last()];
-    assert!(
-        seen.iter()
-            .any(|s| s.headers["x-request-id"] == "client-id-42")
-    );
+    let answer = send(&client(), request).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = if iris_a.count() == 1 {
+        iris_a.last()
+    } else {
+        iris_b.last()
+    };
+    assert_eq!(seen.headers["x-request-id"], "client-id-42");
+    assert_eq!(answer.header("x-request-id"), None);
 }
 
 #[tokio::test]

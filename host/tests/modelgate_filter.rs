@@ -70,7 +70,7 @@ fn load(config: &Value, vm_count: usize) -> Result<Plugin, LoadError> {
         wasm: wasm(),
         vm_config: Vec::new(),
         plugin_config: config.to_string().into_bytes(),
-        fail_open: false,
+        failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
         env: Vec::new(),
         vm_count,
         memory_limit_bytes: 128 << 20,
@@ -568,7 +568,7 @@ async fn a_token_without_the_models_scope_gets_403() {
 #[tokio::test]
 async fn a_header_value_that_is_not_utf8_is_refused_not_a_trap() {
     let chain = chain(&base_config(), 1);
-    let restarts = runtime().vm_restarts();
+    let restarts = runtime().vm_failures();
     let reply = get(
         &chain,
         "/v1/models/sklearn-iris",
@@ -577,7 +577,7 @@ async fn a_header_value_that_is_not_utf8_is_refused_not_a_trap() {
     .await
     .replied();
     assert_eq!(reply.status, 401);
-    assert_eq!(runtime().vm_restarts(), restarts, "the VM trapped");
+    assert_eq!(runtime().vm_failures(), restarts, "the VM trapped");
 }
 
 // ---- rate limiting ---------------------------------------------------------------------------

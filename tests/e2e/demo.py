@@ -60,9 +60,10 @@ def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
             f"| grep '^model_server_requests_total{{endpoint=\"v1_predict\"}}'; done",
         ),
         (
-            "Custom headers and a request id pass through (see -i)",
-            f"curl -si {auth} {json_h} -H 'X-User-ID: user123' -H 'X-Request-ID: req-456' "
-            f"{gw}/v1/models/sklearn-iris:predict {iris_v1}",
+            "Custom headers and a request id reach the model server (from its own request log)",
+            f"curl -s -o /dev/null {auth} {json_h} -H 'X-User-ID: user123' -H 'X-Request-ID: req-456' "
+            f"{gw}/v1/models/sklearn-iris:predict {iris_v1}; curl -s http://127.0.0.1:{s.ports.iris1}/debug/requests "
+            f"http://127.0.0.1:{s.ports.iris2}/debug/requests | grep -o '\"x-request-id\":\"req-456\"'",
         ),
         (
             "HTTPS with the self-signed demo certificate",

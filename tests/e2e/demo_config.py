@@ -21,7 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 import keys
+
+CLIENT_TRAFFIC_POLICY = Path(__file__).resolve().parents[2] / "deploy" / "gateway" / "clienttrafficpolicy.yaml"
 
 IRIS = "sklearn-iris"
 WINE = "sklearn-wine"
@@ -173,4 +177,17 @@ def host_config(
         ],
         "bufferLimit": "1Mi",
         "reload": {"watch": False},
+        "clientTraffic": client_traffic(),
     }
+
+
+def client_traffic() -> dict:
+    """The request-header settings of deploy/'s ClientTrafficPolicy, so the demo and the
+    end-to-end suite treat a client's `X-Request-ID` as the cluster does (docs/host-config.md,
+    `clientTraffic`)."""
+    (policy,) = [
+        d
+        for d in yaml.safe_load_all(CLIENT_TRAFFIC_POLICY.read_text(encoding="utf-8"))
+        if d and d.get("kind") == "ClientTrafficPolicy"
+    ]
+    return {"headers": {"requestID": policy["spec"]["headers"]["requestID"]}}

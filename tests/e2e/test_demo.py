@@ -30,7 +30,7 @@ def test_demo_walkthrough_runs_and_cleans_up(tmp_path):
     assert '{"status":"ok"}' in out
     assert '{"predictions":[0]}' in out
     assert '"explanations"' in out
-    assert "x-request-id: req-456" in out.lower()
+    assert '"x-request-id":"req-456"' in out
     assert "(403)" in out and "(400)" in out
     assert "200 retry-after=\n" in out
     assert re.search(r"^429 retry-after=[1-3]$", out, re.MULTILINE), out

@@ -28,7 +28,7 @@ fn noop_spec() -> PluginSpec {
         wasm: wasm.into(),
         vm_config: Vec::new(),
         plugin_config: Vec::new(),
-        fail_open: false,
+        failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
         env: Vec::new(),
         vm_count: 1,
         memory_limit_bytes: 16 << 20,

@@ -59,7 +59,7 @@ fn main() {
         wasm: wasm.into(),
         vm_config: Vec::new(),
         plugin_config: config,
-        fail_open: false,
+        failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
         env: Vec::new(),
         vm_count,
         memory_limit_bytes: 64 << 20,

@@ -8,8 +8,8 @@
 //! Inside: `engine` (the process's one `Engine` and `Linker`, the epoch ticker, one
 //! `InstancePre` per module), `vm` (one `Store` per VM, start-up, deadline-bounded guest
 //! calls), `abi` (every host function), `context` (a stream's state inside a VM), `shared`
-//! (shared data and queues), `metrics`, `plugin` (the VMs of a plugin and their rebuild after
-//! a failure), `stream` (the chain), `header_map` (maps and the pairs wire format).
+//! (shared data and queues), `metrics`, `plugin` (the VMs of a plugin, what a failure does to
+//! them, and their reload), `stream` (the chain), `header_map` (maps and the pairs wire format).
 
 mod abi;
 mod context;
@@ -26,9 +26,17 @@ mod vm;
 pub use engine::{compile_in_child, serve_compile_request};
 pub use metrics::ENVOY_HISTOGRAM_BUCKETS;
 pub use plugin::{Plugin, set_worker_index, worker_index};
-pub use runtime::{LoadError, MetricSnapshot, MetricValue, PluginSpec, Runtime, RuntimeError};
+pub use runtime::{
+    DEFAULT_RELOAD_BASE_INTERVAL, FailurePolicy, LoadError, MetricSnapshot, MetricValue, PluginSpec,
+    PluginStats, Runtime, RuntimeError,
+};
 pub use services::{HostServices, HttpCallRequest, HttpCallResponse, NoClusters};
 pub use stream::{ChainStream, DEFAULT_BUFFER_LIMIT, FilterChain, Flow, LocalReply, StreamInfo};
+
+/// Log target of guest lines at Proxy-Wasm's `critical` level (other guest lines use `wasm`).
+/// Envoy logs them at its own `critical` level; the `log` crate stops at `Error`, so the target
+/// carries the difference and the `modelgate` binary prints such lines as `CRITICAL`.
+pub const CRITICAL_LOG_TARGET: &str = "wasm::critical";
 
 /// Header map as a filter sees it: lower-case keys, pseudo-headers first
 /// (request: `:authority :path :method :scheme`; response: `:status`), in wire order.

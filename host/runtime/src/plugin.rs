@@ -1,17 +1,21 @@
-//! A loaded plugin: `vm_count` VMs built from one `InstancePre`, each behind its own lock,
-//! rebuilt in place when a guest call traps, runs out of time or out of memory.
+//! A loaded plugin: `vm_count` VMs built from one `InstancePre`, each behind its own lock.
+//! A VM whose guest call traps, runs out of time or out of memory is failed for good; what
+//! streams then get follows the plugin's [`FailurePolicy`], and only `FailReload` builds a
+//! new VM in its place, when a stream arrives after the backoff (Envoy's
+//! `PluginConfig::maybeReloadHandleIfNeeded`, `source/extensions/common/wasm/wasm.cc`).
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use wasmtime::{InstancePre, Trap};
 
 use crate::context::StreamCtx;
-use crate::runtime::RuntimeShared;
+use crate::runtime::{PluginCounters, RuntimeShared};
 use crate::vm::{StartError, Vm, VmState};
-use crate::{HttpCallResponse, LoadError, PluginSpec};
+use crate::{FailurePolicy, HttpCallResponse, LoadError, PluginSpec};
 
 /// What every VM of a plugin shares.
 pub(crate) struct PluginShared {
@@ -19,6 +23,7 @@ pub(crate) struct PluginShared {
     pub(crate) runtime: Arc<RuntimeShared>,
     /// The callback deadline in epoch ticks.
     pub(crate) deadline_ticks: u64,
+    pub(crate) counters: Arc<PluginCounters>,
 }
 
 /// One VM slot. The lock is held for the length of one guest call and never across an await.
@@ -29,9 +34,14 @@ pub(crate) struct VmCell {
 }
 
 pub(crate) struct VmSlot {
-    /// `None` after a rebuild failed: streams then fail (or skip the filter when fail-open).
+    /// `None` once the VM failed: streams then follow the plugin's failure policy.
     pub(crate) vm: Option<Vm>,
+    /// Bumped whenever the VM fails or a new one starts, so work begun for an older VM (a
+    /// paused stream, a tick, an `http_call` answer) finds it gone.
     pub(crate) generation: u64,
+    /// When the last VM was started (or a reload tried), for the reload backoff; Envoy keeps
+    /// this `last_load` per worker handle.
+    last_load: Instant,
     /// Stream contexts of a VM that died, kept (with any maps they held) until their stream
     /// comes back for them.
     pub(crate) orphans: HashMap<(u64, u32), StreamCtx>,
@@ -48,6 +58,7 @@ impl VmCell {
             slot: Mutex::new(VmSlot {
                 vm: None,
                 generation: 0,
+                last_load: Instant::now(),
                 orphans: HashMap::new(),
             }),
         });
@@ -69,18 +80,17 @@ impl VmCell {
         &self.plugin.spec.name
     }
 
-    /// A guest call failed: keep its stream contexts as orphans, wake their streams, count
-    /// the restart and rebuild the VM from the `InstancePre` (start-up and `on_configure`).
+    /// A guest call failed: the VM is dropped and never called again (proxy-wasm-cpp-host marks
+    /// it `FailState::RuntimeError`; every later callback finds it failed). Its stream
+    /// contexts are kept as orphans for their streams to collect, and those streams are woken.
     pub(crate) fn fail(self: &Arc<Self>, slot: &mut VmSlot, err: &wasmtime::Error) {
         let why = match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => "callback deadline exceeded".to_owned(),
             Some(trap) => format!("trap: {trap}"),
             None => format!("{err:#}"),
         };
-        log::error!(
-            "wasm plugin {}: VM failed ({why}); rebuilding it",
-            self.name()
-        );
+        // Envoy's `Wasm::error` logs "Wasm VM failed {message}" at error level.
+        log::error!("wasm plugin {}: Wasm VM failed ({why})", self.name());
         let old_generation = slot.generation;
         if let Some(vm) = slot.vm.take() {
             let mut store = vm.store;
@@ -90,10 +100,40 @@ impl VmCell {
             }
         }
         slot.generation += 1;
-        self.plugin.runtime.count_restart();
+        self.plugin.counters.vm_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A new stream found the VM failed: under `FailReload`, once the backoff since the last
+    /// load has passed, start a new VM (start-up and `on_configure` again). True if the slot
+    /// has a VM afterwards. As Envoy, each attempt restarts the backoff, whether it worked or
+    /// not, and counts `vm_reload_backoff`, `vm_reload_success` or `vm_reload_failure`.
+    pub(crate) fn reload_if_due(self: &Arc<Self>, slot: &mut VmSlot) -> bool {
+        if slot.vm.is_some() {
+            return true;
+        }
+        let FailurePolicy::FailReload { base_interval } = self.plugin.spec.failure_policy else {
+            return false;
+        };
+        let counters = &self.plugin.counters;
+        let now = Instant::now();
+        if now.duration_since(slot.last_load) < jittered(base_interval) {
+            counters.vm_reload_backoff.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        slot.last_load = now;
+        slot.generation += 1;
         match self.start(slot.generation) {
-            Ok(vm) => slot.vm = Some(vm),
-            Err(err) => log::error!("wasm plugin {}: cannot rebuild the VM: {err}", self.name()),
+            Ok(vm) => {
+                slot.vm = Some(vm);
+                counters.vm_reload_success.fetch_add(1, Ordering::Relaxed);
+                log::info!("wasm plugin {}: failed VM reloaded", self.name());
+                true
+            }
+            Err(err) => {
+                counters.vm_reload_failure.fetch_add(1, Ordering::Relaxed);
+                log::error!("wasm plugin {}: cannot reload the VM: {err}", self.name());
+                false
+            }
         }
     }
 
@@ -202,10 +242,12 @@ impl Plugin {
         let deadline_ticks = u64::try_from(spec.callback_deadline.as_millis().div_ceil(tick))
             .unwrap_or(u64::MAX)
             .saturating_add(1);
+        let counters = runtime.counters(&spec.name);
         let shared = Arc::new(PluginShared {
             spec,
             runtime: Arc::clone(runtime),
             deadline_ticks,
+            counters,
         });
         let vms = (0..vm_count)
             .map(|_| VmCell::new(Arc::clone(&shared), pre.clone()))
@@ -237,5 +279,37 @@ impl Plugin {
     /// How many VMs serve this plugin.
     pub fn vm_count(&self) -> usize {
         self.inner.vms.len()
+    }
+}
+
+/// One backoff interval: a random value in `[base, 1.5 × base)`, as Envoy's
+/// `JitteredLowerBoundBackOffStrategy::nextBackOffMs` (`source/common/common/backoff_strategy.cc`)
+/// draws it for every reload check.
+fn jittered(base: Duration) -> Duration {
+    let spread = base / 2;
+    if spread.is_zero() {
+        return base;
+    }
+    let mut bytes = [0u8; 8];
+    // Without randomness the lower bound is still a correct backoff.
+    if getrandom::fill(&mut bytes).is_err() {
+        return base;
+    }
+    let nanos = u64::try_from(spread.as_nanos()).unwrap_or(u64::MAX);
+    base + Duration::from_nanos(u64::from_le_bytes(bytes) % nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backoff_interval_lies_between_the_base_and_one_and_a_half_times_it() {
+        let base = Duration::from_millis(200);
+        for _ in 0..100 {
+            let interval = jittered(base);
+            assert!(interval >= base && interval < base * 3 / 2, "{interval:?}");
+        }
+        assert_eq!(jittered(Duration::from_nanos(1)), Duration::from_nanos(1));
     }
 }

@@ -1,8 +1,9 @@
 //! The process-wide runtime: the engine, shared data and queues, the metric registry, and the
 //! tokio handle async host work (ticks, `http_call` answers, queue wake-ups) runs on.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -23,13 +24,63 @@ pub struct PluginSpec {
     pub wasm: Arc<[u8]>,
     pub vm_config: Vec<u8>,
     pub plugin_config: Vec<u8>,
-    pub fail_open: bool,
+    /// What happens after the VM fails at run time.
+    pub failure_policy: FailurePolicy,
     /// Variables visible through WASI `environ_*`.
     pub env: Vec<(String, String)>,
     /// One VM per worker, like Envoy (0 => available parallelism).
     pub vm_count: usize,
     pub memory_limit_bytes: usize,
     pub callback_deadline: Duration,
+}
+
+/// What a plugin does once a VM failed at run time (a trap, the callback deadline, the memory
+/// limit), as Envoy's `PluginConfig.failure_policy` (api/envoy/extensions/wasm/v3/wasm.proto;
+/// source/extensions/common/wasm/wasm.cc, `PluginConfig::PluginConfig` and
+/// `PluginConfig::maybeReloadHandleIfNeeded`). A failed VM is never called again: a new one
+/// comes only from a reload or from loading the plugin again (a config push).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Every stream that reaches the failed VM gets 503 (details `wasm_fail_stream`) until the
+    /// plugin is loaded again. Envoy's default (`UNSPECIFIED` and `fail_open: false`), so what
+    /// Envoy Gateway's `failOpen: false` gives: one trap is an outage of that worker's routes.
+    #[default]
+    FailClosed,
+    /// The filter is skipped on every stream of the failed VM (Envoy's legacy `fail_open`,
+    /// which Envoy Gateway's `failOpen: true` sets).
+    FailOpen,
+    /// A new stream that finds the VM failed builds a new one, at most once per backoff
+    /// interval since the last load; in between streams fail closed (`FAIL_RELOAD` with
+    /// `reload_config.backoff.base_interval`, 1s by default).
+    FailReload { base_interval: Duration },
+}
+
+/// Envoy's default `ReloadConfig` backoff base interval (wasm.proto, `ReloadConfig.backoff`).
+pub const DEFAULT_RELOAD_BASE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Envoy's per-plugin Wasm stats (`wasm.<plugin name>.*`, documented in
+/// `docs/root/configuration/other_features/wasm.rst`), plus the VM failures Envoy does not
+/// count: there a failure shows only as `wasm_fail_stream` response details.
+#[derive(Debug, Default)]
+#[expect(clippy::struct_field_names, reason = "named after Envoy's stats")]
+pub(crate) struct PluginCounters {
+    pub(crate) vm_failures: AtomicU64,
+    pub(crate) vm_reload_backoff: AtomicU64,
+    pub(crate) vm_reload_success: AtomicU64,
+    pub(crate) vm_reload_failure: AtomicU64,
+}
+
+/// A snapshot of one plugin's [`PluginCounters`], by plugin name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginStats {
+    /// VMs that failed at run time (host-only: Envoy has no such stat).
+    pub vm_failures: u64,
+    /// `wasm.<name>.vm_reload_backoff`: reloads skipped because the backoff had not elapsed.
+    pub vm_reload_backoff: u64,
+    /// `wasm.<name>.vm_reload_success`.
+    pub vm_reload_success: u64,
+    /// `wasm.<name>.vm_reload_failure`: a reload whose new VM did not start.
+    pub vm_reload_failure: u64,
 }
 
 /// Errors creating the runtime itself.
@@ -87,14 +138,17 @@ pub(crate) struct RuntimeShared {
     pub(crate) queues: Queues,
     pub(crate) metrics: MetricRegistry,
     pub(crate) handle: Handle,
-    restarts: AtomicU64,
+    /// By plugin name, kept across config reloads as Envoy keeps a stats scope's counters.
+    counters: Mutex<BTreeMap<String, Arc<PluginCounters>>>,
     /// A runtime of our own when created outside tokio.
     own_worker: Option<tokio::runtime::Runtime>,
 }
 
 impl RuntimeShared {
-    pub(crate) fn count_restart(&self) {
-        self.restarts.fetch_add(1, Ordering::Relaxed);
+    /// The counters of the plugin named `name`, created on first use.
+    pub(crate) fn counters(&self, name: &str) -> Arc<PluginCounters> {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(counters.entry(name.to_owned()).or_default())
     }
 }
 
@@ -132,7 +186,7 @@ impl Runtime {
                 queues: Queues::default(),
                 metrics: MetricRegistry::default(),
                 handle,
-                restarts: AtomicU64::new(0),
+                counters: Mutex::default(),
                 own_worker,
             }),
         })
@@ -154,9 +208,30 @@ impl Runtime {
         self.shared.metrics.snapshot()
     }
 
-    /// VMs rebuilt after a trap, deadline or memory blow-up, since start.
-    pub fn vm_restarts(&self) -> u64 {
-        self.shared.restarts.load(Ordering::Relaxed)
+    /// Every plugin's failure and reload counters since start, by plugin name.
+    pub fn plugin_stats(&self) -> Vec<(String, PluginStats)> {
+        let counters = self
+            .shared
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        counters
+            .iter()
+            .map(|(name, c)| {
+                let stats = PluginStats {
+                    vm_failures: c.vm_failures.load(Ordering::Relaxed),
+                    vm_reload_backoff: c.vm_reload_backoff.load(Ordering::Relaxed),
+                    vm_reload_success: c.vm_reload_success.load(Ordering::Relaxed),
+                    vm_reload_failure: c.vm_reload_failure.load(Ordering::Relaxed),
+                };
+                (name.clone(), stats)
+            })
+            .collect()
+    }
+
+    /// VMs of every plugin that failed at run time (a trap, the deadline, the memory limit).
+    pub fn vm_failures(&self) -> u64 {
+        self.plugin_stats().iter().map(|(_, s)| s.vm_failures).sum()
     }
 }
 

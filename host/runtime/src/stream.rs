@@ -13,7 +13,7 @@ use crate::abi::local_reply;
 use crate::context::{StreamCtx, StreamMeta};
 use crate::plugin::VmCell;
 use crate::vm::{ROOT_CONTEXT_ID, StreamCallback};
-use crate::{Headers, Plugin, header_map};
+use crate::{FailurePolicy, Headers, Plugin, header_map};
 
 /// Envoy's default per-stream buffer limit.
 pub const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
@@ -59,6 +59,8 @@ pub struct LocalReply {
     /// Without `:status`.
     pub headers: Headers,
     pub body: Vec<u8>,
+    /// Envoy's response code details for it (`%RESPONSE_CODE_DETAILS%` in an access log).
+    pub details: &'static str,
 }
 
 impl FilterChain {
@@ -90,7 +92,7 @@ impl FilterChain {
             .iter()
             .map(|plugin| Slot {
                 cell: plugin.inner.pick_vm(),
-                fail_open: plugin.inner.shared.spec.fail_open,
+                fail_open: plugin.inner.shared.spec.failure_policy == FailurePolicy::FailOpen,
                 context: None,
                 notify: Arc::new(Notify::new()),
                 skipped: false,
@@ -351,12 +353,15 @@ impl ChainStream {
     }
 
     async fn request_too_large(&mut self, i: usize) -> Flow {
-        let reply = local_reply(413, Headers::new(), b"Payload Too Large".to_vec());
+        let mut reply = local_reply(413, Headers::new(), b"Payload Too Large".to_vec());
+        // Envoy's StreamInfo::ResponseCodeDetails::RequestPayloadTooLarge.
+        reply.details = "request_payload_too_large";
         Flow::LocalReply(self.reply_through(i + 1, reply).await)
     }
 
     async fn response_too_large(&mut self, i: usize) -> Flow {
-        let reply = local_reply(500, Headers::new(), b"Internal Server Error".to_vec());
+        let mut reply = local_reply(500, Headers::new(), b"Internal Server Error".to_vec());
+        reply.details = "response_payload_too_large";
         Flow::LocalReply(self.reply_through(i, reply).await)
     }
 
@@ -366,6 +371,7 @@ impl ChainStream {
         let mut headers = reply.headers;
         headers.insert(0, (":status".into(), reply.status.to_string().into_bytes()));
         let mut body = reply.body;
+        let mut details = reply.details;
         for i in (0..upto).rev() {
             if self.slots[i].context.is_none() {
                 continue;
@@ -395,8 +401,11 @@ impl ChainStream {
                     self.slots[i].cell.name()
                 ),
                 Step::Failed => {
+                    let failed = unavailable();
                     headers = vec![(":status".into(), b"503".to_vec())];
+                    headers.extend(failed.headers);
                     body.clear();
+                    details = failed.details;
                 }
             }
         }
@@ -411,6 +420,7 @@ impl ChainStream {
             status,
             headers,
             body,
+            details,
         }
     }
 
@@ -454,6 +464,11 @@ impl ChainStream {
                 return Begin::Done(self.failed(i));
             }
             None => {
+                // A stream is where Envoy looks at a failed VM: `FAIL_RELOAD` may replace it
+                // here (`PluginConfig::createContext`).
+                if !cell.reload_if_due(&mut slot) {
+                    return Begin::Done(self.failed(i));
+                }
                 let generation = slot.generation;
                 let Some(vm) = slot.vm.as_mut() else {
                     return Begin::Done(self.failed(i));
@@ -625,12 +640,15 @@ impl Drop for ChainStream {
     }
 }
 
-/// The reply a fail-closed filter's failure gives: 503 with an empty body.
+/// The reply a fail-closed filter's failure gives: Envoy's `Context::failStream` sends
+/// `sendLocalReply(503, "", nullptr, Unavailable, "wasm_fail_stream")`
+/// (source/extensions/common/wasm/context.cc), an empty body with `content-length: 0`.
 fn unavailable() -> LocalReply {
     LocalReply {
         status: 503,
-        headers: Headers::new(),
+        headers: vec![("content-length".into(), b"0".to_vec())],
         body: Vec::new(),
+        details: "wasm_fail_stream",
     }
 }
 
@@ -643,7 +661,9 @@ fn settled(ctx: &mut StreamCtx, cb: StreamCallback, payload: &mut Payload<'_>) -
     if ctx.closed {
         // The API has no stream reset: a closed stream ends with 503 and no body.
         take_back(ctx, cb, payload);
-        return Some(Step::Reply(unavailable()));
+        let mut reply = unavailable();
+        reply.details = "filter_reply";
+        return Some(Step::Reply(reply));
     }
     let request_side = matches!(
         cb,

@@ -5,7 +5,7 @@ mod support;
 
 use modelgate_runtime::{FilterChain, Flow, LocalReply, MetricValue};
 use support::{
-    capture_logs, conformance, get, info, logged, request, response, run_request, runtime,
+    capture_logs, conformance, get, info, logged, logged_critical, request, response, run_request, runtime,
     shared_value, values,
 };
 
@@ -434,7 +434,18 @@ async fn pause_then_resume_after_http_call() {
     assert_eq!(cluster, "upstream");
     assert_eq!(get(&call.headers, ":path"), Some("/ping"));
     assert_eq!(call.body, b"ping");
+    // What Envoy's async client adds (async_client_impl.cc `AsyncStreamImpl::sendHeaders`;
+    // router.cc `FilterUtility::finalTimeout`, the async client's router not suppressing
+    // Envoy headers).
+    assert_eq!(get(&call.headers, "x-envoy-internal"), Some("true"));
+    assert_eq!(
+        get(&call.headers, "x-envoy-expected-rq-timeout-ms"),
+        Some(CALL_TIMEOUT_MS)
+    );
 }
+
+/// The timeout the conformance filter gives its `http_call`.
+const CALL_TIMEOUT_MS: &str = "1000";
 
 #[tokio::test]
 async fn http_call_failure_delivers_zero_headers_and_a_reply_after_a_call_works() {
@@ -598,20 +609,27 @@ async fn wasi_clock_random_environ_and_fd_write() {
     );
     assert!(logged(
         log::Level::Info,
-        "wasm log conformance: stdout from stream 2"
+        "wasm log conformance conformance-root conformance-vm: stdout from stream 2"
     ));
     assert!(logged(
         log::Level::Error,
-        "wasm log conformance: stderr from stream 2"
+        "wasm log conformance conformance-root conformance-vm: stderr from stream 2"
     ));
     assert!(
-        logged(log::Level::Info, "wasm log conformance: stdout from vm 0"),
+        logged(
+            log::Level::Info,
+            "wasm log conformance-root conformance-vm: stdout from vm 0"
+        ),
         "fd_write works during start-up"
     );
 }
 
+// Envoy's `Context::log` writes `wasm log<prefix>: <message>` at the guest's level, critical
+// included (source/extensions/common/wasm/context.cc); the prefix is proxy-wasm-cpp-host's
+// `PluginBase::makeLogPrefix` on a stream (` <name> <root_id> <vm_id>`) and
+// `ContextBase::makeRootLogPrefix` on the root context (` <root_id> <vm_id>`).
 #[tokio::test]
-async fn guest_logs_are_tagged_with_the_plugin_name() {
+async fn guest_logs_carry_proxy_wasm_cpp_host_prefixes_and_levels() {
     capture_logs();
     let (runtime, _) = runtime();
     let chain = FilterChain::new(vec![conformance(&runtime, "")]);
@@ -619,11 +637,14 @@ async fn guest_logs_are_tagged_with_the_plugin_name() {
     stream.finish();
     assert!(logged(
         log::Level::Warn,
-        "wasm log conformance: warning from stream 2"
+        "wasm log conformance conformance-root conformance-vm: warning from stream 2"
+    ));
+    assert!(logged_critical(
+        "wasm log conformance conformance-root conformance-vm: critical from stream 2"
     ));
     assert!(logged(
         log::Level::Info,
-        "wasm log conformance: configured vm 0"
+        "wasm log conformance-root conformance-vm: configured vm 0"
     ));
 }
 

@@ -22,7 +22,7 @@ use modelgate_runtime::{ChainStream, Flow, Headers, StreamInfo};
 use crate::access_log::AccessEntry;
 use crate::body::{GatewayBody, ReplayBody, json_error};
 use crate::gateway::Shared;
-use crate::headers::{self, REQUEST_ID};
+use crate::headers;
 use crate::snapshot::Snapshot;
 
 use request_body::{BodyError, RequestBody, RequestPump};
@@ -136,7 +136,12 @@ impl Exchange {
     async fn run(mut self, request: Request<Incoming>) -> Response<GatewayBody> {
         let (parts, body) = request.into_parts();
         let (mut request_headers, request_id) =
-            headers::request_headers(&parts, self.conn.source.ip(), self.conn.tls);
+            headers::request_headers(
+                &parts,
+                self.conn.source.ip(),
+                self.conn.tls,
+                &self.snapshot.config.client_traffic,
+            );
         // hyper's header values share the connection's read buffer: kept for the exchange,
         // they pin it and hyper reads ahead into a second one (4-6 MiB over 1,000 connections).
         drop(parts);
@@ -241,11 +246,6 @@ impl Exchange {
             return Box::pin(self.gateway_reply(status, "no healthy upstream", "no_cluster")).await;
         };
         headers::apply_mutations(&mut request_headers, &route.request_headers);
-        headers::set(
-            &mut request_headers,
-            REQUEST_ID,
-            self.log.request_id.as_bytes(),
-        );
         let target = Target {
             route,
             cluster: &cluster,

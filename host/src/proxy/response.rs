@@ -12,7 +12,7 @@ use super::upstream::Upstream;
 use super::{Exchange, json_error_headers};
 use crate::body::{BodySender, ChannelBody, GatewayBody, ReplayBody, json_error};
 use crate::cluster::InFlight;
-use crate::headers::{self, REQUEST_ID};
+use crate::headers;
 use crate::route::Route;
 
 impl Exchange {
@@ -56,8 +56,8 @@ impl Exchange {
 
     /// A filter's local reply: the runtime already ran the response callbacks over it.
     pub(super) fn filter_reply(mut self, reply: LocalReply) -> Response<GatewayBody> {
-        if self.log.detail.is_none() {
-            self.log.detail = Some("filter_reply");
+        if self.log.detail.is_none() || reply.details == "wasm_fail_stream" {
+            self.log.detail = Some(reply.details);
         }
         let mut response_headers =
             vec![(":status".to_owned(), reply.status.to_string().into_bytes())];
@@ -144,7 +144,7 @@ impl Exchange {
             return self.finish_response(response_headers, first, trailers);
         }
         let (tx, channel) = ChannelBody::new();
-        let response = self.response_head(response_headers, GatewayBody::new(channel));
+        let response = Self::response_head(response_headers, GatewayBody::new(channel));
         let status = response.status().as_u16();
         tokio::spawn(self.stream_response(status, first, body, deadline, in_flight, tx));
         response
@@ -183,21 +183,16 @@ impl Exchange {
         self.finish_response(response_headers, body.into(), None)
     }
 
-    /// The client response head: status from `:status`, headers, `x-request-id`.
+    /// The client response head: status from `:status` and the headers. No `x-request-id`:
+    /// Envoy adds it only with `always_set_request_id_in_response`, which Envoy Gateway does
+    /// not set (`conn_manager_utility.cc`, `mutateResponseHeaders`).
     pub(super) fn response_head(
-        &self,
         response_headers: Headers,
         body: GatewayBody,
     ) -> Response<GatewayBody> {
         let mut response = Response::new(body);
         *response.status_mut() = headers::status_of(&response_headers);
-        let mut map = headers::into_header_map(response_headers);
-        if !map.contains_key(REQUEST_ID)
-            && let Ok(id) = hyper::header::HeaderValue::from_str(&self.log.request_id)
-        {
-            map.insert(REQUEST_ID, id);
-        }
-        *response.headers_mut() = map;
+        *response.headers_mut() = headers::into_header_map(response_headers);
         response
     }
 
@@ -211,7 +206,7 @@ impl Exchange {
     ) -> Response<GatewayBody> {
         let size = body.len() as u64;
         let mut response =
-            self.response_head(response_headers, ReplayBody::new(body, trailers).boxed());
+            Self::response_head(response_headers, ReplayBody::new(body, trailers).boxed());
         let status = response.status();
         let bodiless = self.log.method == hyper::Method::HEAD
             || status == StatusCode::NO_CONTENT

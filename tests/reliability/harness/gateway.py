@@ -150,8 +150,8 @@ class Gateway:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    def vm_restarts(self) -> float:
-        return self.metric_sum(VM_RESTARTS_METRIC)
+    def vm_failures(self) -> float:
+        return self.metric_sum(VM_FAILURES_METRIC)
 
     def config_dump_text(self) -> str:
         status, body = self.admin_get("/config_dump")
@@ -166,5 +166,6 @@ class Gateway:
         raise AssertionError("no VmRSS line")
 
 
-# The host's counter of VMs rebuilt after a trap, deadline or memory blow-up (docs/host-config.md).
-VM_RESTARTS_METRIC = r"modelgate_vm_restarts_total"
+# The host's counter of VMs that failed at run time: a trap, the callback deadline or the memory
+# limit (docs/host-config.md), one sample per plugin.
+VM_FAILURES_METRIC = r"modelgate_wasm_vm_failures_total"

@@ -1,5 +1,12 @@
 //! `proxy_http_call`: a request to a named cluster of the gateway; the answer comes back
 //! later through `on_http_call_response` on the same VM.
+//!
+//! The request carries what Envoy's async client adds: `x-envoy-internal: true`
+//! (`source/common/http/async_client_impl.cc`, `AsyncStreamImpl::sendHeaders`) and, with a
+//! timeout, `x-envoy-expected-rq-timeout-ms` (the async client's router runs with
+//! `suppress_envoy_headers` false, so `FilterUtility::finalTimeout` sets it). Envoy also
+//! appends its node's address to `x-forwarded-for`; the host, which has no node address,
+//! does not.
 
 use std::time::Duration;
 
@@ -26,7 +33,7 @@ fn http_call(caller: &mut Caller<'_>, args: &CallArgs) -> AbiResult {
     let trailers = read(caller, args.trailers.0, args.trailers.1)?;
     // Check the token pointer before starting anything, as proxy-wasm-cpp-host does.
     write_u32(caller, args.token_ptr, 0)?;
-    let headers = header_map::decode_map(&headers).unwrap_or_default();
+    let mut headers = header_map::decode_map(&headers).unwrap_or_default();
     let trailers = header_map::decode_map(&trailers).unwrap_or_default();
     let state = caller.data_mut();
     let runtime = std::sync::Arc::clone(&state.plugin.runtime);
@@ -43,6 +50,14 @@ fn http_call(caller: &mut Caller<'_>, args: &CallArgs) -> AbiResult {
     let token = state.next_http_call_token;
     state.next_http_call_token = state.next_http_call_token.checked_add(1).unwrap_or(1);
     let timeout = (args.timeout_ms != 0).then(|| Duration::from_millis(u64::from(args.timeout_ms)));
+    header_map::replace(&mut headers, "x-envoy-internal".into(), b"true".to_vec());
+    if args.timeout_ms != 0 {
+        header_map::replace(
+            &mut headers,
+            "x-envoy-expected-rq-timeout-ms".into(),
+            args.timeout_ms.to_string().into_bytes(),
+        );
+    }
     let request = HttpCallRequest {
         headers,
         body,

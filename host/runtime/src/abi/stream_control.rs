@@ -58,6 +58,7 @@ pub(crate) fn local_reply(status: u16, mut headers: crate::Headers, body: Vec<u8
         status,
         headers,
         body,
+        details: "filter_reply",
     }
 }
 

@@ -93,19 +93,25 @@ pub(crate) fn assemblyscript_filter() -> Arc<[u8]> {
 /// Captured log lines, for assertions on what guests logged.
 struct Capture;
 
-static LINES: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+static LINES: Mutex<Vec<(log::Level, String, String)>> = Mutex::new(Vec::new());
 
 impl log::Log for Capture {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         // Only the runtime's and guests' lines: wasmtime and cranelift trace far too much.
-        metadata.target() == "wasm" || metadata.target().starts_with("modelgate")
+        metadata.target() == "wasm"
+            || metadata.target() == modelgate_runtime::CRITICAL_LOG_TARGET
+            || metadata.target().starts_with("modelgate")
     }
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
             LINES
                 .lock()
                 .unwrap()
-                .push((record.level(), record.args().to_string()));
+                .push((
+                    record.level(),
+                    record.target().to_owned(),
+                    record.args().to_string(),
+                ));
         }
     }
     fn flush(&self) {}
@@ -120,11 +126,20 @@ pub(crate) fn capture_logs() {
 }
 
 pub(crate) fn logged(level: log::Level, text: &str) -> bool {
+    logged_to(level, "wasm", text)
+}
+
+/// A line at Proxy-Wasm's `critical` level.
+pub(crate) fn logged_critical(text: &str) -> bool {
+    logged_to(log::Level::Error, modelgate_runtime::CRITICAL_LOG_TARGET, text)
+}
+
+fn logged_to(level: log::Level, target: &str, text: &str) -> bool {
     LINES
         .lock()
         .unwrap()
         .iter()
-        .any(|(l, line)| *l == level && line.contains(text))
+        .any(|(l, t, line)| *l == level && t == target && line.contains(text))
 }
 
 /// A stand-in for the gateway's clusters. The runtime only sees `HostServices`; the gateway's
@@ -177,7 +192,7 @@ pub(crate) fn spec(name: &str, wasm: Arc<[u8]>, plugin_config: &str) -> PluginSp
         wasm,
         vm_config: b"vm-config".to_vec(),
         plugin_config: plugin_config.as_bytes().to_vec(),
-        fail_open: false,
+        failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
         env: vec![("MG_TEST_ENV".into(), "from-spec".into())],
         vm_count: 1,
         memory_limit_bytes: 32 << 20,

@@ -439,6 +439,10 @@ impl HttpContext for Stream {
             "wasi" => self.wasi_case(),
             "log" => {
                 log::warn!("warning from stream {}", self.id);
+                let _ = proxy_wasm::hostcalls::log(
+                    proxy_wasm::types::LogLevel::Critical,
+                    &format!("critical from stream {}", self.id),
+                );
             }
             "local-reply" => {
                 self.send_http_response(403, vec![("x-reply", "1")], Some(b"denied"));
