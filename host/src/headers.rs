@@ -407,7 +407,10 @@ mod tests {
                 "x-request-id"
             ]
         );
-        assert_eq!(get_str(&headers, "x-envoy-external-address"), Some("10.0.0.7"));
+        assert_eq!(
+            get_str(&headers, "x-envoy-external-address"),
+            Some("10.0.0.7")
+        );
         assert_eq!(get_str(&headers, ":authority"), Some("gw.local"));
         assert_eq!(get_str(&headers, ":path"), Some("/v1/models/m:predict?x=1"));
         assert_eq!(get_str(&headers, "x-forwarded-for"), Some("10.0.0.7"));
@@ -434,8 +437,12 @@ mod tests {
             .body(())
             .unwrap();
         let peer = "10.0.0.7".parse().unwrap();
-        let (headers, id) =
-            request_headers(&parts(request), peer, false, &ClientTrafficConfig::default());
+        let (headers, id) = request_headers(
+            &parts(request),
+            peer,
+            false,
+            &ClientTrafficConfig::default(),
+        );
         assert_ne!(id, "abc");
         assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
         assert_eq!(get_str(&headers, REQUEST_ID), Some(id.as_str()));
@@ -445,7 +452,10 @@ mod tests {
             Some("1.1.1.1, 2.2.2.2, 10.0.0.7")
         );
         assert_eq!(get_str(&headers, "x-forwarded-proto"), Some("http"));
-        assert_eq!(get_str(&headers, "x-envoy-external-address"), Some("10.0.0.7"));
+        assert_eq!(
+            get_str(&headers, "x-envoy-external-address"),
+            Some("10.0.0.7")
+        );
         assert_eq!(get_str(&headers, "te"), Some("trailers"));
     }
 
@@ -466,8 +476,13 @@ mod tests {
             RequestIdAction::Preserve,
             RequestIdAction::Disable,
         ] {
-            let (headers, id) = request_headers(&parts(with_id()), peer, false, &with_request_id(action));
-            assert_eq!((id.as_str(), get_str(&headers, REQUEST_ID)), ("client-42", Some("client-42")), "{action:?}");
+            let (headers, id) =
+                request_headers(&parts(with_id()), peer, false, &with_request_id(action));
+            assert_eq!(
+                (id.as_str(), get_str(&headers, REQUEST_ID)),
+                ("client-42", Some("client-42")),
+                "{action:?}"
+            );
         }
         let (_, id) = request_headers(
             &parts(without_id()),
@@ -477,8 +492,13 @@ mod tests {
         );
         assert!(uuid::Uuid::parse_str(&id).is_ok());
         for action in [RequestIdAction::Preserve, RequestIdAction::Disable] {
-            let (headers, id) = request_headers(&parts(without_id()), peer, false, &with_request_id(action));
-            assert_eq!((id.as_str(), get(&headers, REQUEST_ID)), ("", None), "{action:?}");
+            let (headers, id) =
+                request_headers(&parts(without_id()), peer, false, &with_request_id(action));
+            assert_eq!(
+                (id.as_str(), get(&headers, REQUEST_ID)),
+                ("", None),
+                "{action:?}"
+            );
         }
     }
 
@@ -499,12 +519,17 @@ mod tests {
         );
         for name in CLIENT_MAY_NOT_SEND {
             assert!(
-                headers.iter().all(|(n, v)| n != name || v != b"from-client"),
+                headers
+                    .iter()
+                    .all(|(n, v)| n != name || v != b"from-client"),
                 "{name} passed through"
             );
         }
         assert_eq!(get_str(&headers, "x-envoy-internal"), None);
-        assert_eq!(get_str(&headers, "x-envoy-external-address"), Some("10.0.0.7"));
+        assert_eq!(
+            get_str(&headers, "x-envoy-external-address"),
+            Some("10.0.0.7")
+        );
         assert_eq!(get_str(&headers, "x-envoy-custom"), Some("kept"));
     }
 
@@ -522,8 +547,16 @@ mod tests {
             .header("x-forwarded-proto", "https")
             .body(())
             .unwrap();
-        let (headers, _) = request_headers(&parts(request), "10.0.0.7".parse().unwrap(), false, &settings);
-        assert_eq!(get_str(&headers, "x-envoy-external-address"), Some("203.0.113.5"));
+        let (headers, _) = request_headers(
+            &parts(request),
+            "10.0.0.7".parse().unwrap(),
+            false,
+            &settings,
+        );
+        assert_eq!(
+            get_str(&headers, "x-envoy-external-address"),
+            Some("203.0.113.5")
+        );
         assert_eq!(get_str(&headers, "x-forwarded-proto"), Some("https"));
         assert_eq!(
             get_str(&headers, "x-forwarded-for"),

@@ -462,7 +462,10 @@ fn render_plugin_stats(out: &mut String, plugin_stats: &[(String, PluginStats)])
             ("vm_reload_success", stats.vm_reload_success),
             ("vm_reload_failure", stats.vm_reload_failure),
         ] {
-            let _ = writeln!(out, "# TYPE {prefix}_{stat} counter\n{prefix}_{stat}{{}} {value}");
+            let _ = writeln!(
+                out,
+                "# TYPE {prefix}_{stat} counter\n{prefix}_{stat}{{}} {value}"
+            );
         }
     }
 }

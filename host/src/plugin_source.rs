@@ -141,9 +141,7 @@ fn failure_policy(filter: &FilterConfig, fail_open: bool) -> Result<FailurePolic
                 .map_or(DEFAULT_RELOAD_BASE_INTERVAL, |b| b.base_interval.0);
             // Envoy's proto validation: base_interval must be at least 1ms.
             if base_interval < std::time::Duration::from_millis(1) {
-                return Err(
-                    "reloadConfig.backoff.baseInterval: must be at least 1ms".to_owned()
-                );
+                return Err("reloadConfig.backoff.baseInterval: must be at least 1ms".to_owned());
             }
             FailurePolicy::FailReload { base_interval }
         }

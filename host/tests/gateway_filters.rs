@@ -189,7 +189,10 @@ async fn after_a_trap_every_later_request_on_that_worker_is_503_until_reload() {
     for _ in 0..3 {
         let failed = get(&c, &gw.url("/")).await;
         assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!((failed.body.as_str(), failed.header("content-length")), ("", Some("0")));
+        assert_eq!(
+            (failed.body.as_str(), failed.header("content-length")),
+            ("", Some("0"))
+        );
     }
     let text = get(&c, &gw.admin_url("/metrics")).await.body;
     assert!(
@@ -251,7 +254,10 @@ async fn fail_reload_builds_a_new_vm_after_the_backoff() {
         "{text}"
     );
     let dump = get(&c, &gw.admin_url("/config_dump")).await.json();
-    assert_eq!(dump["filters"][0]["effective"]["failurePolicy"], "FAIL_RELOAD");
+    assert_eq!(
+        dump["filters"][0]["effective"]["failurePolicy"],
+        "FAIL_RELOAD"
+    );
 }
 
 #[tokio::test]

@@ -149,8 +149,15 @@ async fn custom_headers_reach_the_upstream_and_envoy_rewrites_the_edge_headers()
     assert_eq!(seen.headers["x-forwarded-for"], "192.0.2.1, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-envoy-external-address"], "127.0.0.1");
-    for internal in ["x-envoy-internal", "x-envoy-retry-on", "x-envoy-upstream-rq-timeout-ms"] {
-        assert!(!seen.headers.contains_key(internal), "{internal} reached the upstream");
+    for internal in [
+        "x-envoy-internal",
+        "x-envoy-retry-on",
+        "x-envoy-upstream-rq-timeout-ms",
+    ] {
+        assert!(
+            !seen.headers.contains_key(internal),
+            "{internal} reached the upstream"
+        );
     }
     assert_eq!(seen.headers["host"], gw.address.to_string());
     let generated = &seen.headers["x-request-id"];

@@ -1,11 +1,11 @@
 //! The zero-trap run: every input corpus the project has, replayed through the production
 //! `modelgate.wasm` in the host's runtime, must leave every VM alive.
 //!
-//! Under Envoy's default failure policy (FAIL_CLOSED, what Envoy Gateway gives) a trap fails the
+//! Under Envoy's default failure policy (`FAIL_CLOSED`, what Envoy Gateway gives) a trap fails the
 //! worker's VM for good: every later request on that worker gets 503 until the configuration is
 //! pushed again (docs/failure-policy.md). So the filter must never trap, whatever a client sends.
 //! `tests/corpora/export.py` gathers the corpora where they live (fuzz seeds and corpora decoded
-//! as each fuzz target decodes them, the e2e KServe bodies, the reliability JWT attacks, path
+//! as each fuzz target decodes them, the e2e `KServe` bodies, the reliability JWT attacks, path
 //! attacks, header spoofs and HTTP mutants) as plain requests; each one runs through the request
 //! and response callbacks here, and any VM failure, any hang, and any plugin config that traps
 //! in `on_configure` fails the test with the names of the inputs.
@@ -41,7 +41,7 @@ fn wasm() -> Arc<[u8]> {
 }
 
 /// The corpora as `tests/corpora/export.py` writes them (it needs the project's venv for
-/// PyJWT and cryptography, which mint the JWT attack tokens).
+/// `PyJWT` and cryptography, which mint the JWT attack tokens).
 fn corpora() -> Value {
     let python = repo().join(".venv/bin/python");
     assert!(
@@ -126,7 +126,10 @@ async fn replay(chain: &FilterChain, case: &Value) {
             ("content-type".into(), b"application/json".to_vec()),
         ];
         let mut answer = br#"{"predictions":[0]}"#.to_vec();
-        if matches!(stream.response_headers(&mut response, false).await, Flow::Continue) {
+        if matches!(
+            stream.response_headers(&mut response, false).await,
+            Flow::Continue
+        ) {
             stream.response_body(&mut answer, true).await;
         }
     }
@@ -140,7 +143,9 @@ async fn every_corpus_runs_through_modelgate_without_a_trap() {
     let mut failed: Vec<String> = Vec::new();
 
     // Plugin configs (the `config` fuzz target): refusing one is fine, trapping is not.
-    let plugin_configs = corpora["plugin_configs"].as_array().expect("plugin configs");
+    let plugin_configs = corpora["plugin_configs"]
+        .as_array()
+        .expect("plugin configs");
     for (i, entry) in plugin_configs.iter().enumerate() {
         match runtime.load(spec(&format!("config-{i}"), bytes(&entry["config"]))) {
             Ok(_) | Err(LoadError::Rejected { .. }) => {}
@@ -162,7 +167,13 @@ async fn every_corpus_runs_through_modelgate_without_a_trap() {
     let mut sources = std::collections::BTreeSet::new();
     for case in cases {
         let source = case["source"].as_str().unwrap_or_default();
-        sources.insert(source.split(['/', ' ']).take(2).collect::<Vec<_>>().join("/"));
+        sources.insert(
+            source
+                .split(['/', ' '])
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("/"),
+        );
         let id = case["config"].as_str().expect("config id");
         let chain = &chains[id];
         let before = runtime.vm_failures();
@@ -173,7 +184,11 @@ async fn every_corpus_runs_through_modelgate_without_a_trap() {
         if runtime.vm_failures() != before {
             failed.push(format!("{source}: the VM failed"));
             // A fresh plugin, so the cases after this one still meet a live VM.
-            let text = configs[id].as_str().expect("config text").as_bytes().to_vec();
+            let text = configs[id]
+                .as_str()
+                .expect("config text")
+                .as_bytes()
+                .to_vec();
             let plugin = runtime.load(spec(id, text)).expect("reloads");
             chains.insert(id.to_owned(), FilterChain::new(vec![plugin]));
         }

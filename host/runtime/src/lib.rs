@@ -27,8 +27,8 @@ pub use engine::{compile_in_child, serve_compile_request};
 pub use metrics::ENVOY_HISTOGRAM_BUCKETS;
 pub use plugin::{Plugin, set_worker_index, worker_index};
 pub use runtime::{
-    DEFAULT_RELOAD_BASE_INTERVAL, FailurePolicy, LoadError, MetricSnapshot, MetricValue, PluginSpec,
-    PluginStats, Runtime, RuntimeError,
+    DEFAULT_RELOAD_BASE_INTERVAL, FailurePolicy, LoadError, MetricSnapshot, MetricValue,
+    PluginSpec, PluginStats, Runtime, RuntimeError,
 };
 pub use services::{HostServices, HttpCallRequest, HttpCallResponse, NoClusters};
 pub use stream::{ChainStream, DEFAULT_BUFFER_LIMIT, FilterChain, Flow, LocalReply, StreamInfo};

@@ -100,7 +100,10 @@ impl VmCell {
             }
         }
         slot.generation += 1;
-        self.plugin.counters.vm_failures.fetch_add(1, Ordering::Relaxed);
+        self.plugin
+            .counters
+            .vm_failures
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// A new stream found the VM failed: under `FailReload`, once the backoff since the last

@@ -5,8 +5,8 @@ mod support;
 
 use modelgate_runtime::{FilterChain, Flow, LocalReply, MetricValue};
 use support::{
-    capture_logs, conformance, get, info, logged, logged_critical, request, response, run_request, runtime,
-    shared_value, values,
+    capture_logs, conformance, get, info, logged, logged_critical, request, response, run_request,
+    runtime, shared_value, values,
 };
 
 fn local_reply(flow: Flow) -> LocalReply {

@@ -82,8 +82,7 @@ async fn a_memory_blow_up_hits_the_limit() {
 }
 
 #[tokio::test]
-async fn by_default_a_failed_vm_answers_every_later_stream_503_until_the_plugin_is_loaded_again()
-{
+async fn by_default_a_failed_vm_answers_every_later_stream_503_until_the_plugin_is_loaded_again() {
     let (runtime, _) = runtime();
     let load = || runtime.load(spec("closed", support::filter("conformance"), ""));
     let chain = FilterChain::new(vec![load().unwrap()]);

@@ -135,13 +135,12 @@ struct Exchange {
 impl Exchange {
     async fn run(mut self, request: Request<Incoming>) -> Response<GatewayBody> {
         let (parts, body) = request.into_parts();
-        let (mut request_headers, request_id) =
-            headers::request_headers(
-                &parts,
-                self.conn.source.ip(),
-                self.conn.tls,
-                &self.snapshot.config.client_traffic,
-            );
+        let (mut request_headers, request_id) = headers::request_headers(
+            &parts,
+            self.conn.source.ip(),
+            self.conn.tls,
+            &self.snapshot.config.client_traffic,
+        );
         // hyper's header values share the connection's read buffer: kept for the exchange,
         // they pin it and hyper reads ahead into a second one (4-6 MiB over 1,000 connections).
         drop(parts);

@@ -46,7 +46,11 @@ pub(crate) fn guest_log(state: &VmState, level: impl Into<GuestLevel>, message: 
     let mut prefix = String::new();
     // The effective context is a stream's during its callbacks, else the root context's.
     let parts = if state.stream().is_some() {
-        [spec.name.as_str(), spec.root_id.as_str(), spec.vm_id.as_str()]
+        [
+            spec.name.as_str(),
+            spec.root_id.as_str(),
+            spec.vm_id.as_str(),
+        ]
     } else {
         ["", spec.root_id.as_str(), spec.vm_id.as_str()]
     };

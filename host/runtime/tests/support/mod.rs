@@ -104,14 +104,11 @@ impl log::Log for Capture {
     }
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
-            LINES
-                .lock()
-                .unwrap()
-                .push((
-                    record.level(),
-                    record.target().to_owned(),
-                    record.args().to_string(),
-                ));
+            LINES.lock().unwrap().push((
+                record.level(),
+                record.target().to_owned(),
+                record.args().to_string(),
+            ));
         }
     }
     fn flush(&self) {}
@@ -131,7 +128,11 @@ pub(crate) fn logged(level: log::Level, text: &str) -> bool {
 
 /// A line at Proxy-Wasm's `critical` level.
 pub(crate) fn logged_critical(text: &str) -> bool {
-    logged_to(log::Level::Error, modelgate_runtime::CRITICAL_LOG_TARGET, text)
+    logged_to(
+        log::Level::Error,
+        modelgate_runtime::CRITICAL_LOG_TARGET,
+        text,
+    )
 }
 
 fn logged_to(level: log::Level, target: &str, text: &str) -> bool {
