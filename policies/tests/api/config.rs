@@ -152,6 +152,11 @@ fn errors_name_the_field_path() {
             "models.sklearn-iris.validation.elementType: unknown variant `float`",
         ),
         (
+            "/models/sklearn-iris/validation",
+            json!({"explain": "alibi"}),
+            "models.sklearn-iris.validation.explain: unknown variant `alibi`",
+        ),
+        (
             "/models/sklearn-iris/protocols",
             json!(["v3"]),
             "models.sklearn-iris.protocols[0]: unknown variant `v3`",

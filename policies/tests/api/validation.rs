@@ -222,3 +222,46 @@ fn a_structured_cloudevent_is_refused_unless_unwrapping_is_configured() {
         )
     );
 }
+
+/// A model served with KServe's ART explainer (`validation.explain: art`): `:explain` takes
+/// `[inputs, labels]`, as the explainer reads them; `:predict` keeps the row rules.
+#[test]
+fn art_explain_bodies_are_inputs_and_labels() {
+    let mut config = base_config();
+    config["models"]["sklearn-iris"]["validation"] = json!({"featureCount": 4, "explain": "art"});
+    let p = policies(&config);
+    let send = |path: &str, body: &[u8]| {
+        Req::post(path)
+            .bearer(&token("alice", "models:iris"))
+            .header("Content-Type", "application/json")
+            .send(&p, body, at(NOW), &MemoryStore::new())
+            .map(|_| ())
+            .map_err(|r| (r.status, r.body))
+    };
+    let explain = "/v1/models/iris:explain";
+    assert_eq!(
+        send(
+            explain,
+            br#"{"instances": [[[[[1], [2]], [[3], [4]]]], [0]]}"#
+        ),
+        Ok(())
+    );
+    // The guide's tabular body is a predict body: the explainer cannot read it.
+    assert_eq!(
+        send(explain, IRIS_BODY),
+        bad("instances: the ART explainer takes [inputs, labels], got 1 entries")
+    );
+    assert_eq!(
+        send(explain, br#"{"instances": [[[1, 2, 3]], [0]]}"#),
+        bad("instances[0][0]: expected 4 values, got 3")
+    );
+    // Predict on the same model is unchanged: rows of 4, and the ART shape is refused.
+    assert_eq!(send("/v1/models/iris:predict", IRIS_BODY), Ok(()));
+    assert!(
+        send(
+            "/v1/models/iris:predict",
+            br#"{"instances": [[[[[1], [2]], [[3], [4]]]], [0]]}"#
+        )
+        .is_err()
+    );
+}
