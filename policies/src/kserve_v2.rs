@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::config::ElementType;
-use crate::strict_json;
+use crate::strict_json::{self, AnyValue};
 
 /// The most dimensions numpy 2 accepts (`NPY_MAXDIMS`; numpy 1 accepted 32). The model servers
 /// here run numpy 2.4 (`tests/requirements.txt`).
@@ -121,16 +121,17 @@ pub(crate) fn validate(
         }
     })?;
     de.end().map_err(|e| format!("body: invalid JSON: {e}"))?;
-    let inputs = request.inputs.ok_or("inputs: missing")?;
+    let inputs = request.inputs.as_ref().ok_or("inputs: missing")?;
     if inputs.is_empty() {
         return Err("inputs: must not be empty".to_owned());
     }
+    let columns = request.is_dataframe().then_some(inputs.len());
     let mut binary_total: u64 = 0;
     for (i, input) in inputs.iter().enumerate() {
         let place = |m: String| format!("inputs[{i}].{m}");
         binary_total =
             binary_total.saturating_add(check_input(input, binary_len.is_some()).map_err(place)?);
-        check_model_rules(input, rules).map_err(place)?;
+        check_model_rules(input, rules, columns).map_err(place)?;
         if inputs[..i].iter().any(|other| other.name == input.name) {
             return Err(place(format!("name: duplicate input {:?}", input.name)));
         }
@@ -155,6 +156,66 @@ pub(crate) fn validate(
 #[derive(Deserialize)]
 struct InferRequest {
     inputs: Option<Vec<Object<Input>>>,
+    parameters: Option<Object<RequestParameters>>,
+}
+
+#[derive(Deserialize)]
+struct RequestParameters {
+    /// `"pd"` makes KServe hand the model a pandas `DataFrame`, one column per input
+    /// (`kserve.utils.utils.get_predict_input`); any other value, an array of `inputs[0]`.
+    content_type: Option<IsPandas>,
+}
+
+impl InferRequest {
+    fn is_dataframe(&self) -> bool {
+        self.parameters
+            .as_ref()
+            .and_then(|p| p.content_type.as_ref())
+            .is_some_and(|c| c.0)
+    }
+}
+
+/// Whether a JSON value is the string `"pd"` (without building a `serde_json::Value`, which
+/// would grow the filter by about 12 KB).
+struct IsPandas(bool);
+
+impl<'de> Deserialize<'de> for IsPandas {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(IsPandasVisitor)
+    }
+}
+
+struct IsPandasVisitor;
+
+impl<'de> Visitor<'de> for IsPandasVisitor {
+    type Value = IsPandas;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<IsPandas, E> {
+        Ok(IsPandas(v == "pd"))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<IsPandas, E> {
+        Ok(IsPandas(false))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<IsPandas, E> {
+        Ok(IsPandas(false))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<IsPandas, E> {
+        Ok(IsPandas(false))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<IsPandas, E> {
+        Ok(IsPandas(false))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<IsPandas, E> {
+        Ok(IsPandas(false))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<IsPandas, A::Error> {
+        AnyValue.visit_seq(seq).map(|()| IsPandas(false))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<IsPandas, A::Error> {
+        AnyValue.visit_map(map).map(|()| IsPandas(false))
+    }
 }
 
 #[derive(Deserialize)]
@@ -178,6 +239,17 @@ fn check_input(input: &Input, binary: bool) -> Result<u64, String> {
     }
     let datatype = Datatype::parse(&input.datatype)
         .ok_or_else(|| format!("datatype: unknown datatype {:?}", input.datatype))?;
+    // KServe 0.21 maps no numpy type to BF16 (`kserve/utils/numpy_codec.py` `to_np_dtype`), and
+    // refuses FP16 data sent as JSON (`kserve/protocol/infer_type.py`): its 400s, after the
+    // request reached it.
+    if input.datatype == "BF16" {
+        return Err("datatype: BF16 has no numpy type in the model server".to_owned());
+    }
+    if datatype == Datatype::Float(2) && input.data.is_some() {
+        return Err(
+            "data: FP16 tensors reach the model server only in the binary extension".to_owned(),
+        );
+    }
     if input.shape.len() > NUMPY_MAX_DIMS {
         return Err(format!(
             "shape: {} dimensions, the model server's numpy accepts at most {NUMPY_MAX_DIMS}",
@@ -239,7 +311,9 @@ fn check_input(input: &Input, binary: bool) -> Result<u64, String> {
 }
 
 /// Check an input against what the model declares or configures. Errors start with the field.
-fn check_model_rules(input: &Input, rules: &V2Rules) -> Result<(), String> {
+/// `columns` is the number of inputs when the request asks for a `DataFrame` (`content_type:
+/// "pd"`): each input is then one feature column of shape `[N]`.
+fn check_model_rules(input: &Input, rules: &V2Rules, columns: Option<usize>) -> Result<(), String> {
     // `check_input` has parsed it already.
     let datatype = Datatype::parse(&input.datatype).ok_or("datatype: unknown datatype")?;
     if let Some(element) = rules.element_type
@@ -273,13 +347,28 @@ fn check_model_rules(input: &Input, rules: &V2Rules) -> Result<(), String> {
                 d.shape_text()
             ));
         }
-    } else if let Some(n) = rules.feature_count
-        && !matches!(input.shape.as_slice(), [_, features] if *features == n)
-    {
-        return Err(format!(
-            "shape: {:?}, this model takes [N, {n}] ({n} features per row)",
-            input.shape
-        ));
+    } else if let Some(n) = rules.feature_count {
+        match columns {
+            None if !matches!(input.shape.as_slice(), [_, features] if *features == n) => {
+                return Err(format!(
+                    "shape: {:?}, this model takes [N, {n}] ({n} features per row)",
+                    input.shape
+                ));
+            }
+            Some(columns) if u64::try_from(columns).ok() != Some(n) => {
+                return Err(format!(
+                    "shape: parameters.content_type \"pd\" makes each input one feature column; \
+                     this model takes {n}, the request has {columns}"
+                ));
+            }
+            Some(_) if input.shape.len() != 1 => {
+                return Err(format!(
+                    "shape: {:?}, a feature column (content_type \"pd\") is [N]",
+                    input.shape
+                ));
+            }
+            _ => {}
+        }
     }
     if let (Some(max), Some(first)) = (rules.max_instances, input.shape.first())
         && *first > max

@@ -5,7 +5,8 @@ Reads JSON lines on stdin, one request each: {"protocol": "v1"|"v2", "body": bas
 writes one JSON line per request:
 
   {"outcome": "input", "kind": "ndarray", "shape": [...], "dtype": "float64"}
-  {"outcome": "input", "kind": "list"|"dataframe"|..., ...}
+  {"outcome": "input", "kind": "dataframe", "shape": [...], "numeric": true}
+  {"outcome": "input", "kind": "list"|..., ...}
   {"outcome": "refused", "status": 400|422, "error": "..."}   KServe's own 4xx
   {"outcome": "crash", "error": "..."}                         what the server answers with 500
 
@@ -46,7 +47,8 @@ def describe(model_input) -> dict:
     if isinstance(model_input, np.ndarray):
         return {"outcome": "input", "kind": "ndarray", "shape": list(model_input.shape), "dtype": model_input.dtype.str}
     if isinstance(model_input, pd.DataFrame):
-        return {"outcome": "input", "kind": "dataframe", "shape": list(model_input.shape)}
+        numeric = all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in model_input.dtypes)
+        return {"outcome": "input", "kind": "dataframe", "shape": list(model_input.shape), "numeric": numeric}
     return {"outcome": "input", "kind": type(model_input).__name__}
 
 

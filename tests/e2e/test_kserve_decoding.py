@@ -1,7 +1,8 @@
 """Differential test: the filter and KServe's own decoding agree on every body we have.
 
-For every body of the project's corpora (tests/e2e/corpus.py, fuzz/seeds/, the classes of
-issue 12, each also wrapped as a structured CloudEvent), sent with each of the header sets
+For every body of the project's corpora (tests/e2e/corpus.py, fuzz/seeds/, the shape cases of
+tests/reliability/test_body_shapes.py, the classes of issue 12; V1 ones also wrapped as a
+structured CloudEvent), sent with each of the header sets
 that change how KServe reads a body (content types, a repeated content type, binary-mode
 CloudEvent headers), through the real gateway in front of the real KServe servers:
 
@@ -72,6 +73,22 @@ def seeds(target: str) -> dict[str, bytes]:
     return {f"seed {p.name}": p.read_bytes() for p in sorted((SEEDS / target).iterdir())}
 
 
+def reliability_bodies() -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The V1 and V2 bodies of the reliability suite's shape cases (its model is iris too)."""
+    sys.path.insert(0, str(HERE.parent))
+    from reliability import test_body_shapes as shapes
+
+    v1, v2 = {}, {}
+    cases = [(name, path, body) for name, (path, body, _) in shapes.WRONG_SHAPES.items()]
+    cases += [(name, path, body) for name, (path, body) in shapes.RIGHT_SHAPES.items()]
+    for name, path, body in cases:
+        (v1 if path == shapes.V1 else v2)[f"reliability {name}"] = corpus.j(body)
+    return v1, v2
+
+
+RELIABILITY_V1, RELIABILITY_V2 = reliability_bodies()
+
+
 def v2_input(shape, data, datatype="FP64") -> bytes:
     return corpus.v2(corpus.tensor(shape=shape, data=data, datatype=datatype))
 
@@ -88,6 +105,12 @@ ISSUE_12_V2 = {
     "101 instances": v2_input([101, 4], corpus.ROW * 101),
     "two inputs": corpus.v2(corpus.tensor(), corpus.tensor(name="x", shape=[1], data=[1.0])),
     "NaN": b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [NaN, 1, 2, 3]}]}',
+    "FP16 as JSON": v2_input([1, 4], corpus.ROW, datatype="FP16"),
+    "BF16": v2_input([1, 4], corpus.ROW, datatype="BF16"),
+    "DataFrame of one [1, 4] input": corpus.v2(corpus.tensor(), parameters={"content_type": "pd"}),
+    "DataFrame of four columns": corpus.v2(
+        *(corpus.tensor(name=n, shape=[2], data=[1.0, 2.0]) for n in "abcd"), parameters={"content_type": "pd"}
+    ),
 }
 
 
@@ -106,9 +129,9 @@ def cloudevents(bodies: dict[str, bytes]) -> dict[str, bytes]:
     return out
 
 
-V1_PLAIN = {**corpus.V1_MALFORMED, **corpus.V1_VALID_EDGES, **seeds("v1_body")}
+V1_PLAIN = {**corpus.V1_MALFORMED, **corpus.V1_VALID_EDGES, **seeds("v1_body"), **RELIABILITY_V1}
 V1_EVENTS = cloudevents({**corpus.V1_VALID_EDGES, "too few features": corpus.V1_MALFORMED["too few features"], "too many instances": corpus.V1_MALFORMED["too many instances"], "instances empty": corpus.V1_MALFORMED["instances empty"]})
-V2_BODIES = {**corpus.V2_MALFORMED, **corpus.V2_VALID_EDGES, **seeds("v2_body"), **ISSUE_12_V2}
+V2_BODIES = {**corpus.V2_MALFORMED, **corpus.V2_VALID_EDGES, **seeds("v2_body"), **RELIABILITY_V2, **ISSUE_12_V2}
 
 
 @dataclasses.dataclass
@@ -190,11 +213,14 @@ def kserve_decode(forwarded: list[Case]) -> list[dict]:
 
 
 def fits_the_model(result: dict) -> bool:
-    """sklearn-iris as the gateway validates for it: numbers, [N, 4], 1 <= N <= 100."""
-    if result.get("outcome") != "input" or result.get("kind") != "ndarray":
+    """sklearn-iris as the gateway validates for it: numbers, [N, 4], 1 <= N <= 100 (an array,
+    or a DataFrame of 4 numeric columns for a V2 `content_type: "pd"` request)."""
+    if result.get("outcome") != "input" or result.get("kind") not in ("ndarray", "dataframe"):
         return False
     shape = result["shape"]
-    return len(shape) == 2 and shape[1] == demo_config.IRIS_FEATURES and 1 <= shape[0] <= demo_config.MAX_INSTANCES and result["dtype"][1] in "iuf"
+    if len(shape) != 2 or shape[1] != demo_config.IRIS_FEATURES or not 1 <= shape[0] <= demo_config.MAX_INSTANCES:
+        return False
+    return result["numeric"] if result["kind"] == "dataframe" else result["dtype"][1] in "iuf"
 
 
 def disagreements(all_cases: list[Case]) -> list[str]:
@@ -230,7 +256,9 @@ def test_filter_and_kserve_decoding_agree_on_the_whole_corpus(stack):
     for name in corpus.V1_VALID_EDGES:
         for headers in ("json", "no content-type", "charset", "upper-case type", "cloudevents+json", "octet-stream", "repeated content-type", "three ce headers"):
             assert ("v1", name, headers) in passed, (name, headers)
-    for name in [*corpus.V2_VALID_EDGES, "INT64"]:
+    for name in [n for n in RELIABILITY_V1 if "v1-one-row" in n or "v1-three-rows" in n]:
+        assert ("v1", name, "json") in passed, name
+    for name in [*corpus.V2_VALID_EDGES, "INT64", "reliability v2-flat", "reliability v2-nested", "DataFrame of four columns"]:
         for headers in ("json", "charset", "cloudevents+json"):
             assert ("v2", name, headers) in passed, (name, headers)
     # And under the default `cloudEvents: reject`, no structured CloudEvent did.

@@ -146,3 +146,20 @@ def test_v2_declared_inputs_of_wine_are_enforced(stack, gw, subject):
     assert r.status_code == 200, r.text
     assert r.json()["outputs"][0]["data"] == [0]
     assert total_requests(stack, ["wine"]) == before + 1
+
+
+def test_v2_dataframe_request_must_be_one_feature_column_per_input(stack, gw):
+    # `content_type: "pd"` makes KServe build a DataFrame, one column per input.
+    one_input = corpus.v2(corpus.tensor(), parameters={"content_type": "pd"})
+    refused(stack, gw, V2_PATH, one_input, JSON, 400, "inputs[0].shape: parameters.content_type \"pd\"")
+    assert direct(stack, V2_PATH, one_input, JSON).status_code == 500
+    columns = corpus.v2(*(corpus.tensor(name=n, shape=[1], data=[v]) for n, v in zip("abcd", corpus.ROW)), parameters={"content_type": "pd"})
+    r = gw.post(f"{stack.gateway}{V2_PATH}", data=columns, headers=JSON, timeout=10)
+    assert (r.status_code, r.json()["outputs"][0]["data"]) == (200, [0]), r.text
+
+
+@pytest.mark.parametrize(("datatype", "where"), [("FP16", "inputs[0].data: FP16"), ("BF16", "inputs[0].datatype: BF16")])
+def test_v2_half_precision_kserve_cannot_read_from_json_is_400(stack, gw, datatype, where):
+    body = v2_input([1, 4], corpus.ROW, datatype=datatype)
+    refused(stack, gw, V2_PATH, body, JSON, 400, where)
+    assert direct(stack, V2_PATH, body, JSON).status_code == 400  # KServe's own, after reaching it

@@ -39,10 +39,8 @@ fn accepts_each_datatype_with_fitting_values() {
             "[2]",
             "[-9223372036854775808, 9223372036854775807]",
         ),
-        ("FP16", "[2]", "[1.5, 2]"),
         ("FP32", "[2, 2]", "[1, 2, 3, 4.5]"),
         ("FP64", "[2, 2]", "[[1, 2], [3, 4.5]]"),
-        ("BF16", "[1]", "[0.5]"),
         ("BYTES", "[1]", r#"["hello"]"#),
         ("FP32", "[]", "[7]"),
     ];
@@ -338,4 +336,46 @@ fn declared_inputs_fix_names_datatypes_and_shapes() {
 fn a_lone_surrogate_in_a_field_the_validator_skips_is_refused() {
     let body = r#"{"id": "\ud800", "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}"#;
     assert!(validate(body.as_bytes(), None).is_err_and(|e| e.starts_with("body: invalid JSON: ")),);
+}
+
+#[test]
+fn fp16_only_in_the_binary_extension_and_never_bf16_as_kserve_reads_them() {
+    err(
+        &input("x", "FP16", "[2]", "[1.5, 2]"),
+        "inputs[0].data: FP16 tensors reach the model server only in the binary extension",
+    );
+    err(
+        &input("x", "BF16", "[1]", "[0.5]"),
+        "inputs[0].datatype: BF16 has no numpy type in the model server",
+    );
+    let header = r#"{"inputs": [{"name": "x", "datatype": "FP16", "shape": [2], "parameters": {"binary_data_size": 4}}]}"#;
+    let mut body = header.as_bytes().to_vec();
+    body.extend_from_slice(&[0, 60, 0, 64]);
+    assert_eq!(validate(&body, Some(&header.len().to_string())), Ok(()));
+}
+
+#[test]
+fn a_dataframe_request_is_one_feature_column_per_input() {
+    let rules = iris_rules();
+    let pd = |inputs: &[String]| {
+        format!(
+            r#"{{"parameters": {{"content_type": "pd"}}, "inputs": [{}]}}"#,
+            inputs.join(", ")
+        )
+    };
+    let column = |name: &str| tensor(name, "FP64", "[2]", "[1.0, 2.0]");
+    let four = [column("a"), column("b"), column("c"), column("d")];
+    assert_eq!(validate_with(pd(&four).as_bytes(), None, &rules), Ok(()));
+    // What KServe turns into a one-column DataFrame: a 500 from the model.
+    let one = pd(&[tensor("input-0", "FP64", "[1, 4]", "[5.1, 3.5, 1.4, 0.2]")]);
+    assert_eq!(
+        validate_with(one.as_bytes(), None, &rules),
+        Err("inputs[0].shape: parameters.content_type \"pd\" makes each input one feature column; this model takes 4, the request has 1".to_owned())
+    );
+    let mut wide = four.to_vec();
+    wide[3] = tensor("d", "FP64", "[2, 1]", "[1.0, 2.0]");
+    assert_eq!(
+        validate_with(pd(&wide).as_bytes(), None, &rules),
+        Err("inputs[3].shape: [2, 1], a feature column (content_type \"pd\") is [N]".to_owned())
+    );
 }
