@@ -213,6 +213,65 @@ pub fn response_headers(status: StatusCode, map: &HeaderMap) -> Headers {
     headers
 }
 
+/// Whether a request is gRPC, as Envoy's `Grpc::Common::isGrpcRequestHeaders` decides it:
+/// `content-type` is `application/grpc`, or that followed by `+` or `;`.
+pub fn is_grpc(headers: &Headers) -> bool {
+    get(headers, "content-type").is_some_and(|value| {
+        value
+            .strip_prefix(b"application/grpc")
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
+    })
+}
+
+/// A local reply as Envoy sends it to a gRPC client (`source/common/http/utility.cc`,
+/// `Utility::prepareLocalReply`/`encodeLocalReply`): HTTP 200 trailers-only, `content-type:
+/// application/grpc`, `grpc-status` (the given one, else the HTTP status mapped by
+/// `Grpc::Utility::httpToGrpcStatus`) unless the reply already has one, and the body, less a
+/// trailing newline and percent-encoded, as `grpc-message`; no body and no `content-length`.
+pub fn grpc_local_reply(mut headers: Headers, body: &[u8], grpc_status: Option<u32>) -> Headers {
+    let http_status = get_str(&headers, ":status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(500);
+    headers.retain(|(n, _)| !matches!(n.as_str(), ":status" | "content-length" | "content-type"));
+    headers.insert(0, (":status".into(), b"200".to_vec()));
+    headers.push(("content-type".into(), b"application/grpc".to_vec()));
+    if get(&headers, "grpc-status").is_none() {
+        let status = grpc_status.unwrap_or_else(|| http_to_grpc_status(http_status));
+        headers.push(("grpc-status".into(), status.to_string().into_bytes()));
+    }
+    let message = body.strip_suffix(b"\n").unwrap_or(body);
+    if !message.is_empty() {
+        headers.push(("grpc-message".into(), percent_encode_grpc(message)));
+    }
+    headers
+}
+
+/// `Grpc::Utility::httpToGrpcStatus` (source/common/grpc/status.cc).
+fn http_to_grpc_status(http: u16) -> u32 {
+    match http {
+        400 => 13,             // Internal
+        401 => 16,             // Unauthenticated
+        403 => 7,              // PermissionDenied
+        404 => 12,             // Unimplemented
+        429 | 502..=504 => 14, // Unavailable
+        _ => 2,                // Unknown
+    }
+}
+
+/// `Http::Utility::PercentEncoding::encode` as gRPC needs it: bytes outside printable ASCII,
+/// and `%`, become `%XX`.
+fn percent_encode_grpc(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for &b in text {
+        if (b' '..=b'~').contains(&b) && b != b'%' {
+            out.push(b);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 /// The first value of `name` (lower case).
 pub fn get<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
     headers
@@ -562,6 +621,53 @@ mod tests {
             get_str(&headers, "x-forwarded-for"),
             Some("9.9.9.9, 203.0.113.5, 10.1.1.1, 10.0.0.7")
         );
+    }
+
+    // utility.cc `prepareLocalReply` for a gRPC request, with status.cc `httpToGrpcStatus`.
+    #[test]
+    fn a_local_reply_to_a_grpc_client_is_trailers_only() {
+        let headers: Headers = vec![
+            (":status".into(), b"401".to_vec()),
+            ("content-type".into(), b"application/json".to_vec()),
+            ("content-length".into(), b"30".to_vec()),
+            ("www-authenticate".into(), b"Bearer".to_vec()),
+        ];
+        let grpc = grpc_local_reply(headers, b"{\"error\":\"no \xc3\xa9 100%\"}\n", None);
+        assert_eq!(
+            grpc,
+            [
+                (":status".to_owned(), b"200".to_vec()),
+                ("www-authenticate".to_owned(), b"Bearer".to_vec()),
+                ("content-type".to_owned(), b"application/grpc".to_vec()),
+                ("grpc-status".to_owned(), b"16".to_vec()),
+                (
+                    "grpc-message".to_owned(),
+                    b"{\"error\":\"no %C3%A9 100%25\"}".to_vec()
+                ),
+            ]
+        );
+        let failed = grpc_local_reply(vec![(":status".into(), b"503".to_vec())], b"", Some(14));
+        assert_eq!(get_str(&failed, "grpc-status"), Some("14"));
+        assert_eq!(get(&failed, "grpc-message"), None);
+        for (http, code) in [
+            (400, "13"),
+            (403, "7"),
+            (404, "12"),
+            (429, "14"),
+            (500, "2"),
+        ] {
+            let h = vec![(":status".to_owned(), http.to_string().into_bytes())];
+            assert_eq!(
+                get_str(&grpc_local_reply(h, b"", None), "grpc-status"),
+                Some(code)
+            );
+        }
+        let grpc_type =
+            |v: &str| -> Headers { vec![("content-type".into(), v.as_bytes().to_vec())] };
+        assert!(is_grpc(&grpc_type("application/grpc")));
+        assert!(is_grpc(&grpc_type("application/grpc+proto")));
+        assert!(!is_grpc(&grpc_type("application/grpc-web")));
+        assert!(!is_grpc(&grpc_type("application/json")));
     }
 
     #[test]

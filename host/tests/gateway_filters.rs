@@ -426,3 +426,44 @@ async fn a_changed_plugin_config_file_reloads_the_filter_chain() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+// A local reply to a gRPC request is a trailers-only gRPC answer, as Envoy sends it
+// (`source/common/http/utility.cc`, `prepareLocalReply`): 200, `application/grpc`, the
+// filter's gRPC status (Envoy's `failStream` gives UNAVAILABLE) or the HTTP status mapped by
+// `Grpc::Utility::httpToGrpcStatus`, and the body as `grpc-message`.
+#[tokio::test]
+async fn local_replies_to_a_grpc_request_are_trailers_only() {
+    let (tagged, gw) = gateway("concurrency: 1\n").await;
+    let grpc = |case: &str| {
+        Request::post(gw.url("/inference.GRPCInferenceService/ModelInfer"))
+            .header("content-type", "application/grpc")
+            .header("x-case", case)
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap()
+    };
+    let c = client();
+    let denied = send(&c, grpc("local-reply")).await.unwrap();
+    assert_eq!(denied.status, StatusCode::OK);
+    assert_eq!(denied.header("content-type"), Some("application/grpc"));
+    assert_eq!(
+        denied.header("grpc-status"),
+        Some("7"),
+        "403 is PERMISSION_DENIED"
+    );
+    assert_eq!(denied.header("grpc-message"), Some("[denied]"));
+    assert_eq!(denied.body, "");
+    let trapped = send(&c, grpc("trap")).await.unwrap();
+    assert_eq!(trapped.status, StatusCode::OK);
+    assert_eq!(
+        trapped.header("grpc-status"),
+        Some("14"),
+        "wasm_fail_stream is UNAVAILABLE"
+    );
+    // And so is every later gRPC request on the failed worker.
+    let after = send(&c, grpc("noop")).await.unwrap();
+    assert_eq!(
+        (after.status, after.header("grpc-status")),
+        (StatusCode::OK, Some("14"))
+    );
+    assert_eq!(tagged.count(), 0);
+}

@@ -61,6 +61,9 @@ pub struct LocalReply {
     pub body: Vec<u8>,
     /// Envoy's response code details for it (`%RESPONSE_CODE_DETAILS%` in an access log).
     pub details: &'static str,
+    /// The gRPC status a gRPC client gets for it; `None` maps the HTTP status as Envoy's
+    /// `Grpc::Utility::httpToGrpcStatus` does.
+    pub grpc_status: Option<u32>,
 }
 
 impl FilterChain {
@@ -372,6 +375,7 @@ impl ChainStream {
         headers.insert(0, (":status".into(), reply.status.to_string().into_bytes()));
         let mut body = reply.body;
         let mut details = reply.details;
+        let mut grpc_status = reply.grpc_status;
         for i in (0..upto).rev() {
             if self.slots[i].context.is_none() {
                 continue;
@@ -406,6 +410,7 @@ impl ChainStream {
                     headers.extend(failed.headers);
                     body.clear();
                     details = failed.details;
+                    grpc_status = failed.grpc_status;
                 }
             }
         }
@@ -421,6 +426,7 @@ impl ChainStream {
             headers,
             body,
             details,
+            grpc_status,
         }
     }
 
@@ -649,6 +655,8 @@ fn unavailable() -> LocalReply {
         headers: vec![("content-length".into(), b"0".to_vec())],
         body: Vec::new(),
         details: "wasm_fail_stream",
+        // Grpc::Status::WellKnownGrpcStatus::Unavailable.
+        grpc_status: Some(14),
     }
 }
 

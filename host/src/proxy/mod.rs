@@ -98,6 +98,7 @@ pub async fn handle(
         chain,
         log,
         started: Instant::now(),
+        grpc: false,
     };
     Ok(exchange.run(request).await)
 }
@@ -130,6 +131,8 @@ struct Exchange {
     /// Also holds the request id the gateway answers with and sends upstream.
     log: AccessEntry,
     started: Instant,
+    /// A gRPC request: its local replies are gRPC trailers-only answers, as Envoy sends them.
+    grpc: bool,
 }
 
 impl Exchange {
@@ -145,6 +148,7 @@ impl Exchange {
         // they pin it and hyper reads ahead into a second one (4-6 MiB over 1,000 connections).
         drop(parts);
         self.log.request_id = request_id;
+        self.grpc = headers::is_grpc(&request_headers);
         // Envoy picks the route before the filters run and re-picks it when they clear the cache.
         let mut route = self.snapshot.routes.position(&request_headers);
         let limit = self.snapshot.config.request_timeout.0;
@@ -307,6 +311,7 @@ impl Exchange {
             chain,
             mut log,
             started,
+            grpc: _,
         } = self;
         log.status = status;
         log.bytes_sent = bytes_sent;

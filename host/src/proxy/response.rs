@@ -50,6 +50,11 @@ impl Exchange {
     ) -> Response<GatewayBody> {
         self.log.detail = Some(detail);
         let response_headers = json_error_headers(status);
+        if self.grpc {
+            let body = json_error(message);
+            let grpc = headers::grpc_local_reply(response_headers, &body, None);
+            return self.send_local_through_chain(grpc, Vec::new()).await;
+        }
         self.send_local_through_chain(response_headers, json_error(message))
             .await
     }
@@ -62,6 +67,10 @@ impl Exchange {
         let mut response_headers =
             vec![(":status".to_owned(), reply.status.to_string().into_bytes())];
         response_headers.extend(reply.headers);
+        if self.grpc {
+            let grpc = headers::grpc_local_reply(response_headers, &reply.body, reply.grpc_status);
+            return self.finish_response(grpc, Bytes::new(), None);
+        }
         self.finish_response(response_headers, reply.body.into(), None)
     }
 
@@ -161,6 +170,10 @@ impl Exchange {
     ) -> Response<GatewayBody> {
         self.log.detail = Some(detail);
         let response_headers = json_error_headers(status);
+        if self.grpc {
+            let grpc = headers::grpc_local_reply(response_headers, &json_error(message), None);
+            return self.finish_response(grpc, Bytes::new(), None);
+        }
         self.finish_response(response_headers, json_error(message).into(), None)
     }
 

@@ -59,6 +59,7 @@ pub(crate) fn local_reply(status: u16, mut headers: crate::Headers, body: Vec<u8
         headers,
         body,
         details: "filter_reply",
+        grpc_status: None,
     }
 }
 
@@ -68,6 +69,7 @@ fn send_local_response(
     details: (u32, u32),
     body: (u32, u32),
     headers: (u32, u32),
+    grpc_status: i32,
 ) -> AbiResult {
     let details = read_string(caller, details.0, details.1)?;
     let body = read(caller, body.0, body.1)?;
@@ -83,7 +85,10 @@ fn send_local_response(
     }
     let code = u16::try_from(code).map_err(|_| Status::BadArgument)?;
     log::debug!("wasm {plugin}: local reply {code} ({details})");
-    ctx.local_reply = Some(local_reply(code, headers, body));
+    let mut reply = local_reply(code, headers, body);
+    // -1 (the SDKs' "none") lets Envoy map the HTTP status for a gRPC client.
+    reply.grpc_status = u32::try_from(grpc_status).ok();
+    ctx.local_reply = Some(reply);
     ctx.notify.notify_one();
     Ok(())
 }
@@ -124,13 +129,14 @@ pub(super) fn add(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
          bs: u32,
          hp: u32,
          hs: u32,
-         _grpc: i32| {
+         grpc: i32| {
             status(send_local_response(
                 &mut c,
                 code,
                 (dp, ds),
                 (bp, bs),
                 (hp, hs),
+                grpc,
             ))
         },
     )?;
