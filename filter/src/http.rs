@@ -13,9 +13,9 @@
 //! - `on_http_request_trailers`: a body that ends in trailers is decided there.
 //! - `on_log`: counts the request by model and outcome and records its duration.
 //!
-//! The model and outcome are also stored as filter state (`proxy_set_property` on
-//! `modelgate.model` and `modelgate.outcome`; Envoy's `%FILTER_STATE(wasm.modelgate.model)%`)
-//! so the access log can print them.
+//! The model, outcome and verified subject are also stored as filter state
+//! (`proxy_set_property` on `modelgate.model`, `modelgate.outcome`, `modelgate.subject`;
+//! Envoy's `%FILTER_STATE(wasm.modelgate.model)%`) so access logs and span tags can use them.
 
 use std::mem;
 use std::rc::Rc;
@@ -39,6 +39,8 @@ use crate::store::{HostRequestHeaders, HostSharedData, request_header};
 /// host both name them `wasm.modelgate.model` / `wasm.modelgate.outcome`).
 const MODEL_PROPERTY: &str = "modelgate.model";
 const OUTCOME_PROPERTY: &str = "modelgate.outcome";
+/// The verified token's subject (`wasm.modelgate.subject`), for access logs and span tags.
+const SUBJECT_PROPERTY: &str = "modelgate.subject";
 
 /// The answer when the plugin was never configured: without a policy nothing may pass.
 const NOT_CONFIGURED_BODY: &str = r#"{"error":"modelgate filter is not configured"}"#;
@@ -140,6 +142,9 @@ impl HttpFilter {
 
     fn settle_verdict(&mut self, verdict: Verdict) {
         self.shadow_rate_limited |= verdict.shadow_rate_limited;
+        if let Some(subject) = &verdict.subject {
+            set_filter_state(SUBJECT_PROPERTY, subject.as_bytes());
+        }
         self.settle(verdict.model, verdict.outcome);
     }
 

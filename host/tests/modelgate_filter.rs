@@ -462,6 +462,11 @@ async fn a_model_request_is_forwarded_with_the_routing_header_and_a_route_recomp
         state(&filter_state, "wasm.modelgate.outcome"),
         Some("allowed")
     );
+    // The verified subject, for access logs and span tags (never a client header).
+    assert_eq!(
+        state(&filter_state, "wasm.modelgate.subject"),
+        Some("alice")
+    );
 }
 
 // ---- authentication and authorization ---------------------------------------------------------
@@ -485,6 +490,7 @@ async fn a_missing_token_gets_401_with_a_bearer_challenge() {
         state(&filter_state, "wasm.modelgate.outcome"),
         Some("unauthenticated")
     );
+    assert_eq!(state(&filter_state, "wasm.modelgate.subject"), None);
 }
 
 #[tokio::test]
@@ -563,6 +569,8 @@ async fn a_token_without_the_models_scope_gets_403() {
         state(&filter_state, "wasm.modelgate.outcome"),
         Some("forbidden")
     );
+    // A denial names the verified caller too.
+    assert_eq!(state(&filter_state, "wasm.modelgate.subject"), Some("bob"));
 }
 
 #[tokio::test]

@@ -64,6 +64,10 @@ pub struct Verdict {
     pub outcome: Outcome,
     /// True when the request was over its quota but shadow mode let it through.
     pub shadow_rate_limited: bool,
+    /// The verified token's `sub` claim, when the request carried one: the adapter publishes
+    /// it as filter state so that traces and access logs can name the caller, denials
+    /// included (a header would hold whatever the client sent on a request that is refused).
+    pub subject: Option<Arc<str>>,
 }
 
 impl Verdict {
@@ -72,6 +76,7 @@ impl Verdict {
             model,
             outcome,
             shadow_rate_limited: false,
+            subject: None,
         }
     }
 }
@@ -184,4 +189,27 @@ pub enum BodyDecision {
     Continue(Continue),
     /// Send this local response.
     Reply(Reply),
+}
+
+impl HeadersDecision {
+    /// Stamp the authenticated subject on the verdict (or, for `NeedBody`, on what the body
+    /// decision will carry).
+    pub(crate) fn with_subject(mut self, subject: Option<Arc<str>>) -> Self {
+        match &mut self {
+            HeadersDecision::Continue(c) => c.verdict.subject = subject,
+            HeadersDecision::Reply(r) => r.verdict.subject = subject,
+            HeadersDecision::NeedBody(n) => n.pending.0.subject = subject,
+        }
+        self
+    }
+}
+
+impl BodyDecision {
+    pub(crate) fn with_subject(mut self, subject: Option<Arc<str>>) -> Self {
+        match &mut self {
+            BodyDecision::Continue(c) => c.verdict.subject = subject,
+            BodyDecision::Reply(r) => r.verdict.subject = subject,
+        }
+        self
+    }
 }

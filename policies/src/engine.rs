@@ -56,6 +56,8 @@ pub(crate) enum LimitKey {
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
     pub(crate) max_bytes: usize,
+    /// The authenticated subject, stamped on the body decision's verdict.
+    pub(crate) subject: Option<Arc<str>>,
     stage: Stage,
 }
 
@@ -106,6 +108,23 @@ impl Engine {
             Ok(identity) => identity,
             Err(reply) => return HeadersDecision::Reply(reply),
         };
+        let subject = identity
+            .as_deref()
+            .and_then(|i| i.claim_text("sub"))
+            .map(Arc::from);
+        self.decide_headers(request, target, identity, now, store)
+            .with_subject(subject)
+    }
+
+    /// The header decision for an authenticated (or anonymous) request.
+    fn decide_headers(
+        &self,
+        request: &RequestView<'_>,
+        target: Target<'_>,
+        identity: Option<Arc<Identity>>,
+        now: Duration,
+        store: &dyn SharedStore,
+    ) -> HeadersDecision {
         let mut edits = self.base_edits(identity.as_deref());
 
         match target {
@@ -179,6 +198,7 @@ impl Engine {
                         headers: edits.without_redundant_removals(),
                         pending: PendingRequest(Pending {
                             max_bytes: self.max_body_bytes,
+                            subject: None,
                             stage: Stage::BodyModel {
                                 identity,
                                 limit_key,
@@ -196,6 +216,17 @@ impl Engine {
     }
 
     pub(crate) fn on_request_body(
+        &self,
+        pending: &Pending,
+        body: &[u8],
+        now: SystemTime,
+        store: &dyn SharedStore,
+    ) -> BodyDecision {
+        self.decide_body(pending, body, now, store)
+            .with_subject(pending.subject.clone())
+    }
+
+    fn decide_body(
         &self,
         pending: &Pending,
         body: &[u8],
@@ -314,6 +345,7 @@ impl Engine {
             route_changed,
             pending: PendingRequest(Pending {
                 max_bytes: self.max_body_bytes,
+                subject: None,
                 stage: Stage::Validate {
                     model: id,
                     name: Arc::clone(name),
