@@ -1,9 +1,13 @@
-//! Fixtures and invariants shared by the fuzz targets.
+//! Fixtures, invariants and oracles shared by the fuzz targets.
 //!
 //! Every target drives `modelgate-policies` through its public API, the way the filter does, and
 //! checks more than "no panic": whatever the input, a reply is one of the statuses the policies
 //! document with a JSON body, and nothing a client sent can put a line break or NUL into a header
-//! the filter would set (header injection).
+//! the filter would set (header injection). Beyond those invariants each target compares the
+//! decision with an oracle: a reference reading of the rule ([`reference`]) or the claims and
+//! keys it generated itself (fuzz/README.md lists them).
+
+pub mod reference;
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -39,9 +43,41 @@ const OPEN_CONFIG: &str = r#"{
       "protocols": ["v1", "v2"],
       "rateLimit": {"requestsPerSecond": 1000, "burst": 1000},
       "validation": {"elementType": "any"}
-    }
+    },
+    "tensor-model": {"protocols": ["v2"]}
   }
 }"#;
+
+/// The names [`OPEN_CONFIG`] routes, with the canonical model each resolves to.
+pub const OPEN_MODELS: [(&str, &str); 4] = [
+    ("sklearn-iris", "sklearn-iris"),
+    ("iris", "sklearn-iris"),
+    ("sklearn-wine", "sklearn-wine"),
+    ("tensor-model", "tensor-model"),
+];
+
+/// [`OPEN_CONFIG`]'s V1 rules for sklearn-iris and sklearn-wine, as the reference reads them.
+pub const IRIS_V1: reference::V1Model = reference::V1Model {
+    feature_count: Some(4),
+    max_instances: Some(64),
+    element: reference::Element::Number,
+};
+pub const WINE_V1: reference::V1Model = reference::V1Model {
+    feature_count: None,
+    max_instances: None,
+    element: reference::Element::Any,
+};
+
+/// The default `validation.maxBodyBytes` (docs/config.md), which [`OPEN_CONFIG`] keeps.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The canonical model [`OPEN_CONFIG`] routes `name` to, if any.
+pub fn open_model(name: &str) -> Option<&'static str> {
+    OPEN_MODELS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, canonical)| *canonical)
+}
 
 /// Quotas keyed by a client header, with the key forwarded in a header of its own: client
 /// header values reach the limiter and the header edits.
@@ -120,18 +156,33 @@ pub fn headers(
     decision
 }
 
+/// What became of a request with a body.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyOutcome {
+    /// Forwarded, for this model (the verdict's canonical name).
+    Forwarded(Option<String>),
+    /// Refused with this status.
+    Refused(u16),
+    /// Decided at the header phase (no body asked for).
+    NoBodyPhase,
+}
+
 /// Run a request that needs its body through both phases, checking every decision.
-pub fn with_body(policies: &Policies, method: &str, path: &str, body: &[u8]) {
+pub fn with_body(policies: &Policies, method: &str, path: &str, body: &[u8]) -> BodyOutcome {
     let store = MemoryStore::new();
     let content_type = [("content-type", "application/json")];
     match headers(policies, &store, method, path, &content_type) {
         HeadersDecision::NeedBody(need) => {
             if body.len() > need.pending.max_body_bytes() {
-                check_reply(&policies.reject_oversized_body(&need.pending));
-                return;
+                let reply = policies.reject_oversized_body(&need.pending);
+                check_reply(&reply);
+                return BodyOutcome::Refused(reply.status);
             }
             match policies.on_request_body(&need.pending, body, now(), &store) {
-                BodyDecision::Continue(forward) => check_edits(&forward.headers),
+                BodyDecision::Continue(forward) => {
+                    check_edits(&forward.headers);
+                    BodyOutcome::Forwarded(forward.verdict.model.as_deref().map(str::to_owned))
+                }
                 BodyDecision::Reply(reply) => {
                     check_reply(&reply);
                     assert!(
@@ -139,11 +190,41 @@ pub fn with_body(policies: &Policies, method: &str, path: &str, body: &[u8]) {
                         "unexpected status {} for a body",
                         reply.status
                     );
+                    BodyOutcome::Refused(reply.status)
                 }
             }
         }
-        HeadersDecision::Continue(_) | HeadersDecision::Reply(_) => {}
+        HeadersDecision::Continue(_) | HeadersDecision::Reply(_) => BodyOutcome::NoBodyPhase,
     }
+}
+
+/// The oracle of the V1 and V2 targets: the filter forwards a body for `model` exactly when
+/// the reference accepts it (and it is within the size limit), and refuses it with 400 or 413
+/// otherwise.
+///
+/// `None` from the reference: a body in an area of the rule being changed, not compared.
+pub fn assert_body_verdict(
+    outcome: &BodyOutcome,
+    model: &str,
+    reference_accepts: Option<bool>,
+    body: &[u8],
+) {
+    let Some(reference_accepts) = reference_accepts else {
+        return;
+    };
+    let expected = if body.len() > MAX_BODY_BYTES {
+        BodyOutcome::Refused(413)
+    } else if reference_accepts {
+        BodyOutcome::Forwarded(Some(model.to_owned()))
+    } else {
+        BodyOutcome::Refused(400)
+    };
+    assert_eq!(
+        outcome,
+        &expected,
+        "the filter and the reference disagree on a body for {model}: {:?}",
+        String::from_utf8_lossy(body)
+    );
 }
 
 /// The invariants of a header-phase decision.
@@ -195,16 +276,26 @@ fn check_header(name: &str, value: &str) {
     );
 }
 
+/// The issuer, audience and leeway of the JWT fixture (leeway: the default 60 s).
+pub const JWT_ISSUER: &str = "https://issuer.fuzz";
+pub const JWT_AUDIENCE: &str = "modelgate";
+pub const JWT_LEEWAY_SECS: u64 = 60;
+
 /// A JWT with these raw header and claims bytes, signed with [`HS256_SECRET`].
 pub fn signed_token(header: &[u8], claims: &[u8]) -> String {
+    sign(header, claims, HS256_SECRET, jsonwebtoken::Algorithm::HS256)
+}
+
+/// A JWT with these raw header and claims bytes, signed with `secret` under `alg` (an HMAC).
+pub fn sign(header: &[u8], claims: &[u8], secret: &[u8], alg: jsonwebtoken::Algorithm) -> String {
     let message = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header),
         URL_SAFE_NO_PAD.encode(claims)
     );
-    let key = jsonwebtoken::EncodingKey::from_secret(HS256_SECRET);
-    match jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256) {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    match jsonwebtoken::crypto::sign(message.as_bytes(), &key, alg) {
         Ok(signature) => format!("{message}.{signature}"),
-        Err(error) => panic!("HS256 signing failed: {error}"),
+        Err(error) => panic!("{alg:?} signing failed: {error}"),
     }
 }
