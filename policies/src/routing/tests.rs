@@ -143,3 +143,22 @@ fn splits_query_strings() {
     assert_eq!(query("/a"), None);
     assert_eq!(query("/a?"), Some(""));
 }
+
+/// A backslash is refused by the form check itself, not only where a model name cannot hold
+/// one: some servers and proxies read it as a separator, so `/v1/models\iris` could name a model
+/// for them while it is a model-less path here.
+#[test]
+fn refuses_backslashes_outside_model_names_too() {
+    for path in [
+        "/v1/models\\iris:predict",
+        "/v2\\models/iris/infer",
+        "/v2/health\\ready",
+        "/\\",
+    ] {
+        assert_eq!(
+            classify(path),
+            Target::Invalid("path contains an encoded, non-ASCII or control character"),
+            "{path:?}"
+        );
+    }
+}
