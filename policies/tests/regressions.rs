@@ -128,3 +128,57 @@ fn invalid_utf8_in_a_skipped_field_is_400() {
         assert!(error.contains(why), "{path}: {error}");
     }
 }
+
+/// `jwt`, signed material: a token signed with the configured key whose header holds invalid
+/// UTF-8 in a member the filter does not read was accepted; a JOSE header is UTF-8 JSON.
+#[test]
+fn a_signed_token_with_invalid_utf8_in_its_header_is_refused() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    const SECRET: &[u8] = b"modelgate-fuzz-secret-0123456789abcdef";
+    let config = format!(
+        r#"{{"version": 1,
+            "jwt": {{"issuer": "https://issuer.fuzz", "audiences": ["modelgate"],
+                     "jwks": {{"keys": [{{"kty": "oct", "kid": "fuzz", "alg": "HS256", "k": "{}"}}]}}}},
+            "models": {{"sklearn-iris": {{}}}}}}"#,
+        URL_SAFE_NO_PAD.encode(SECRET)
+    );
+    let policies = Policies::from_json(config.as_bytes()).expect("fixture config");
+    let claims =
+        br#"{"iss":"https://issuer.fuzz","aud":"modelgate","sub":"alice","exp":1900000615}"#;
+    let status = |header: &[u8]| {
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+                .expect("HS256");
+        let authorization = format!("Bearer {message}.{signature}");
+        let headers = vec![("authorization", authorization.as_str())];
+        let client = KnownClient {
+            headers: &headers,
+            address: None,
+        };
+        let view = RequestView {
+            method: "GET",
+            path: "/v1/models/sklearn-iris",
+            headers: &client,
+        };
+        match policies.on_request_headers(&view, now(), &MemoryStore::new()) {
+            HeadersDecision::Continue(_) => (200, String::new()),
+            HeadersDecision::Reply(reply) => (reply.status, reply.body),
+            HeadersDecision::NeedBody(_) => (0, String::new()),
+        }
+    };
+    assert_eq!(
+        status(br#"{"alg":"HS256","kid":"fuzz","typ":"JWT"}"#).0,
+        200
+    );
+    let (code, body) = status(b"{\"alg\":\"HS256\",\"kid\":\"fuzz\",\"typ[\":\"JW\xffT\"}");
+    assert_eq!(code, 401);
+    assert!(body.contains("malformed token header"), "{body}");
+}

@@ -394,3 +394,28 @@ fn authentication_is_off_without_jwt_config() {
         .unwrap();
     assert_eq!(set_header(&c, "x-gateway-model-name"), Some("m"));
 }
+
+/// `maxTokenBytes` is the largest token accepted: a token of exactly that size passes, one byte
+/// over is refused before it is parsed.
+#[test]
+fn a_token_of_exactly_max_token_bytes_is_accepted() {
+    let t = token("alice", SCOPE);
+    for (max, accepted) in [(t.len(), true), (t.len() - 1, false)] {
+        let mut cfg = base_config();
+        cfg["jwt"]["maxTokenBytes"] = json!(max);
+        let p = policies(&cfg);
+        let result = Req::get("/v1/models/sklearn-iris").bearer(&t).send(
+            &p,
+            b"",
+            at(NOW),
+            &MemoryStore::new(),
+        );
+        match result {
+            Ok(_) => assert!(accepted, "maxTokenBytes {max}: accepted"),
+            Err(reply) => {
+                assert!(!accepted, "maxTokenBytes {max}: {}", reply.body);
+                assert!(reply.body.contains("token too large"), "{}", reply.body);
+            }
+        }
+    }
+}

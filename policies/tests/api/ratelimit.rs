@@ -242,3 +242,28 @@ fn models_without_a_quota_are_not_limited() {
     }
     assert!(store.is_empty());
 }
+
+/// A numeric claim keys the limit by its JSON text, as a string claim does: callers whose `uid`
+/// differ get a key (and a quota) each, not the client address they share.
+#[test]
+fn a_numeric_claim_keys_the_limit_by_its_value() {
+    use crate::support::{claims, mint, rsa};
+    let mut cfg = base_config();
+    cfg["rateLimit"]["key"] = json!({"claim": "uid"});
+    let p = policies(&cfg);
+    let store = MemoryStore::new();
+    for uid in [7, 8] {
+        let mut c = claims("alice", "models:iris");
+        c["uid"] = json!(uid);
+        let t = mint(jsonwebtoken::Algorithm::RS256, Some("rsa"), &rsa(), &c);
+        let forwarded = Req::get("/v1/models/sklearn-iris")
+            .bearer(&t)
+            .send(&p, b"", at(NOW), &store)
+            .unwrap();
+        let key = uid.to_string();
+        assert_eq!(
+            set_header(&forwarded, "x-ratelimit-key"),
+            Some(key.as_str())
+        );
+    }
+}
