@@ -195,7 +195,8 @@ fn row_shape(value: &Json, element: Element) -> Option<Vec<usize>> {
 // -- KServe V2 (Open Inference Protocol) ----------------------------------------------------
 
 /// The V2 rule for a JSON body (no binary extension): a JSON object whose `inputs` is a
-/// non-empty list of tensor objects, each with a non-empty string `name`, an OIP `datatype`,
+/// non-empty list of tensor objects, each with a non-empty string `name`, an OIP `datatype`
+/// KServe can read from JSON (not FP16 or BF16),
 /// a `shape` of non-negative integers and `data`: a list, flat with product(shape) elements or
 /// nested exactly in the shape's layout, of values the datatype can hold. `parameters`, when
 /// present, is an object, and `binary_data_size` in it needs the binary extension. Every other
@@ -214,6 +215,13 @@ pub fn v2_accepts(body: &[u8]) -> Option<bool> {
     let Ok(Some(Json::Arr(inputs))) = single(entries, "inputs") else {
         return Some(false);
     };
+    // Request `parameters`: an object when present; its `content_type` (once) may be anything,
+    // `"pd"` asking KServe for a DataFrame, which matters only to models with a feature count.
+    match single(entries, "parameters") {
+        Ok(None | Some(Json::Null)) => {}
+        Ok(Some(Json::Obj(parameters))) if single(parameters, "content_type").is_ok() => {}
+        _ => return Some(false),
+    }
     if in_flux(inputs) {
         return None;
     }
@@ -251,7 +259,9 @@ fn tensor_ok(input: &Json) -> bool {
     else {
         return false;
     };
-    if name.is_empty() {
+    // KServe 0.21 has no numpy type for BF16 and takes FP16 only in the binary extension
+    // (`kserve/utils/numpy_codec.py`, `kserve/protocol/infer_type.py`).
+    if name.is_empty() || datatype == "BF16" || datatype == "FP16" {
         return false;
     }
     match field("parameters") {
@@ -323,7 +333,7 @@ fn fits(datatype: &str, value: &Json) -> bool {
     match datatype {
         "BOOL" => matches!(value, Json::Bool(_)),
         "BYTES" => matches!(value, Json::Str(_)),
-        "FP16" | "BF16" | "FP32" | "FP64" => matches!(value, Json::Int(_) | Json::Float(_)),
+        "FP32" | "FP64" => matches!(value, Json::Int(_) | Json::Float(_)),
         "UINT8" => int_range(0, i128::from(u8::MAX)),
         "UINT16" => int_range(0, i128::from(u16::MAX)),
         "UINT32" => int_range(0, i128::from(u32::MAX)),
