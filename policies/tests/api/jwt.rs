@@ -419,3 +419,32 @@ fn a_token_of_exactly_max_token_bytes_is_accepted() {
         }
     }
 }
+
+/// A token first seen at exactly `exp` + leeway is still valid (the leeway is inclusive, as for
+/// a cached token), and one second later it is expired.
+#[test]
+fn a_token_first_seen_at_exp_plus_leeway_is_still_valid() {
+    let mut c = claims("alice", SCOPE);
+    c["exp"] = json!(NOW + 10);
+    let t = mint(Algorithm::RS256, Some("rsa"), &rsa(), &c);
+    let get = Req::get("/v1/models/sklearn-iris").bearer(&t);
+    // A fresh policy set each time: nothing cached, every check is a full verification.
+    assert!(
+        get.send(
+            &policies(&base_config()),
+            b"",
+            at(NOW + 70),
+            &MemoryStore::new()
+        )
+        .is_ok()
+    );
+    let reply = get
+        .send(
+            &policies(&base_config()),
+            b"",
+            at(NOW + 71),
+            &MemoryStore::new(),
+        )
+        .unwrap_err();
+    assert!(reply.body.contains("token expired"), "{}", reply.body);
+}
