@@ -448,3 +448,60 @@ fn a_token_first_seen_at_exp_plus_leeway_is_still_valid() {
         .unwrap_err();
     assert!(reply.body.contains("token expired"), "{}", reply.body);
 }
+
+/// `nbf` is reached at `nbf` - leeway, inclusive: a token whose nbf is exactly leeway (60 s)
+/// ahead is valid now, one a second further ahead is not.
+#[test]
+fn nbf_exactly_a_leeway_ahead_is_valid() {
+    for (nbf, valid) in [(NOW + 60, true), (NOW + 61, false)] {
+        let mut c = claims("alice", SCOPE);
+        c["nbf"] = json!(nbf);
+        let t = mint(Algorithm::RS256, Some("rsa"), &rsa(), &c);
+        let result = Req::get("/v1/models/sklearn-iris").bearer(&t).send(
+            &policies(&base_config()),
+            b"",
+            at(NOW),
+            &MemoryStore::new(),
+        );
+        assert_eq!(result.is_ok(), valid, "nbf {nbf}");
+    }
+}
+
+/// With a single key configured, a token without `kid` is verified with that key (and with
+/// several, it names none: `token has no key id`).
+#[test]
+fn a_token_without_kid_uses_the_only_key() {
+    let mut cfg = base_config();
+    let only = cfg["jwt"]["jwks"]["keys"][0].clone();
+    cfg["jwt"]["jwks"] = json!({ "keys": [only] });
+    let t = mint(Algorithm::RS256, None, &rsa(), &claims("alice", SCOPE));
+    let get = Req::get("/v1/models/sklearn-iris").bearer(&t);
+    assert!(
+        get.send(&policies(&cfg), b"", at(NOW), &MemoryStore::new())
+            .is_ok()
+    );
+    let reply = get
+        .send(&policies(&base_config()), b"", at(NOW), &MemoryStore::new())
+        .unwrap_err();
+    assert!(reply.body.contains("token has no key id"), "{}", reply.body);
+}
+
+/// Numeric and boolean claims are forwarded as their JSON text, lists of scalars comma-joined.
+#[test]
+fn numeric_boolean_and_list_claims_are_forwarded_as_text() {
+    let mut cfg = base_config();
+    cfg["jwt"]["forwardClaims"] =
+        json!({ "uid": "x-uid", "admin": "x-admin", "groups": "x-groups" });
+    let mut c = claims("alice", SCOPE);
+    c["uid"] = json!(7);
+    c["admin"] = json!(true);
+    c["groups"] = json!(["a", 2, false]);
+    let t = mint(Algorithm::RS256, Some("rsa"), &rsa(), &c);
+    let forwarded = Req::get("/v1/models/sklearn-iris")
+        .bearer(&t)
+        .send(&policies(&cfg), b"", at(NOW), &MemoryStore::new())
+        .unwrap();
+    assert_eq!(set_header(&forwarded, "x-uid"), Some("7"));
+    assert_eq!(set_header(&forwarded, "x-admin"), Some("true"));
+    assert_eq!(set_header(&forwarded, "x-groups"), Some("a,2,false"));
+}
