@@ -63,6 +63,37 @@ const HOP_BY_HOP: [&str; 5] = [
     "upgrade",
 ];
 
+/// Why a request's `Transfer-Encoding` is refused, if it is: Envoy's HTTP/1 codec accepts
+/// only a field value equal to `chunked` (ASCII case aside) and answers anything else with
+/// 501 (`http1.invalid_transfer_encoding`; `ConnectionImpl::onHeadersCompleteBase` in
+/// `envoy/source/common/http/http1/codec_impl.cc`, after RFC 9112 6.1: a server that does not
+/// understand a coding answers 501). hyper decodes any list ending in `chunked` as chunked
+/// (`gzip, chunked`, `chunked, chunked`, `identity, chunked`), so the host must refuse them
+/// itself or forward a body framed differently from what the client meant. Repeated fields
+/// count as their comma-joined list, as in Envoy's header map.
+pub fn unsupported_transfer_coding(map: &HeaderMap) -> Option<String> {
+    let mut values = map.get_all(hyper::header::TRANSFER_ENCODING).iter();
+    let first = values.next()?;
+    let single = values.next().is_none();
+    if single
+        && first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+    {
+        return None;
+    }
+    let listed: Vec<String> = map
+        .get_all(hyper::header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    Some(format!(
+        "unsupported transfer-encoding {:?}: only a single chunked coding is accepted",
+        listed.join(", ")
+    ))
+}
+
 /// Names the `connection` header lists as hop-by-hop for this message.
 fn connection_listed(map: &HeaderMap) -> Vec<String> {
     map.get_all(hyper::header::CONNECTION)
@@ -749,6 +780,38 @@ mod tests {
         let uri = upstream_uri(longest, "/").unwrap();
         assert_eq!(uri.authority().unwrap().as_str(), longest.to_string());
         assert!(upstream_uri(longest, "/a b").is_none());
+    }
+
+    #[test]
+    fn only_a_single_chunked_transfer_coding_is_accepted() {
+        let with = |values: &[&'static str]| {
+            let mut map = HeaderMap::new();
+            for v in values {
+                map.append("transfer-encoding", HeaderValue::from_static(v));
+            }
+            unsupported_transfer_coding(&map)
+        };
+        assert_eq!(with(&[]), None);
+        assert_eq!(with(&["chunked"]), None);
+        assert_eq!(with(&["Chunked"]), None);
+        for refused in [
+            &["gzip, chunked"][..],
+            &["chunked, chunked"],
+            &["identity, chunked"],
+            &["identity"],
+            &["gzip", "chunked"],
+            &["chunked", "chunked"],
+        ] {
+            let why = with(refused).unwrap_or_default();
+            assert!(
+                why.starts_with("unsupported transfer-encoding"),
+                "{refused:?}: {why}"
+            );
+        }
+        assert_eq!(
+            with(&["gzip", "chunked"]).unwrap(),
+            "unsupported transfer-encoding \"gzip, chunked\": only a single chunked coding is accepted"
+        );
     }
 
     #[test]

@@ -343,6 +343,41 @@ def test_smuggling_transfer_encoding_obfuscation(stack: Stack, name: str) -> Non
         assert_not_smuggled(stack, conn)
 
 
+# Lists that end in `chunked`, which hyper alone would decode as chunked. Envoy's HTTP/1
+# codec accepts only a Transfer-Encoding equal to `chunked` (repeated fields joined into one
+# list) and answers anything else 501 before any filter runs (`onHeadersCompleteBase`,
+# envoy source/common/http/http1/codec_impl.cc; RFC 9112 6.1: 501 for a coding the server
+# does not understand), closing the connection.
+TE_LISTS_ENDING_IN_CHUNKED = {
+    "gzip-chunked": ["Transfer-Encoding: gzip, chunked"],
+    "chunked-chunked": ["Transfer-Encoding: chunked, chunked"],
+    "identity-chunked": ["Transfer-Encoding: identity, chunked"],
+    "gzip-field-then-chunked-field": ["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"],
+    "chunked-field-twice": ["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"],
+}
+
+
+@pytest.mark.parametrize("name", TE_LISTS_ENDING_IN_CHUNKED.keys())
+def test_transfer_encoding_other_than_one_chunked_coding_is_501(stack: Stack, name: str) -> None:
+    chunk = f"{len(VALID_BODY):x}\r\n".encode() + VALID_BODY + b"\r\n0\r\n\r\n"
+    data = head(stack, "Content-Type: application/json", *TE_LISTS_ENDING_IN_CHUNKED[name]) + chunk
+    with RawConnection("127.0.0.1", stack.port) as conn:
+        conn.send(data + smuggled_request(stack))
+        first = conn.read_response("POST")
+        assert first is not None and first.status == 501, first
+        assert json.loads(first.body)["error"].startswith("unsupported transfer-encoding"), first.body
+        stack.assert_upstream_saw_nothing(f"Transfer-Encoding {name}")
+        assert_not_smuggled(stack, conn)
+
+
+def test_control_chunked_in_any_case_is_accepted(stack: Stack) -> None:
+    """The coding name is case-insensitive (RFC 9112 7): `Chunked` is the one coding."""
+    chunk = f"{len(VALID_BODY):x}\r\n".encode() + VALID_BODY + b"\r\n0\r\n\r\n"
+    response = send_raw(stack, head(stack, "Content-Type: application/json", "Transfer-Encoding: Chunked") + chunk)
+    assert response is not None and response.status == 200, response
+    assert [(r.target, r.body) for r in stack.seen()] == [(PREDICT, VALID_BODY)]
+
+
 def test_pipelined_denied_request_does_not_carry_the_next(stack: Stack) -> None:
     """A denied request (no token) pipelined with an allowed one on one connection.
 

@@ -51,6 +51,18 @@ pub async fn handle(
             &json_error("missing :path pseudo-header"),
         ));
     }
+    if request.version() < hyper::Version::HTTP_2
+        && let Some(why) = headers::unsupported_transfer_coding(request.headers())
+    {
+        // Envoy's codec refuses these before any filter or route sees the request, closing
+        // the connection: the bytes after the head cannot be framed with confidence.
+        let mut reply = plain(StatusCode::NOT_IMPLEMENTED, &json_error(&why));
+        reply.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        return Ok(reply);
+    }
     let Some(snapshot) = shared.snapshot() else {
         return Ok(plain(
             StatusCode::SERVICE_UNAVAILABLE,
