@@ -19,6 +19,18 @@ impl HeaderSource for HostRequestHeaders {
         request_header(name).map(Cow::Owned)
     }
 
+    /// One host call for the whole map: proxy-wasm has no call for names alone. Envoy's names
+    /// are header tokens (ASCII), which the SDK's conversion to `String` needs.
+    fn header_names(&self) -> Vec<Cow<'_, str>> {
+        match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(name, _)| Cow::Owned(name))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// `source.address`, `ip:port` as Envoy gives it. Only a rate-limit key that falls back to
     /// the client needs it; reading it up front cost a host call and about 6,000 instructions
     /// (host and guest) on every request in the `modelgate` runtime.

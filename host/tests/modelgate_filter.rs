@@ -642,6 +642,63 @@ async fn the_rate_limit_is_one_limit_across_worker_vms() {
     assert!(histogram_count("modelgate.request.duration_ms") >= 6);
 }
 
+#[tokio::test]
+async fn rate_limit_state_stays_within_max_keys_however_many_keys_arrive() {
+    // Every request brings a new key (a header the caller chooses, the easiest key to
+    // rotate). Before slots, each left a shared-data entry for the life of the process.
+    // 40 times the table's size through the real filter (a full stream each, about 0.6 ms of
+    // CPU in a debug build); the million-key run is the native one in
+    // policies/src/ratelimit/tests.rs.
+    const KEYS: usize = 10_240;
+    const MAX_KEYS: usize = 256;
+    let config = json!({
+        "version": 1,
+        "logLevel": "warn",
+        "rateLimit": { "key": { "header": "x-api-key" }, "maxKeys": MAX_KEYS },
+        // One emission interval is 1 µs: a slot frees almost at once, so every key is
+        // admitted and the table is reused, never outgrown.
+        "models": { "keyed-model": { "rateLimit": { "requestsPerSecond": 1_000_000, "burst": 1 } } }
+    });
+    let vm_id = "modelgate-bounded-state";
+    let plugin = runtime()
+        .load(PluginSpec {
+            name: "modelgate-bounded-state".into(),
+            root_id: String::new(),
+            vm_id: vm_id.into(),
+            wasm: wasm(),
+            vm_config: Vec::new(),
+            plugin_config: config.to_string().into_bytes(),
+            fail_open: false,
+            env: Vec::new(),
+            vm_count: 2,
+            memory_limit_bytes: 128 << 20,
+            callback_deadline: Duration::from_secs(5),
+        })
+        .expect("config loads");
+    let chain = FilterChain::new(vec![plugin]);
+    let mut refused = 0;
+    for i in 0..KEYS {
+        let key = format!("caller-{i}");
+        let extra: [(&str, &[u8]); 1] = [("x-api-key", key.as_bytes())];
+        if let Answer::Replied { reply, .. } = get(&chain, "/v1/models/keyed-model", &extra).await {
+            assert_eq!(
+                reply.status,
+                429,
+                "{}",
+                String::from_utf8_lossy(&reply.body)
+            );
+            refused += 1;
+        }
+    }
+    let entries = runtime().shared_data_entries(vm_id);
+    assert!(entries <= MAX_KEYS, "{entries} shared-data entries");
+    assert!(
+        entries > MAX_KEYS / 2,
+        "{entries}: the keys did not spread over the table"
+    );
+    assert!(refused < KEYS / 100, "{refused} of {KEYS} keys refused");
+}
+
 // ---- validation ------------------------------------------------------------------------------
 
 #[tokio::test]

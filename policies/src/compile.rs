@@ -10,14 +10,14 @@ use crate::config::{
     CloudEvents, ElementType, ExplainFormat, Protocol, RawBodyModel, RawConfig, RawJwt,
     RawLimitKey, RawModel, RawModelValidation, RawQuota, RawTokenSource, RawV2Input,
 };
-use crate::engine::{BodyModel, Engine, LimitKey};
+use crate::engine::{BodyModel, Engine, LimitKey, ProtectedHeader};
 use crate::error::ConfigError;
 use crate::jwks::{self, ALL_ALGS};
 use crate::jwt::{TokenSource, Verifier};
 use crate::kserve_v1::V1Rules;
 use crate::kserve_v2::{Datatype, DeclaredInput, NUMPY_MAX_DIMS, V2Rules};
 use crate::models::{Model, Models};
-use crate::ratelimit::Quota;
+use crate::ratelimit::{DEFAULT_MAX_KEYS, Quota};
 use crate::routing::valid_name;
 use crate::token_cache::TokenCache;
 
@@ -63,12 +63,21 @@ pub(crate) fn compile(
         .map(|h| header_name(h, "rateLimit.keyHeader"))
         .transpose()?;
 
+    let protected_headers = std::iter::once(&routing_header)
+        .chain(jwt.iter().flat_map(|j| j.forward.iter().map(|(_, h)| h)))
+        .chain(key_header.iter())
+        .map(|h| ProtectedHeader::new(Arc::clone(h)))
+        .collect();
+
     if raw.validation.max_body_bytes == 0 {
         return Err(ConfigError::at(
             "validation.maxBodyBytes",
             "must be greater than 0",
         ));
     }
+
+    let max_keys = NonZeroU32::new(raw.rate_limit.max_keys.unwrap_or(DEFAULT_MAX_KEYS))
+        .ok_or_else(|| ConfigError::at("rateLimit.maxKeys", "must be greater than 0"))?;
 
     let mut models = Models::default();
     for (name, model) in raw.models {
@@ -94,6 +103,7 @@ pub(crate) fn compile(
             &path,
             jwt.is_some(),
             raw.validation.cloud_events,
+            max_keys,
         )?;
         models.insert(compiled, &aliases).map_err(|taken| {
             ConfigError::at(
@@ -107,6 +117,8 @@ pub(crate) fn compile(
         log_level: raw.log_level,
         failure_mode: raw.failure_mode,
         routing_header,
+        protected_headers,
+        lookalike_headers: raw.lookalike_headers,
         unknown_model: raw.routing.unknown_model,
         list_models: raw.routing.list_models,
         body_model,
@@ -275,6 +287,7 @@ fn compile_model(
     path: &str,
     has_jwt: bool,
     cloud_events: CloudEvents,
+    max_keys: NonZeroU32,
 ) -> Result<Model, ConfigError> {
     let (v1, v2) = match &raw.protocols {
         None => (true, true),
@@ -297,6 +310,23 @@ fn compile_model(
         }
         claims.push((claim, values));
     }
+    let admin = match raw.admin_scopes {
+        None => None,
+        Some(scopes) if scopes.is_empty() => {
+            return Err(ConfigError::at(
+                &format!("{path}.adminScopes"),
+                "must list at least one scope (leave it out to refuse the repository API)",
+            ));
+        }
+        Some(_) if !has_jwt => {
+            return Err(ConfigError::at(
+                &format!("{path}.adminScopes"),
+                "adminScopes need jwt to be configured",
+            ));
+        }
+        // The model's claim requirements (a tenant, say) hold for its administrators too.
+        Some(scopes) => Some(Requirements::new(scopes, claims.clone())),
+    };
     let requirements = Requirements::new(raw.required_scopes, claims);
     if !requirements.is_empty() && !has_jwt {
         return Err(ConfigError::at(
@@ -306,7 +336,7 @@ fn compile_model(
     }
     let quota = raw
         .rate_limit
-        .map(|q| compile_quota(name, &q, &format!("{path}.rateLimit")))
+        .map(|q| compile_quota(name, &q, &format!("{path}.rateLimit"), max_keys))
         .transpose()?;
     let explain = raw
         .validation
@@ -327,6 +357,7 @@ fn compile_model(
         v1,
         v2,
         requirements,
+        admin,
         quota,
         v1_rules,
         v2_rules,
@@ -436,7 +467,12 @@ fn compile_v2_inputs(
     Ok(declared)
 }
 
-fn compile_quota(model: &str, raw: &RawQuota, path: &str) -> Result<Quota, ConfigError> {
+fn compile_quota(
+    model: &str,
+    raw: &RawQuota,
+    path: &str,
+    max_keys: NonZeroU32,
+) -> Result<Quota, ConfigError> {
     let positive = |value: u32, field: &str| {
         NonZeroU32::new(value)
             .ok_or_else(|| ConfigError::at(&format!("{path}.{field}"), "must be greater than 0"))
@@ -455,7 +491,7 @@ fn compile_quota(model: &str, raw: &RawQuota, path: &str) -> Result<Quota, Confi
         None => rate,
         Some(b) => positive(b, "burst")?,
     };
-    Ok(Quota::new(model, rate, per, burst))
+    Ok(Quota::new(model, rate, per, burst, max_keys))
 }
 
 fn to_u64(n: usize) -> u64 {

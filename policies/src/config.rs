@@ -41,6 +41,22 @@ pub enum FailureMode {
     Allow,
 }
 
+/// What to do with a client-sent header whose name reads as one the policy sets (the routing
+/// header, forwarded claims, the limit-key header) once ASCII case is folded and `_` taken for
+/// `-`, but is not spelled the same: `x_jwt_sub` beside the `x-jwt-sub` the filter sets.
+/// Envoy's `headers_with_underscores_action` does the same for every underscored name
+/// (`ALLOW` by default in Envoy; `REJECT_REQUEST` under Envoy Gateway's `ClientTrafficPolicy`
+/// default); this covers the policy's own headers whatever the proxy is set to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum LookalikeHeaders {
+    /// Remove them before forwarding (the default).
+    #[default]
+    Drop,
+    /// Answer 400 naming the header.
+    Reject,
+}
+
 /// The whole document.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -50,6 +66,8 @@ pub(crate) struct RawConfig {
     pub(crate) log_level: LogLevel,
     #[serde(default)]
     pub(crate) failure_mode: FailureMode,
+    #[serde(default)]
+    pub(crate) lookalike_headers: LookalikeHeaders,
     #[serde(default)]
     pub(crate) routing: RawRouting,
     pub(crate) jwt: Option<RawJwt>,
@@ -201,6 +219,8 @@ pub(crate) struct RawRateLimit {
     #[serde(default)]
     pub(crate) shadow: bool,
     pub(crate) key_header: Option<String>,
+    /// Callers with live state at once, per model (the size of each quota's slot table).
+    pub(crate) max_keys: Option<u32>,
 }
 
 /// What identifies a caller for rate limiting.
@@ -255,6 +275,9 @@ pub(crate) struct RawModel {
     pub(crate) required_scopes: Vec<String>,
     #[serde(default)]
     pub(crate) required_claims: BTreeMap<String, OneOrMany>,
+    /// Scopes that KServe's model repository extension (`load`/`unload`) needs; absent, the
+    /// extension is refused for this model.
+    pub(crate) admin_scopes: Option<Vec<String>>,
     pub(crate) rate_limit: Option<RawQuota>,
     pub(crate) validation: Option<RawModelValidation>,
 }

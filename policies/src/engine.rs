@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{ExplainFormat, FailureMode, LogLevel, Protocol, UnknownModel};
+use crate::authz::Requirements;
+use crate::config::{
+    ExplainFormat, FailureMode, LogLevel, LookalikeHeaders, Protocol, UnknownModel,
+};
 use crate::decision::{
     BodyDecision, Continue, HeaderEdits, HeadersDecision, NeedBody, Outcome, PendingRequest, Reply,
     Verdict,
@@ -26,6 +29,9 @@ pub(crate) struct Engine {
     pub(crate) log_level: LogLevel,
     pub(crate) failure_mode: FailureMode,
     pub(crate) routing_header: Arc<str>,
+    /// The headers this policy sets, for finding client-sent look-alikes of them.
+    pub(crate) protected_headers: Vec<ProtectedHeader>,
+    pub(crate) lookalike_headers: LookalikeHeaders,
     pub(crate) unknown_model: UnknownModel,
     pub(crate) list_models: bool,
     pub(crate) body_model: Option<BodyModel>,
@@ -35,6 +41,42 @@ pub(crate) struct Engine {
     pub(crate) shadow: bool,
     pub(crate) key_header: Option<Arc<str>>,
     pub(crate) max_body_bytes: usize,
+}
+
+/// A header the policy sets (or removes) on every forwarded request.
+#[derive(Debug)]
+pub(crate) struct ProtectedHeader {
+    /// As configured (lower-case).
+    pub(crate) name: Arc<str>,
+    /// [`fold`]ed: what a look-alike reads as.
+    pub(crate) folded: Box<str>,
+}
+
+impl ProtectedHeader {
+    pub(crate) fn new(name: Arc<str>) -> Self {
+        let folded = name.bytes().map(|b| char::from(fold(b))).collect();
+        Self { name, folded }
+    }
+
+    /// True for a different spelling of this header that a backend may read as it.
+    fn imitated_by(&self, other: &str) -> bool {
+        other.len() == self.folded.len()
+            && *other != *self.name
+            && other
+                .bytes()
+                .zip(self.folded.bytes())
+                .all(|(a, b)| fold(a) == b)
+    }
+}
+
+/// ASCII case folded and `_` read as `-`, as CGI-style backends (WSGI, PHP, nginx's
+/// `underscores_in_headers`) map header names onto one another.
+fn fold(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
 }
 
 /// Routing by a field of a JSON body, on these exact paths.
@@ -104,6 +146,10 @@ impl Engine {
     ) -> HeadersDecision {
         let now = since_epoch(now);
         let target = routing::classify(request.path);
+        let lookalikes = match self.lookalikes(request) {
+            Ok(lookalikes) => lookalikes,
+            Err(reply) => return HeadersDecision::Reply(reply),
+        };
         let identity = match self.authenticate(request, now.as_secs()) {
             Ok(identity) => identity,
             Err(reply) => return HeadersDecision::Reply(reply),
@@ -112,20 +158,24 @@ impl Engine {
             .as_deref()
             .and_then(|i| i.claim_text("sub"))
             .map(Arc::from);
-        self.decide_headers(request, target, identity, now, store)
+        self.decide_headers(request, target, identity, lookalikes, now, store)
             .with_subject(subject)
     }
 
-    /// The header decision for an authenticated (or anonymous) request.
+    /// The header decision for an authenticated (or anonymous) request; `lookalikes` are the
+    /// client's look-alikes of the policy's headers, removed from whatever is forwarded.
     fn decide_headers(
         &self,
         request: &RequestView<'_>,
         target: Target<'_>,
         identity: Option<Arc<Identity>>,
+        lookalikes: Vec<Arc<str>>,
         now: Duration,
         store: &dyn SharedStore,
     ) -> HeadersDecision {
         let mut edits = self.base_edits(identity.as_deref());
+        // A look-alike never equals a header the edits set, so removing it is never redundant.
+        edits.remove.extend(lookalikes);
 
         match target {
             Target::Invalid(reason) => {
@@ -160,8 +210,13 @@ impl Engine {
                     }
                     _ => return self.unknown(name, self.drop_client_route(request, edits)),
                 };
+                let requirements = match self.requirements(id, endpoint) {
+                    Ok(requirements) => requirements,
+                    Err(reply) => return HeadersDecision::Reply(reply),
+                };
                 let key = self.limit_key(request, identity.as_deref());
-                let shadow_limited = match self.admit(id, identity.as_deref(), &key, now, store) {
+                let admitted = self.admit(id, requirements, identity.as_deref(), &key, now, store);
+                let shadow_limited = match admitted {
                     Ok(shadow_limited) => shadow_limited,
                     Err(reply) => return HeadersDecision::Reply(reply),
                 };
@@ -284,7 +339,8 @@ impl Engine {
                     };
                 };
                 let now = since_epoch(now);
-                match self.admit(id, identity.as_deref(), limit_key, now, store) {
+                let requirements = &self.models.get(id).requirements;
+                match self.admit(id, requirements, identity.as_deref(), limit_key, now, store) {
                     Ok(shadow_limited) => {
                         let name = Arc::clone(&self.models.get(id).name);
                         let mut verdict = Verdict::new(Some(name), Outcome::Allowed);
@@ -404,6 +460,44 @@ impl Engine {
         edits
     }
 
+    /// Client-sent headers that read as one this policy sets without being spelled the same
+    /// (see [`LookalikeHeaders`]), lower-cased: to remove, or the 400 under `reject`.
+    fn lookalikes(&self, request: &RequestView<'_>) -> Result<Vec<Arc<str>>, Reply> {
+        let mut found: Vec<Arc<str>> = Vec::new();
+        for name in request.headers.header_names() {
+            let Some(imitated) = self.protected_headers.iter().find(|p| p.imitated_by(&name))
+            else {
+                continue;
+            };
+            let name = name.to_ascii_lowercase();
+            // An upper-case spelling of the header itself is that header, which the edits
+            // already remove or replace; Envoy hands filters lower-case names anyway.
+            if name == *imitated.name || found.iter().any(|n| **n == *name) {
+                continue;
+            }
+            if self.lookalike_headers == LookalikeHeaders::Reject {
+                log::debug!("request header {name} imitates {}", imitated.name);
+                return Err(reply::lookalike_header(&name, &imitated.name));
+            }
+            found.push(Arc::from(name));
+        }
+        Ok(found)
+    }
+
+    /// What the caller must hold for `endpoint` of model `id`: loading or unloading needs the
+    /// model's own permission (`adminScopes`), not the one to use it, since an unload takes
+    /// the model off the server for everyone; without `adminScopes` it is refused.
+    fn requirements(&self, id: ModelId, endpoint: Endpoint) -> Result<&Requirements, Reply> {
+        let model = self.models.get(id);
+        if endpoint != Endpoint::Repository {
+            return Ok(&model.requirements);
+        }
+        model.admin.as_ref().ok_or_else(|| {
+            log::debug!("repository action refused for model {}", model.name);
+            reply::repository_refused(Arc::clone(&model.name))
+        })
+    }
+
     /// Remove a routing header the client sent, on the way to a forward that does not set it
     /// (a client must not pick its own route). A request for a known model skips this: its
     /// forward sets the header, which replaces any client value, so asking the host whether
@@ -434,24 +528,26 @@ impl Engine {
         }
     }
 
-    /// Authorize and rate limit a caller for a model.
+    /// Authorize a caller against `requirements` (the model's, or its repository permission)
+    /// and rate limit it for the model.
     /// `Ok(true)` means over quota but let through by shadow mode.
     fn admit(
         &self,
         id: ModelId,
+        requirements: &Requirements,
         identity: Option<&Identity>,
         key: &str,
         now: Duration,
         store: &dyn SharedStore,
     ) -> Result<bool, Reply> {
         let model = self.models.get(id);
-        if let Err(denied) = model.requirements.check(identity) {
+        if let Err(denied) = requirements.check(identity) {
             let realm = self.jwt.as_ref().map_or("modelgate", |j| j.realm.as_str());
             log::debug!("forbidden for model {}: {}", model.name, denied.0);
             return Err(reply::forbidden(
                 realm,
                 &denied.0,
-                model.requirements.scopes(),
+                requirements.scopes(),
                 Arc::clone(&model.name),
             ));
         }
@@ -474,6 +570,24 @@ impl Engine {
                     limit,
                     retry_after_secs,
                     reset_secs,
+                ))
+            }
+            Check::Crowded {
+                limit,
+                retry_after_secs,
+            } => {
+                if self.shadow {
+                    log::warn!(
+                        "shadow mode: model {} has no room for key {key}",
+                        model.name
+                    );
+                    return Ok(true);
+                }
+                log::debug!("no rate-limit slot for key {key} of model {}", model.name);
+                Err(reply::rate_limit_crowded(
+                    Arc::clone(&model.name),
+                    limit,
+                    retry_after_secs,
                 ))
             }
             Check::StoreFailed(error) => {

@@ -19,6 +19,9 @@ pub(crate) struct Model {
     pub(crate) v1: bool,
     pub(crate) v2: bool,
     pub(crate) requirements: Requirements,
+    /// What KServe's model repository extension (`load`, `unload`) needs of the caller;
+    /// `None` when the configuration does not allow it for this model.
+    pub(crate) admin: Option<Requirements>,
     pub(crate) quota: Option<Quota>,
     pub(crate) v1_rules: V1Rules,
     pub(crate) v2_rules: V2Rules,

@@ -1,8 +1,9 @@
 //! Per-model quotas: governor's GCRA over host shared data, so every worker VM shares one limit.
 //!
 //! governor keeps one "theoretical arrival time" (TAT) per key and lets a [`StateStore`]
-//! decide where it lives. [`SharedTat`] keeps it in the host's shared data as 8 little-endian
-//! bytes and updates it with compare-and-swap, retrying when another VM wrote in between.
+//! decide where it lives. [`SharedTat`] keeps it in the host's shared data, in one slot of
+//! the quota's fixed table (see [`slots`]: the state stays bounded whatever the number of
+//! keys), and updates it with compare-and-swap, retrying when another VM wrote in between.
 //! A per-VM counter would multiply the limit by the number of workers.
 //!
 //! Time is injected: a limiter is built per check around a [`SharedTat`] (which borrows the
@@ -22,6 +23,13 @@ use governor::state::{NotKeyed, StateStore};
 
 use crate::store::{SharedStore, StoreError};
 
+mod slots;
+
+use slots::{Probe, SlotTable};
+
+/// Slots per quota when the configuration does not say (`rateLimit.maxKeys`).
+pub(crate) const DEFAULT_MAX_KEYS: u32 = 16_384;
+
 /// How many times a CAS conflict is retried before the check counts as an internal fault.
 /// Each retry means another VM made progress, so this is only reached under extreme contention.
 const MAX_CAS_ATTEMPTS: u32 = 16;
@@ -36,8 +44,8 @@ pub(crate) struct Quota {
     gcra: governor::Quota,
     /// `RateLimit-Limit`: the burst capacity.
     limit: u32,
-    /// The shared-data key prefix, `modelgate/rl/<model>/`.
-    prefix: String,
+    /// Where the keys' states live.
+    slots: SlotTable,
 }
 
 /// The result of one check.
@@ -55,13 +63,23 @@ pub(crate) enum Check {
         retry_after_secs: u64,
         reset_secs: u64,
     },
+    /// Every slot this key may use holds another caller's live state (see [`slots`]): the
+    /// key is refused, as if over its quota, until the first of them frees.
+    Crowded { limit: u32, retry_after_secs: u64 },
     /// Shared data could not be updated (see [`MAX_CAS_ATTEMPTS`]).
     StoreFailed(StoreError),
 }
 
 impl Quota {
-    /// `per` is one second or one minute; `rate` cells replenish per `per`, `burst` at once.
-    pub(crate) fn new(model: &str, rate: NonZeroU32, per: Duration, burst: NonZeroU32) -> Self {
+    /// `per` is one second or one minute; `rate` cells replenish per `per`, `burst` at once;
+    /// at most `max_keys` keys have state at once.
+    pub(crate) fn new(
+        model: &str,
+        rate: NonZeroU32,
+        per: Duration,
+        burst: NonZeroU32,
+        max_keys: NonZeroU32,
+    ) -> Self {
         let replenish_one = per / rate.get();
         // `with_period` is `None` only for a zero period; `per / rate` with rate <= u32::MAX and
         // per >= 1 s is at least 232 ns.
@@ -71,7 +89,7 @@ impl Quota {
         Self {
             gcra: quota,
             limit: burst.get(),
-            prefix: format!("modelgate/rl/{model}/"),
+            slots: SlotTable::new(model, max_keys.get()),
         }
     }
 
@@ -81,14 +99,13 @@ impl Quota {
         while !key.is_char_boundary(cut) {
             cut -= 1;
         }
-        let mut shared_key = String::with_capacity(self.prefix.len() + cut);
-        shared_key.push_str(&self.prefix);
-        shared_key.push_str(&key[..cut]);
-
         let state = SharedTat {
             store,
-            key: &shared_key,
+            slots: &self.slots,
+            key: &key.as_bytes()[..cut],
+            now: Nanos::from(now),
             tat: Cell::new(None),
+            crowded_until: Cell::new(None),
             failed: Cell::new(None),
         };
         let limiter: RateLimiter<NotKeyed, _, _, StateInformationMiddleware> =
@@ -100,6 +117,12 @@ impl Quota {
             return Check::StoreFailed(error);
         }
         let now_nanos = Nanos::from(now);
+        if let Some(frees_at) = state.crowded_until.get() {
+            return Check::Crowded {
+                limit: self.limit,
+                retry_after_secs: ceil_secs(frees_at.saturating_sub(now_nanos)).max(1),
+            };
+        }
         let reset_secs = state
             .tat
             .get()
@@ -136,12 +159,17 @@ impl Clock for InjectedClock {
     }
 }
 
-/// One key's TAT in shared data.
+/// One key's TAT in its shared-data slot.
 struct SharedTat<'a> {
     store: &'a dyn SharedStore,
-    key: &'a str,
+    slots: &'a SlotTable,
+    key: &'a [u8],
+    /// The request's time: a slot whose state is older is free to claim.
+    now: Nanos,
     /// The TAT after this check (stored, or found when limited): for `RateLimit-Reset`.
     tat: Cell<Option<Nanos>>,
+    /// Set when the key found no slot: when the first slot of its window frees.
+    crowded_until: Cell<Option<Nanos>>,
     /// Set when the store refused the update for good.
     failed: Cell<Option<StoreError>>,
 }
@@ -149,42 +177,46 @@ struct SharedTat<'a> {
 impl StateStore for SharedTat<'_> {
     type Key = NotKeyed;
 
+    // governor's signature has no error channel of its own: a crowded table and a store that
+    // refused are reported as flags beside the outcome, and `Quota::check` turns them into
+    // `Check::Crowded` and `Check::StoreFailed`.
     fn measure_and_replace<T, F, E>(&self, _key: &NotKeyed, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
+        let mut slot_key = String::new();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (current, cas) = match self.store.get(self.key) {
-                Some((bytes, cas)) => (decode(&bytes), cas),
-                // The host has no "create if absent": cas 0 writes unconditionally, so two VMs
-                // creating one key at the same instant may each count once (at most one extra).
-                None => (None, 0),
+            let (index, cas, current) = match self.slots.probe(self.key, self.now, self.store) {
+                Probe::Slot { index, cas, tat } => (index, cas, tat),
+                Probe::Full { frees_at } => {
+                    self.crowded_until.set(Some(frees_at));
+                    return f(None).map(|(outcome, _)| outcome);
+                }
             };
             self.tat.set(current);
             let (outcome, next) = f(current)?;
-            match self.store.set(self.key, &next.as_u64().to_le_bytes(), cas) {
+            // A slot never written has CAS 0, which writes unconditionally: two VMs claiming
+            // one empty slot at the same instant may each count once (at most one extra).
+            let value = slots::encode(next, self.key);
+            match self
+                .store
+                .set(self.slots.slot_key(index, &mut slot_key), &value, cas)
+            {
                 Ok(()) => {
                     self.tat.set(Some(next));
                     return Ok(outcome);
                 }
+                // Another VM wrote the slot (the same key, or another claiming it): look again.
                 Err(StoreError::CasMismatch) if attempts < MAX_CAS_ATTEMPTS => {}
                 Err(error) => {
-                    // governor's signature has no error channel of its own: report the
-                    // outcome and let `Quota::check` turn the flag into `Check::StoreFailed`.
                     self.failed.set(Some(error));
                     return Ok(outcome);
                 }
             }
         }
     }
-}
-
-/// A stored TAT; anything that is not 8 bytes (not ours, or corrupted) counts as absent.
-fn decode(bytes: &[u8]) -> Option<Nanos> {
-    let bytes: [u8; 8] = bytes.try_into().ok()?;
-    Some(Nanos::from(u64::from_le_bytes(bytes)))
 }
 
 #[cfg(test)]

@@ -31,6 +31,14 @@ pub(crate) fn refused_framing(status: u16, message: &str, model: Arc<str>) -> Re
     reply(status, message, Some(model), Outcome::Invalid)
 }
 
+/// 400: a client-sent header that imitates one the gateway sets (`lookalikeHeaders: reject`).
+pub(crate) fn lookalike_header(name: &str, imitated: &str) -> Reply {
+    let message = format!(
+        "request header {name} is not allowed: it reads as {imitated}, which the gateway sets"
+    );
+    reply(400, &message, None, Outcome::Invalid)
+}
+
 /// 404 in KServe's exact shape.
 pub(crate) fn unknown_model(name: &str) -> Reply {
     reply(
@@ -58,6 +66,15 @@ pub(crate) fn unauthenticated(realm: &str, description: Option<&str>) -> Reply {
     r
 }
 
+/// 403 for KServe's model repository extension (`load`, `unload`) on a model whose
+/// configuration has no `adminScopes`: no token can allow it, so there is no challenge.
+pub(crate) fn repository_refused(model: Arc<str>) -> Reply {
+    let message = format!(
+        "forbidden: the model repository API (load, unload) is not enabled for model {model}"
+    );
+    reply(403, &message, Some(model), Outcome::Forbidden)
+}
+
 /// 403 with an RFC 6750 `insufficient_scope` challenge naming the model's scopes.
 pub(crate) fn forbidden(realm: &str, reason: &str, scopes: &[String], model: Arc<str>) -> Reply {
     // Claim names come from the config; keep the quoted-string free of quotes and backslashes.
@@ -76,6 +93,20 @@ pub(crate) fn forbidden(realm: &str, reason: &str, scopes: &[String], model: Arc
     let message = format!("forbidden: {reason} for model {model}");
     let mut r = reply(403, &message, Some(model), Outcome::Forbidden);
     r.headers.push(("www-authenticate", challenge));
+    r
+}
+
+/// 429 for a caller that found no rate-limit slot (every slot it may use holds another
+/// caller's live state): like [`rate_limited`], with the wait until a slot frees.
+pub(crate) fn rate_limit_crowded(model: Arc<str>, limit: u32, retry_after: u64) -> Reply {
+    let message = format!("rate limit exceeded for model {model}: too many active callers");
+    let mut r = reply(429, &message, Some(model), Outcome::RateLimited);
+    r.headers.extend([
+        ("retry-after", retry_after.to_string()),
+        ("ratelimit-limit", limit.to_string()),
+        ("ratelimit-remaining", "0".to_owned()),
+        ("ratelimit-reset", retry_after.to_string()),
+    ]);
     r
 }
 

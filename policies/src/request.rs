@@ -11,6 +11,12 @@ pub trait HeaderSource {
     /// The first value of header `name` (lower-case), if present.
     fn header(&self, name: &str) -> Option<Cow<'_, str>>;
 
+    /// The name of every request header, as the host holds it (one entry per value). Asked
+    /// for once per request, to find client-sent look-alikes of the headers the policy sets
+    /// (`x_jwt_sub` beside `x-jwt-sub`): a backend that folds `_` into `-` would read them
+    /// as the gateway's own.
+    fn header_names(&self) -> Vec<Cow<'_, str>>;
+
     /// The client address (`ip:port` or `ip`), asked for only when a policy needs it (a
     /// rate-limit key that falls back to the client). The filter fetches it from the host
     /// here, which saves a host call (and a copy into the VM) on every request whose key is a
@@ -27,6 +33,10 @@ impl HeaderSource for Vec<(&str, &str)> {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| Cow::Borrowed(*v))
     }
+
+    fn header_names(&self) -> Vec<Cow<'_, str>> {
+        self.iter().map(|(k, _)| Cow::Borrowed(*k)).collect()
+    }
 }
 
 /// A plain list of owned header pairs; names compare case-insensitively.
@@ -35,6 +45,12 @@ impl HeaderSource for Vec<(String, String)> {
         self.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| Cow::Borrowed(v.as_str()))
+    }
+
+    fn header_names(&self) -> Vec<Cow<'_, str>> {
+        self.iter()
+            .map(|(k, _)| Cow::Borrowed(k.as_str()))
+            .collect()
     }
 }
 
@@ -47,6 +63,10 @@ pub struct KnownClient<'a, H: ?Sized> {
 impl<H: HeaderSource + ?Sized> HeaderSource for KnownClient<'_, H> {
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
         self.headers.header(name)
+    }
+
+    fn header_names(&self) -> Vec<Cow<'_, str>> {
+        self.headers.header_names()
     }
 
     fn client_address(&self) -> Option<Cow<'_, str>> {

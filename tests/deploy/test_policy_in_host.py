@@ -372,9 +372,9 @@ def test_policy_with_test_keys_decides_alike_from_the_manifest_and_inline(host_b
         "wrong feature count": 400,
         "not json": 400,
         "client-set routing header": 404,
-        # Names no model the way the filter routes, so no model route matches (the gateway's
-        # 404; in the cluster, the fallback route's).
-        "model repository": 404,
+        # The policy gives no model adminScopes, so the filter refuses the repository API
+        # (and deploy/'s HTTPRoutes would not route it either).
+        "model repository": 403,
         "art explain": 200,
         "tabular explain body": 400,
     }

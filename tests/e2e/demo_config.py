@@ -12,6 +12,9 @@ what the tests prove. The policy it states:
                 2 requests/s per subject, burst 5 (small, so a loop of curls shows 429).
                 V1 rows of 13 numbers, at most 100 instances; V2 exactly the input the
                 model server's metadata declares (`input-0`, FP64, [-1, 13]).
+                KServe's model repository API (load, unload) with scope
+                `admin:sklearn-wine` (adminScopes); iris has none, so the filter refuses it
+                and no route sends it to iris's servers.
   every model   a JWT from the demo issuer, any of the 12 supported algorithms; bodies over
                 64 KiB get 413; the token's `sub` goes upstream as `x-jwt-sub`.
 """
@@ -42,6 +45,9 @@ WINE_FEATURES = 13
 MAX_INSTANCES = 100
 IRIS_QUOTA = {"requestsPerSecond": 50, "burst": 100}
 WINE_QUOTA = {"requestsPerSecond": 2, "burst": 5}
+WINE_ADMIN_SCOPE = f"admin:{WINE}"
+# Models whose repository API (load, unload) is allowed, and the scopes it needs.
+ADMIN_SCOPES = {WINE: [WINE_ADMIN_SCOPE]}
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,7 @@ def filter_config(keyset: keys.KeySet) -> dict:
             },
             WINE: {
                 "requiredScopes": [WINE_SCOPE],
+                "adminScopes": ADMIN_SCOPES[WINE],
                 "rateLimit": WINE_QUOTA,
                 "validation": {
                     "featureCount": WINE_FEATURES,
@@ -107,6 +114,20 @@ def filter_config(keyset: keys.KeySet) -> dict:
             },
         },
     }
+
+
+def model_routes(model: str, admin: bool) -> list[dict]:
+    """A model's routes, matched on the routing header the filter sets: its V1 and V2 paths,
+    and KServe's model repository API only for a model with `adminScopes` (the filter refuses
+    it for the others, and no route would send it anywhere either)."""
+    by_model = [{"name": ROUTING_HEADER, "exact": model}]
+    prefixes = ["/v1/models/", "/v2/models/"]
+    if admin:
+        prefixes.append(f"/v2/repository/models/{model}/")
+    return [
+        {"name": f"{model}{prefix.rstrip('/')}", "match": {"prefix": prefix, "headers": by_model}, "cluster": model, "timeout": "30s"}
+        for prefix in prefixes
+    ]
 
 
 def host_config(
@@ -144,8 +165,9 @@ def host_config(
             {"name": f"{IRIS}-explainer", "endpoints": [endpoint(ports.explainer)]},
             {"name": WINE, "endpoints": [endpoint(ports.wine)]},
         ],
-        # As KServe's generated HTTPRoutes: `:explain` to the explainer, everything else of
-        # the model to its predictor. The filter names the model in the routing header.
+        # As deploy/'s HTTPRoutes: `:explain` to the explainer, the model's V1 and V2 paths to
+        # its predictor (and its repository API only where adminScopes allow it). The filter
+        # names the model in the routing header.
         "routes": [
             {
                 "name": f"{IRIS}-explain",
@@ -153,18 +175,8 @@ def host_config(
                 "cluster": f"{IRIS}-explainer",
                 "timeout": "30s",
             },
-            {
-                "name": IRIS,
-                "match": {"prefix": "/", "headers": by_model(IRIS)},
-                "cluster": IRIS,
-                "timeout": "30s",
-            },
-            {
-                "name": WINE,
-                "match": {"prefix": "/", "headers": by_model(WINE)},
-                "cluster": WINE,
-                "timeout": "30s",
-            },
+            *model_routes(IRIS, IRIS in ADMIN_SCOPES),
+            *model_routes(WINE, WINE in ADMIN_SCOPES),
         ],
         "filters": [
             {

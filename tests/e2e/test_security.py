@@ -257,3 +257,40 @@ def test_a_client_cannot_spoof_a_forwarded_claim(stack, subject):
     ]
     assert len(seen) == 1
     assert seen[0][demo_config.SUBJECT_HEADER] == subject
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        [("x_jwt_sub", "admin")],
+        [("X_Jwt_Sub", "admin")],
+        [("x-jwt_sub", "admin"), ("x_jwt-sub", "root")],
+        [("x_gateway_model_name", WINE)],
+    ],
+    ids=["underscores", "mixed-case", "two-spellings", "routing-header"],
+)
+def test_a_lookalike_of_a_gateway_header_never_reaches_the_model_server(stack, subject, forged):
+    """A backend that maps header names the CGI way (`HTTP_X_JWT_SUB`) cannot tell
+    `x_jwt_sub` from the `x-jwt-sub` the filter sets: the filter drops every spelling that
+    folds to one of its own headers (lookalikeHeaders: drop, the default)."""
+    token = stack.token("RS256", sub=subject, scope=BOTH_SCOPES)
+    request_id = f"lookalike-{subject}"
+    r = requests.post(
+        f"{stack.gateway}/v1/models/{IRIS}:predict",
+        json=IRIS_BODY,
+        headers={"Authorization": f"Bearer {token}", "x-request-id": request_id, **dict(forged)},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    seen = [
+        item["headers"]
+        for replica in ("iris-1", "iris-2")
+        for item in recent_requests(stack, replica)
+        if item["headers"].get("x-request-id") == request_id
+    ]
+    assert len(seen) == 1, seen
+    folded = {}
+    for name, value in seen[0].items():
+        folded.setdefault(name.lower().replace("_", "-"), []).append((name, value))
+    assert folded[demo_config.SUBJECT_HEADER] == [(demo_config.SUBJECT_HEADER, subject)]
+    assert folded[demo_config.ROUTING_HEADER] == [(demo_config.ROUTING_HEADER, IRIS)]

@@ -5,9 +5,11 @@ The stack's catch-all route (harness/stack.py) is that route.
 KServe's server has endpoints outside `/v1/models/{m}` and `/v2/models/{m}` that act on a
 model: `POST /v2/repository/models/{m}/load` and `.../unload` (checked against KServe 0.21
 here: after `unload`, predicts answer 404 until the model is loaded again). If the filter
-treats those paths as model-less, any caller with any valid token can unload any model.
-deploy/'s own HTTPRoutes send only `/v1/models` and `/v2/models` to predictors, so the hole
-opens only where KServe's generated routes are in place; the filter should still close it.
+treats those paths as model-less, any caller with any valid token can unload any model; if
+it treats them as ordinary model requests, any caller allowed to predict can. They need the
+model's own `adminScopes`, and a model without them (as every model here) refuses them to
+everyone. deploy/'s own HTTPRoutes send only `/v1/models` and `/v2/models` to predictors, so
+the hole opens only where KServe's generated routes are in place; the filter closes it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def test_repository_action_needs_the_models_authorization(stack: Stack, keys: Ke
     status = post(stack, path, keys.rs256(keys.claims(scope="models:wine")))
     assert status == 403, f"{path} with a token for another model answered {status}"
     stack.assert_upstream_saw_nothing(f"{path} with a token for another model")
+
+
+@pytest.mark.parametrize("path", REPOSITORY_ACTIONS)
+def test_repository_action_with_the_models_own_predict_scope_is_403(stack: Stack, keys: KeySet, path: str) -> None:
+    status = post(stack, path, keys.rs256(keys.claims(scope="models:iris")))
+    assert status == 403, f"{path} with a token that may predict on the model answered {status}"
+    stack.assert_upstream_saw_nothing(f"{path} with a predict token")
 
 
 @pytest.mark.parametrize("path", REPOSITORY_ACTIONS)

@@ -208,6 +208,12 @@ impl Runtime {
         self.shared.metrics.snapshot()
     }
 
+    /// How many shared-data keys the VMs of `vm_id` have written: shared data is never
+    /// expired, so this is what a filter's state costs the process.
+    pub fn shared_data_entries(&self, vm_id: &str) -> usize {
+        self.shared.shared_data.len(vm_id)
+    }
+
     /// Every plugin's failure and reload counters since start, by plugin name.
     pub fn plugin_stats(&self) -> Vec<(String, PluginStats)> {
         let counters = self

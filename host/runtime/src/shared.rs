@@ -28,6 +28,12 @@ impl SharedData {
         inner.spaces.get(vm_id)?.get(key).cloned()
     }
 
+    /// How many keys `vm_id`'s space holds (Envoy keeps every key until the process ends).
+    pub(crate) fn len(&self, vm_id: &str) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.spaces.get(vm_id).map_or(0, HashMap::len)
+    }
+
     /// Store `value`. A non-zero `cas` must match the current version of an existing key.
     /// Versions start at 1 and are never 0, so 0 always means "unconditional".
     pub(crate) fn set(

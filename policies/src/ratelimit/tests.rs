@@ -14,6 +14,7 @@ fn quota(per_second: u32, burst: u32) -> Quota {
         NonZeroU32::new(per_second).unwrap(),
         Duration::from_secs(1),
         NonZeroU32::new(burst).unwrap(),
+        NonZeroU32::new(1024).unwrap(),
     )
 }
 
@@ -87,6 +88,7 @@ fn per_minute_quota_reports_retry_after_in_seconds() {
         NonZeroU32::new(2).unwrap(),
         Duration::from_mins(1),
         NonZeroU32::new(1).unwrap(),
+        NonZeroU32::new(1024).unwrap(),
     );
     assert!(matches!(q.check("k", T0, &store), Check::Allowed { .. }));
     assert_eq!(
@@ -166,7 +168,12 @@ fn endless_conflicts_are_reported_not_looped_on() {
 #[test]
 fn foreign_values_in_shared_data_count_as_a_fresh_bucket() {
     let store = MemoryStore::new();
-    store.set("modelgate/rl/iris/alice", b"garbage", 0).unwrap();
+    // Fill every slot alice could use with bytes too short to be a slot.
+    for index in 0..1024 {
+        store
+            .set(&format!("modelgate/rl/iris/{index}"), b"garbage", 0)
+            .unwrap();
+    }
     assert!(matches!(
         quota(1, 3).check("alice", T0, &store),
         Check::Allowed { remaining: 2, .. }
@@ -213,4 +220,120 @@ proptest::proptest! {
             proptest::prop_assert!(allowed_f <= bound + 1e-9, "{allowed} allowed, bound {bound}");
         }
     }
+}
+
+fn bounded_quota(per_second: u32, burst: u32, max_keys: u32) -> Quota {
+    Quota::new(
+        "iris",
+        NonZeroU32::new(per_second).unwrap(),
+        Duration::from_secs(1),
+        NonZeroU32::new(burst).unwrap(),
+        NonZeroU32::new(max_keys).unwrap(),
+    )
+}
+
+/// Resident memory of this process, from `/proc/self/statm` (pages of 4 KiB).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn a_million_distinct_keys_stay_within_max_keys_and_leave_an_active_limit_unchanged() {
+    // 1,000,000 keys, each seen once, 2,000 new ones per second (every one holds its slot
+    // for one second: about 2,000 live at a time in a table of 4,096); alice sends 3
+    // requests per second throughout against her quota of 1 per second, burst 2.
+    const KEYS: u32 = 1_000_000;
+    const PER_SECOND: u32 = 2_000;
+    let q = bounded_quota(1, 2, 4096);
+    let store = MemoryStore::new();
+    let alone = MemoryStore::new();
+    let rss_before = rss_bytes();
+    let (mut alice, mut alice_alone, mut crowded) = (Vec::new(), Vec::new(), 0u32);
+    for i in 0..KEYS {
+        let now = T0 + Duration::from_micros(u64::from(i) * 1_000_000 / u64::from(PER_SECOND));
+        match q.check(&format!("caller-{i}"), now, &store) {
+            Check::Allowed { .. } => {}
+            Check::Crowded { .. } => crowded += 1,
+            other => panic!("caller-{i}: {other:?}"),
+        }
+        if i % (PER_SECOND / 3) == 0 {
+            alice.push(matches!(
+                q.check("alice", now, &store),
+                Check::Allowed { .. }
+            ));
+            alice_alone.push(matches!(
+                q.check("alice", now, &alone),
+                Check::Allowed { .. }
+            ));
+        }
+    }
+    assert!(store.len() <= 4096, "{} entries", store.len());
+    // A new key is refused only when its whole window is live: rare at half load.
+    assert!(
+        crowded < KEYS / 100,
+        "{crowded} of {KEYS} keys found no slot"
+    );
+    // Alice got exactly what she gets with the table to herself, request for request.
+    assert_eq!(alice, alice_alone);
+    assert!(alice.iter().filter(|a| **a).count() > 400);
+    assert!(
+        alice.iter().any(|a| !*a),
+        "alice was never limited: the test proves nothing"
+    );
+    // Bounded state, bounded memory: a million entries would be over 100 MB here.
+    let grown = rss_bytes().saturating_sub(rss_before);
+    assert!(grown < 32 << 20, "RSS grew by {grown} bytes");
+}
+
+#[test]
+fn a_flood_of_new_keys_cannot_reset_a_limited_caller_or_take_its_slot() {
+    let q = bounded_quota(1, 3, 64);
+    let store = MemoryStore::new();
+    for _ in 0..3 {
+        assert!(matches!(
+            q.check("alice", T0, &store),
+            Check::Allowed { .. }
+        ));
+    }
+    assert!(matches!(
+        q.check("alice", T0, &store),
+        Check::Limited { .. }
+    ));
+    // 10,000 new keys at the same instant fill every slot; then the rest are refused.
+    let mut outcomes = (0u32, 0u32);
+    for i in 0..10_000 {
+        match q.check(&format!("flood-{i}"), T0, &store) {
+            Check::Allowed { .. } => outcomes.0 += 1,
+            Check::Crowded {
+                limit: 3,
+                retry_after_secs: 1,
+            } => outcomes.1 += 1,
+            other => panic!("flood-{i}: {other:?}"),
+        }
+    }
+    assert_eq!(store.len(), 64);
+    assert_eq!(outcomes.0 + outcomes.1, 10_000);
+    assert!(outcomes.0 <= 63, "{} new keys got a slot", outcomes.0);
+    // Alice is still limited, exactly as before the flood: her state was neither lost nor
+    // reset. Her third cell frees 1 s later, as it would have anyway.
+    assert_eq!(
+        q.check("alice", T0, &store),
+        Check::Limited {
+            limit: 3,
+            retry_after_secs: 1,
+            reset_secs: 3
+        }
+    );
+    assert!(matches!(
+        q.check("alice", T0 + Duration::from_secs(1), &store),
+        Check::Allowed { remaining: 0, .. }
+    ));
+    // Once the flood's one-second states are past, new keys get slots again.
+    assert!(matches!(
+        q.check("late-comer", T0 + Duration::from_secs(1), &store),
+        Check::Allowed { .. }
+    ));
+    assert_eq!(store.len(), 64);
 }

@@ -5,6 +5,7 @@ mod authz;
 mod config;
 mod env_secrets;
 mod jwt;
+mod lookalikes;
 mod properties;
 mod ratelimit;
 mod routing;

@@ -168,6 +168,10 @@ impl HeaderSource for OnDemandClient {
         self.headers.header(name)
     }
 
+    fn header_names(&self) -> Vec<Cow<'_, str>> {
+        self.headers.header_names()
+    }
+
     fn client_address(&self) -> Option<Cow<'_, str>> {
         self.asked.set(self.asked.get() + 1);
         Some(Cow::Borrowed("10.0.0.9:5000"))

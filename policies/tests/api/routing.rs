@@ -1,10 +1,13 @@
 //! Routing through the API: routing header, aliases, unknown models, listing, odd paths,
 //! body-model routing.
 
-use modelgate_policies::{BodyDecision, HeadersDecision, MemoryStore, Outcome};
+use jsonwebtoken::Algorithm;
+use modelgate_policies::{BodyDecision, HeadersDecision, MemoryStore, Outcome, Policies, Reply};
 use serde_json::json;
 
-use crate::support::{IRIS_BODY, NOW, Req, at, base_config, policies, set_header, token};
+use crate::support::{
+    IRIS_BODY, NOW, Req, at, base_config, claims, mint, policies, rsa, set_header, token,
+};
 
 fn all_scopes() -> String {
     token("alice", "models:iris models:wine")
@@ -135,51 +138,105 @@ fn unknown_models_get_kserve_404_or_pass_through() {
     assert!(c.route_changed);
 }
 
+/// The local reply a request gets at header time (fails the test if it is forwarded).
+fn refusal(p: &Policies, req: &Req) -> Reply {
+    match req.headers_decision(p, at(NOW), &MemoryStore::new()) {
+        HeadersDecision::Reply(r) => r,
+        other => panic!("{} {}: not refused: {other:?}", req.method, req.path),
+    }
+}
+
 #[test]
-fn repository_actions_pass_the_models_access_rules() {
-    // KServe's `POST /v2/repository/models/{m}/unload` makes every later predict 404: only a
-    // caller allowed to use `m` may reach it.
-    let mut cfg = base_config();
-    cfg["models"]["v1-only"] = json!({ "protocols": ["v1"], "requiredScopes": ["models:v1"] });
-    let p = policies(&cfg);
-    let wine = token("bob", "models:wine");
+fn repository_actions_are_refused_unless_the_model_names_admin_scopes() {
+    // KServe's `POST /v2/repository/models/{m}/unload` takes the model off the server until it
+    // is restarted: with no `adminScopes`, no token may reach it, not even one that may
+    // predict on the model.
+    let p = policies(&base_config());
     let iris = token("alice", "models:iris");
-    let v1 = token("carol", "models:v1");
+    for path in [
+        "/v2/repository/models/sklearn-iris/unload",
+        "/v2/repository/models/iris/load",
+        "/v2/repository/models/tensor-model/unload",
+    ] {
+        let r = refusal(&p, &Req::post(path).bearer(&iris));
+        assert_eq!(r.status, 403, "{path}: {r:?}");
+        assert_eq!(r.verdict.outcome, Outcome::Forbidden, "{path}");
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let message = body["error"].as_str().unwrap();
+        assert!(
+            message.contains("model repository API (load, unload) is not enabled"),
+            "{path}: {message}"
+        );
+    }
+    // Authentication still comes first, and an unknown model is still unknown.
+    let anonymous = Req::post("/v2/repository/models/iris/unload");
+    assert_eq!(refusal(&p, &anonymous).status, 401);
+    let unknown = Req::post("/v2/repository/models/nope/unload").bearer(&iris);
+    assert_eq!(refusal(&p, &unknown).status, 404);
+}
+
+#[test]
+fn repository_actions_need_the_models_admin_scopes() {
+    let mut cfg = base_config();
+    cfg["models"]["sklearn-iris"]["adminScopes"] = json!(["admin:iris"]);
+    cfg["models"]["sklearn-wine"]["adminScopes"] = json!(["admin:wine"]);
+    cfg["models"]["v1-only"] = json!({ "protocols": ["v1"], "requiredScopes": ["models:v1"],
+        "adminScopes": ["admin:v1"] });
+    let p = policies(&cfg);
+    let iris = token("alice", "models:iris");
+    let iris_admin = token("root", "admin:iris");
+    let wine_admin_acme = token("root", "admin:wine"); // tenant acme
+    let wine_admin_other = {
+        let mut c = claims("root", "admin:wine");
+        c["tenant"] = json!("initech");
+        mint(Algorithm::RS256, Some("rsa"), &rsa(), &c)
+    };
+    let v1_admin = token("root", "admin:v1");
     let cases: [(&str, Option<&str>, Result<&str, u16>); 10] = [
+        // Permission to predict is not permission to unload.
         (
             "/v2/repository/models/sklearn-iris/unload",
-            Some(&wine),
+            Some(&iris),
             Err(403),
         ),
-        ("/v2/repository/models/iris/load", Some(&wine), Err(403)),
+        ("/v2/repository/models/iris/load", Some(&iris), Err(403)),
         ("/v2/repository/models/iris/unload", None, Err(401)),
-        ("/v2/repository/models/nope/unload", Some(&iris), Err(404)),
-        ("/v2/repository/models/ir%69s/unload", Some(&iris), Err(400)),
+        (
+            "/v2/repository/models/nope/unload",
+            Some(&iris_admin),
+            Err(404),
+        ),
+        (
+            "/v2/repository/models/ir%69s/unload",
+            Some(&iris_admin),
+            Err(400),
+        ),
         (
             "/v2/repository/models/iris/unload",
-            Some(&iris),
+            Some(&iris_admin),
             Ok("sklearn-iris"),
         ),
         (
             "/v2/repository/models/sklearn-iris/load",
-            Some(&iris),
+            Some(&iris_admin),
             Ok("sklearn-iris"),
+        ),
+        // The model's required claims hold for its administrators too.
+        (
+            "/v2/repository/models/sklearn-wine/unload",
+            Some(&wine_admin_acme),
+            Ok("sklearn-wine"),
+        ),
+        (
+            "/v2/repository/models/sklearn-wine/unload",
+            Some(&wine_admin_other),
+            Err(403),
         ),
         // The action concerns the model whatever protocol it serves.
         (
             "/v2/repository/models/v1-only/unload",
-            Some(&iris),
-            Err(403),
-        ),
-        (
-            "/v2/repository/models/v1-only/unload",
-            Some(&v1),
+            Some(&v1_admin),
             Ok("v1-only"),
-        ),
-        (
-            "/v2/repository/models/tensor-model/unload",
-            Some(&wine),
-            Ok("tensor-model"),
         ),
     ];
     for (path, bearer, want) in cases {
@@ -208,13 +265,32 @@ fn repository_actions_pass_the_models_access_rules() {
             (got, want) => panic!("{path}: got {got:?}, want {want:?}"),
         }
     }
+    // The 403 for a predict-only token names the scope that would allow the action.
+    let r = refusal(
+        &p,
+        &Req::post("/v2/repository/models/iris/unload").bearer(&iris),
+    );
+    let challenge = r
+        .headers
+        .iter()
+        .find(|(n, _)| *n == "www-authenticate")
+        .map(|(_, v)| v.as_str())
+        .unwrap();
+    assert!(challenge.contains("scope=\"admin:iris\""), "{challenge}");
+}
 
-    // The model's quota counts repository actions too (sklearn-iris: burst 3).
+#[test]
+fn repository_actions_count_against_the_models_quota() {
+    let mut cfg = base_config();
+    cfg["models"]["sklearn-iris"]["adminScopes"] = json!(["admin:iris"]);
+    let p = policies(&cfg);
+    let iris_admin = token("root", "admin:iris");
+    // sklearn-iris: burst 3.
     let store = MemoryStore::new();
     let statuses: Vec<u16> = (0..4)
         .map(|_| {
             match Req::post("/v2/repository/models/iris/unload")
-                .bearer(&iris)
+                .bearer(&iris_admin)
                 .headers_decision(&p, at(NOW), &store)
             {
                 HeadersDecision::Reply(r) => r.status,
@@ -223,6 +299,24 @@ fn repository_actions_pass_the_models_access_rules() {
         })
         .collect();
     assert_eq!(statuses, [200, 200, 200, 429]);
+}
+
+#[test]
+fn admin_scopes_must_be_a_non_empty_list_and_need_jwt() {
+    let mut cfg = base_config();
+    cfg["models"]["sklearn-iris"]["adminScopes"] = json!([]);
+    let err = Policies::from_json(cfg.to_string().as_bytes()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("models.sklearn-iris.adminScopes: must list at least one scope"),
+        "{err}"
+    );
+    let cfg = json!({ "version": 1, "models": { "m": { "adminScopes": ["admin"] } } });
+    let err = Policies::from_json(cfg.to_string().as_bytes()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "models.m.adminScopes: adminScopes need jwt to be configured"
+    );
 }
 
 #[test]
