@@ -63,10 +63,15 @@ fn wasm() -> Arc<[u8]> {
 fn load(config: &Value, vm_count: usize) -> Result<Plugin, LoadError> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    load_as(&format!("modelgate-test-{n}"), config, vm_count)
+}
+
+/// Load into VMs of a `vm_id` the test names (and so can inspect the shared data of).
+fn load_as(vm_id: &str, config: &Value, vm_count: usize) -> Result<Plugin, LoadError> {
     runtime().load(PluginSpec {
-        name: format!("modelgate-{n}"),
+        name: vm_id.to_owned(),
         root_id: String::new(),
-        vm_id: format!("modelgate-test-{n}"),
+        vm_id: vm_id.to_owned(),
         wasm: wasm(),
         vm_config: Vec::new(),
         plugin_config: config.to_string().into_bytes(),
@@ -660,21 +665,7 @@ async fn rate_limit_state_stays_within_max_keys_however_many_keys_arrive() {
         "models": { "keyed-model": { "rateLimit": { "requestsPerSecond": 1_000_000, "burst": 1 } } }
     });
     let vm_id = "modelgate-bounded-state";
-    let plugin = runtime()
-        .load(PluginSpec {
-            name: "modelgate-bounded-state".into(),
-            root_id: String::new(),
-            vm_id: vm_id.into(),
-            wasm: wasm(),
-            vm_config: Vec::new(),
-            plugin_config: config.to_string().into_bytes(),
-            fail_open: false,
-            env: Vec::new(),
-            vm_count: 2,
-            memory_limit_bytes: 128 << 20,
-            callback_deadline: Duration::from_secs(5),
-        })
-        .expect("config loads");
+    let plugin = load_as(vm_id, &config, 2).expect("config loads");
     let chain = FilterChain::new(vec![plugin]);
     let mut refused = 0;
     for i in 0..KEYS {

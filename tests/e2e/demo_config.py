@@ -121,12 +121,12 @@ def model_routes(model: str, admin: bool) -> list[dict]:
     and KServe's model repository API only for a model with `adminScopes` (the filter refuses
     it for the others, and no route would send it anywhere either)."""
     by_model = [{"name": ROUTING_HEADER, "exact": model}]
-    prefixes = ["/v1/models/", "/v2/models/"]
+    prefixes = {"v1": "/v1/models/", "v2": "/v2/models/"}
     if admin:
-        prefixes.append(f"/v2/repository/models/{model}/")
+        prefixes["repository"] = f"/v2/repository/models/{model}/"
     return [
-        {"name": f"{model}{prefix.rstrip('/')}", "match": {"prefix": prefix, "headers": by_model}, "cluster": model, "timeout": "30s"}
-        for prefix in prefixes
+        {"name": f"{model}-{kind}", "match": {"prefix": prefix, "headers": by_model}, "cluster": model, "timeout": "30s"}
+        for kind, prefix in prefixes.items()
     ]
 
 

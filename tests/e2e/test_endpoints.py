@@ -3,8 +3,8 @@
 The table lists the routes the installed KServe registers (`kserve/protocol/rest/server.py`,
 `v1_endpoints.py`, `v2_endpoints.py`); each case here sends one of them through the demo
 gateway to the real KServe servers and proves where it went with the servers' own request
-counters (`model_server_requests_total`). The repository extension (`/v2/repository/...`) is
-not sent here: an `unload` would take sklearn-iris off a server for the rest of the session.
+counters (`model_server_requests_total`). The repository extension (`/v2/repository/...`) has
+its own suite, test_repository.py.
 """
 
 from __future__ import annotations

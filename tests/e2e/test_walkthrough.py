@@ -282,7 +282,15 @@ def test_config_dump_shows_the_effective_config_without_secrets(stack):
     dump = r.json()
     text = r.text
     assert {c["name"] for c in dump["clusters"]} == {IRIS, f"{IRIS}-explainer", WINE}
-    assert [rt["name"] for rt in dump["routes"]] == [f"{IRIS}-explain", IRIS, WINE]
+    assert [rt["name"] for rt in dump["routes"]] == [
+        f"{IRIS}-explain",
+        f"{IRIS}-v1",
+        f"{IRIS}-v2",
+        f"{WINE}-v1",
+        f"{WINE}-v2",
+        # Only wine has adminScopes, so only wine's repository API is routed.
+        f"{WINE}-repository",
+    ]
     assert f"127.0.0.1:{stack.ports.iris2}" in text
     # The HMAC secrets of the inline JWKS must not leak through the admin listener.
     for alg in ("HS256", "HS384", "HS512"):

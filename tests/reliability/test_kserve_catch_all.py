@@ -37,12 +37,19 @@ def test_control_the_catch_all_route_forwards_model_less_paths(stack: Stack, key
     assert stack.reached() == [(CATCH_ALL, "POST", "/v2/health/ready", None)]
 
 
-def test_repository_action_with_the_models_scope_reaches_the_models_cluster(stack: Stack, keys: KeySet) -> None:
-    """The filter reads the model from the repository path: iris's cluster, iris's header."""
-    path = REPOSITORY_ACTIONS[1]
-    post(stack, path, keys.rs256(keys.claims(scope="models:iris")))
-    ((upstream, method, target, routed),) = stack.reached()
-    assert (upstream in ("iris-a", "iris-b"), method, target, routed) == (True, "POST", path, configs.IRIS)
+def test_repository_action_with_the_models_admin_scope_reaches_the_models_cluster(stack: Stack, keys: KeySet) -> None:
+    """The filter reads the model from the repository path: wine (the one model with
+    `adminScopes` here) gets it on wine's cluster, with wine's routing header."""
+    path = f"/v2/repository/models/{configs.WINE}/unload"
+    post(stack, path, keys.rs256(keys.claims(scope=configs.WINE_ADMIN_SCOPE)))
+    assert stack.reached() == [("wine", "POST", path, configs.WINE)]
+
+
+def test_the_admin_scope_of_one_model_does_not_open_another(stack: Stack, keys: KeySet) -> None:
+    path = REPOSITORY_ACTIONS[0]
+    status = post(stack, path, keys.rs256(keys.claims(scope=f"{configs.WINE_ADMIN_SCOPE} models:iris")))
+    assert status == 403, f"{path} with wine's admin scope answered {status}"
+    stack.assert_upstream_saw_nothing(f"{path} with another model's admin scope")
 
 
 @pytest.mark.parametrize("path", REPOSITORY_ACTIONS)

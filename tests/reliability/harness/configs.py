@@ -13,6 +13,7 @@ WINE = "sklearn-wine"
 RESET_MODEL = "reset-model"
 MIDBODY_MODEL = "midbody-model"
 BAD_RESPONSE_MODEL = "bad-response-model"
+WINE_ADMIN_SCOPE = "admin:wine"
 # The header the filter fills from the token's `sub` (client-sent copies must be dropped).
 FORWARDED_SUB_HEADER = "x-user-id"
 
@@ -50,7 +51,9 @@ def filter_config(keys: tokens.KeySet) -> dict:
         "validation": {"maxBodyBytes": MAX_BODY_BYTES},
         "models": {
             IRIS: model("models:iris", 4),
-            WINE: model("models:wine", 13),
+            # The one model whose repository API (load, unload) is allowed, to holders of
+            # WINE_ADMIN_SCOPE; every other model refuses it to everyone.
+            WINE: {**model("models:wine", 13), "adminScopes": [WINE_ADMIN_SCOPE]},
             RESET_MODEL: model("models:iris", 4),
             MIDBODY_MODEL: model("models:iris", 4),
             BAD_RESPONSE_MODEL: model("models:iris", 4),
