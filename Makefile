@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 WASM := target/wasm32-wasip1/wasm/modelgate.wasm
 
-.PHONY: setup wasm build demo test test-rust test-e2e test-deploy test-reliability test-fuzz test-bench-report test-mutants mutants bench soak fuzz lint
+.PHONY: setup wasm build demo test test-rust test-policy test-e2e test-deploy test-reliability test-fuzz test-bench-report test-mutants mutants bench soak fuzz lint
 
 setup:            ## install toolchain target, apt packages and the Python venv
 	scripts/setup.sh
@@ -22,10 +22,13 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p modelgate-filter --target wasm32-wasip1 -- -D warnings
 
-test: setup wasm lint test-rust test-deploy test-e2e test-reliability test-fuzz test-bench-report test-mutants ## every test, green
+test: setup wasm lint test-rust test-policy test-deploy test-e2e test-reliability test-fuzz test-bench-report test-mutants ## every test, green
 
 test-rust: wasm
 	cargo test --workspace
+
+test-policy: build ## the example policy tests (docs/policy-tests.md) with the built modelgate
+	target/release/modelgate test examples/policy-tests
 
 test-deploy: build  ## manifests vs the real CRDs, the OCI image, the host reading the policy
 	scripts/test-deploy.sh

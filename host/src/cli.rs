@@ -1,16 +1,21 @@
-//! The command line: `modelgate serve --config FILE` and `modelgate check --config FILE`.
+//! The command line: `modelgate serve --config FILE`, `modelgate check --config FILE` and
+//! `modelgate test [--wasm FILE] [--junit FILE] [--filter PATTERN] FILE_OR_DIR...`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigErrors};
+use crate::policy_test;
 use crate::services::GatewayServices;
 use crate::snapshot::Snapshot;
 
 pub const USAGE: &str = "usage: modelgate <serve|check> --config FILE
+       modelgate test [--wasm FILE] [--junit FILE] [--filter PATTERN] FILE_OR_DIR...
 
   serve   run the gateway (SIGTERM drains and exits, SIGHUP reloads)
   check   parse the config, load every wasm module and run on_configure; print OK or every error
+  test    run policy test files (*.test.yaml; docs/policy-tests.md) against the embedded
+          modelgate.wasm (or --wasm FILE); exit 1 if a case fails
 ";
 
 #[derive(Debug, PartialEq, Eq)]
@@ -21,6 +26,7 @@ pub enum Command {
     Check {
         config: PathBuf,
     },
+    Test(policy_test::Options),
     Help,
     /// Internal: `serve` runs itself with this to compile a module in a separate process.
     CompileModule,
@@ -38,6 +44,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     }
     if command == COMPILE_MODULE {
         return Ok(Command::CompileModule);
+    }
+    if command == "test" {
+        return parse_test(args).map(Command::Test);
     }
     let mut config = None;
     while let Some(arg) = args.next() {
@@ -57,6 +66,47 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         "check" => Ok(Command::Check { config }),
         other => Err(format!("unknown command {other:?}")),
     }
+}
+
+/// `modelgate test` options: `--wasm`, `--junit`, `--filter` (each also as `--name=value`),
+/// then the files and directories.
+fn parse_test(args: impl Iterator<Item = String>) -> Result<policy_test::Options, String> {
+    let mut options = policy_test::Options::default();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => {
+                (name.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let slot = match name.as_str() {
+            "--wasm" => &mut options.wasm,
+            "--junit" => &mut options.junit,
+            "--filter" => {
+                let value = inline
+                    .or_else(|| args.next())
+                    .ok_or("--filter needs a pattern")?;
+                options.filter = Some(value);
+                continue;
+            }
+            other if other.starts_with('-') && other.len() > 1 => {
+                return Err(format!("unexpected argument {other:?}"));
+            }
+            _ => {
+                options.paths.push(PathBuf::from(arg));
+                continue;
+            }
+        };
+        let value = inline
+            .or_else(|| args.next())
+            .ok_or_else(|| format!("{name} needs a file"))?;
+        *slot = Some(PathBuf::from(value));
+    }
+    if options.paths.is_empty() {
+        return Err("test needs at least one test file or directory".into());
+    }
+    Ok(options)
 }
 
 /// `modelgate check`: everything `serve` does before it binds sockets.
@@ -99,6 +149,40 @@ mod tests {
             })
         );
         assert_eq!(parse(args(&["--help"])), Ok(Command::Help));
+    }
+
+    #[test]
+    fn parses_test_options_and_paths() {
+        assert_eq!(
+            parse(args(&[
+                "test",
+                "--junit",
+                "r.xml",
+                "--filter=quota",
+                "a.test.yaml",
+                "--wasm",
+                "m.wasm",
+                "dir",
+            ])),
+            Ok(Command::Test(policy_test::Options {
+                paths: vec!["a.test.yaml".into(), "dir".into()],
+                wasm: Some("m.wasm".into()),
+                junit: Some("r.xml".into()),
+                filter: Some("quota".into()),
+            }))
+        );
+        assert_eq!(
+            parse(args(&["test"])),
+            Err("test needs at least one test file or directory".into())
+        );
+        assert_eq!(
+            parse(args(&["test", "a", "--junit"])),
+            Err("--junit needs a file".into())
+        );
+        assert_eq!(
+            parse(args(&["test", "--verbose", "a"])),
+            Err("unexpected argument \"--verbose\"".into())
+        );
     }
 
     #[test]

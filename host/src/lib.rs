@@ -19,6 +19,7 @@ pub mod listener;
 pub mod metrics;
 pub mod outlier;
 pub mod plugin_source;
+pub mod policy_test;
 pub mod proxy;
 pub mod reload;
 pub mod route;

@@ -6,7 +6,21 @@ use modelgate_host::cli::{self, Command};
 use modelgate_host::gateway::Gateway;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    let command = match cli::parse(std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("modelgate: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    // A test run shows what explains a failure (the filter rejecting its config logs the
+    // field path at error), not every request's info line.
+    let level = if matches!(command, Command::Test(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format(|out, record| {
             use std::io::Write as _;
             // A guest's `critical` line, as Envoy's log shows it (`log` has no such level).
@@ -19,13 +33,6 @@ fn main() -> ExitCode {
             writeln!(out, "[{now} {level} {}] {}", record.target(), record.args())
         })
         .init();
-    let command = match cli::parse(std::env::args().skip(1)) {
-        Ok(command) => command,
-        Err(e) => {
-            eprintln!("modelgate: {e}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
-        }
-    };
     match command {
         Command::Help => {
             print!("{}", cli::USAGE);
@@ -50,6 +57,7 @@ fn main() -> ExitCode {
             }
             serve(&config)
         }
+        Command::Test(options) => modelgate_host::policy_test::main(&options),
         Command::CompileModule => match modelgate_runtime::serve_compile_request() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

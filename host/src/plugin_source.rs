@@ -148,6 +148,28 @@ fn failure_policy(filter: &FilterConfig, fail_open: bool) -> Result<FailurePolic
     })
 }
 
+/// What an `EnvoyExtensionPolicy` gives one `spec.wasm[]` entry, as the gateway reads it.
+#[derive(Debug)]
+pub struct PolicyPlugin {
+    pub root_id: Option<String>,
+    pub fail_open: Option<bool>,
+    /// `env.hostKeys`: the host variables the VM may read.
+    pub host_keys: Vec<String>,
+    /// `config`, encoded as Envoy Gateway delivers it to `on_configure`.
+    pub config: Vec<u8>,
+}
+
+/// Reads the `spec.wasm[]` entry `source` names (as `fromEnvoyExtensionPolicy` does).
+pub fn read_policy(source: &PolicySource) -> Result<PolicyPlugin, String> {
+    let entry = policy_entry(source)?;
+    Ok(PolicyPlugin {
+        root_id: entry.root_id,
+        fail_open: entry.fail_open,
+        host_keys: entry.env.map(|env| env.host_keys).unwrap_or_default(),
+        config: entry.config.as_ref().map(json_string).unwrap_or_default(),
+    })
+}
+
 fn json_string(value: &serde_json::Value) -> Vec<u8> {
     // Serializing a `Value` cannot fail: its map keys are always strings.
     serde_json::to_vec(value).unwrap_or_default()

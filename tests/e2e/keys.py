@@ -117,6 +117,30 @@ class KeySet:
             keys[alg] = SigningKey(alg, kid, private, {**jwk, "kid": kid, "alg": alg, "use": "sig"})
         return cls(keys)
 
+    @classmethod
+    def load(cls, directory: str) -> "KeySet":
+        """The key set `save` wrote to `directory` (test keys checked in as examples)."""
+        keys = {}
+        for alg in ALGORITHMS:
+            kid = kid_for(alg)
+            with open(os.path.join(directory, f"{kid}.key"), "rb") as f:
+                data = f.read()
+            if alg.startswith("HS"):
+                private = bytes.fromhex(data.decode())
+                jwk = {"kty": "oct", "k": b64url(private)}
+            else:
+                private = serialization.load_pem_private_key(data, password=None)
+                if alg.startswith(("RS", "PS")):
+                    jwk = _rsa_jwk(private)
+                elif alg == "ES256":
+                    jwk = _ec_jwk(private, "P-256", 32)
+                elif alg == "ES384":
+                    jwk = _ec_jwk(private, "P-384", 48)
+                else:
+                    jwk = _okp_jwk(private)
+            keys[alg] = SigningKey(alg, kid, private, {**jwk, "kid": kid, "alg": alg, "use": "sig"})
+        return cls(keys)
+
     def jwks(self) -> dict:
         return {"keys": [k.public_jwk for k in self.keys.values()]}
 

@@ -8,10 +8,13 @@
 //! Inside: `engine` (the process's one `Engine` and `Linker`, the epoch ticker, one
 //! `InstancePre` per module), `vm` (one `Store` per VM, start-up, deadline-bounded guest
 //! calls), `abi` (every host function), `context` (a stream's state inside a VM), `shared`
-//! (shared data and queues), `metrics`, `plugin` (the VMs of a plugin, what a failure does to
-//! them, and their reload), `stream` (the chain), `header_map` (maps and the pairs wire format).
+//! (shared data and queues), `clock` (the wall clock guests read: the system's, or a
+//! [`ManualClock`] an embedding sets), `metrics`, `plugin` (the VMs of a plugin, what a
+//! failure does to them, and their reload), `stream` (the chain), `header_map` (maps and the
+//! pairs wire format).
 
 mod abi;
+mod clock;
 mod context;
 mod engine;
 mod header_map;
@@ -23,6 +26,7 @@ mod shared;
 mod stream;
 mod vm;
 
+pub use clock::{Clock, ManualClock};
 pub use engine::{compile_in_child, serve_compile_request};
 pub use metrics::ENVOY_HISTOGRAM_BUCKETS;
 pub use plugin::{Plugin, set_worker_index, worker_index};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
+use crate::clock::Clock;
 use crate::engine::EngineHost;
 use crate::metrics::MetricRegistry;
 use crate::shared::{Queues, SharedData};
@@ -139,6 +140,7 @@ pub(crate) struct RuntimeShared {
     pub(crate) metrics: MetricRegistry,
     pub(crate) handle: Handle,
     /// By plugin name, kept across config reloads as Envoy keeps a stats scope's counters.
+    pub(crate) clock: Clock,
     counters: Mutex<BTreeMap<String, Arc<PluginCounters>>>,
     /// A runtime of our own when created outside tokio.
     own_worker: Option<tokio::runtime::Runtime>,
@@ -165,6 +167,15 @@ impl Runtime {
     /// Create the runtime. Async host work runs on the current tokio runtime, or on a
     /// one-thread runtime of its own when called outside one.
     pub fn new(services: Arc<dyn HostServices>) -> Result<Runtime, RuntimeError> {
+        Runtime::with_clock(services, Clock::System)
+    }
+
+    /// As [`Runtime::new`], with guests reading the time from `clock` (a [`Clock::Manual`]
+    /// lets an embedding replay requests at chosen times).
+    pub fn with_clock(
+        services: Arc<dyn HostServices>,
+        clock: Clock,
+    ) -> Result<Runtime, RuntimeError> {
         let engine =
             EngineHost::global().map_err(|err| RuntimeError::Engine(format!("{err:#}")))?;
         let (handle, own_worker) = if let Ok(handle) = Handle::try_current() {
@@ -186,6 +197,7 @@ impl Runtime {
                 queues: Queues::default(),
                 metrics: MetricRegistry::default(),
                 handle,
+                clock,
                 counters: Mutex::default(),
                 own_worker,
             }),

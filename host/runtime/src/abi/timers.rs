@@ -1,6 +1,6 @@
 //! `proxy_set_tick_period_milliseconds` and `proxy_get_current_time_nanoseconds`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use wasmtime::Linker;
@@ -33,15 +33,14 @@ fn set_tick_period(state: &mut VmState, millis: u32) {
     });
 }
 
-pub(super) fn now_nanos() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+/// The runtime's clock: the system's, or the one its embedding sets (see `clock`).
+pub(super) fn now_nanos(caller: &Caller<'_>) -> u64 {
+    caller.data().plugin.runtime.clock.now_nanos()
 }
 
 fn current_time(caller: &mut Caller<'_>, ptr: u32) -> AbiResult {
-    write_u64(caller, ptr, now_nanos())
+    let now = now_nanos(caller);
+    write_u64(caller, ptr, now)
 }
 
 pub(super) fn add(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {

@@ -107,7 +107,7 @@ fn environ_sizes_get(
 
 fn clock_time_get(caller: &mut Caller<'_>, clock: u32, ptr: u32) -> Result<u32, AbiError> {
     let now = match clock {
-        0 => now_nanos(),
+        0 => now_nanos(caller),
         1 => monotonic_nanos(),
         _ => return Ok(ENOTSUP),
     };
