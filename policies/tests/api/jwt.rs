@@ -505,3 +505,22 @@ fn numeric_boolean_and_list_claims_are_forwarded_as_text() {
     assert_eq!(set_header(&forwarded, "x-admin"), Some("true"));
     assert_eq!(set_header(&forwarded, "x-groups"), Some("a,2,false"));
 }
+
+/// A claim with a control character (below 0x20, or DEL) is not forwarded, so a claim cannot
+/// inject a header line; a space is ordinary text and is forwarded.
+#[test]
+fn claims_with_control_characters_are_not_forwarded() {
+    for (sub, forwarded) in [
+        ("a b", Some("a b")),
+        ("a\u{1}b", None),
+        ("a\tb", None),
+        ("a\u{7f}b", None),
+    ] {
+        let t = mint(Algorithm::RS256, Some("rsa"), &rsa(), &claims(sub, SCOPE));
+        let c = Req::get("/v1/models/sklearn-iris")
+            .bearer(&t)
+            .send(&policies(&base_config()), b"", at(NOW), &MemoryStore::new())
+            .unwrap();
+        assert_eq!(set_header(&c, "x-user-id"), forwarded, "{sub:?}");
+    }
+}
