@@ -103,3 +103,30 @@ fn models_without_requirements_need_only_a_valid_token() {
     );
     assert!(ok.is_ok());
 }
+
+/// A boolean or numeric claim matches an allowed value written as its JSON text (`"true"`,
+/// `"2"`), and only that value.
+#[test]
+fn boolean_and_numeric_claims_match_their_text() {
+    let mut cfg = base_config();
+    cfg["models"]["sklearn-iris"]["requiredClaims"] =
+        json!({ "verified": ["true"], "tier": ["2"] });
+    let p = policies(&cfg);
+    for (verified, tier, allowed) in [
+        (json!(true), json!(2), true),
+        (json!(false), json!(2), false),
+        (json!(true), json!(3), false),
+    ] {
+        let mut c = claims("alice", "models:iris");
+        c["verified"] = verified.clone();
+        c["tier"] = tier.clone();
+        let t = mint(Algorithm::RS256, Some("rsa"), &rsa(), &c);
+        let result = Req::get("/v1/models/sklearn-iris").bearer(&t).send(
+            &p,
+            b"",
+            at(NOW),
+            &MemoryStore::new(),
+        );
+        assert_eq!(result.is_ok(), allowed, "verified {verified}, tier {tier}");
+    }
+}
