@@ -31,6 +31,8 @@ def absolute(block: dict, field: str) -> None:
 
 def suite_of(cases: int) -> dict:
     suite = yaml.safe_load((DEMO / "demo.test.yaml").read_text())
+    # PyYAML reads `now` as a datetime; write it back in the runner's UTC form.
+    suite["now"] = suite["now"].strftime("%Y-%m-%dT%H:%M:%SZ")
     absolute(suite["policy"], "file")
     for key in suite["keys"].values():
         absolute(key, "privateKeyFile")
