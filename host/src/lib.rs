@@ -2,7 +2,9 @@
 //!
 //! It knows nothing of models, JWT or `KServe`: it listens (HTTP/1.1, h2c, TLS with ALPN),
 //! runs every request through the configured filter chain, routes it by path, headers and
-//! method to a cluster of endpoints, and reports on an admin listener.
+//! method to a cluster of endpoints, and reports on an admin listener. The one exception is
+//! `policy_test::tokens`, which signs the test tokens a `modelgate test` case describes and
+//! never verifies one.
 //!
 //! Start one in-process with [`gateway::Gateway::start`]; `main.rs` only parses arguments.
 
