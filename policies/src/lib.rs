@@ -19,6 +19,14 @@
 //! and `body_model` (bodies), `strict_json` (every string decoded, as KServe's parsers do); `reply` and `decision` (what comes out).
 //! The configuration reference is `docs/config.md`.
 
+// The policy runs inside the filter's VM, where a panic is a trap and, under Envoy's default
+// failure policy, an outage (docs/failure-policy.md): the panic family is denied as in the filter.
+// Unit tests may unwrap: a failing test should stop loudly.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 mod authz;
 mod body_model;
 mod compile;
