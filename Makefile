@@ -1,15 +1,15 @@
 # modelgate: the two commands a new machine needs are `make demo` and `make test`.
 # Each target delegates to a script owned by the part it exercises.
 SHELL := /bin/bash
-WASM := target/wasm32-wasip1/wasm/modelgate.wasm
+WASM := target/modelgate.wasm
 
 .PHONY: setup wasm build demo test test-rust test-policy test-e2e test-deploy test-reliability test-fuzz test-bench-report test-mutants mutants bench soak fuzz lint
 
 setup:            ## install toolchain target, apt packages and the Python venv
 	scripts/setup.sh
 
-wasm:             ## build the filter: target/wasm32-wasip1/wasm/modelgate.wasm
-	cargo build -p modelgate-filter --target wasm32-wasip1 --profile wasm
+wasm:             ## build the filter: target/modelgate.wasm (cargo, then wasm-opt -Oz)
+	scripts/build-wasm.sh
 
 build: wasm       ## build the host binary `modelgate`
 	cargo build --release -p modelgate-host

@@ -39,7 +39,7 @@ CONNS=${LIMITER_CONNS:-32}
 BUDGET=${LIMITER_BUDGET:-240}
 OUT=${LIMITER_OUT:-$BENCH/results/limiter_keys.md}
 MODELGATE=${MODELGATE:-$ROOT/target/release/modelgate}
-WASM=${MODELGATE_WASM:-$ROOT/target/wasm32-wasip1/wasm/modelgate.wasm}
+WASM=${MODELGATE_WASM:-$ROOT/target/modelgate.wasm}
 # The quota of bench/config/limiter-policy.json.
 RATE=1
 BURST=5

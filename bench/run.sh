@@ -36,7 +36,7 @@ fi
 OUT=${BENCH_OUT:-$BENCH/results}
 PY=${BENCH_PYTHON:-$ROOT/.venv/bin/python}
 MODELGATE=$ROOT/target/release/modelgate
-WASM=$ROOT/target/wasm32-wasip1/wasm/modelgate.wasm
+WASM=$ROOT/target/modelgate.wasm
 
 # One port per listener, fixed so configs and logs are easy to read.
 P_UPSTREAM=18501      # static nginx: case 1's target and everyone's upstream

@@ -2,7 +2,8 @@
 //! production `modelgate.wasm` without a `--wasm` argument.
 //!
 //! The module is read from `$CARGO_TARGET_DIR` (default: the workspace's `target/`) at
-//! `wasm32-wasip1/wasm/modelgate.wasm`; `MODELGATE_WASM` names another file. Without one the
+//! `modelgate.wasm`, the artifact `scripts/build-wasm.sh` optimises with wasm-opt (not cargo's
+//! intermediate build under `wasm32-wasip1/`); `MODELGATE_WASM` names another file. Without one the
 //! binary embeds nothing and `modelgate test` asks for `--wasm`. The host build does not
 //! build the filter itself: a build script running cargo on another target would nest two
 //! builds over one target directory.
@@ -17,7 +18,7 @@ fn main() {
         || {
             std::env::var_os("CARGO_TARGET_DIR")
                 .map_or_else(|| manifest_dir.join("../target"), PathBuf::from)
-                .join("wasm32-wasip1/wasm/modelgate.wasm")
+                .join("modelgate.wasm")
         },
         PathBuf::from,
     );

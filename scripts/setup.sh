@@ -3,6 +3,8 @@
 #   - the wasm32-wasip1 Rust target (the filter's build target);
 #   - a Python venv at .venv with tests/requirements.txt (KServe, scikit-learn, PyJWT, ...);
 #   - curl, which the demo walkthrough runs (Debian package, only when missing);
+#   - binaryen's wasm-opt (Debian package `binaryen`, only when missing): `make wasm`
+#     (scripts/build-wasm.sh) optimises the filter with it;
 #   - Prometheus and promtool (Debian package `prometheus`, only when missing): the e2e suite
 #     runs a real Prometheus against the stack, tests/deploy runs promtool on the alerts.
 # Idempotent and silent when everything is already in place, so running it before every
@@ -23,6 +25,14 @@ fi
 if ! command -v curl >/dev/null; then
     say "installing curl"
     apt-get update -qq && apt-get install -y -qq curl >/dev/null
+fi
+
+# `make wasm` runs cargo's build of the filter through wasm-opt -Oz (scripts/build-wasm.sh).
+if ! command -v wasm-opt >/dev/null; then
+    say "installing binaryen (Debian package, for wasm-opt)"
+    if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends binaryen >/dev/null
 fi
 
 # The alert rules and the dashboard in deploy/monitoring/ are checked by promtool and against

@@ -14,7 +14,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 # The artifacts under test. Cargo makes these no-ops when nothing changed;
 # RELIABILITY_NO_BUILD=1 skips them when the caller just built them.
 if [[ ${RELIABILITY_NO_BUILD:-0} != 1 ]]; then
-    cargo build -q -p modelgate-filter --target wasm32-wasip1 --profile wasm
+    scripts/build-wasm.sh
     cargo build -q --release -p modelgate-host
 fi
 # The host's conformance filter doubles as the fault injector (trap, loop, oom on demand).

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wasm",
         type=Path,
-        default=repo_root / "target/wasm32-wasip1/wasm/modelgate.wasm",
+        default=repo_root / "target/modelgate.wasm",
         help="the filter module (default: the `make wasm` output)",
     )
     parser.add_argument(

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef};
 
-const BUILD_COMMAND: &str =
-    "make wasm  (cargo build -p modelgate-filter --target wasm32-wasip1 --profile wasm)";
+const BUILD_COMMAND: &str = "make wasm  (scripts/build-wasm.sh: cargo, then wasm-opt)";
 
 /// The size budget from the issue: the module is fetched and compiled by every Envoy.
 const MAX_WASM_BYTES: usize = 1024 * 1024;
@@ -75,8 +74,7 @@ const ENVOY_WASI_FUNCTIONS: &[&str] = &[
 const WASI_MODULES: &[&str] = &["wasi_snapshot_preview1", "wasi_unstable"];
 
 fn artifact() -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip1/wasm/modelgate.wasm");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/modelgate.wasm");
     match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) => panic!(

@@ -28,8 +28,7 @@ use modelgate_runtime::{
 };
 use serde_json::{Value, json};
 
-const BUILD_COMMAND: &str =
-    "make wasm  (cargo build -p modelgate-filter --target wasm32-wasip1 --profile wasm)";
+const BUILD_COMMAND: &str = "make wasm  (scripts/build-wasm.sh: cargo, then wasm-opt)";
 const ISSUER: &str = "https://issuer.test";
 
 /// One runtime for the whole test binary, so the module is compiled once; created outside any
@@ -45,8 +44,7 @@ fn runtime() -> &'static Runtime {
 fn wasm() -> Arc<[u8]> {
     static WASM: OnceLock<Arc<[u8]>> = OnceLock::new();
     WASM.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip1/wasm/modelgate.wasm");
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/modelgate.wasm");
         match std::fs::read(&path) {
             Ok(bytes) => bytes.into(),
             Err(error) => panic!(

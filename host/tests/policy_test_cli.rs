@@ -13,15 +13,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use modelgate_host::policy_test;
 
-const BUILD_COMMAND: &str =
-    "make wasm  (cargo build -p modelgate-filter --target wasm32-wasip1 --profile wasm)";
+const BUILD_COMMAND: &str = "make wasm  (scripts/build-wasm.sh: cargo, then wasm-opt)";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn wasm() -> PathBuf {
-    let path = repo().join("target/wasm32-wasip1/wasm/modelgate.wasm");
+    let path = repo().join("target/modelgate.wasm");
     assert!(
         path.exists(),
         "{} is missing; build it first with: {BUILD_COMMAND}",

@@ -22,15 +22,14 @@ use modelgate_runtime::{
 };
 use serde_json::Value;
 
-const BUILD_COMMAND: &str =
-    "make wasm  (cargo build -p modelgate-filter --target wasm32-wasip1 --profile wasm)";
+const BUILD_COMMAND: &str = "make wasm  (scripts/build-wasm.sh: cargo, then wasm-opt)";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn wasm() -> Arc<[u8]> {
-    let path = repo().join("target/wasm32-wasip1/wasm/modelgate.wasm");
+    let path = repo().join("target/modelgate.wasm");
     match std::fs::read(&path) {
         Ok(bytes) => bytes.into(),
         Err(error) => panic!(

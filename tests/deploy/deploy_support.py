@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 SHARED = REPO.parent / "shared"
 VALIDATOR = SHARED / "tools" / "validate_manifests.py"
-WASM = REPO / "target" / "wasm32-wasip1" / "wasm" / "modelgate.wasm"
+WASM = REPO / "target" / "modelgate.wasm"
 HOST_BIN = REPO / "target" / "release" / "modelgate"
 BUILD_IMAGE = DEPLOY / "oci" / "build-image.py"
 

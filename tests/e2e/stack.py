@@ -6,7 +6,7 @@ demo and the tests run the same processes with the same configuration:
   iris-1, iris-2   KServe servers for sklearn-iris (the two replicas of one cluster)
   wine             a KServe server for sklearn-wine
   iris-explainer   a KServe server answering sklearn-iris `:explain`
-  modelgate        target/release/modelgate with target/wasm32-wasip1/wasm/modelgate.wasm
+  modelgate        target/release/modelgate with target/modelgate.wasm
 
 It builds nothing (`make build` does). Each process runs in its own process group with its
 output in `<run dir>/logs/<name>.log`; `stop()` sends SIGTERM to each group, then SIGKILL
@@ -38,7 +38,7 @@ import keys
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 HOST_BINARY = REPO / "target" / "release" / "modelgate"
-WASM = REPO / "target" / "wasm32-wasip1" / "wasm" / "modelgate.wasm"
+WASM = REPO / "target" / "modelgate.wasm"
 MODEL_SERVER = HERE / "model_server.py"
 START_TIMEOUT = 90.0  # seconds; four KServe servers starting at once on two cores take ~10 s
 

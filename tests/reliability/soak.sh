@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
 [[ -x $PYTHON ]] || { echo "soak: $PYTHON missing; run scripts/setup.sh (make setup)" >&2; exit 2; }
-for artifact in target/release/modelgate target/wasm32-wasip1/wasm/modelgate.wasm; do
+for artifact in target/release/modelgate target/modelgate.wasm; do
     [[ -f $artifact ]] || { echo "soak: $artifact missing; run make build" >&2; exit 2; }
 done
 PYTHONPATH=tests exec "$PYTHON" -m reliability.soak

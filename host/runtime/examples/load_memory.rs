@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release -p modelgate-runtime --example load_memory -- WASM [CONFIG] [VMS]`
 //!
-//! For the full policy: `... -- target/wasm32-wasip1/wasm/modelgate.wasm policy.json 2`
+//! For the full policy: `... -- target/modelgate.wasm policy.json 2`
 //! (bench/run.sh renders a policy.json into its run directory).
 
 use std::sync::Arc;

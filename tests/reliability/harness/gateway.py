@@ -17,7 +17,7 @@ from . import rawhttp
 
 REPO = Path(__file__).resolve().parents[3]
 HOST_BINARY = REPO / "target" / "release" / "modelgate"
-FILTER_WASM = REPO / "target" / "wasm32-wasip1" / "wasm" / "modelgate.wasm"
+FILTER_WASM = REPO / "target" / "modelgate.wasm"
 BUILD_HINT = "build them with `make build` (cargo build --release -p modelgate-host and the wasm profile)"
 
 
