@@ -355,6 +355,11 @@ pub struct FilterConfig {
     /// Envoy's `PluginConfig.failure_policy`; only one of it and a true `failOpen` may be set.
     #[serde(default)]
     pub failure_policy: Option<FailurePolicyName>,
+    /// Envoy's `PluginConfig.allow_on_headers_stop_iteration` (Envoy 1.35+): a Pause from
+    /// request headers holds only the headers and still delivers the body to the filter.
+    /// False by default, as in Envoy, where the pause stops the body too.
+    #[serde(default)]
+    pub allow_on_headers_stop_iteration: bool,
     /// Envoy's `PluginConfig.reload_config`, read with `failurePolicy: FAIL_RELOAD`.
     #[serde(default)]
     pub reload_config: Option<VmReloadConfig>,

@@ -138,6 +138,7 @@ fn spec(
         vm_config: plugin.vm_config.clone(),
         plugin_config: plugin.plugin_config.clone(),
         failure_policy: plugin.failure_policy,
+        allow_on_headers_stop_iteration: filter.allow_on_headers_stop_iteration,
         env: plugin.env.clone(),
         vm_count: match filter.vm_count {
             0 => workers,

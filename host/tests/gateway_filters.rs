@@ -467,3 +467,73 @@ async fn local_replies_to_a_grpc_request_are_trailers_only() {
     );
     assert_eq!(tagged.count(), 0);
 }
+
+/// A gateway whose filter (case `hold-headers-for-body`) pauses the request headers and, from
+/// its body callback, adds `x-from-body: <body>`, which the first route matches on; the
+/// plugin's `allowOnHeadersStopIteration` as given.
+async fn body_routing_gateway(allow: bool) -> (Upstream, Upstream, TestGateway) {
+    let (by_body, tagged) = (
+        Upstream::start("by-body").await,
+        Upstream::start("tagged").await,
+    );
+    let yaml = format!(
+        "version: 1
+listeners: [{{address: 127.0.0.1:0}}]
+requestTimeout: 1s
+clusters:
+{}{}routes:
+  - name: by-body
+    match: {{prefix: /, headers: [{{name: x-from-body, exact: to-body}}]}}
+    cluster: by-body
+  - name: by-filter-header
+    match: {{prefix: /, headers: [{{name: x-order, exact: A}}]}}
+    cluster: tagged
+filters:
+  - name: conformance
+    wasm: {}
+    configFile: plugin.txt
+    allowOnHeadersStopIteration: {allow}
+",
+        cluster("by-body", &[&by_body]),
+        cluster("tagged", &[&tagged]),
+        test_filter("conformance").display()
+    );
+    let config = gateway_support::ConfigFile::new(&yaml);
+    config.write("plugin.txt", "name=A");
+    let gateway = modelgate_host::gateway::Gateway::start(&config.path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (address, admin) = (gateway.listeners()[0].1, gateway.admin_address());
+    let gw = TestGateway {
+        gateway,
+        config,
+        address,
+        admin,
+    };
+    (by_body, tagged, gw)
+}
+
+#[tokio::test]
+async fn allow_on_headers_stop_iteration_routes_by_a_header_set_from_the_body() {
+    let (by_body, tagged, gw) = body_routing_gateway(true).await;
+    let answer = send(&client(), request(&gw, "hold-headers-for-body", "to-body"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("x-upstream"), Some("by-body"));
+    let seen = by_body.last();
+    assert_eq!(seen.headers["x-from-body"], "to-body");
+    assert_eq!(&seen.body[..], b"to-body");
+    assert_eq!(tagged.count(), 0);
+}
+
+#[tokio::test]
+async fn by_default_a_filter_that_pauses_headers_for_its_body_stalls_until_the_request_timeout() {
+    // Envoy's default: the pause stops the body too, so the filter never sees it.
+    let (by_body, tagged, gw) = body_routing_gateway(false).await;
+    let answer = send(&client(), request(&gw, "hold-headers-for-body", "to-body"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(by_body.count() + tagged.count(), 0);
+}

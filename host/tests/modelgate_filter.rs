@@ -74,6 +74,7 @@ fn load_as(vm_id: &str, config: &Value, vm_count: usize) -> Result<Plugin, LoadE
         vm_config: Vec::new(),
         plugin_config: config.to_string().into_bytes(),
         failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
+        allow_on_headers_stop_iteration: false,
         env: Vec::new(),
         vm_count,
         memory_limit_bytes: 128 << 20,

@@ -78,6 +78,7 @@ fn spec(name: &str, plugin_config: Vec<u8>) -> PluginSpec {
         vm_config: Vec::new(),
         plugin_config,
         failure_policy: FailurePolicy::FailClosed,
+        allow_on_headers_stop_iteration: false,
         env: Vec::new(),
         vm_count: 1,
         memory_limit_bytes: 256 << 20,

@@ -29,6 +29,7 @@ fn noop_spec() -> PluginSpec {
         vm_config: Vec::new(),
         plugin_config: Vec::new(),
         failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
+        allow_on_headers_stop_iteration: false,
         env: Vec::new(),
         vm_count: 1,
         memory_limit_bytes: 16 << 20,

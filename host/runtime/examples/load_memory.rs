@@ -60,6 +60,7 @@ fn main() {
         vm_config: Vec::new(),
         plugin_config: config,
         failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
+        allow_on_headers_stop_iteration: false,
         env: Vec::new(),
         vm_count,
         memory_limit_bytes: 64 << 20,

@@ -27,6 +27,10 @@ pub struct PluginSpec {
     pub plugin_config: Vec<u8>,
     /// What happens after the VM fails at run time.
     pub failure_policy: FailurePolicy,
+    /// Envoy's `PluginConfig.allow_on_headers_stop_iteration` (Envoy 1.35+, false by default):
+    /// whether a Pause (`StopIteration`) from request headers still delivers the body to the
+    /// filter, holding only the headers (see [`crate::ChainStream::request_headers`]).
+    pub allow_on_headers_stop_iteration: bool,
     /// Variables visible through WASI `environ_*`.
     pub env: Vec<(String, String)>,
     /// One VM per worker, like Envoy (0 => available parallelism).

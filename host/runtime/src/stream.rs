@@ -1,6 +1,15 @@
 //! HTTP streams through an ordered chain of plugins, as Envoy's filter manager runs them:
 //! request callbacks in chain order, response callbacks in reverse, local replies passed
 //! through the response callbacks, pauses held until `proxy_continue_stream`.
+//!
+//! A Pause from request headers is read as proxy-wasm-cpp-host reads it
+//! (`ContextBase::convertVmCallResultToFilterHeadersStatus`, src/context.cc): by default
+//! `StopIteration` becomes `StopAllIterationAndWatermark`, so the filter gets no body until it
+//! calls `proxy_continue_stream` (proxy-wasm-cpp-host issue #143). With the plugin's
+//! `allow_on_headers_stop_iteration` (Envoy 1.35+, proxy-wasm-cpp-host PR #434, issue #417) it
+//! stays `StopIteration`: the headers are held back from the filters after it and from the
+//! upstream, while the body still reaches the filter, which may change the headers until it
+//! continues from a body (or trailers) callback.
 
 use std::mem;
 use std::net::SocketAddr;
@@ -14,6 +23,9 @@ use crate::context::{StreamCtx, StreamMeta};
 use crate::plugin::VmCell;
 use crate::vm::{ROOT_CONTEXT_ID, StreamCallback};
 use crate::{FailurePolicy, Headers, Plugin, header_map};
+
+/// `FilterHeadersStatus::StopIteration`, the Pause of the Proxy-Wasm SDKs.
+const STOP_ITERATION: u32 = 1;
 
 /// Envoy's default per-stream buffer limit.
 pub const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
@@ -45,7 +57,8 @@ pub struct StreamInfo {
 #[derive(Debug)]
 pub enum Flow {
     Continue,
-    /// Body phases only: keep buffering, call again with more data (cumulative).
+    /// Body phases: keep buffering, call again with more data (cumulative). Request headers:
+    /// a filter holds them and wants the body (see [`ChainStream::request_headers`]).
     StopAndBuffer,
     /// Send this instead of going upstream (or instead of the upstream response); the chain's
     /// response callbacks have already run over it.
@@ -96,6 +109,7 @@ impl FilterChain {
             .map(|plugin| Slot {
                 cell: plugin.inner.pick_vm(),
                 fail_open: plugin.inner.shared.spec.failure_policy == FailurePolicy::FailOpen,
+                allow_headers_stop: plugin.inner.shared.spec.allow_on_headers_stop_iteration,
                 context: None,
                 notify: Arc::new(Notify::new()),
                 skipped: false,
@@ -112,6 +126,8 @@ impl FilterChain {
             filter_state: Vec::new(),
             request_buffering_at: None,
             response_buffering_at: None,
+            held_headers: None,
+            released_headers: None,
             finished: false,
         }
     }
@@ -121,6 +137,8 @@ impl FilterChain {
 struct Slot {
     cell: Arc<VmCell>,
     fail_open: bool,
+    /// The plugin's `allow_on_headers_stop_iteration`.
+    allow_headers_stop: bool,
     /// VM generation and context id, once the context exists.
     context: Option<(u64, u32)>,
     notify: Arc<Notify>,
@@ -147,6 +165,9 @@ impl Payload<'_> {
 enum Step {
     Continue,
     Buffer,
+    /// Request headers only: `StopIteration` under `allow_on_headers_stop_iteration`; a copy
+    /// of the headers as the filter left them.
+    HoldHeaders(Headers),
     Reply(LocalReply),
     /// The VM failed and the filter is fail-closed.
     Failed,
@@ -168,14 +189,40 @@ pub struct ChainStream {
     /// The filter that asked to buffer the body; the next (cumulative) call resumes there.
     request_buffering_at: Option<usize>,
     response_buffering_at: Option<usize>,
+    /// The filter holding the request headers (see the module doc), with a copy of them as
+    /// they were when it stopped, for a fail-open filter whose VM fails meanwhile.
+    held_headers: Option<(usize, Headers)>,
+    /// The request headers once the holding filter let them go, for the gateway to forward.
+    released_headers: Option<Headers>,
     finished: bool,
 }
 
 impl ChainStream {
     /// Resolves when every filter continued (after any pause), or with the local reply a
     /// filter sent. `headers` is updated in place with the filters' edits.
+    ///
+    /// [`Flow::StopAndBuffer`] when a filter whose plugin allows it stopped header iteration
+    /// before the end of the stream (see the module doc): the headers now belong to the chain
+    /// (`headers` is left empty); feed the body through [`ChainStream::request_body`] and take
+    /// them back, with the filters' edits, from [`ChainStream::take_released_headers`] once
+    /// the body calls released data or ended the stream.
     pub async fn request_headers(&mut self, headers: &mut Headers, end_of_stream: bool) -> Flow {
-        for i in 0..self.slots.len() {
+        self.request_headers_from(0, headers, end_of_stream).await
+    }
+
+    /// The request headers after a filter held them: `Some` once, after the body (or
+    /// trailers) phase let them go.
+    pub fn take_released_headers(&mut self) -> Option<Headers> {
+        self.released_headers.take()
+    }
+
+    async fn request_headers_from(
+        &mut self,
+        first: usize,
+        headers: &mut Headers,
+        end_of_stream: bool,
+    ) -> Flow {
+        for i in first..self.slots.len() {
             let step = self
                 .step(
                     i,
@@ -184,11 +231,47 @@ impl ChainStream {
                     end_of_stream,
                 )
                 .await;
+            if let Step::HoldHeaders(copy) = step {
+                // The map stays lent to the filter's context, live for its body callbacks.
+                self.held_headers = Some((i, copy));
+                return Flow::StopAndBuffer;
+            }
             if let Some(flow) = self.request_flow(i, step).await {
                 return flow;
             }
         }
         Flow::Continue
+    }
+
+    /// The holding filter `i` continued from a body or trailers callback: Envoy resumes the
+    /// header iteration at the next filter (`FilterManager::commonContinue`), so the filters
+    /// after it see the headers as it left them, then the data. `None` to go on with the
+    /// data; a later filter may hold the headers in turn.
+    async fn release_headers(&mut self, i: usize) -> Option<Flow> {
+        let (_, copy) = self.held_headers.take()?;
+        let mut headers = self.take_back_held(i).unwrap_or(copy);
+        match self.request_headers_from(i + 1, &mut headers, false).await {
+            Flow::Continue => {
+                self.released_headers = Some(headers);
+                None
+            }
+            Flow::StopAndBuffer => None,
+            reply @ Flow::LocalReply(_) => Some(reply),
+        }
+    }
+
+    /// The held map out of filter `i`'s context; `None` if its VM failed meanwhile.
+    fn take_back_held(&mut self, i: usize) -> Option<Headers> {
+        let (generation, id) = self.slots[i].context?;
+        let cell = Arc::clone(&self.slots[i].cell);
+        let mut slot = cell.lock();
+        if generation != slot.generation {
+            return None;
+        }
+        let ctx = slot.vm.as_mut()?.store.data_mut().streams.get_mut(&id)?;
+        let map = ctx.request_headers.take()?;
+        ctx.request_seen = Some(map.clone());
+        Some(map)
     }
 
     /// `body` is the cumulative buffered body; while [`Flow::StopAndBuffer`] the gateway keeps
@@ -217,6 +300,11 @@ impl ChainStream {
                     self.request_buffering_at = Some(i);
                     return Flow::StopAndBuffer;
                 }
+                Step::Continue if self.holds_headers(i) => {
+                    if let Some(flow) = self.release_headers(i).await {
+                        return flow;
+                    }
+                }
                 step => {
                     if let Some(flow) = self.request_flow(i, step).await {
                         return flow;
@@ -227,6 +315,8 @@ impl ChainStream {
         Flow::Continue
     }
 
+    /// Trailers end the request: a filter holding the headers lets them go when it continues
+    /// here.
     pub async fn request_trailers(&mut self, trailers: &mut Headers) -> Flow {
         for i in 0..self.slots.len() {
             let step = self
@@ -237,11 +327,21 @@ impl ChainStream {
                     true,
                 )
                 .await;
+            if matches!(step, Step::Continue) && self.holds_headers(i) {
+                if let Some(flow) = self.release_headers(i).await {
+                    return flow;
+                }
+                continue;
+            }
             if let Some(flow) = self.request_flow(i, step).await {
                 return flow;
             }
         }
         Flow::Continue
+    }
+
+    fn holds_headers(&self, i: usize) -> bool {
+        self.held_headers.as_ref().is_some_and(|(at, _)| *at == i)
     }
 
     pub async fn response_headers(&mut self, headers: &mut Headers, end_of_stream: bool) -> Flow {
@@ -339,7 +439,7 @@ impl ChainStream {
     /// What a request-side step means for the chain; `None` to go on to the next filter.
     async fn request_flow(&mut self, i: usize, step: Step) -> Option<Flow> {
         match step {
-            Step::Continue | Step::Buffer => None,
+            Step::Continue | Step::Buffer | Step::HoldHeaders(_) => None,
             Step::Reply(reply) => Some(Flow::LocalReply(self.reply_through(i + 1, reply).await)),
             Step::Failed => Some(Flow::LocalReply(self.reply_through(i, unavailable()).await)),
         }
@@ -349,7 +449,7 @@ impl ChainStream {
     /// filters the response has not reached yet.
     async fn response_flow(&mut self, i: usize, step: Step) -> Option<Flow> {
         match step {
-            Step::Continue | Step::Buffer => None,
+            Step::Continue | Step::Buffer | Step::HoldHeaders(_) => None,
             Step::Reply(reply) => Some(Flow::LocalReply(self.reply_through(i, reply).await)),
             Step::Failed => Some(Flow::LocalReply(self.reply_through(i, unavailable()).await)),
         }
@@ -398,7 +498,7 @@ impl ChainStream {
                     .await;
             }
             match step {
-                Step::Continue | Step::Buffer => {}
+                Step::Continue | Step::Buffer | Step::HoldHeaders(_) => {}
                 // Envoy sends one local reply per stream; a second one is ignored.
                 Step::Reply(_) => log::warn!(
                     "wasm plugin {}: local reply while sending a local reply, ignored",
@@ -531,6 +631,14 @@ impl ChainStream {
             }
             _ => code != 0,
         };
+        if code == STOP_ITERATION
+            && !end_of_stream
+            && matches!(cb, StreamCallback::RequestHeaders)
+            && self.slots[i].allow_headers_stop
+        {
+            let copy = ctx.request_headers.clone().unwrap_or_default();
+            return Begin::Done(Step::HoldHeaders(copy));
+        }
         let is_body = matches!(
             cb,
             StreamCallback::RequestBody | StreamCallback::ResponseBody

@@ -110,6 +110,10 @@ pub(super) async fn send(
             }
         }
     }
+    // A filter that held the headers (allowOnHeadersStopIteration) let them go with the body.
+    if let Some(released) = stream.take_released_headers() {
+        request_headers = released;
+    }
     let received = Received {
         headers: request_headers,
         body: released,

@@ -153,6 +153,7 @@ impl Suite {
                 } else {
                     FailurePolicy::FailClosed
                 },
+                allow_on_headers_stop_iteration: false,
                 env: self.policy.env.clone(),
                 vm_count: 1,
                 memory_limit_bytes: MEMORY_LIMIT,

@@ -180,10 +180,13 @@ impl Exchange {
         route: &mut Option<usize>,
     ) -> Result<RequestBody, BodyError> {
         let end = body.is_end_stream();
-        if let Flow::LocalReply(reply) = self.chain.request_headers(request_headers, end).await {
-            return Err(BodyError::Reply(reply));
-        }
-        if self.chain.take_route_cache_cleared() {
+        let held = match self.chain.request_headers(request_headers, end).await {
+            Flow::LocalReply(reply) => return Err(BodyError::Reply(reply)),
+            // A filter holds the headers until its body callbacks let them go.
+            Flow::StopAndBuffer => true,
+            Flow::Continue => false,
+        };
+        if !held && self.chain.take_route_cache_cleared() {
             *route = self.snapshot.routes.position(request_headers);
         }
         let body = if end {
@@ -194,6 +197,9 @@ impl Exchange {
         } else {
             self.read_body(body).await?
         };
+        if let Some(released) = self.chain.take_released_headers() {
+            *request_headers = released;
+        }
         if self.chain.take_route_cache_cleared() {
             *route = self.snapshot.routes.position(request_headers);
         }

@@ -194,6 +194,7 @@ pub(crate) fn spec(name: &str, wasm: Arc<[u8]>, plugin_config: &str) -> PluginSp
         vm_config: b"vm-config".to_vec(),
         plugin_config: plugin_config.as_bytes().to_vec(),
         failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
+        allow_on_headers_stop_iteration: false,
         env: vec![("MG_TEST_ENV".into(), "from-spec".into())],
         vm_count: 1,
         memory_limit_bytes: 32 << 20,

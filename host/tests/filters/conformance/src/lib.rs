@@ -531,6 +531,9 @@ impl HttpContext for Stream {
                 raw::close_stream_status(0);
                 return Action::Pause;
             }
+            // Reads the body before letting the headers go, as a filter routing by a body
+            // field does: it needs `allow_on_headers_stop_iteration` (see on_http_request_body).
+            "hold-headers-for-body" => return Action::Pause,
             "pause-then-continue-inline" => {
                 self.resume_http_request();
                 return Action::Pause;
@@ -565,7 +568,11 @@ impl HttpContext for Stream {
         self.set_property(vec!["body", "sizes"], Some(sizes.join(",").as_bytes()));
         match self.case.as_str() {
             "body-buffer-forever" | "body-then-trailers" => return Action::Pause,
-            "body-rewrite" | "body-append" | "body-prepend" | "body-bad-start"
+            "hold-headers-for-body"
+            | "body-rewrite"
+            | "body-append"
+            | "body-prepend"
+            | "body-bad-start"
                 if !end_of_stream =>
             {
                 return Action::Pause;
@@ -576,6 +583,19 @@ impl HttpContext for Stream {
                     .unwrap_or_default();
                 let upper = String::from_utf8_lossy(&body).to_uppercase();
                 self.set_http_request_body(0, body_size, upper.as_bytes());
+            }
+            "hold-headers-for-body" => {
+                // The held headers are still live: the edit reaches the later filters, the
+                // route and the upstream.
+                let body = self
+                    .get_http_request_body(0, usize::MAX)
+                    .unwrap_or_default();
+                let status = raw::add_header(
+                    REQUEST_HEADERS,
+                    "x-from-body",
+                    &String::from_utf8_lossy(&body),
+                );
+                self.set_property(vec!["held", "status"], Some(status.to_string().as_bytes()));
             }
             "body-append" => self.set_http_request_body(body_size, 0, b"+tail"),
             "body-prepend" => self.set_http_request_body(0, 0, b"head+"),
