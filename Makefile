@@ -3,10 +3,13 @@
 SHELL := /bin/bash
 WASM := target/modelgate.wasm
 
-.PHONY: setup wasm build demo test test-rust test-policy test-e2e test-deploy test-reliability test-fuzz test-bench-report test-mutants mutants bench soak fuzz lint
+.PHONY: setup setup-llm wasm build demo test test-rust test-policy test-e2e test-deploy test-reliability test-fuzz test-bench-report test-mutants mutants bench soak fuzz lint
 
 setup:            ## install toolchain target, apt packages and the Python venv
 	scripts/setup.sh
+
+setup-llm:        ## setup, plus .venv-llm (kserve[llm] with vLLM, ~10 GB) for the KServe OpenAI server
+	scripts/setup.sh --llm
 
 wasm:             ## build the filter: target/modelgate.wasm (cargo, then wasm-opt -Oz)
 	scripts/build-wasm.sh
@@ -22,7 +25,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p modelgate-filter --target wasm32-wasip1 -- -D warnings
 
-test: setup wasm lint test-rust test-policy test-deploy test-e2e test-reliability test-fuzz test-bench-report test-mutants ## every test, green
+test: setup-llm wasm lint test-rust test-policy test-deploy test-e2e test-reliability test-fuzz test-bench-report test-mutants ## every test, green
 
 test-rust: wasm
 	cargo test --workspace

@@ -6,11 +6,22 @@
 #   - binaryen's wasm-opt (Debian package `binaryen`, only when missing): `make wasm`
 #     (scripts/build-wasm.sh) optimises the filter with it;
 #   - Prometheus and promtool (Debian package `prometheus`, only when missing): the e2e suite
-#     runs a real Prometheus against the stack, tests/deploy runs promtool on the alerts.
+#     runs a real Prometheus against the stack, tests/deploy runs promtool on the alerts;
+#   - with --llm (`make test`, `make demo-llm`): a second venv at .venv-llm with
+#     tests/requirements-llm.txt (kserve[llm], vLLM: about 10 GB) for the KServe OpenAI
+#     model server; `make demo` does not need it.
 # Idempotent and silent when everything is already in place, so running it before every
 # `make` target costs well under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+LLM=0
+for arg in "$@"; do
+    case $arg in
+        --llm) LLM=1 ;;
+        *) echo "usage: scripts/setup.sh [--llm]" >&2; exit 2 ;;
+    esac
+done
 
 say() { echo "setup: $*"; }
 
@@ -47,20 +58,27 @@ fi
 # The venv is rebuilt only when tests/requirements.txt or the Python interpreter changed:
 # the marker records a hash of both, written only after pip finished successfully.
 PYTHON=${PYTHON:-python3}
-VENV=.venv
-REQS=tests/requirements.txt
-MARKER=$VENV/.modelgate-requirements
-want=$( { "$PYTHON" --version 2>&1; cat "$REQS"; } | sha256sum | cut -d' ' -f1)
-have=$(cat "$MARKER" 2>/dev/null || true)
 
-if [[ "$want" != "$have" || ! -x $VENV/bin/python ]]; then
-    if [[ ! -x $VENV/bin/python ]]; then
-        say "creating Python venv in $VENV ($("$PYTHON" --version 2>&1))"
-        "$PYTHON" -m venv "$VENV"
+# venv VENV REQS WHAT: make VENV hold REQS (WHAT says how long the first run takes).
+venv() {
+    local venv=$1 reqs=$2 what=$3
+    local marker=$venv/.modelgate-requirements want have
+    want=$( { "$PYTHON" --version 2>&1; cat "$reqs"; } | sha256sum | cut -d' ' -f1)
+    have=$(cat "$marker" 2>/dev/null || true)
+    if [[ "$want" != "$have" || ! -x $venv/bin/python ]]; then
+        if [[ ! -x $venv/bin/python ]]; then
+            say "creating Python venv in $venv ($("$PYTHON" --version 2>&1))"
+            "$PYTHON" -m venv "$venv"
+        fi
+        say "installing $reqs into $venv ($what)"
+        export PIP_DISABLE_PIP_VERSION_CHECK=1
+        "$venv/bin/python" -m pip install --quiet --upgrade pip
+        "$venv/bin/python" -m pip install --quiet -r "$reqs"
+        echo "$want" >"$marker"
     fi
-    say "installing $REQS into $VENV (first run takes about a minute)"
-    export PIP_DISABLE_PIP_VERSION_CHECK=1
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -r "$REQS"
-    echo "$want" >"$MARKER"
+}
+
+venv .venv tests/requirements.txt "first run takes about a minute"
+if [[ $LLM == 1 ]]; then
+    venv .venv-llm tests/requirements-llm.txt "about 10 GB; first run takes about 5 minutes"
 fi

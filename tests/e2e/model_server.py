@@ -36,11 +36,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import logging
 import sys
-import threading
-import time
 import warnings
 
 
@@ -63,7 +60,6 @@ ARGS = parse_args(sys.argv[1:])
 sys.argv = sys.argv[:1]
 
 import numpy as np  # noqa: E402
-from prometheus_client import Counter  # noqa: E402
 from sklearn import datasets  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -74,90 +70,7 @@ from kserve import model_server as kserve_model_server  # noqa: E402
 from kserve.protocol.rest.server import RESTServer  # noqa: E402
 from kserve.utils.utils import get_predict_input, get_predict_response  # noqa: E402
 
-REQUESTS = Counter(
-    "model_server_requests_total",
-    "Requests that reached this model server, by endpoint kind",
-    ["endpoint"],
-)
-RECENT_LIMIT = 256
-RECORDED_BODY_LIMIT = 64 * 1024
-
-
-def endpoint_kind(method: str, path: str) -> str | None:
-    """Classifies a request path for the request counter; None for our own endpoints."""
-    if path in ("/metrics", "/debug/requests"):
-        return None
-    if path.startswith("/v1/models/"):
-        if path.endswith(":predict"):
-            return "v1_predict"
-        if path.endswith(":explain"):
-            return "v1_explain"
-        return "v1_model"
-    if path == "/v1/models":
-        return "v1_models"
-    if path.startswith("/v2/models/") and path.endswith("/infer"):
-        return "v2_infer"
-    if path.startswith("/v2"):
-        return "v2_other"
-    return f"other_{method.lower()}"
-
-
-class RecentRequests:
-    """The last requests this server received, with their headers (thread-safe)."""
-
-    def __init__(self, replica: str):
-        self.replica = replica
-        self.items: collections.deque = collections.deque(maxlen=RECENT_LIMIT)
-        self.lock = threading.Lock()
-
-    def add(self, item: dict) -> None:
-        with self.lock:
-            self.items.append(item)
-
-    def snapshot(self) -> dict:
-        with self.lock:
-            return {"replica": self.replica, "requests": list(self.items)}
-
-
-class RequestRecorder:
-    """ASGI middleware: counts every request and records it with its headers and body."""
-
-    def __init__(self, app, recent: RecentRequests):
-        self.app = app
-        self.recent = recent
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            kind = endpoint_kind(scope["method"], scope["path"])
-            if kind is not None:
-                REQUESTS.labels(endpoint=kind).inc()
-                pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-                item = {
-                    "time": time.time(),
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "endpoint": kind,
-                    "headers": dict(pairs),
-                    "header_list": pairs,
-                    "body": "",
-                }
-                self.recent.add(item)
-                receive = self._recording(receive, item)
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    def _recording(receive, item: dict):
-        """Wraps `receive` so the body chunks the app reads are appended to `item`."""
-
-        async def wrapped():
-            message = await receive()
-            if message["type"] == "http.request" and len(item["body"]) < RECORDED_BODY_LIMIT:
-                room = RECORDED_BODY_LIMIT - len(item["body"])
-                item["body"] += message.get("body", b"")[:room].decode("latin-1")
-            return message
-
-        return wrapped
-
+from request_recorder import RecentRequests, RequestRecorder  # noqa: E402
 
 def train(dataset: str):
     """Trains a deterministic classifier on a dataset bundled with scikit-learn."""

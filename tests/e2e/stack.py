@@ -135,6 +135,30 @@ class Process:
             return False
 
 
+def wait_http(proc: Process, url: str, timeout: float = START_TIMEOUT) -> None:
+    """Waits until `url` answers 200, or fails with the process's log if it exits first."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise StackError(
+                f"{proc.name} exited with status {proc.popen.returncode} before {url} "
+                f"answered; last lines of {proc.log_path}:\n{proc.log_tail()}"
+            )
+        try:
+            r = requests.get(url, timeout=1.0)
+            if r.status_code == 200:
+                return
+            last = f"status {r.status_code}"
+        except requests.RequestException as e:
+            last = type(e).__name__
+        time.sleep(0.2)
+    raise StackError(
+        f"{proc.name}: {url} not ready after {timeout:.0f}s ({last}); "
+        f"last lines of {proc.log_path}:\n{proc.log_tail()}"
+    )
+
+
 @dataclass(frozen=True)
 class ModelServerSpec:
     name: str  # process name, e.g. iris-1
@@ -277,26 +301,7 @@ class Stack:
         return next(p for p in self.processes if p.name == name)
 
     def _wait_http(self, proc: Process, url: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if not proc.alive():
-                raise StackError(
-                    f"{proc.name} exited with status {proc.popen.returncode} before {url} "
-                    f"answered; last lines of {proc.log_path}:\n{proc.log_tail()}"
-                )
-            try:
-                r = requests.get(url, timeout=1.0)
-                if r.status_code == 200:
-                    return
-                last = f"status {r.status_code}"
-            except requests.RequestException as e:
-                last = type(e).__name__
-            time.sleep(0.2)
-        raise StackError(
-            f"{proc.name}: {url} not ready after {START_TIMEOUT:.0f}s ({last}); "
-            f"last lines of {proc.log_path}:\n{proc.log_tail()}"
-        )
+        wait_http(proc, url)
 
     # Tokens ----------------------------------------------------------------------------
     def token(self, alg: str = "RS256", **claim_args) -> str:
