@@ -24,8 +24,8 @@ use std::time::{Duration, SystemTime};
 
 use log::{debug, error, warn};
 use modelgate_policies::{
-    BodyDecision, Continue, HeaderEdits, HeadersDecision, Outcome, PendingRequest, Reply,
-    RequestView, Verdict,
+    BodyDecision, Continue, HeaderEdits, HeadersDecision, OpenAiExchange, Outcome, PendingRequest,
+    Reply, RequestView, ResponseMeter, Verdict,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -33,7 +33,7 @@ use proxy_wasm::types::{Action, BufferType, MapType, Status};
 
 use crate::body::{BodyStep, body_step};
 use crate::root::Configured;
-use crate::store::{HostRequestHeaders, HostSharedData, request_header};
+use crate::store::{HostRequestHeaders, HostSharedData, request_header, response_header};
 
 /// Filter state keys for the access log (one path segment each, so Envoy and the `modelgate`
 /// host both name them `wasm.modelgate.model` / `wasm.modelgate.outcome`).
@@ -54,6 +54,9 @@ enum Phase {
         pending: PendingRequest,
         /// Bytes buffered so far (the host reports the cumulative size).
         buffered: usize,
+        /// The request headers were held (`NeedBody::hold_headers`): the body decision's
+        /// header edits and body still apply.
+        held: bool,
     },
     /// Decided (forwarded or answered): later callbacks pass through.
     Decided,
@@ -69,6 +72,12 @@ pub(crate) struct HttpFilter {
     verdict: Option<(Option<Arc<str>>, Outcome)>,
     /// Over quota, but let through by shadow mode.
     shadow_rate_limited: bool,
+    /// An admitted OpenAI request, settled in `on_log`.
+    openai: Option<Box<OpenAiExchange>>,
+    /// Its response, followed for `usage` once its headers came.
+    meter: Option<ResponseMeter>,
+    /// The first response body bytes were seen (time to first token recorded).
+    first_bytes: bool,
 }
 
 impl HttpFilter {
@@ -79,12 +88,16 @@ impl HttpFilter {
             started: None,
             verdict: None,
             shadow_rate_limited: false,
+            openai: None,
+            meter: None,
+            first_bytes: false,
         }
     }
 
     /// Forward the request after applying the header edits of `decision`.
-    fn forward(&mut self, decision: Continue) -> Action {
+    fn forward(&mut self, mut decision: Continue) -> Action {
         apply_edits(&decision.headers, decision.route_changed);
+        self.openai = decision.openai.take();
         self.settle_verdict(decision.verdict);
         Action::Continue
     }
@@ -174,13 +187,27 @@ impl HttpFilter {
             .policies
             .on_request_body(pending, body, now, &HostSharedData)
         {
-            BodyDecision::Continue(decision) if headers_editable => self.forward(decision),
-            BodyDecision::Continue(decision) => {
+            BodyDecision::Continue(mut decision) => {
+                if let Some(rewritten) = decision.openai.as_mut().and_then(|o| o.body.take()) {
+                    // Only decided while the headers are held, so `content-length` follows.
+                    if let Err(status) = hostcalls::set_buffer(
+                        BufferType::HttpRequestBody,
+                        0,
+                        body.len(),
+                        &rewritten,
+                    ) {
+                        warn!("modelgate: cannot replace the request body: {status:?}");
+                    }
+                }
+                if headers_editable {
+                    return self.forward(decision);
+                }
                 if !decision.headers.is_empty() {
                     // Envoy forwarded the request headers before the body arrived and no
                     // longer lets a filter change them (see `crate::body`).
                     warn!("modelgate: header edits decided on the body cannot be applied");
                 }
+                self.openai = decision.openai.take();
                 self.settle_verdict(decision.verdict);
                 Action::Continue
             }
@@ -192,7 +219,8 @@ impl HttpFilter {
     /// pending request leaves the phase here (every path below decides the request), so it is
     /// moved rather than cloned.
     fn read_and_decide_body(&mut self, configured: &Configured, buffered: usize) -> Action {
-        let Phase::Buffering { pending, .. } = mem::replace(&mut self.phase, Phase::Decided) else {
+        let Phase::Buffering { pending, held, .. } = mem::replace(&mut self.phase, Phase::Decided)
+        else {
             return Action::Continue;
         };
         let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, buffered) {
@@ -207,7 +235,7 @@ impl HttpFilter {
                 return self.fault(model, &format!("cannot read the request body: {status:?}"));
             }
         };
-        self.decide_body(configured, &pending, &body, false)
+        self.decide_body(configured, &pending, &body, held)
     }
 }
 
@@ -244,15 +272,26 @@ impl HttpContext for HttpFilter {
                     self.phase = Phase::Buffering {
                         pending: need.pending,
                         buffered: 0,
+                        held: need.hold_headers,
                     };
-                    Action::Continue
+                    // Held only where the host keeps delivering the body to a filter that
+                    // stopped its headers (Envoy's `allow_on_headers_stop_iteration`; without
+                    // it the pause becomes StopAllIterationAndWatermark and no body comes).
+                    if need.hold_headers {
+                        Action::Pause
+                    } else {
+                        Action::Continue
+                    }
                 }
             }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Phase::Buffering { pending, buffered } = &mut self.phase else {
+        let Phase::Buffering {
+            pending, buffered, ..
+        } = &mut self.phase
+        else {
             return Action::Continue;
         };
         *buffered = body_size;
@@ -279,10 +318,72 @@ impl HttpContext for HttpFilter {
         self.read_and_decide_body(&configured, buffered)
     }
 
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let (Some(configured), Some(exchange)) = (&self.configured, &self.openai) else {
+            return Action::Continue;
+        };
+        let status = response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let content_type = response_header("content-type");
+        let meter = configured
+            .policies
+            .response_meter(exchange, status, content_type.as_deref());
+        for (name, value) in &exchange.response_headers {
+            if let Err(status) = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value)
+            {
+                debug!("modelgate: cannot add response header {name}: {status:?}");
+            }
+        }
+        if meter.rewrites_body()
+            && let Err(status) =
+                hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None)
+        {
+            warn!("modelgate: cannot remove the response content-length: {status:?}");
+        }
+        self.meter = Some(meter);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(meter) = &mut self.meter else {
+            return Action::Continue;
+        };
+        if body_size > 0 && !self.first_bytes {
+            self.first_bytes = true;
+            if let (Some(configured), Some(exchange), Some(started)) =
+                (&self.configured, &self.openai, self.started)
+                && exchange.stream
+                && let Some(id) = configured.gen_ai.first_token(&exchange.model)
+                && let Err(status) =
+                    hostcalls::record_metric(id, duration_ms(started, current_time()))
+            {
+                debug!("modelgate: cannot record the time to first token: {status:?}");
+            }
+        }
+        let chunk = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+            Ok(chunk) => chunk.unwrap_or_default(),
+            Err(status) => {
+                debug!("modelgate: cannot read the response body: {status:?}");
+                return Action::Continue;
+            }
+        };
+        if let Some(replacement) = meter.feed(&chunk, end_of_stream)
+            && let Err(status) =
+                hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &replacement)
+        {
+            warn!("modelgate: cannot replace the response body: {status:?}");
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         let Some(configured) = &self.configured else {
             return;
         };
+        if let Some(exchange) = &self.openai {
+            settle_openai(configured, exchange, self.meter.as_ref(), self.started);
+        }
         let metrics = &configured.metrics;
         if let Some((model, outcome)) = &self.verdict
             && let Some(id) = metrics.requests(model.as_deref(), *outcome)
@@ -303,6 +404,32 @@ impl HttpContext for HttpFilter {
                 debug!("modelgate: cannot record the request duration: {status:?}");
             }
         }
+    }
+}
+
+/// Settle an OpenAI request's tokens and record its GenAI metrics.
+fn settle_openai(
+    configured: &Configured,
+    exchange: &OpenAiExchange,
+    meter: Option<&ResponseMeter>,
+    started: Option<SystemTime>,
+) {
+    let now = current_time();
+    let settled = configured
+        .policies
+        .settle(exchange, meter, now, &HostSharedData);
+    let gen_ai = &configured.gen_ai;
+    if let Some([input, output]) = gen_ai.token_usage(&exchange.model, &exchange.caller_class) {
+        for (id, tokens) in [(input, settled.input), (output, settled.output)] {
+            if let Err(status) = hostcalls::record_metric(id, tokens) {
+                debug!("modelgate: cannot record token usage: {status:?}");
+            }
+        }
+    }
+    if let (Some(id), Some(started)) = (gen_ai.duration(&exchange.model), started)
+        && let Err(status) = hostcalls::record_metric(id, duration_ms(started, now))
+    {
+        debug!("modelgate: cannot record the GenAI request duration: {status:?}");
     }
 }
 

@@ -18,6 +18,7 @@
 )]
 
 mod body;
+mod gen_ai;
 mod http;
 mod metrics;
 mod root;

@@ -41,7 +41,7 @@ pub(crate) fn shadow_metric_name(model: &str) -> String {
 
 /// A model name as a name segment: `.` separates segments, so it (and anything Envoy's tag
 /// regexes or Prometheus could trip on) becomes `_`.
-fn label(model: &str) -> String {
+pub(crate) fn label(model: &str) -> String {
     model
         .chars()
         .map(|c| {

@@ -17,6 +17,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
+use crate::gen_ai::GenAiMetrics;
 use crate::http::HttpFilter;
 use crate::metrics::Metrics;
 
@@ -25,6 +26,7 @@ use crate::metrics::Metrics;
 pub(crate) struct Configured {
     pub(crate) policies: Policies,
     pub(crate) metrics: Metrics,
+    pub(crate) gen_ai: GenAiMetrics,
 }
 
 /// The root context of one VM.
@@ -52,7 +54,17 @@ fn configure() -> Result<Configured, String> {
     proxy_wasm::set_log_level(log_level(policies.log_level()));
     let metrics = Metrics::define(policies.model_names(), hostcalls::define_metric)
         .map_err(|status| format!("cannot define metrics: {status:?}"))?;
-    Ok(Configured { policies, metrics })
+    let gen_ai = GenAiMetrics::define(
+        policies.openai_model_names(),
+        policies.caller_classes(),
+        hostcalls::define_metric,
+    )
+    .map_err(|status| format!("cannot define the GenAI metrics: {status:?}"))?;
+    Ok(Configured {
+        policies,
+        metrics,
+        gen_ai,
+    })
 }
 
 impl Context for FilterRoot {}

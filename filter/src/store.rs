@@ -51,6 +51,14 @@ pub(crate) fn request_header(name: &str) -> Option<String> {
     }
 }
 
+/// The first value of response header `name`, as [`request_header`] reads request headers.
+pub(crate) fn response_header(name: &str) -> Option<String> {
+    match hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name) {
+        Ok(Some(value)) => Some(text(value)),
+        Ok(None) | Err(_) => None,
+    }
+}
+
 /// A host value as text, replacing bytes that are not UTF-8.
 pub(crate) fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes)

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::authz::Requirements;
 use crate::config::{
-    CloudEvents, ElementType, ExplainFormat, Protocol, RawBodyModel, RawConfig, RawJwt,
-    RawLimitKey, RawModel, RawModelValidation, RawQuota, RawTokenSource, RawV2Input,
+    CloudEvents, ElementType, ExplainFormat, RawBodyModel, RawConfig, RawJwt, RawLimitKey,
+    RawModel, RawModelOpenAi, RawModelValidation, RawOpenAi, RawProtocol, RawQuota, RawTokenSource,
+    RawV2Input,
 };
 use crate::engine::{BodyModel, Engine, LimitKey, ProtectedHeader};
 use crate::error::ConfigError;
@@ -17,8 +18,11 @@ use crate::jwt::{TokenSource, Verifier};
 use crate::kserve_v1::V1Rules;
 use crate::kserve_v2::{Datatype, DeclaredInput, NUMPY_MAX_DIMS, V2Rules};
 use crate::models::{Model, Models};
+use crate::openai::{ANONYMOUS, AUTHENTICATED, OTHER};
+use crate::openai::{CallerClass, ModelOpenAi, OpenAiRoutes};
 use crate::ratelimit::{DEFAULT_MAX_KEYS, Quota};
 use crate::routing::valid_name;
+use crate::token_budget::TokenBudget;
 use crate::token_cache::TokenCache;
 
 /// `env` looks up the environment variables that `kFromEnv` names.
@@ -35,27 +39,12 @@ pub(crate) fn compile(
     let routing_header = header_name(&raw.routing.header, "routing.header")?;
     let body_model = raw.routing.body_model.map(compile_body_model).transpose()?;
     let jwt = raw.jwt.map(|jwt| compile_jwt(jwt, env)).transpose()?;
+    let openai = raw
+        .openai
+        .map(|o| compile_openai(o, jwt.is_some(), body_model.as_ref()))
+        .transpose()?;
 
-    let default_key = if jwt.is_some() {
-        RawLimitKey::Claim("sub".to_owned())
-    } else {
-        RawLimitKey::ClientAddress
-    };
-    let limit_key = match raw.rate_limit.key.unwrap_or(default_key) {
-        RawLimitKey::Claim(c) => {
-            if jwt.is_none() {
-                return Err(ConfigError::at(
-                    "rateLimit.key.claim",
-                    "keying by a claim needs jwt to be configured",
-                ));
-            }
-            LimitKey::Claim(c)
-        }
-        RawLimitKey::Header(h) => {
-            LimitKey::Header(header_name(&h, "rateLimit.key.header")?.to_string())
-        }
-        RawLimitKey::ClientAddress => LimitKey::ClientAddress,
-    };
+    let limit_key = compile_limit_key(raw.rate_limit.key.clone(), jwt.is_some())?;
     let key_header = raw
         .rate_limit
         .key_header
@@ -105,6 +94,12 @@ pub(crate) fn compile(
             raw.validation.cloud_events,
             max_keys,
         )?;
+        if compiled.openai.is_some() && openai.is_none() {
+            return Err(ConfigError::at(
+                &format!("{path}.protocols"),
+                "openai needs the top-level openai section",
+            ));
+        }
         models.insert(compiled, &aliases).map_err(|taken| {
             ConfigError::at(
                 &format!("{path}.aliases"),
@@ -128,6 +123,165 @@ pub(crate) fn compile(
         shadow: raw.rate_limit.shadow,
         key_header,
         max_body_bytes: raw.validation.max_body_bytes,
+        openai,
+    })
+}
+
+/// What identifies a caller: the `sub` claim with JWT configured, else the client address.
+fn compile_limit_key(raw: Option<RawLimitKey>, has_jwt: bool) -> Result<LimitKey, ConfigError> {
+    let default_key = if has_jwt {
+        RawLimitKey::Claim("sub".to_owned())
+    } else {
+        RawLimitKey::ClientAddress
+    };
+    Ok(match raw.unwrap_or(default_key) {
+        RawLimitKey::Claim(c) => {
+            if !has_jwt {
+                return Err(ConfigError::at(
+                    "rateLimit.key.claim",
+                    "keying by a claim needs jwt to be configured",
+                ));
+            }
+            LimitKey::Claim(c)
+        }
+        RawLimitKey::Header(h) => {
+            LimitKey::Header(header_name(&h, "rateLimit.key.header")?.to_string())
+        }
+        RawLimitKey::ClientAddress => LimitKey::ClientAddress,
+    })
+}
+
+/// The `openai` section; `body_model` may not list its endpoints.
+fn compile_openai(
+    raw: RawOpenAi,
+    has_jwt: bool,
+    body_model: Option<&BodyModel>,
+) -> Result<OpenAiRoutes, ConfigError> {
+    let prefix_ok = raw.prefix.is_empty()
+        || (raw.prefix.starts_with('/')
+            && raw.prefix[1..].split('/').all(|s| {
+                !s.is_empty()
+                    && s != "."
+                    && s != ".."
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+            }));
+    if !prefix_ok {
+        return Err(ConfigError::at(
+            "openai.prefix",
+            "must be empty or '/' followed by path segments, without a trailing '/'",
+        ));
+    }
+    let caller_class = match raw.caller_class {
+        None => None,
+        Some(_) if !has_jwt => {
+            return Err(ConfigError::at(
+                "openai.callerClass",
+                "a caller class read from a claim needs jwt to be configured",
+            ));
+        }
+        Some(class) => {
+            if class.claim.is_empty() {
+                return Err(ConfigError::at(
+                    "openai.callerClass.claim",
+                    "must not be empty",
+                ));
+            }
+            if class.values.len() > 16 {
+                return Err(ConfigError::at(
+                    "openai.callerClass.values",
+                    "at most 16 values (each is a metric label)",
+                ));
+            }
+            for (i, value) in class.values.iter().enumerate() {
+                let label = !value.is_empty()
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !label || [ANONYMOUS, AUTHENTICATED, OTHER].contains(&value.as_str()) {
+                    return Err(ConfigError::at(
+                        &format!("openai.callerClass.values[{i}]"),
+                        "must hold only letters, digits, '-' and '_', and not be anonymous, authenticated or other",
+                    ));
+                }
+            }
+            Some(CallerClass {
+                claim: class.claim,
+                values: class.values.into_iter().map(Arc::from).collect(),
+            })
+        }
+    };
+    let routes = OpenAiRoutes {
+        prefix: raw.prefix,
+        hold_headers: raw.hold_headers_for_body,
+        caller_class,
+    };
+    if let Some(i) =
+        body_model.and_then(|b| b.paths.iter().position(|p| routes.classify(p).is_some()))
+    {
+        return Err(ConfigError::at(
+            &format!("routing.bodyModel.paths[{i}]"),
+            "is an OpenAI endpoint, which the openai section handles",
+        ));
+    }
+    Ok(routes)
+}
+
+/// The completion bound reserved when neither the request nor `defaultMaxTokens` sets one.
+const DEFAULT_MAX_TOKENS: u32 = 256;
+
+/// The largest `n` when `maxN` is not set.
+const DEFAULT_MAX_N: u32 = 16;
+
+fn compile_model_openai(
+    name: &str,
+    raw: &RawModelOpenAi,
+    path: &str,
+    max_keys: NonZeroU32,
+) -> Result<ModelOpenAi, ConfigError> {
+    let positive = |value: Option<u32>, field: &str| match value {
+        Some(0) => Err(ConfigError::at(
+            &format!("{path}.{field}"),
+            "must be greater than 0",
+        )),
+        other => Ok(other.map(u64::from)),
+    };
+    let max_tokens = positive(raw.max_tokens, "maxTokens")?;
+    let default_max_tokens = positive(raw.default_max_tokens, "defaultMaxTokens")?
+        .or(max_tokens)
+        .unwrap_or(u64::from(DEFAULT_MAX_TOKENS));
+    if max_tokens.is_some_and(|most| default_max_tokens > most) {
+        return Err(ConfigError::at(
+            &format!("{path}.defaultMaxTokens"),
+            "must not be more than maxTokens",
+        ));
+    }
+    let max_n = positive(raw.max_n, "maxN")?.unwrap_or(u64::from(DEFAULT_MAX_N));
+    let bytes_per_token = positive(raw.bytes_per_token, "bytesPerToken")?.unwrap_or(1);
+    let mut windows = Vec::with_capacity(raw.token_budgets.len());
+    for (i, budget) in raw.token_budgets.iter().enumerate() {
+        let at = format!("{path}.tokenBudgets[{i}]");
+        if budget.tokens == 0 {
+            return Err(ConfigError::at(
+                &format!("{at}.tokens"),
+                "must be greater than 0",
+            ));
+        }
+        if windows.iter().any(|(_, per)| *per == budget.per) {
+            return Err(ConfigError::at(
+                &format!("{at}.per"),
+                format!("a second budget per {}", budget.per.as_str()),
+            ));
+        }
+        windows.push((budget.tokens, budget.per));
+    }
+    let budget = (!windows.is_empty()).then(|| TokenBudget::new(name, &windows, max_keys));
+    Ok(ModelOpenAi {
+        max_tokens,
+        default_max_tokens,
+        max_n,
+        bytes_per_token,
+        budget,
     })
 }
 
@@ -289,15 +443,34 @@ fn compile_model(
     cloud_events: CloudEvents,
     max_keys: NonZeroU32,
 ) -> Result<Model, ConfigError> {
-    let (v1, v2) = match &raw.protocols {
-        None => (true, true),
+    let (v1, v2, openai) = match &raw.protocols {
+        None => (true, true, false),
         Some(list) if list.is_empty() => {
             return Err(ConfigError::at(
                 &format!("{path}.protocols"),
                 "must not be empty",
             ));
         }
-        Some(list) => (list.contains(&Protocol::V1), list.contains(&Protocol::V2)),
+        Some(list) => (
+            list.contains(&RawProtocol::V1),
+            list.contains(&RawProtocol::V2),
+            list.contains(&RawProtocol::OpenAi),
+        ),
+    };
+    let openai = match (openai, raw.openai) {
+        (true, settings) => Some(compile_model_openai(
+            name,
+            &settings.unwrap_or_default(),
+            &format!("{path}.openai"),
+            max_keys,
+        )?),
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(ConfigError::at(
+                &format!("{path}.openai"),
+                "the model does not list openai in protocols",
+            ));
+        }
     };
     let mut claims = Vec::with_capacity(raw.required_claims.len());
     for (claim, values) in raw.required_claims {
@@ -362,6 +535,7 @@ fn compile_model(
         v1_rules,
         v2_rules,
         explain,
+        openai,
     })
 }
 

@@ -75,7 +75,76 @@ pub(crate) struct RawConfig {
     pub(crate) rate_limit: RawRateLimit,
     #[serde(default)]
     pub(crate) validation: RawValidationSettings,
+    /// KServe's OpenAI-compatible endpoints; absent, they get no special treatment.
+    pub(crate) openai: Option<RawOpenAi>,
     pub(crate) models: BTreeMap<String, RawModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawOpenAi {
+    /// KServe's `KSERVE_OPENAI_ROUTE_PREFIX`.
+    #[serde(default = "default_openai_prefix")]
+    pub(crate) prefix: String,
+    /// Envoy's `allow_on_headers_stop_iteration` is set: headers may be held for the body.
+    #[serde(default)]
+    pub(crate) hold_headers_for_body: bool,
+    pub(crate) caller_class: Option<RawCallerClass>,
+}
+
+/// The `caller_class` metric label: a claim's value among a fixed set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawCallerClass {
+    pub(crate) claim: String,
+    pub(crate) values: Vec<String>,
+}
+
+/// A model's OpenAI settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawModelOpenAi {
+    pub(crate) max_tokens: Option<u32>,
+    pub(crate) default_max_tokens: Option<u32>,
+    pub(crate) max_n: Option<u32>,
+    pub(crate) bytes_per_token: Option<u32>,
+    #[serde(default)]
+    pub(crate) token_budgets: Vec<RawTokenBudget>,
+}
+
+/// One token budget window.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawTokenBudget {
+    pub(crate) tokens: u64,
+    pub(crate) per: BudgetWindow,
+}
+
+/// The length of a token budget's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum BudgetWindow {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl BudgetWindow {
+    pub(crate) const fn seconds(self) -> u64 {
+        match self {
+            BudgetWindow::Minute => 60,
+            BudgetWindow::Hour => 3_600,
+            BudgetWindow::Day => 86_400,
+        }
+    }
+
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            BudgetWindow::Minute => "minute",
+            BudgetWindow::Hour => "hour",
+            BudgetWindow::Day => "day",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,7 +339,7 @@ pub enum CloudEvents {
 pub(crate) struct RawModel {
     #[serde(default)]
     pub(crate) aliases: Vec<String>,
-    pub(crate) protocols: Option<Vec<Protocol>>,
+    pub(crate) protocols: Option<Vec<RawProtocol>>,
     #[serde(default)]
     pub(crate) required_scopes: Vec<String>,
     #[serde(default)]
@@ -280,6 +349,7 @@ pub(crate) struct RawModel {
     pub(crate) admin_scopes: Option<Vec<String>>,
     pub(crate) rate_limit: Option<RawQuota>,
     pub(crate) validation: Option<RawModelValidation>,
+    pub(crate) openai: Option<RawModelOpenAi>,
 }
 
 /// A KServe inference protocol.
@@ -288,6 +358,17 @@ pub(crate) struct RawModel {
 pub(crate) enum Protocol {
     V1,
     V2,
+}
+
+/// A protocol a model's configuration may list: a KServe inference protocol, or KServe's
+/// OpenAI-compatible endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum RawProtocol {
+    V1,
+    V2,
+    #[serde(rename = "openai")]
+    OpenAi,
 }
 
 #[derive(Debug, Deserialize)]
@@ -351,6 +432,9 @@ fn default_true() -> bool {
 }
 fn default_routing_header() -> String {
     "x-gateway-model-name".to_owned()
+}
+fn default_openai_prefix() -> String {
+    "/openai".to_owned()
 }
 fn default_body_field() -> String {
     "model".to_owned()

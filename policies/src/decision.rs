@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::engine::Pending;
+use crate::openai::OpenAiExchange;
 
 /// The outcome of one request, as counted in metrics (`as_str` is the label value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,6 +120,9 @@ pub struct Continue {
     pub route_changed: bool,
     /// Model and outcome, for metrics.
     pub verdict: Verdict,
+    /// An admitted OpenAI request: the body to send instead, response headers to add, and
+    /// what its settlement needs ([`crate::Policies::settle`]).
+    pub openai: Option<Box<OpenAiExchange>>,
 }
 
 /// Answer the request at the edge with this local response.
@@ -149,6 +153,10 @@ pub struct NeedBody {
     pub headers: HeaderEdits,
     /// True when `headers` changed the routing header: recompute the route now.
     pub route_changed: bool,
+    /// Hold the request headers until the body is decided (Envoy's
+    /// `allow_on_headers_stop_iteration`, `openai.holdHeadersForBody`): the body decision's
+    /// header edits and body then still apply.
+    pub hold_headers: bool,
     /// What the header phase found; hand it back with the body.
     pub pending: PendingRequest,
 }

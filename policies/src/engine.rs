@@ -16,12 +16,14 @@ use crate::decision::{
     Verdict,
 };
 use crate::jwt::{AuthError, Identity, Verifier};
-use crate::models::{ModelId, Models};
+use crate::models::{Model, ModelId, Models};
+use crate::openai::request::Kind;
+use crate::openai::{Caller, OpenAiRoutes};
 use crate::ratelimit::Check;
 use crate::request::RequestView;
 use crate::routing::{self, Endpoint, Target};
 use crate::store::SharedStore;
-use crate::{body_model, kserve_art, kserve_headers, kserve_v1, kserve_v2, reply};
+use crate::{body_model, kserve_art, kserve_headers, kserve_v1, kserve_v2, openai, reply};
 
 /// The compiled policy set.
 #[derive(Debug)]
@@ -41,6 +43,8 @@ pub(crate) struct Engine {
     pub(crate) shadow: bool,
     pub(crate) key_header: Option<Arc<str>>,
     pub(crate) max_body_bytes: usize,
+    /// KServe's OpenAI endpoints, when configured.
+    pub(crate) openai: Option<OpenAiRoutes>,
 }
 
 /// A header the policy sets (or removes) on every forwarded request.
@@ -100,11 +104,11 @@ pub(crate) struct Pending {
     pub(crate) max_bytes: usize,
     /// The authenticated subject, stamped on the body decision's verdict.
     pub(crate) subject: Option<Arc<str>>,
-    stage: Stage,
+    pub(crate) stage: Stage,
 }
 
 #[derive(Debug, Clone)]
-enum Stage {
+pub(crate) enum Stage {
     /// The model is known and every header-time check passed: validate, then forward.
     Validate {
         model: ModelId,
@@ -120,14 +124,21 @@ enum Stage {
         identity: Option<Arc<Identity>>,
         limit_key: String,
     },
+    /// An OpenAI request (`openai`): its body names the model.
+    OpenAi { kind: Kind, caller: Caller },
 }
 
 impl Pending {
     pub(crate) fn model_name(&self) -> Option<&Arc<str>> {
         match &self.stage {
             Stage::Validate { name, .. } => Some(name),
-            Stage::BodyModel { .. } => None,
+            Stage::BodyModel { .. } | Stage::OpenAi { .. } => None,
         }
+    }
+
+    /// True for a request on an OpenAI path (its replies use OpenAI's error shape).
+    pub(crate) fn is_openai(&self) -> bool {
+        matches!(self.stage, Stage::OpenAi { .. })
     }
 }
 
@@ -148,11 +159,11 @@ impl Engine {
         let target = routing::classify(request.path);
         let lookalikes = match self.lookalikes(request) {
             Ok(lookalikes) => lookalikes,
-            Err(reply) => return HeadersDecision::Reply(reply),
+            Err(reply) => return HeadersDecision::Reply(self.shaped_for(request.path, reply)),
         };
         let identity = match self.authenticate(request, now.as_secs()) {
             Ok(identity) => identity,
-            Err(reply) => return HeadersDecision::Reply(reply),
+            Err(reply) => return HeadersDecision::Reply(self.shaped_for(request.path, reply)),
         };
         let subject = identity
             .as_deref()
@@ -189,9 +200,7 @@ impl Engine {
                 let names = self
                     .models
                     .iter()
-                    .filter(|m| {
-                        m.speaks(protocol) && m.requirements.check(identity.as_deref()).is_ok()
-                    })
+                    .filter(|m| self.lists(m, protocol, identity.as_deref()))
                     .map(|m| &*m.name);
                 HeadersDecision::Reply(reply::model_list(names))
             }
@@ -235,6 +244,11 @@ impl Engine {
                 self.validate_body_first(id, protocol, explain, request, forward)
             }
             Target::Other | Target::List(_) => {
+                if let Some(decision) =
+                    self.openai_headers(request, identity.as_ref(), &edits, now, store)
+                {
+                    return decision;
+                }
                 let mut edits = self.drop_client_route(request, edits);
                 let path = routing::strip_query(request.path);
                 let by_body = self
@@ -251,6 +265,7 @@ impl Engine {
                         max_bytes: self.max_body_bytes,
                         route_changed: edits.remove.contains(&self.routing_header),
                         headers: edits.without_redundant_removals(),
+                        hold_headers: false,
                         pending: PendingRequest(Pending {
                             max_bytes: self.max_body_bytes,
                             subject: None,
@@ -265,6 +280,7 @@ impl Engine {
                     route_changed: edits.remove.contains(&self.routing_header),
                     headers: edits.without_redundant_removals(),
                     verdict: Verdict::new(None, Outcome::Allowed),
+                    openai: None,
                 })
             }
         }
@@ -289,7 +305,7 @@ impl Engine {
         store: &dyn SharedStore,
     ) -> BodyDecision {
         if body.len() > pending.max_bytes {
-            return BodyDecision::Reply(reply::payload_too_large(pending));
+            return BodyDecision::Reply(openai::payload_too_large(pending));
         }
         match &pending.stage {
             Stage::Validate {
@@ -349,12 +365,34 @@ impl Engine {
                             headers: HeaderEdits::default(),
                             route_changed: false,
                             verdict,
+                            openai: None,
                         })
                     }
                     Err(reply) => BodyDecision::Reply(reply),
                 }
             }
+            Stage::OpenAi { kind, caller } => {
+                self.openai_body(*kind, caller, body, since_epoch(now), store)
+            }
         }
+    }
+
+    /// A refusal made before the path is looked at, in OpenAI's error shape on OpenAI paths.
+    fn shaped_for(&self, path: &str, reply: Reply) -> Reply {
+        match &self.openai {
+            Some(openai) if openai.classify(path).is_some() => openai::openai_reply(reply, None),
+            _ => reply,
+        }
+    }
+
+    /// True when the `protocol` listing shows `model` to this caller. With an empty OpenAI
+    /// prefix, `GET /v1/models` is KServe's V1 listing, which lists every model of the server,
+    /// the OpenAI ones included.
+    fn lists(&self, model: &Model, protocol: Protocol, identity: Option<&Identity>) -> bool {
+        let openai_as_v1 = protocol == Protocol::V1
+            && model.openai.is_some()
+            && self.openai.as_ref().is_some_and(|o| o.prefix.is_empty());
+        (model.speaks(protocol) || openai_as_v1) && model.requirements.check(identity).is_ok()
     }
 
     /// Ask for the body of a request whose model is known from its path, once its headers say
@@ -391,6 +429,7 @@ impl Engine {
             mut headers,
             route_changed,
             verdict,
+            openai: _,
         } = forward;
         if let Some((header, value)) = framing.set {
             headers.set.push((Arc::from(header), value));
@@ -399,6 +438,7 @@ impl Engine {
             max_bytes: self.max_body_bytes,
             headers,
             route_changed,
+            hold_headers: false,
             pending: PendingRequest(Pending {
                 max_bytes: self.max_body_bytes,
                 subject: None,
@@ -412,6 +452,7 @@ impl Engine {
                         headers: HeaderEdits::default(),
                         route_changed: false,
                         verdict,
+                        openai: None,
                     },
                 },
             }),
@@ -502,7 +543,11 @@ impl Engine {
     /// (a client must not pick its own route). A request for a known model skips this: its
     /// forward sets the header, which replaces any client value, so asking the host whether
     /// the client sent one would cost a header lookup on every request for nothing.
-    fn drop_client_route(&self, request: &RequestView<'_>, mut edits: HeaderEdits) -> HeaderEdits {
+    pub(crate) fn drop_client_route(
+        &self,
+        request: &RequestView<'_>,
+        mut edits: HeaderEdits,
+    ) -> HeaderEdits {
         if request.headers.header(&self.routing_header).is_some() {
             // First, as before the other removals: the adapter applies them in order.
             edits.remove.insert(0, Arc::clone(&self.routing_header));
@@ -510,19 +555,20 @@ impl Engine {
         edits
     }
 
-    fn unknown(&self, name: &str, edits: HeaderEdits) -> HeadersDecision {
+    pub(crate) fn unknown(&self, name: &str, edits: HeaderEdits) -> HeadersDecision {
         match self.unknown_model {
             UnknownModel::Reject => HeadersDecision::Reply(reply::unknown_model(name)),
             UnknownModel::PassThrough => HeadersDecision::Continue(Continue {
                 route_changed: edits.remove.contains(&self.routing_header),
                 headers: edits.without_redundant_removals(),
                 verdict: Verdict::new(None, Outcome::UnknownModel),
+                openai: None,
             }),
         }
     }
 
     /// Set the limit-key header (for Envoy Gateway's global rate limit) when configured.
-    fn set_key_header(&self, edits: &mut HeaderEdits, key: String) {
+    pub(crate) fn set_key_header(&self, edits: &mut HeaderEdits, key: String) {
         if let Some(h) = &self.key_header {
             edits.set.push((Arc::clone(h), key));
         }
@@ -531,7 +577,7 @@ impl Engine {
     /// Authorize a caller against `requirements` (the model's, or its repository permission)
     /// and rate limit it for the model.
     /// `Ok(true)` means over quota but let through by shadow mode.
-    fn admit(
+    pub(crate) fn admit(
         &self,
         id: ModelId,
         requirements: &Requirements,
@@ -603,7 +649,12 @@ impl Engine {
         }
     }
 
-    fn forward(&self, id: ModelId, mut edits: HeaderEdits, shadow_limited: bool) -> Continue {
+    pub(crate) fn forward(
+        &self,
+        id: ModelId,
+        mut edits: HeaderEdits,
+        shadow_limited: bool,
+    ) -> Continue {
         let name = Arc::clone(&self.models.get(id).name);
         edits
             .set
@@ -614,12 +665,17 @@ impl Engine {
             headers: edits.without_redundant_removals(),
             route_changed: true,
             verdict,
+            openai: None,
         }
     }
 
     /// The caller's rate-limit key: the configured claim or header, falling back to the
     /// client address (and to `unknown` when even that is missing).
-    fn limit_key(&self, request: &RequestView<'_>, identity: Option<&Identity>) -> String {
+    pub(crate) fn limit_key(
+        &self,
+        request: &RequestView<'_>,
+        identity: Option<&Identity>,
+    ) -> String {
         let found = match &self.limit_key {
             LimitKey::Claim(claim) => identity.and_then(|i| i.claim_text(claim)),
             LimitKey::Header(h) => request.headers.header(h).map(std::borrow::Cow::into_owned),

@@ -41,14 +41,17 @@ mod kserve_headers;
 mod kserve_v1;
 mod kserve_v2;
 mod models;
+mod openai;
 mod ratelimit;
 mod reply;
 mod request;
 mod routing;
 mod store;
 mod strict_json;
+mod token_budget;
 mod token_cache;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use config::{CloudEvents, ElementType, FailureMode, LogLevel};
@@ -57,6 +60,8 @@ pub use decision::{
     Verdict,
 };
 pub use error::ConfigError;
+pub use openai::response::{ResponseMeter, Usage};
+pub use openai::{ANONYMOUS, AUTHENTICATED, OTHER, OpenAiExchange, Settled};
 pub use request::{HeaderSource, KnownClient, RequestView};
 pub use store::{MemoryStore, SharedStore, StoreError};
 
@@ -133,10 +138,53 @@ impl Policies {
         self.inner.on_request_body(&pending.0, body, now, store)
     }
 
+    /// The meter that follows the response of an admitted OpenAI request (its status and
+    /// `content-type`), to find its usage and, when the gateway asked for usage the client did
+    /// not, to remove the usage-only chunk.
+    pub fn response_meter(
+        &self,
+        exchange: &OpenAiExchange,
+        status: u16,
+        content_type: Option<&str>,
+    ) -> ResponseMeter {
+        engine::Engine::response_meter(exchange, status, content_type)
+    }
+
+    /// Settle an OpenAI request's token reservation with what it used: the meter's usage,
+    /// or (`meter` absent: no response came; or no usage seen) the charge docs/config.md
+    /// gives. Returns the tokens charged, for metrics. Call it once, when the stream ends.
+    pub fn settle(
+        &self,
+        exchange: &OpenAiExchange,
+        meter: Option<&ResponseMeter>,
+        now: SystemTime,
+        store: &dyn SharedStore,
+    ) -> Settled {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.inner.settle(exchange, meter, now, store)
+    }
+
+    /// The `caller_class` label values the metrics need up front: the configured ones, then
+    /// `other`, `authenticated` and `anonymous`.
+    pub fn caller_classes(&self) -> Vec<Arc<str>> {
+        self.inner.caller_classes()
+    }
+
+    /// The canonical names of the models that serve OpenAI, sorted.
+    pub fn openai_model_names(&self) -> impl Iterator<Item = &str> {
+        self.inner
+            .models
+            .iter()
+            .filter(|m| m.openai.is_some())
+            .map(|m| &*m.name)
+    }
+
     /// The 413 reply for a body larger than [`PendingRequest::max_body_bytes`]: the adapter
     /// sends it as soon as the buffered size passes the limit, without reading the body.
     pub fn reject_oversized_body(&self, pending: &PendingRequest) -> Reply {
-        let mut reply = reply::payload_too_large(&pending.0);
+        let mut reply = openai::payload_too_large(&pending.0);
         reply.verdict.subject.clone_from(&pending.0.subject);
         reply
     }

@@ -7,6 +7,7 @@ use crate::authz::Requirements;
 use crate::config::{ExplainFormat, Protocol};
 use crate::kserve_v1::V1Rules;
 use crate::kserve_v2::V2Rules;
+use crate::openai::ModelOpenAi;
 use crate::ratelimit::Quota;
 
 /// Index of a model in [`Models`].
@@ -27,6 +28,8 @@ pub(crate) struct Model {
     pub(crate) v2_rules: V2Rules,
     /// How `:explain` bodies are checked (`validation.explain`).
     pub(crate) explain: ExplainFormat,
+    /// OpenAI settings, for a model that lists `openai` in `protocols`.
+    pub(crate) openai: Option<ModelOpenAi>,
 }
 
 impl Model {

@@ -23,7 +23,7 @@ use governor::state::{NotKeyed, StateStore};
 
 use crate::store::{SharedStore, StoreError};
 
-mod slots;
+pub(crate) mod slots;
 
 use slots::{Probe, SlotTable};
 
@@ -32,11 +32,11 @@ pub(crate) const DEFAULT_MAX_KEYS: u32 = 16_384;
 
 /// How many times a CAS conflict is retried before the check counts as an internal fault.
 /// Each retry means another VM made progress, so this is only reached under extreme contention.
-const MAX_CAS_ATTEMPTS: u32 = 16;
+pub(crate) const MAX_CAS_ATTEMPTS: u32 = 16;
 
 /// Caller keys longer than this are truncated. Keys come from headers or claims that the caller
 /// controls anyway, so truncation gives them nothing they could not already choose.
-const MAX_KEY_BYTES: usize = 256;
+pub(crate) const MAX_KEY_BYTES: usize = 256;
 
 /// A compiled per-model quota.
 #[derive(Debug, Clone)]

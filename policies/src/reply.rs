@@ -153,3 +153,30 @@ pub(crate) fn model_list<'a>(names: impl Iterator<Item = &'a str>) -> Reply {
         verdict: Verdict::new(None, Outcome::Allowed),
     }
 }
+
+/// 429 for a token budget: `message` says which window, `Retry-After` when the reservation
+/// fits (the `x-ratelimit-*-tokens` headers are added by the caller).
+pub(crate) fn budget_exceeded(model: Arc<str>, message: &str, retry_after: u64) -> Reply {
+    let mut r = reply(429, message, Some(model), Outcome::RateLimited);
+    r.headers.push(("retry-after", retry_after.to_string()));
+    r
+}
+
+/// 200: the OpenAI models a caller may use, in KServe's `ModelList` shape (`created` is
+/// `created_secs`, Unix seconds).
+pub(crate) fn openai_model_list<'a>(
+    names: impl Iterator<Item = &'a str>,
+    created_secs: u64,
+) -> Reply {
+    let data: Vec<serde_json::Value> = names
+        .map(|id| {
+            serde_json::json!({ "id": id, "object": "model", "created": created_secs, "owned_by": "" })
+        })
+        .collect();
+    Reply {
+        status: 200,
+        headers: vec![(JSON.0, JSON.1.to_owned())],
+        body: serde_json::json!({ "object": "list", "data": data }).to_string(),
+        verdict: Verdict::new(None, Outcome::Allowed),
+    }
+}

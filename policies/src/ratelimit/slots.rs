@@ -55,8 +55,13 @@ pub(crate) enum Probe {
 
 impl SlotTable {
     pub(crate) fn new(model: &str, capacity: u32) -> Self {
+        Self::with_prefix(format!("modelgate/rl/{model}/"), capacity)
+    }
+
+    /// A table whose slots are `<prefix><index>` (token budgets keep one table per window).
+    pub(crate) fn with_prefix(prefix: String, capacity: u32) -> Self {
         Self {
-            prefix: format!("modelgate/rl/{model}/"),
+            prefix,
             capacity: capacity.max(1),
         }
     }

@@ -6,6 +6,7 @@ mod config;
 mod env_secrets;
 mod jwt;
 mod lookalikes;
+mod openai;
 mod properties;
 mod ratelimit;
 mod routing;

@@ -1,0 +1,244 @@
+use super::*;
+
+fn chat(extra: &str) -> Result<Parsed, Invalid> {
+    let body =
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hello"}}]{extra}}}"#);
+    parse(Kind::Chat, body.as_bytes())
+}
+
+fn param(result: Result<Parsed, Invalid>) -> String {
+    result.unwrap_err().param.unwrap_or_default()
+}
+
+#[test]
+fn a_plain_chat_request_is_read_with_its_defaults() {
+    let parsed = chat("").unwrap();
+    assert_eq!(parsed.model, "m");
+    assert_eq!(
+        (parsed.text_bytes, parsed.messages, parsed.token_ids),
+        (5, 1, 0)
+    );
+    assert_eq!(parsed.max_tokens, None);
+    assert_eq!(parsed.n, 1);
+    assert!(!parsed.stream && !parsed.include_usage);
+}
+
+#[test]
+fn max_completion_tokens_wins_over_max_tokens() {
+    assert_eq!(
+        chat(r#","max_tokens":9,"max_completion_tokens":4"#)
+            .unwrap()
+            .max_tokens,
+        Some(4)
+    );
+    assert_eq!(chat(r#","max_tokens":9"#).unwrap().max_tokens, Some(9));
+}
+
+#[test]
+fn integers_are_read_as_pydantic_lax_mode_reads_them() {
+    for (text, want) in [
+        ("5", 5),
+        ("5.0", 5),
+        (r#""5""#, 5),
+        (r#"" 7""#, 7),
+        ("true", 1),
+    ] {
+        let parsed = chat(&format!(r#","max_tokens":{text}"#)).unwrap();
+        assert_eq!(parsed.max_tokens, Some(want), "{text}");
+    }
+    for text in ["5.5", r#""five""#, "[]", "{}"] {
+        assert_eq!(
+            param(chat(&format!(r#","max_tokens":{text}"#))),
+            "max_tokens",
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_chat_needs_at_least_one_token_and_one_choice() {
+    let err = chat(r#","max_tokens":0"#).unwrap_err();
+    assert_eq!(err.message, "max_tokens: must be at least 1, got 0");
+    assert_eq!(param(chat(r#","n":0"#)), "n");
+    assert_eq!(chat(r#","n":null"#).unwrap().n, 1);
+    assert_eq!(chat(r#","n":3"#).unwrap().n, 3);
+}
+
+#[test]
+fn booleans_are_read_as_pydantic_lax_mode_reads_them() {
+    for (text, want) in [
+        ("true", true),
+        ("1", true),
+        (r#""yes""#, true),
+        (r#""Off""#, false),
+        ("null", false),
+    ] {
+        assert_eq!(
+            chat(&format!(r#","stream":{text}"#)).unwrap().stream,
+            want,
+            "{text}"
+        );
+    }
+    assert_eq!(param(chat(r#","stream":2"#)), "stream");
+}
+
+#[test]
+fn stream_options_need_a_stream_unless_empty() {
+    let err = chat(r#","stream_options":{"include_usage":true}"#).unwrap_err();
+    assert_eq!(err.param.as_deref(), Some("stream_options"));
+    assert!(
+        err.message
+            .contains("Stream options can only be defined when `stream=True`.")
+    );
+    assert!(chat(r#","stream_options":{}"#).is_ok());
+    let parsed = chat(r#","stream":true,"stream_options":{"include_usage":"yes"}"#).unwrap();
+    assert!(parsed.stream && parsed.include_usage);
+    let parsed = chat(r#","stream":true,"stream_options":{"include_usage":null}"#).unwrap();
+    assert!(!parsed.include_usage);
+    assert_eq!(
+        param(chat(r#","stream":true,"stream_options":5"#)),
+        "stream_options"
+    );
+    assert_eq!(
+        param(chat(
+            r#","stream":true,"stream_options":{"include_usage":"maybe"}"#
+        )),
+        "stream_options.include_usage"
+    );
+}
+
+#[test]
+fn messages_need_a_role_and_a_content_vllm_accepts() {
+    let check = |messages: &str| {
+        parse(
+            Kind::Chat,
+            format!(r#"{{"model":"m","messages":{messages}}}"#).as_bytes(),
+        )
+    };
+    assert_eq!(param(check(r#"[{"content":"a"}]"#)), "messages[0].role");
+    assert_eq!(
+        param(check(r#"[{"role":5,"content":"a"}]"#)),
+        "messages[0].role"
+    );
+    assert_eq!(
+        param(check(r#"[{"role":"user","content":null}]"#)),
+        "messages[0].content"
+    );
+    assert_eq!(
+        param(check(r#"[{"role":"user","content":5}]"#)),
+        "messages[0].content"
+    );
+    assert_eq!(param(check(r#"["hi"]"#)), "messages[0]");
+    assert_eq!(param(check(r#""hi""#)), "messages");
+    assert!(
+        check(r#"[{"role":"assistant","content":null},{"role":"custom","content":"x"}]"#).is_ok()
+    );
+    let parts =
+        check(r#"[{"role":"user","content":[{"type":"text","text":"abc"},"de"]}]"#).unwrap();
+    assert_eq!(parts.text_bytes, "text".len() as u64 + 3 + 2);
+    assert_eq!(param(parse(Kind::Chat, br#"{"model":"m"}"#)), "messages");
+}
+
+#[test]
+fn model_must_be_a_non_empty_string() {
+    assert_eq!(param(parse(Kind::Chat, br#"{"messages":[]}"#)), "model");
+    assert_eq!(
+        param(parse(Kind::Chat, br#"{"model":null,"messages":[]}"#)),
+        "model"
+    );
+    assert_eq!(
+        param(parse(Kind::Chat, br#"{"model":5,"messages":[]}"#)),
+        "model"
+    );
+    assert_eq!(
+        param(parse(Kind::Chat, br#"{"model":"","messages":[]}"#)),
+        "model"
+    );
+}
+
+#[test]
+fn completions_default_to_sixteen_tokens_as_vllm_does() {
+    let parsed = parse(Kind::Completions, br#"{"model":"m","prompt":"abc"}"#).unwrap();
+    assert_eq!(parsed.max_tokens, Some(16));
+    let parsed = parse(
+        Kind::Completions,
+        br#"{"model":"m","prompt":"abc","max_tokens":null}"#,
+    )
+    .unwrap();
+    assert_eq!(parsed.max_tokens, Some(16));
+    let parsed = parse(
+        Kind::Completions,
+        br#"{"model":"m","prompt":"abc","max_tokens":0}"#,
+    )
+    .unwrap();
+    assert_eq!(parsed.max_tokens, Some(0));
+    assert_eq!(
+        param(parse(
+            Kind::Completions,
+            br#"{"model":"m","prompt":"abc","n":null}"#
+        )),
+        "n"
+    );
+}
+
+#[test]
+fn prompts_are_strings_or_token_ids() {
+    let read = |prompt: &str| {
+        parse(
+            Kind::Completions,
+            format!(r#"{{"model":"m","prompt":{prompt}}}"#).as_bytes(),
+        )
+    };
+    assert_eq!(read(r#"["ab","c"]"#).unwrap().text_bytes, 3);
+    assert_eq!(read("[1,2,3]").unwrap().token_ids, 3);
+    assert_eq!(read("[[1,2],[3]]").unwrap().token_ids, 3);
+    assert_eq!(param(read("[-1]")), "prompt[0]");
+    assert_eq!(param(read("[[1],[-2]]")), "prompt[1][0]");
+    assert_eq!(param(read(r#""""#)), "prompt");
+    assert_eq!(param(read("5")), "prompt");
+    assert_eq!(
+        param(parse(Kind::Completions, br#"{"model":"m"}"#)),
+        "prompt"
+    );
+}
+
+#[test]
+fn embeddings_take_inputs_or_messages() {
+    let parsed = parse(Kind::Embeddings, br#"{"model":"m","input":["abc","de"]}"#).unwrap();
+    assert_eq!((parsed.text_bytes, parsed.max_tokens), (5, None));
+    let parsed = parse(
+        Kind::Embeddings,
+        br#"{"model":"m","messages":[{"role":"user","content":"abcd"}]}"#,
+    )
+    .unwrap();
+    assert_eq!((parsed.text_bytes, parsed.messages), (4, 1));
+    let parsed = parse(
+        Kind::Embeddings,
+        br#"{"model":"m","input":[{"role":"user","content":"ab"}]}"#,
+    )
+    .unwrap();
+    assert_eq!((parsed.text_bytes, parsed.messages), (2, 1));
+    assert_eq!(param(parse(Kind::Embeddings, br#"{"model":"m"}"#)), "input");
+    assert_eq!(
+        param(parse(Kind::Embeddings, br#"{"model":"m","input":true}"#)),
+        "input"
+    );
+}
+
+#[test]
+fn every_string_is_decoded_and_the_last_duplicate_wins() {
+    let err = parse(Kind::Chat, br#"{"model":"m","messages":[],"x":"\ud800"}"#).unwrap_err();
+    assert!(
+        err.message.starts_with("body: invalid JSON"),
+        "{}",
+        err.message
+    );
+    let parsed = parse(Kind::Chat, br#"{"model":"a","model":"b","messages":[]}"#).unwrap();
+    assert_eq!(parsed.model, "b");
+    assert!(
+        parse(Kind::Chat, b"[]")
+            .unwrap_err()
+            .message
+            .contains("JSON object")
+    );
+}

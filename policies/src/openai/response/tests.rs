@@ -1,0 +1,148 @@
+use super::*;
+
+const CHUNK_A: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+const CHUNK_B: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n";
+const USAGE: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}\n\n";
+const DONE: &str = "data: [DONE]\n\n";
+
+fn stream() -> String {
+    [CHUNK_A, CHUNK_B, USAGE, DONE].concat()
+}
+
+/// Feed `body` cut at `cuts`, returning what the client receives.
+fn run(meter: &mut ResponseMeter, body: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut ends: Vec<usize> = cuts.to_vec();
+    ends.push(body.len());
+    for (i, end) in ends.iter().enumerate() {
+        let chunk = &body[start..*end];
+        let last = i == ends.len() - 1;
+        match meter.feed(chunk, last) {
+            Some(replacement) => out.extend_from_slice(&replacement),
+            None => out.extend_from_slice(chunk),
+        }
+        start = *end;
+    }
+    out
+}
+
+#[test]
+fn a_json_body_passes_unchanged_and_its_usage_is_read_at_the_end() {
+    let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#;
+    let mut meter = ResponseMeter::new(200, Some("application/json"), true);
+    assert!(!meter.rewrites_body());
+    assert_eq!(run(&mut meter, body, &[10, 50]), body.to_vec());
+    assert_eq!(
+        meter.usage(),
+        Some(Usage {
+            prompt_tokens: 3,
+            completion_tokens: 5
+        })
+    );
+    assert!(!meter.is_stream());
+}
+
+#[test]
+fn embeddings_usage_has_no_completion_tokens() {
+    let body = br#"{"data":[{"embedding":[0.1]}],"usage":{"prompt_tokens":4,"total_tokens":4}}"#;
+    let mut meter = ResponseMeter::new(200, None, false);
+    run(&mut meter, body, &[]);
+    assert_eq!(
+        meter.usage(),
+        Some(Usage {
+            prompt_tokens: 4,
+            completion_tokens: 0
+        })
+    );
+}
+
+#[test]
+fn the_usage_chunk_is_removed_at_every_split_and_nothing_else_changes() {
+    let body = stream();
+    let want = [CHUNK_A, CHUNK_B, DONE].concat();
+    for cut in 0..=body.len() {
+        let mut meter = ResponseMeter::new(200, Some("text/event-stream; charset=utf-8"), true);
+        let out = run(&mut meter, body.as_bytes(), &[cut]);
+        assert_eq!(String::from_utf8(out).unwrap(), want, "cut at {cut}");
+        assert_eq!(
+            meter.usage(),
+            Some(Usage {
+                prompt_tokens: 7,
+                completion_tokens: 2
+            })
+        );
+        assert_eq!(meter.content_events(), 2);
+    }
+}
+
+#[test]
+fn byte_by_byte_chunks_still_give_the_client_every_other_byte() {
+    let body = stream();
+    let cuts: Vec<usize> = (1..body.len()).collect();
+    let mut meter = ResponseMeter::new(200, Some("text/event-stream"), true);
+    let out = run(&mut meter, body.as_bytes(), &cuts);
+    assert_eq!(out, [CHUNK_A, CHUNK_B, DONE].concat().into_bytes());
+}
+
+#[test]
+fn when_the_client_asked_for_usage_the_stream_passes_byte_for_byte() {
+    let body = stream();
+    for cut in 0..=body.len() {
+        let mut meter = ResponseMeter::new(200, Some("text/event-stream"), false);
+        let mut start = 0;
+        for (end, last) in [(cut, false), (body.len(), true)] {
+            assert_eq!(meter.feed(&body.as_bytes()[start..end], last), None);
+            start = end;
+        }
+        assert_eq!(
+            meter.usage(),
+            Some(Usage {
+                prompt_tokens: 7,
+                completion_tokens: 2
+            }),
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn crlf_events_are_read_too() {
+    let body = stream().replace('\n', "\r\n");
+    let mut meter = ResponseMeter::new(200, Some("text/event-stream"), true);
+    let out = run(&mut meter, body.as_bytes(), &[33, 140]);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        [CHUNK_A, CHUNK_B, DONE].concat().replace('\n', "\r\n")
+    );
+    assert_eq!(meter.usage().map(|u| u.prompt_tokens), Some(7));
+}
+
+#[test]
+fn a_stream_cut_short_has_no_usage_but_counts_its_content_events() {
+    let body = [CHUNK_A, &CHUNK_B[..20]].concat();
+    let mut meter = ResponseMeter::new(200, Some("text/event-stream"), true);
+    let out = run(&mut meter, body.as_bytes(), &[]);
+    // What was held back is flushed at the end, whole or not.
+    assert_eq!(out, body.as_bytes());
+    assert_eq!(meter.usage(), None);
+    assert_eq!(meter.content_events(), 1);
+}
+
+#[test]
+fn an_error_response_is_never_rewritten() {
+    let mut meter = ResponseMeter::new(500, Some("text/event-stream"), true);
+    assert!(!meter.rewrites_body());
+    assert!(meter.is_error());
+    assert_eq!(meter.feed(stream().as_bytes(), true), None);
+}
+
+#[test]
+fn an_event_without_a_blank_line_past_the_limit_is_passed_on_unread() {
+    let mut meter = ResponseMeter::new(200, Some("text/event-stream"), true);
+    let big = vec![b'x'; MAX_EVENT_BYTES + 1];
+    assert_eq!(meter.feed(&big, false), None);
+    // Later bytes pass as they are.
+    assert_eq!(meter.feed(USAGE.as_bytes(), true), None);
+    assert_eq!(meter.usage(), None);
+}
