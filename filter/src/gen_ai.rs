@@ -35,7 +35,10 @@ pub(crate) fn duration_name(model: &str) -> String {
 
 /// The name of a model's time-to-first-token histogram.
 pub(crate) fn first_token_name(model: &str) -> String {
-    format!("gen_ai.server.time_to_first_token_ms.model.{}", label(model))
+    format!(
+        "gen_ai.server.time_to_first_token_ms.model.{}",
+        label(model)
+    )
 }
 
 /// The ids of one model's GenAI histograms.
@@ -71,7 +74,10 @@ impl GenAiMetrics {
             let mut usage = Vec::with_capacity(classes.len());
             for class in &classes {
                 usage.push([
-                    define(MetricType::Histogram, &token_usage_name(model, class, false))?,
+                    define(
+                        MetricType::Histogram,
+                        &token_usage_name(model, class, false),
+                    )?,
                     define(MetricType::Histogram, &token_usage_name(model, class, true))?,
                 ]);
             }
@@ -132,9 +138,15 @@ mod tests {
     fn every_model_gets_usage_per_class_and_type_and_two_latency_histograms() {
         let (_, defined) = define_all(&["b", "a"], &["free", "anonymous"]);
         assert_eq!(defined.len(), 2 * (2 * 2 + 2));
-        assert!(defined.iter().all(|(kind, _)| *kind == MetricType::Histogram));
-        assert!(defined.iter().any(|(_, n)| n
-            == "gen_ai.client.token.usage.model.a.caller_class.free.token_type.output"));
+        assert!(
+            defined
+                .iter()
+                .all(|(kind, _)| *kind == MetricType::Histogram)
+        );
+        assert!(
+            defined.iter().any(|(_, n)| n
+                == "gen_ai.client.token.usage.model.a.caller_class.free.token_type.output")
+        );
     }
 
     #[test]
@@ -142,9 +154,18 @@ mod tests {
         let (metrics, defined) = define_all(&["m.1", "n"], &["free", "pro"]);
         let name = |id: u32| defined[id as usize].1.as_str();
         let [input, output] = metrics.token_usage("n", "pro").unwrap();
-        assert_eq!(name(input), "gen_ai.client.token.usage.model.n.caller_class.pro.token_type.input");
-        assert_eq!(name(output), "gen_ai.client.token.usage.model.n.caller_class.pro.token_type.output");
-        assert_eq!(name(metrics.duration("m.1").unwrap()), "gen_ai.server.request.duration_ms.model.m_1");
+        assert_eq!(
+            name(input),
+            "gen_ai.client.token.usage.model.n.caller_class.pro.token_type.input"
+        );
+        assert_eq!(
+            name(output),
+            "gen_ai.client.token.usage.model.n.caller_class.pro.token_type.output"
+        );
+        assert_eq!(
+            name(metrics.duration("m.1").unwrap()),
+            "gen_ai.server.request.duration_ms.model.m_1"
+        );
         assert_eq!(
             name(metrics.first_token("n").unwrap()),
             "gen_ai.server.time_to_first_token_ms.model.n"

@@ -7,11 +7,19 @@
 //!   and applies the decision: header edits (then `clear_route_cache` when the route may
 //!   change) and `Continue`; or a local reply and `Pause`; or, when the body is needed, the
 //!   header edits that come with `NeedBody` and `Continue` with buffering armed (see
-//!   [`crate::body`]).
+//!   [`crate::body`]); `Pause` instead when `NeedBody::hold_headers` (OpenAI requests under
+//!   Envoy's `allow_on_headers_stop_iteration`), so the body decision's header edits and
+//!   rewritten body still apply.
 //! - `on_http_request_body`: `Pause` (buffer) until the body is complete or over its limit, then
 //!   decide on it: `Continue`, or a local reply (400, 413).
 //! - `on_http_request_trailers`: a body that ends in trailers is decided there.
-//! - `on_log`: counts the request by model and outcome and records its duration.
+//! - `on_http_response_headers` (OpenAI requests): adds the `x-ratelimit-*-tokens` headers and
+//!   starts the response meter (removing `content-length` when it rewrites the body).
+//! - `on_http_response_body` (OpenAI requests): records the time to first token of a stream,
+//!   feeds each chunk to the meter and replaces the chunk when the meter removed a usage chunk
+//!   the gateway asked for.
+//! - `on_log`: settles an OpenAI request's tokens (a stream cut short included) and records
+//!   the GenAI metrics; counts the request by model and outcome and records its duration.
 //!
 //! The model, outcome and verified subject are also stored as filter state
 //! (`proxy_set_property` on `modelgate.model`, `modelgate.outcome`, `modelgate.subject`;

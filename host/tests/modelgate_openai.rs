@@ -1,10 +1,10 @@
-//! The real `modelgate.wasm` on KServe's OpenAI endpoints, in the modelgate runtime with
+//! The real `modelgate.wasm` on `KServe`'s `OpenAI` endpoints, in the modelgate runtime with
 //! several worker VMs sharing shared data, as Envoy runs it: token budgets reserved at
 //! admission across workers, settled from the response's `usage` (JSON, and SSE cut at any
-//! byte), responses passed through byte for byte, and the GenAI metrics.
+//! byte), responses passed through byte for byte, and the `GenAI` metrics.
 //!
 //! Streams are driven through `ChainStream` with no listener and no upstream: the responses
-//! are written here in the shape KServe's OpenAI server sends (the e2e suites run the real
+//! are written here in the shape `KServe`'s `OpenAI` server sends (the e2e suites run the real
 //! server). Tokens are signed with jsonwebtoken and the test keys of `policies/tests/keys`.
 
 use std::net::SocketAddr;
@@ -76,10 +76,9 @@ fn rsa() -> EncodingKey {
 }
 
 fn jwks() -> Value {
-    let mut jwk = serde_json::to_value(
-        Jwk::from_encoding_key(&rsa(), Algorithm::RS256).expect("public jwk"),
-    )
-    .expect("jwk serializes");
+    let mut jwk =
+        serde_json::to_value(Jwk::from_encoding_key(&rsa(), Algorithm::RS256).expect("public jwk"))
+            .expect("jwk serializes");
     let object = jwk.as_object_mut().expect("jwk is an object");
     object.remove("alg");
     object.insert("kid".into(), json!("rsa"));
@@ -99,7 +98,7 @@ fn bearer(sub: &str, scope: &str) -> String {
     format!("Bearer {token}")
 }
 
-/// One OpenAI model, `model`, with a day's budget of `tokens` (a day, so the bucket does not
+/// One `OpenAI` model, `model`, with a day's budget of `tokens` (a day, so the bucket does not
 /// visibly refill while a test runs).
 fn config(model: &str, tokens: u64) -> Value {
     json!({
@@ -235,8 +234,7 @@ fn histogram(name: &str) -> (u64, f64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_parallel_requests_on_four_workers_admit_only_the_budget_and_settle_to_the_usage()
-{
+async fn fifty_parallel_requests_on_four_workers_admit_only_the_budget_and_settle_to_the_usage() {
     // 1,000 tokens, 100 reserved per request: ten fit, whichever worker VM they land on.
     let chain = Arc::new(chain(&config("llm-parallel", 1000), 4));
     let auth = Arc::new(bearer("alice", "models:llm"));
@@ -282,17 +280,34 @@ async fn a_json_response_passes_unchanged_and_settles_its_usage() {
         .await
         .expect("admitted");
     let body = json_usage(7, 30);
-    let (headers, out) = respond(stream, "application/json", &[&body[..40], &body[40..]], true).await;
+    let (headers, out) = respond(
+        stream,
+        "application/json",
+        &[&body[..40], &body[40..]],
+        true,
+    )
+    .await;
     assert_eq!(out.concat(), body);
     assert_eq!(header(&headers, "x-ratelimit-limit-tokens"), Some("1000"));
-    assert_eq!(header(&headers, "x-ratelimit-remaining-tokens"), Some("900"));
+    assert_eq!(
+        header(&headers, "x-ratelimit-remaining-tokens"),
+        Some("900")
+    );
     // 37 used instead of 100 reserved.
-    assert_eq!(remaining_after_one_more(&chain, &auth, "llm-json").await, 1000 - 37 - 100);
-    let (count, sum) = histogram("gen_ai.client.token.usage.model.llm-json.caller_class.authenticated.token_type.output");
+    assert_eq!(
+        remaining_after_one_more(&chain, &auth, "llm-json").await,
+        1000 - 37 - 100
+    );
+    let (count, sum) = histogram(
+        "gen_ai.client.token.usage.model.llm-json.caller_class.authenticated.token_type.output",
+    );
     assert_eq!(count, 2);
     // The second response had no usage: its whole reservation (88 completion tokens) stands.
     assert!((sum - (30.0 + 88.0)).abs() < f64::EPSILON, "sum {sum}");
-    assert_eq!(histogram("gen_ai.server.request.duration_ms.model.llm-json").0, 2);
+    assert_eq!(
+        histogram("gen_ai.server.request.duration_ms.model.llm-json").0,
+        2
+    );
 }
 
 const SSE: &[&str] = &[
@@ -313,7 +328,10 @@ async fn a_stream_the_client_asked_usage_for_passes_byte_for_byte_at_every_split
         let stream = admit(
             &chain,
             &auth,
-            &chat_body("llm-sse", r#","stream":true,"stream_options":{"include_usage":true}"#),
+            &chat_body(
+                "llm-sse",
+                r#","stream":true,"stream_options":{"include_usage":true}"#,
+            ),
         )
         .await
         .expect("admitted");
@@ -327,7 +345,10 @@ async fn a_stream_the_client_asked_usage_for_passes_byte_for_byte_at_every_split
         remaining_after_one_more(&chain, &auth, "llm-sse").await,
         100_000 - charged - 100
     );
-    assert_eq!(histogram("gen_ai.server.time_to_first_token_ms.model.llm-sse").0, cuts.len() as u64);
+    assert_eq!(
+        histogram("gen_ai.server.time_to_first_token_ms.model.llm-sse").0,
+        cuts.len() as u64
+    );
 }
 
 #[tokio::test]
@@ -347,24 +368,35 @@ async fn an_aborted_stream_is_charged_its_prompt_and_the_events_sent() {
     .await;
     assert_eq!(out.concat(), [SSE[0], SSE[1]].concat().into_bytes());
     // Charged 12 (the prompt estimate) + 2 instead of the 100 reserved.
-    assert_eq!(remaining_after_one_more(&chain, &auth, "llm-abort").await, 1000 - 14 - 100);
+    assert_eq!(
+        remaining_after_one_more(&chain, &auth, "llm-abort").await,
+        1000 - 14 - 100
+    );
 }
 
 #[tokio::test]
 async fn refusals_on_openai_paths_take_openai_s_error_shape() {
     let chain = chain(&config("llm-errors", 1000), 1);
-    let reply = admit(&chain, &bearer("erin", "models:other"), &chat_body("llm-errors", ""))
-        .await
-        .err()
-        .expect("refused");
+    let reply = admit(
+        &chain,
+        &bearer("erin", "models:other"),
+        &chat_body("llm-errors", ""),
+    )
+    .await
+    .err()
+    .expect("refused");
     assert_eq!(reply.status, 403);
     let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
     assert_eq!(body["error"]["type"], "PermissionDeniedError");
     assert_eq!(body["error"]["code"], "403");
-    let reply = admit(&chain, &bearer("erin", "models:llm"), br#"{"model":"llm-errors","messages":"hi"}"#)
-        .await
-        .err()
-        .expect("refused");
+    let reply = admit(
+        &chain,
+        &bearer("erin", "models:llm"),
+        br#"{"model":"llm-errors","messages":"hi"}"#,
+    )
+    .await
+    .err()
+    .expect("refused");
     assert_eq!(reply.status, 400);
     let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
     assert_eq!(body["error"]["param"], "messages");

@@ -121,16 +121,33 @@ async fn replay(chain: &FilterChain, case: &Value) {
         flow = stream.request_body(&mut body, true).await;
     }
     if matches!(flow, Flow::Continue) {
+        // A case may bring its own answer (an OpenAI stream); it arrives in two chunks cut in
+        // the middle, as a streamed response does.
+        let (content_type, mut answer) = match case["response"].as_array() {
+            Some(pair) => (
+                pair[0].as_str().unwrap_or_default().as_bytes().to_vec(),
+                bytes(&pair[1]),
+            ),
+            None => (
+                b"application/json".to_vec(),
+                br#"{"predictions":[0]}"#.to_vec(),
+            ),
+        };
         let mut response: Headers = vec![
             (":status".into(), b"200".to_vec()),
-            ("content-type".into(), b"application/json".to_vec()),
+            ("content-type".into(), content_type),
         ];
-        let mut answer = br#"{"predictions":[0]}"#.to_vec();
         if matches!(
             stream.response_headers(&mut response, false).await,
             Flow::Continue
         ) {
-            stream.response_body(&mut answer, true).await;
+            let mut rest = answer.split_off(answer.len() / 2);
+            if matches!(
+                stream.response_body(&mut answer, false).await,
+                Flow::Continue
+            ) {
+                stream.response_body(&mut rest, true).await;
+            }
         }
     }
     stream.finish();

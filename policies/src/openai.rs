@@ -587,7 +587,8 @@ pub(crate) fn openai_reply(mut reply: Reply, param: Option<&str>) -> Reply {
     if reply.status < 400 {
         return reply;
     }
-    let message = serde_json::from_str::<serde_json::Value>(&reply.body)
+    // Read back with the reader `request` uses: one instantiation of serde_json's parser.
+    let message = serde_json::from_slice::<serde_json::Value>(reply.body.as_bytes())
         .ok()
         .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
         .unwrap_or_default();

@@ -9,14 +9,18 @@ without one. Sources, each read where it lives so a case added there is replayed
   each fuzz target decodes its input (fuzz/fuzz_targets/*.rs), under the policies of
   fuzz/src/lib.rs (read from that file);
 - tests/e2e/corpus.py: every malformed and edge KServe V1/V2 body;
+- OpenAI bodies (OPENAI_BODIES below, and the body_model fuzz inputs) on every OpenAI path
+  under a policy with token budgets, answered with JSON and with SSE streams (whole, cut,
+  malformed), so the response meter runs too;
 - tests/reliability: every JWT attack and malformed Authorization value, every path attack
   with and without a token, every routing-header spoof, and the HTTP mutants of
   test_mutation_fuzz.py that still parse as a request, under the reliability policy with
   freshly generated keys (PyJWT + cryptography).
 
 Output on stdout: {"configs": {id: text}, "plugin_configs": [{source, config}],
-"cases": [{source, config, method, path, headers: [[name, value]], body}]}, every byte
-string as a list of byte values.
+"cases": [{source, config, method, path, headers: [[name, value]], body, response?}]}, every
+byte string as a list of byte values; `response` ([content type, body]) replaces the
+default JSON answer of the "model server".
 """
 
 from __future__ import annotations
@@ -141,6 +145,75 @@ def e2e_cases() -> list:
     return cases
 
 
+OPENAI_CONFIG = json.dumps({
+    "version": 1,
+    "rateLimit": {"key": {"header": "x-api-key"}, "maxKeys": 64},
+    "openai": {},
+    "models": {
+        "llm": {
+            "aliases": ["markov"],
+            "protocols": ["openai"],
+            "openai": {"maxTokens": 64, "tokenBudgets": [{"tokens": 1000, "per": "minute"}, {"tokens": 5000, "per": "day"}]},
+        }
+    },
+})
+
+OPENAI_PATHS = ("/openai/v1/chat/completions", "/openai/v1/completions", "/openai/v1/embeddings", "/openai/v1/rerank")
+
+OPENAI_BODIES = {
+    "chat": b'{"model":"llm","messages":[{"role":"user","content":"hi"}],"max_tokens":8}',
+    "chat stream": b'{"model":"llm","messages":[{"role":"user","content":"hi"}],"stream":true}',
+    "chat stream usage": b'{"model":"markov","messages":[],"stream":"yes","stream_options":{"include_usage":true}}',
+    "completion": b'{"model":"llm","prompt":["a","b"],"n":2}',
+    "token ids": b'{"model":"llm","prompt":[[1,2],[3]],"max_tokens":"4"}',
+    "embeddings": b'{"model":"llm","input":[{"role":"user","content":[{"type":"text","text":"x"}]}]}',
+    "huge max_tokens": b'{"model":"llm","prompt":"a","max_tokens":18446744073709551616}',
+    "negative n": b'{"model":"llm","prompt":"a","n":-9223372036854775808}',
+    "float tokens": b'{"model":"llm","prompt":"a","max_tokens":1e308}',
+    "nested": b'{"model":"llm","messages":' + b"[" * 2000 + b"]" * 2000 + b"}",
+    "surrogate": b'{"model":"llm","prompt":"\\ud800"}',
+    "not an object": b"[1,2,3]",
+    "empty": b"",
+    "truncated": b'{"model":"llm","messages":[{"role":"us',
+    "unknown model": b'{"model":"gpt-4","messages":[]}',
+    "options without stream": b'{"model":"llm","messages":[],"stream_options":{"x":1}}',
+}
+
+SSE_USAGE = (
+    b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+OPENAI_RESPONSES = {
+    "json": ("application/json", b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}'),
+    "json usage wrong": ("application/json", b'{"usage":{"prompt_tokens":-1,"completion_tokens":"x"}}'),
+    "sse": ("text/event-stream", SSE_USAGE),
+    "sse cut": ("text/event-stream", SSE_USAGE[:61]),
+    "sse crlf": ("text/event-stream; charset=utf-8", SSE_USAGE.replace(b"\n", b"\r\n")),
+    "sse garbage": ("text/event-stream", b"data: {\n\ndata:\n\n\n\n:comment\ndata: [1]\n\n" + b"\xff" * 64),
+}
+
+
+def openai_cases() -> list:
+    cases = []
+    key = ("x-api-key", b"zero-traps")
+    for label, body in OPENAI_BODIES.items():
+        # A key per body, so each gets past the budget at least once before it runs out.
+        own_key = ("x-api-key", label.encode())
+        for path in OPENAI_PATHS:
+            for answer, (content_type, response) in OPENAI_RESPONSES.items():
+                entry = case(f"export.py OPENAI_BODIES[{label}] {path} ({answer})", "openai", "POST", path, [JSON_TYPE, own_key], body)
+                entry["response"] = [content_type, byte_list(response)]
+                cases.append(entry)
+    for source, data in fuzz_inputs("body_model"):
+        for path in OPENAI_PATHS[:3]:
+            cases.append(case(source, "openai", "POST", path, [JSON_TYPE, key], data))
+    for path in ("/openai/v1/models", "/openai/v1/models/llm", "/openai/v1/models/nope", "/openai/v1/x"):
+        cases.append(case("export.py OpenAI GET paths", "openai", "GET", path, [key]))
+    return cases
+
+
 def parse_request(data: bytes) -> tuple[str, bytes, list[tuple[str, bytes]], bytes] | None:
     """A raw HTTP/1.1 request as the host would hand it to the filters, or None when the
     host's HTTP parser would refuse it before any filter ran."""
@@ -201,9 +274,11 @@ def main() -> None:
     fuzz, secret = fuzz_configs()
     cases, plugin_configs = fuzz_cases(secret)
     cases += e2e_cases()
+    cases += openai_cases()
     reliability_config, more = reliability_cases()
     cases += more
-    document = {"configs": {**fuzz, "reliability": reliability_config}, "plugin_configs": plugin_configs, "cases": cases}
+    configs_by_id = {**fuzz, "reliability": reliability_config, "openai": OPENAI_CONFIG}
+    document = {"configs": configs_by_id, "plugin_configs": plugin_configs, "cases": cases}
     json.dump(document, sys.stdout)
 
 

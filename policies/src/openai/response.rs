@@ -12,8 +12,7 @@
 //!   bytes held back: the end of a chunk that is not a whole event waits for the rest, so the
 //!   client receives every other byte exactly as the server sent it.
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde_json::Value;
 
 /// The largest JSON body kept to read its `usage`; a larger one settles as having none.
 const MAX_JSON_BYTES: usize = 4 * 1024 * 1024;
@@ -30,20 +29,32 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
-#[derive(Deserialize)]
-struct UsageFields {
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
+/// What is read of a JSON body or an SSE chunk: its `usage` and how many `choices` it has.
+/// Parsed as a `Value`, with the one instantiation of serde_json's parser that the request
+/// reader uses (each `from_slice::<T>` adds its own copy of the parser to the module).
+struct Envelope {
+    usage: Option<Usage>,
+    choices: usize,
 }
 
-/// What is read of a JSON body or an SSE chunk: unknown members are skipped.
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    usage: Option<UsageFields>,
-    #[serde(default)]
-    choices: Option<Vec<IgnoredAny>>,
+impl Envelope {
+    fn read(json: &[u8]) -> Option<Self> {
+        let value = serde_json::from_slice::<Value>(json).ok()?;
+        let usage = value.get("usage").and_then(|usage| {
+            Some(Usage {
+                prompt_tokens: usage.get("prompt_tokens")?.as_u64()?,
+                completion_tokens: usage
+                    .get("completion_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            })
+        });
+        let choices = value
+            .get("choices")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        Some(Self { usage, choices })
+    }
 }
 
 #[derive(Debug)]
@@ -163,20 +174,16 @@ impl ResponseMeter {
         if data.is_empty() || data == b"[DONE]" {
             return false;
         }
-        let Ok(envelope) = serde_json::from_slice::<Envelope>(&data) else {
+        let Some(envelope) = Envelope::read(&data) else {
             return false;
         };
-        let choices = envelope.choices.as_ref().map_or(0, Vec::len);
-        if choices > 0 {
+        if envelope.choices > 0 {
             self.content_events += 1;
         }
         match envelope.usage {
             Some(usage) => {
-                self.usage = Some(Usage {
-                    prompt_tokens: usage.prompt_tokens,
-                    completion_tokens: usage.completion_tokens.unwrap_or(0),
-                });
-                choices == 0
+                self.usage = Some(usage);
+                envelope.choices == 0
             }
             None => false,
         }
@@ -205,12 +212,7 @@ impl ResponseMeter {
 
 /// The top-level `usage` of a JSON body.
 fn read_usage(body: &[u8]) -> Option<Usage> {
-    let envelope: Envelope = serde_json::from_slice(body).ok()?;
-    let usage = envelope.usage?;
-    Some(Usage {
-        prompt_tokens: usage.prompt_tokens,
-        completion_tokens: usage.completion_tokens.unwrap_or(0),
-    })
+    Envelope::read(body)?.usage
 }
 
 /// The length of the first whole event in `bytes` (its blank line included), if there is one.
