@@ -21,8 +21,7 @@ use modelgate_runtime::{
 };
 use serde_json::{Value, json};
 
-const BUILD_COMMAND: &str =
-    "make wasm  (cargo build -p modelgate-filter --target wasm32-wasip1 --profile wasm)";
+const BUILD_COMMAND: &str = "make wasm  (scripts/build-wasm.sh: cargo, then wasm-opt)";
 const ISSUER: &str = "https://issuer.test";
 const CHAT: &str = "/openai/v1/chat/completions";
 
@@ -34,8 +33,7 @@ fn runtime() -> &'static Runtime {
 fn wasm() -> Arc<[u8]> {
     static WASM: OnceLock<Arc<[u8]>> = OnceLock::new();
     WASM.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip1/wasm/modelgate.wasm");
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/modelgate.wasm");
         match std::fs::read(&path) {
             Ok(bytes) => bytes.into(),
             Err(error) => panic!(
@@ -47,8 +45,15 @@ fn wasm() -> Arc<[u8]> {
     .clone()
 }
 
-/// Load modelgate with `config` into `vm_count` worker VMs of a `vm_id` of their own.
+/// Load modelgate with `config` into `vm_count` worker VMs of a `vm_id` of their own, as
+/// Envoy's default plugin config does (no `allow_on_headers_stop_iteration`).
 fn chain(config: &Value, vm_count: usize) -> FilterChain {
+    chain_with(config, vm_count, false)
+}
+
+/// As [`chain`], with Envoy's `allow_on_headers_stop_iteration` as given (the filter's
+/// `openai.holdHeadersForBody` must say the same).
+fn chain_with(config: &Value, vm_count: usize, allow_headers_stop: bool) -> FilterChain {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let vm_id = format!("modelgate-openai-{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let plugin = runtime()
@@ -60,6 +65,7 @@ fn chain(config: &Value, vm_count: usize) -> FilterChain {
             vm_config: Vec::new(),
             plugin_config: config.to_string().into_bytes(),
             failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
+            allow_on_headers_stop_iteration: allow_headers_stop,
             env: Vec::new(),
             vm_count,
             memory_limit_bytes: 128 << 20,
@@ -158,9 +164,9 @@ async fn admit(chain: &FilterChain, auth: &str, body: &[u8]) -> Result<ChainStre
         ("authorization".into(), auth.as_bytes().to_vec()),
     ];
     match stream.request_headers(&mut headers, false).await {
-        Flow::Continue => {}
+        // Continued, or held for the body (`allow_on_headers_stop_iteration`).
+        Flow::Continue | Flow::StopAndBuffer => {}
         Flow::LocalReply(reply) => return Err(reply),
-        Flow::StopAndBuffer => panic!("headers cannot buffer"),
     }
     let mut buffered = body.to_vec();
     match stream.request_body(&mut buffered, true).await {
@@ -400,4 +406,105 @@ async fn refusals_on_openai_paths_take_openai_s_error_shape() {
     assert_eq!(reply.status, 400);
     let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
     assert_eq!(body["error"]["param"], "messages");
+}
+
+/// The hold-mode config: `config(model, tokens)` with `openai.holdHeadersForBody`.
+fn hold_config(model: &str, tokens: u64) -> Value {
+    let mut config = config(model, tokens);
+    config["openai"] = json!({ "holdHeadersForBody": true });
+    config
+}
+
+/// Send a request whose headers the filter holds until it has read the body: the request as
+/// the upstream gets it (headers, body), and the stream.
+async fn admit_held(
+    chain: &FilterChain,
+    auth: &str,
+    body: &[u8],
+) -> (Headers, Vec<u8>, ChainStream) {
+    let mut stream = chain.stream(stream_info());
+    let mut headers: Headers = vec![
+        (":authority".into(), b"llm.local".to_vec()),
+        (":path".into(), CHAT.as_bytes().to_vec()),
+        (":method".into(), b"POST".to_vec()),
+        (":scheme".into(), b"http".to_vec()),
+        ("content-type".into(), b"application/json".to_vec()),
+        ("content-length".into(), body.len().to_string().into_bytes()),
+        ("authorization".into(), auth.as_bytes().to_vec()),
+    ];
+    assert!(matches!(
+        stream.request_headers(&mut headers, false).await,
+        Flow::StopAndBuffer
+    ));
+    let mut buffered = body.to_vec();
+    assert!(matches!(
+        stream.request_body(&mut buffered, true).await,
+        Flow::Continue
+    ));
+    let released = stream
+        .take_released_headers()
+        .expect("the held headers are released with the body");
+    (released, buffered, stream)
+}
+
+#[tokio::test]
+async fn held_headers_get_the_body_s_model_as_routing_header() {
+    let chain = chain_with(&hold_config("llm-held", 1000), 2, true);
+    let body = chat_body("llm-held", "");
+    let (headers, sent, stream) = admit_held(&chain, &bearer("fay", "models:llm"), &body).await;
+    assert_eq!(header(&headers, "x-gateway-model-name"), Some("llm-held"));
+    assert_eq!(
+        sent, body,
+        "a request that needs no usage is sent as it came"
+    );
+    stream.finish();
+}
+
+#[tokio::test]
+async fn usage_is_asked_for_and_its_chunk_removed_so_the_client_gets_exactly_its_stream() {
+    let chain = chain_with(&hold_config("llm-inject", 100_000), 2, true);
+    let auth = bearer("gus", "models:llm");
+    let sse = SSE.concat();
+    let without_usage = [SSE[0], SSE[1], SSE[3]].concat();
+    let cuts = [1, 40, 96, 97, 180, 230, 260, sse.len() - 1];
+    for cut in cuts {
+        let body = chat_body("llm-inject", r#","stream":true"#);
+        let (headers, sent, stream) = admit_held(&chain, &auth, &body).await;
+        // The upstream is asked for usage, with a content-length that matches.
+        let suffix = br#","stream_options":{"include_usage":true}}"#;
+        assert_eq!(&sent[..body.len() - 1], &body[..body.len() - 1]);
+        assert_eq!(&sent[body.len() - 1..], suffix);
+        assert_eq!(
+            header(&headers, "content-length"),
+            Some(sent.len().to_string().as_str())
+        );
+        let chunks = [&sse.as_bytes()[..cut], &sse.as_bytes()[cut..]];
+        let (response, out) = respond(stream, "text/event-stream", &chunks, true).await;
+        assert_eq!(
+            String::from_utf8(out.concat()).expect("UTF-8"),
+            without_usage,
+            "cut at {cut}"
+        );
+        assert_eq!(header(&response, "content-length"), None);
+    }
+    // Each stream was charged its usage (8 tokens), not its reservation.
+    assert_eq!(
+        remaining_after_one_more(&chain, &auth, "llm-inject").await,
+        100_000 - 8 * cuts.len() as u64 - 100
+    );
+}
+
+#[tokio::test]
+async fn with_held_headers_a_client_that_asked_for_usage_gets_the_stream_byte_for_byte() {
+    let chain = chain_with(&hold_config("llm-asked", 1000), 1, true);
+    let body = chat_body(
+        "llm-asked",
+        r#","stream":true,"stream_options":{"include_usage":true}"#,
+    );
+    let (_, sent, stream) = admit_held(&chain, &bearer("hal", "models:llm"), &body).await;
+    assert_eq!(sent, body);
+    let sse = SSE.concat();
+    let chunks = [&sse.as_bytes()[..150], &sse.as_bytes()[150..]];
+    let (_, out) = respond(stream, "text/event-stream", &chunks, true).await;
+    assert_eq!(out.concat(), sse.as_bytes());
 }

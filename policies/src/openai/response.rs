@@ -30,7 +30,7 @@ pub struct Usage {
 }
 
 /// What is read of a JSON body or an SSE chunk: its `usage` and how many `choices` it has.
-/// Parsed as a `Value`, with the one instantiation of serde_json's parser that the request
+/// Parsed as a `Value`, with the one instantiation of `serde_json`'s parser that the request
 /// reader uses (each `from_slice::<T>` adds its own copy of the parser to the module).
 struct Envelope {
     usage: Option<Usage>,
