@@ -394,3 +394,87 @@ fn config_errors_name_the_openai_fields() {
         error(&c)
     );
 }
+
+#[test]
+fn the_caller_class_is_the_claim_among_the_configured_values() {
+    let mut config = config(true);
+    config["openai"]["callerClass"] = json!({ "claim": "tenant", "values": ["acme", "initech"] });
+    let p = policies(&config);
+    assert_eq!(
+        p.caller_classes().iter().map(|c| &**c).collect::<Vec<_>>(),
+        ["acme", "initech", "other", "authenticated", "anonymous"]
+    );
+    let store = MemoryStore::new();
+    let class = |tenant: &str| {
+        let mut claims = crate::support::claims("alice", "models:markov");
+        claims["tenant"] = json!(tenant);
+        let token = crate::support::mint(
+            jsonwebtoken::Algorithm::RS256,
+            Some("rsa"),
+            &crate::support::rsa(),
+            &claims,
+        );
+        let c = Req::post(CHAT)
+            .bearer(&token)
+            .send(&p, &chat_body("markov", 1, ""), at(NOW), &store)
+            .unwrap();
+        c.openai.unwrap().caller_class.to_string()
+    };
+    assert_eq!(class("acme"), "acme");
+    assert_eq!(class("globex"), "other");
+}
+
+#[test]
+fn without_a_token_the_caller_is_anonymous_and_keyed_by_address() {
+    let p = policies(&json!({
+        "version": 1,
+        "openai": { "prefix": "" },
+        "models": { "llm": { "protocols": ["openai"], "openai": { "tokenBudgets": [{ "tokens": 100, "per": "minute" }] } } }
+    }));
+    assert_eq!(p.openai_model_names().collect::<Vec<_>>(), ["llm"]);
+    let store = MemoryStore::new();
+    let c = Req::post("/v1/chat/completions")
+        .send(&p, &chat_body("llm", 20, ""), at(NOW), &store)
+        .unwrap();
+    assert_eq!(&*c.openai.unwrap().caller_class, "anonymous");
+    // With an empty prefix `GET /v1/models` is KServe's V1 listing, OpenAI models included.
+    let list = Req::get("/v1/models")
+        .send(&p, b"", at(NOW), &store)
+        .unwrap_err();
+    assert_eq!(list.body, r#"{"models":["llm"]}"#);
+    // The 68 tokens left do not hold a 72-token reservation; another client address has a
+    // budget of its own.
+    let big = chat_body("llm", 60, "");
+    assert_eq!(
+        Req::post("/v1/chat/completions")
+            .send(&p, &big, at(NOW), &store)
+            .unwrap_err()
+            .status,
+        429
+    );
+    let mut other = Req::post("/v1/chat/completions");
+    other.client = Some("10.0.0.8:1".to_owned());
+    assert!(other.send(&p, &big, at(NOW), &store).is_ok());
+}
+
+#[test]
+fn a_prefix_must_be_plain_path_segments() {
+    for (prefix, ok) in [
+        ("", true),
+        ("/openai", true),
+        ("/a/b-c", true),
+        ("openai", false),
+        ("/openai/", false),
+        ("/a//b", false),
+        ("/a/../b", false),
+        ("/a b", false),
+    ] {
+        let mut c = config(true);
+        c["openai"]["prefix"] = json!(prefix);
+        assert_eq!(
+            Policies::from_json(c.to_string().as_bytes()).is_ok(),
+            ok,
+            "{prefix:?}"
+        );
+    }
+}
