@@ -227,6 +227,56 @@ mod tests {
     }
 
     #[test]
+    fn gen_ai_metrics_get_their_opentelemetry_names_under_the_documented_rules() {
+        // The rules docs/config.md gives for the filter's GenAI histograms (section `openai`).
+        let tags = TagExtractors::compile(
+            &[
+                spec(
+                    "gen_ai_request_model",
+                    r"^wasmcustom\.gen_ai\.[a-z_.]+?(\.model\.([^.]+))",
+                ),
+                spec(
+                    "caller_class",
+                    r"^wasmcustom\.gen_ai\.client\.token\.usage(?:\.model\.[^.]+)?(\.caller_class\.([^.]+))",
+                ),
+                spec(
+                    "gen_ai_token_type",
+                    r"^wasmcustom\.gen_ai\.client\.token\.usage.*(\.token_type\.([^.]+))$",
+                ),
+            ],
+            "statsTags",
+        )
+        .unwrap();
+        assert_eq!(
+            tags.wasm_series(
+                "gen_ai.client.token.usage.model.markov-1.caller_class.pro.token_type.output"
+            ),
+            Some((
+                "gen_ai_client_token_usage".into(),
+                vec![
+                    ("gen_ai_request_model".into(), "markov-1".into()),
+                    ("caller_class".into(), "pro".into()),
+                    ("gen_ai_token_type".into(), "output".into())
+                ]
+            ))
+        );
+        assert_eq!(
+            tags.wasm_series("gen_ai.server.time_to_first_token_ms.model.markov-1"),
+            Some((
+                "gen_ai_server_time_to_first_token_ms".into(),
+                vec![("gen_ai_request_model".into(), "markov-1".into())]
+            ))
+        );
+        assert_eq!(
+            tags.wasm_series("gen_ai.server.request.duration_ms.model.m"),
+            Some((
+                "gen_ai_server_request_duration_ms".into(),
+                vec![("gen_ai_request_model".into(), "m".into())]
+            ))
+        );
+    }
+
+    #[test]
     fn bad_regexes_name_their_place() {
         let err = TagExtractors::compile(&[spec("m", "(")], "admin.statsTags").unwrap_err();
         assert!(
