@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 WASM := target/modelgate.wasm
 
-.PHONY: setup setup-llm wasm build demo test test-rust test-policy test-e2e test-deploy test-reliability test-fuzz test-bench-report test-mutants mutants bench soak fuzz lint
+.PHONY: setup setup-llm wasm build demo test test-rust test-policy test-e2e test-deploy test-reliability test-fuzz test-bench-report test-mutants mutants bench bench-scale soak fuzz lint
 
 setup:            ## install toolchain target, apt packages and the Python venv
 	scripts/setup.sh
@@ -45,11 +45,14 @@ test-reliability: build ## hostile input and faults through the host (the soak i
 test-fuzz:        ## every fuzz target for a short, bounded time (longer: `make fuzz`)
 	scripts/fuzz.sh 10
 
-test-bench-report: ## the bench report's parsing (error responses are not throughput)
-	.venv/bin/python -m pytest -q -p no:cacheprovider bench/test_report.py
+test-bench-report: ## the bench reports' parsing (error responses are not throughput)
+	.venv/bin/python -m pytest -q -p no:cacheprovider bench/test_report.py bench/scale/test_report.py
 
 bench: setup build
 	bench/run.sh
+
+bench-scale: setup build ## cost against models, keys, callers, tokens, body size and replicas (~10 min)
+	.venv/bin/python bench/scale/scale.py
 
 soak: setup build
 	tests/reliability/soak.sh
