@@ -102,7 +102,6 @@ def rows(data):
                 "p99_ms": round(m["p99_ms"], 3),
                 "on_configure_ms": top(p["on_configure_us"], 1000),
                 "vm_memory_mib": top(p["vm_memory_bytes"], MIB),
-                "ready_s": p["ready_s"],
                 "vms": p["vms"],
                 "rss_mib": round(p["vmrss_kib"] / 1024, 1),
                 "hwm_mib": round(p["vmhwm_kib"] / 1024, 1),
@@ -167,13 +166,13 @@ def markdown(data, points):
         for p in sub:
             mark = " **errors: %d**" % p["errors"] if p["errors"] else ""
             body.append([p["point"] + mark, fmt(p["req_s"]), p["cpu_us_per_req"], f"{p['cpu_vs_base']:.2f}×",
-                         p["p50_ms"], p["p99_ms"], dash(p["on_configure_ms"]), dash(p["vm_memory_mib"]), p["ready_s"],
+                         p["p50_ms"], p["p99_ms"], dash(p["on_configure_ms"]), dash(p["vm_memory_mib"]),
                          f"{p['rss_mib']} ({p['hwm_mib']})", fmt(p["manifest_bytes"]), p["load_1min"]]
                         + ([fmt(p["callers_sent"])] if sweep in ("callers", "combined") else []))
             if (sweep, p["point"]) in FLAT_POINTS:
                 flat.append(p)
         header = ["point", "req/s", "CPU µs/req", "CPU vs base", "p50 ms", "p99 ms", "on_configure ms",
-                  "VM memory MiB", "ready s", "RSS MiB (peak)", "manifest bytes", "load"]
+                  "VM memory MiB", "RSS MiB (peak)", "manifest bytes", "load"]
         if sweep in ("callers", "combined"):
             header.append("callers sent")
         table(lines, header, body)
@@ -184,7 +183,9 @@ def markdown(data, points):
                           f"{f['point']} in {f['seconds']} s (load {f['loadavg']}).", ""]
     if data["configure"]:
         lines += ["## configure only: models past the load sweep", "",
-                  "Started, configured and stopped without load (on_configure time and memory per VM).", ""]
+                  "Started, configured and stopped without load (on_configure time and memory per VM). "
+                  "Ready: from the process's start to its admin listener's /ready, which includes compiling "
+                  "the module (Cranelift, in a child process) and starting every VM.", ""]
         body = []
         for c in data["configure"]:
             if "error" in c:
@@ -265,7 +266,6 @@ def plot(points, data, out_dir):
             if not categorical:
                 ax.set_xscale("log")
                 ax.set_xlabel(dim)
-            ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
         base_cpu = sub[0]["cpu_us_per_req"] if sub[0]["point"] == "base" else None
         if base_cpu:
@@ -278,6 +278,8 @@ def plot(points, data, out_dir):
                      label="VM linear memory")
         axes[3].plot(xs, [p["rss_mib"] for p in sub], "s-", label="process RSS")
         axes[3].legend(fontsize=8)
+        for ax in axes:
+            ax.set_ylim(bottom=0)  # after every series, so each axis fits its data
         fig.suptitle(f"{sweep}: {title}", fontsize=10)
         fig.tight_layout()
         path = Path(out_dir) / f"scale-{sweep}.png"

@@ -13,8 +13,8 @@ side, interleaved round by round (every other round in reverse order), and the b
 every sweep, so each ratio compares figures taken in the same minutes of this shared machine.
 
 Per point: CPU per request (the process's utime + stime from /proc over the requests served),
-p50/p99, `on_configure` time and the VM's linear memory after it (logged by the host's runtime
-for every VM it starts), the process's VmRSS/VmHWM after the rounds, the manifest's size as
+p50/p99, `on_configure` time and the VM's linear memory after it (when the host's runtime logs
+them for every VM it starts; empty otherwise), the process's VmRSS/VmHWM after the rounds, the manifest's size as
 JSON, and the load average beside the figures.
 
 Settings (environment): SCALE_DURATION seconds per measurement (4), SCALE_ROUNDS (2),
@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 SCALE = BENCH / "scale"
 MODELGATE = Path(os.environ.get("MODELGATE", ROOT / "target/release/modelgate"))
-WASM = Path(os.environ.get("MODELGATE_WASM", ROOT / "target/wasm32-wasip1/wasm/modelgate.wasm"))
+WASM = Path(os.environ.get("MODELGATE_WASM", ROOT / "target/modelgate.wasm"))
 DURATION = int(os.environ.get("SCALE_DURATION", "4"))
 ROUNDS = int(os.environ.get("SCALE_ROUNDS", "2"))
 FLOOD = int(os.environ.get("SCALE_FLOOD", "30"))
@@ -60,7 +60,7 @@ AUDIENCE = "modelgate-bench"
 MAX_BODY = 1048576
 INSTANCE = "[6.8,2.8,4.8,1.4]"
 TICK_HZ = os.sysconf("SC_CLK_TCK")
-# The host's runtime logs one line per VM it starts (host/runtime/src/vm.rs).
+# The line a host's runtime logs per VM it starts, when it does.
 CONFIGURE_LINE = re.compile(
     r"wasm vm \S+: on_configure took (\d+) us for (\d+) bytes of plugin config; linear memory (\d+) bytes"
 )
@@ -296,8 +296,9 @@ class Bench:
     def ready(self, point):
         """Wait for a started point's admin listener: every VM is configured by then."""
         wait_http(f"http://127.0.0.1:{point.admin}/ready", point.proc)
-        point.ready_s = time.monotonic() - point.started
-        point.rss_start_kib = proc_status_kib(point.proc.pid, "VmRSS")
+        if not hasattr(point, "ready_s"):  # the base point is in every sweep: its first start
+            point.ready_s = time.monotonic() - point.started
+            point.rss_start_kib = proc_status_kib(point.proc.pid, "VmRSS")
 
     def configure_figures(self, point):
         vms = [tuple(map(int, m.groups())) for m in CONFIGURE_LINE.finditer(point.log.read_text())]

@@ -47,7 +47,7 @@ def test_ratios_limits_and_acceptance_come_from_the_same_sweep(tmp_path):
     proc, out = run(tmp_path, records)
     assert proc.returncode == 0, proc.stderr
     md = (out / "scale.md").read_text()
-    assert "| 1000 | 1,250 | 65.0 | 1.30× | 0.5 | 2.0 | 90.0 | 2.0 | 0.5 | 25.0 (30.0) | 198,400 |" in md
+    assert "| 1000 | 1,250 | 65.0 | 1.30× | 0.5 | 2.0 | 90.0 | 2.0 | 25.0 (30.0) | 198,400 |" in md
     assert "| models 1000 | 65.0 | 50.0 | 1.30× | **no** |" in md
     # (198,400 - 1,400) / 998 = 197.4 bytes a model above 1,005: etcd's 1,572,864 bytes hold 7,963.
     assert "197 bytes per model" in md and "about 7,963 models" in md
