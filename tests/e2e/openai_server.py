@@ -22,7 +22,8 @@ assistant role (chat), one chunk per token, `finish_reason` on the last one, and
 Requests KServe cannot serve get KServe's OpenAI error shape
 (`{"error": {"message", "type", "param", "code"}}`, `errors.create_error_response`): token-id
 prompts, a prompt plus `max_tokens` past the context window, embedding `dimensions` other than
-the model's.
+the model's, and what vLLM's engine refuses after its pydantic models let it through
+(`max_tokens` or `n` below 1, with `SamplingParams`' messages).
 
 Additions for the tests (they change no answer): the request counter and `/debug/requests` of
 request_recorder.py, and `model_server_openai_tokens_total{model,type}`, the tokens this server
@@ -67,7 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind")
     parser.add_argument("--replica", default="", help="label shown in /debug/requests")
     parser.add_argument(
-        "--token-delay-ms", type=float, default=0.0, help="pause before each streamed token"
+        "--token-delay-ms", type=float, default=0.0, help="time to generate each token"
     )
     parser.add_argument("--verbose", action="store_true", help="keep KServe's per-request logs")
     return parser.parse_args(argv)
@@ -214,6 +215,18 @@ class MarkovModel(OpenAIGenerativeModel, OpenAIEncoderModel):
         self.token_delay = (ARGS.token_delay_ms if ARGS else 0.0) / 1000.0
 
     # Shared by chat and completions ---------------------------------------------------
+    @staticmethod
+    def _check_sampling(max_tokens, n):
+        """vLLM's checks of the sampling parameters its pydantic models let through
+        (vllm/sampling_params.py `SamplingParams._verify_args`), with its messages."""
+        if n is not None and n < 1:
+            return create_error_response(message=f"n must be at least 1, got {n}.", param="n")
+        if max_tokens is not None and max_tokens < 1:
+            return create_error_response(
+                message=f"max_tokens must be at least 1, got {max_tokens}.", param="max_tokens"
+            )
+        return None
+
     def _check_window(self, prompt_tokens: int, max_tokens: int):
         if prompt_tokens + max_tokens > CONTEXT_WINDOW:
             return create_error_response(
@@ -248,14 +261,24 @@ class MarkovModel(OpenAIGenerativeModel, OpenAIEncoderModel):
             total_tokens=prompt_tokens + completion,
         )
 
-    async def _pace(self):
-        await asyncio.sleep(self.token_delay)
+    async def _pace(self, tokens: int = 1):
+        """The time generating `tokens` takes (`--token-delay-ms` each), streamed or not."""
+        await asyncio.sleep(self.token_delay * tokens)
 
     # Chat completions -------------------------------------------------------------------
     async def create_chat_completion(self, request, raw_request=None, context=None):
         prompt = chat_prompt(request.messages)
         prompt_tokens = len(tokenize(prompt))
-        max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS
+        # As vLLM's `to_sampling_params`: max_completion_tokens when set, else max_tokens.
+        requested = (
+            request.max_completion_tokens
+            if request.max_completion_tokens is not None
+            else request.max_tokens
+        )
+        error = self._check_sampling(requested, request.n)
+        if error is not None:
+            return error
+        max_tokens = requested if requested is not None else DEFAULT_MAX_TOKENS
         error = self._check_window(prompt_tokens, max_tokens)
         if error is not None:
             return error
@@ -264,6 +287,7 @@ class MarkovModel(OpenAIGenerativeModel, OpenAIEncoderModel):
         created = int(time.time())
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         if not request.stream:
+            await self._pace(sum(len(g.tokens) for g in generations))
             return ChatCompletion(
                 id=request_id,
                 created=created,
@@ -321,6 +345,9 @@ class MarkovModel(OpenAIGenerativeModel, OpenAIEncoderModel):
                 message="prompt: token-id prompts are not supported by this model",
                 param="prompt",
             )
+        error = self._check_sampling(request.max_tokens, request.n)
+        if error is not None:
+            return error
         max_tokens = request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS
         n = request.n or 1
         prompt_tokens = [len(tokenize(p)) for p in prompts]
@@ -335,6 +362,7 @@ class MarkovModel(OpenAIGenerativeModel, OpenAIEncoderModel):
         request_id = f"cmpl-{uuid.uuid4().hex}"
         echo = [p if request.echo else "" for p in prompts for _ in range(n)]
         if not request.stream:
+            await self._pace(sum(len(g.tokens) for g in generations))
             return Completion(
                 id=request_id,
                 created=created,

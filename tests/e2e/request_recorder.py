@@ -5,7 +5,9 @@ Shared by model_server.py (the scikit-learn servers) and openai_server.py (the O
     reached this process (KServe's own histograms only count requests that got as far as
     the model, so they cannot prove a rejected request never arrived);
   - `GET /debug/requests` (registered by the server): the last requests received with their
-    headers and body, from `RecentRequests`.
+    headers and body, and the status and body the app answered (a stream's bytes as sent),
+    from `RecentRequests`; bodies are kept up to 64 KiB, latin-1 decoded so any bytes survive
+    JSON.
 Neither changes KServe's answers.
 """
 
@@ -95,10 +97,29 @@ class RequestRecorder:
                     "headers": dict(pairs),
                     "header_list": pairs,
                     "body": "",
+                    "response_status": None,
+                    "response_body": "",
                 }
                 self.recent.add(item)
                 receive = self._recording(receive, item)
+                send = self._sending(send, item)
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _sending(send, item: dict):
+        """Wraps `send` so the response's status and body bytes, as they leave the app (a
+        stream's chunks in order), are kept in `item`."""
+
+        async def wrapped(message):
+            if message["type"] == "http.response.start":
+                item["response_status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                room = RECORDED_BODY_LIMIT - len(item["response_body"])
+                if room > 0:
+                    item["response_body"] += message.get("body", b"")[:room].decode("latin-1")
+            await send(message)
+
+        return wrapped
 
     @staticmethod
     def _recording(receive, item: dict):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 
 import pytest
 import requests
@@ -155,3 +156,28 @@ def test_counters_see_every_request_and_the_usage_reported(server):
     for kind in ("prompt", "completion"):
         gained = after_tokens[(ZEN, kind)] - before_tokens.get((ZEN, kind), 0)
         assert gained == reply["usage"][f"{kind}_tokens"]
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens", "n"])
+def test_sampling_parameters_below_one_are_refused_as_vllms_engine_does(server, field):
+    # vLLM's pydantic models let these through; its SamplingParams refuses them.
+    answer = requests.post(f"{server}{PREFIX}/v1/chat/completions", json=chat_body(**{field: 0}), timeout=30)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    name = "n" if field == "n" else "max_tokens"
+    assert error["message"] == f"{name} must be at least 1, got 0."
+    assert error["param"] == name
+
+
+def test_the_server_records_what_it_answered_byte_for_byte(server):
+    rid = f"recorded-{uuid.uuid4()}"
+    answer = requests.post(
+        f"{server}{PREFIX}/v1/chat/completions",
+        json=chat_body(max_tokens=4, stream=True),
+        headers={"X-Request-ID": rid},
+        timeout=30,
+    )
+    records = requests.get(f"{server}/debug/requests", timeout=10).json()["requests"]
+    (record,) = [r for r in records if r["headers"].get("x-request-id") == rid]
+    assert record["response_status"] == 200
+    assert record["response_body"].encode("latin-1") == answer.content
