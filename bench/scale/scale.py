@@ -442,7 +442,7 @@ def main():
             for p in points:
                 bench.procs.stop(p.proc)
         if "configure" in SWEEPS:
-            bench.configure_only([2000, 5000, 10000])
+            bench.configure_only([2, 1000, 2000, 5000, 10000])
         if "replicas" in SWEEPS:
             from replicas import replicas  # noqa: PLC0415 (a sibling module, needed only here)
 
