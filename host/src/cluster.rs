@@ -1,5 +1,6 @@
 //! Upstream clusters: endpoints, load balancing (round robin, least request), passive
-//! health, circuit breakers, and the pooled HTTP/1.1 clients that reach them.
+//! health, circuit breakers, and the clients that reach them: pooled HTTP/1.1, or HTTP/2
+//! (`upstream_h2`) when the cluster's `appProtocol` asks for it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
+use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -15,8 +18,58 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::body::GatewayBody;
 use crate::config::{ClusterConfig, LbPolicy, OutlierConfig};
 use crate::outlier::{Health, Verdict};
+use crate::upstream_h2::{H2Client, H2Error, UpstreamTls};
 
-pub type UpstreamClient = Client<HttpConnector, GatewayBody>;
+/// A worker's client to one cluster, in the protocol the cluster speaks.
+pub enum UpstreamClient {
+    Http1(Client<HttpConnector, GatewayBody>),
+    Http2(H2Client),
+}
+
+/// Why an upstream request got no response.
+#[derive(Debug)]
+pub enum UpstreamError {
+    Http1(hyper_util::client::legacy::Error),
+    Http2(H2Error),
+}
+
+impl UpstreamError {
+    /// No connection could be made (connect failure, refused, timed out).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Http1(e) => e.is_connect(),
+            UpstreamError::Http2(e) => matches!(e, H2Error::Connect(_)),
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Http1(e) => write!(f, "{e}"),
+            UpstreamError::Http2(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl UpstreamClient {
+    /// Sends `request` (built by `headers::to_upstream_request` for `endpoint`).
+    pub async fn request(
+        &self,
+        endpoint: SocketAddr,
+        request: Request<GatewayBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match self {
+            UpstreamClient::Http1(client) => {
+                client.request(request).await.map_err(UpstreamError::Http1)
+            }
+            UpstreamClient::Http2(client) => client
+                .request(endpoint, request)
+                .await
+                .map_err(UpstreamError::Http2),
+        }
+    }
+}
 
 /// Idle upstream connections kept per endpoint. hyper keeps every one by default, so after a
 /// burst of 1,000 client connections about as many idle upstream sockets (and their buffers)
@@ -124,24 +177,34 @@ impl InFlight {
 }
 
 impl Cluster {
-    /// A cluster served by `workers` worker threads.
-    pub fn new(config: &ClusterConfig, workers: usize) -> Cluster {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout.0));
-        connector.set_nodelay(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            // The gateway sends the client's `host`, not the endpoint address.
-            .set_host(false)
-            .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            // Without a timer hyper only drops expired connections when it next checks one out.
-            .pool_timer(TokioTimer::new());
-        let clients = (0..=workers)
-            .map(|_| builder.build(connector.clone()))
-            .collect();
+    /// A cluster served by `workers` worker threads; the error is about its `tls`.
+    pub fn new(config: &ClusterConfig, workers: usize) -> Result<Cluster, String> {
+        let clients = if config.speaks_http2() {
+            let tls = config.tls.as_ref().map(UpstreamTls::new).transpose()?;
+            (0..=workers)
+                .map(|_| {
+                    UpstreamClient::Http2(H2Client::new(config.connect_timeout.0, tls.clone()))
+                })
+                .collect()
+        } else {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(config.connect_timeout.0));
+            connector.set_nodelay(true);
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                // The gateway sends the client's `host`, not the endpoint address.
+                .set_host(false)
+                .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
+                .pool_idle_timeout(IDLE_TIMEOUT)
+                // Without a timer hyper only drops expired connections when it next checks one
+                // out.
+                .pool_timer(TokioTimer::new());
+            (0..=workers)
+                .map(|_| UpstreamClient::Http1(builder.build(connector.clone())))
+                .collect()
+        };
         let breakers = &config.circuit_breakers;
-        Cluster {
+        Ok(Cluster {
             name: config.name.clone(),
             endpoints: config
                 .endpoints
@@ -162,7 +225,7 @@ impl Cluster {
             )),
             pending: AtomicUsize::new(0),
             max_pending: breakers.max_pending_requests,
-        }
+        })
     }
 
     /// The pooled client of the calling thread's worker.
@@ -254,7 +317,7 @@ mod tests {
         let yaml = format!(
             "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters: [{{name: c, lbPolicy: {policy}, endpoints: [127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3], outlierDetection: {{consecutiveErrors: 1, maxEjectionPercent: 50}}}}]\n"
         );
-        Arc::new(Cluster::new(&Config::parse(&yaml).unwrap().clusters[0], 1))
+        Arc::new(Cluster::new(&Config::parse(&yaml).unwrap().clusters[0], 1).unwrap())
     }
 
     #[tokio::test]

@@ -173,6 +173,35 @@ pub struct ClusterConfig {
     pub outlier_detection: OutlierConfig,
     #[serde(default)]
     pub circuit_breakers: CircuitBreakers,
+    /// The upstream protocol, named as a Service port's `appProtocol`: `kubernetes.io/h2c`,
+    /// `gateway.envoyproxy.io/h2c` or `grpc` make the cluster speak HTTP/2 (prior knowledge,
+    /// or ALPN `h2` with `tls`); anything else, or nothing, HTTP/1.1. Envoy Gateway reads it
+    /// the same way (`internal/gatewayapi/route.go`, `resolveBackendProtocol`).
+    #[serde(default)]
+    pub app_protocol: Option<String>,
+    /// TLS to the endpoints, as a `BackendTLSPolicy` sets it up.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+impl ClusterConfig {
+    /// Whether `appProtocol` selects HTTP/2 (see the field).
+    pub fn speaks_http2(&self) -> bool {
+        matches!(
+            self.app_protocol.as_deref(),
+            Some("kubernetes.io/h2c" | "gateway.envoyproxy.io/h2c" | "grpc")
+        )
+    }
+}
+
+/// Upstream TLS: what a `BackendTLSPolicy`'s `validation` holds.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpstreamTlsConfig {
+    /// PEM trust roots for the endpoints' certificates (`caCertificateRefs`).
+    pub ca_file: PathBuf,
+    /// SNI, and the name the certificate must be valid for (`hostname`).
+    pub hostname: String,
 }
 
 /// Envoy's cluster circuit breakers, for HTTP/1.1 upstreams where every request in flight
@@ -585,6 +614,11 @@ impl Config {
                 join(&mut tls.key_file);
             }
         }
+        for cluster in &mut self.clusters {
+            if let Some(tls) = &mut cluster.tls {
+                join(&mut tls.ca_file);
+            }
+        }
         for filter in &mut self.filters {
             join(&mut filter.wasm);
             if let Some(file) = &mut filter.config_file {
@@ -611,6 +645,9 @@ impl Config {
                 files.push(tls.cert_file.clone());
                 files.push(tls.key_file.clone());
             }
+        }
+        for cluster in &self.clusters {
+            files.extend(cluster.tls.as_ref().map(|tls| tls.ca_file.clone()));
         }
         for filter in &self.filters {
             files.push(filter.wasm.clone());
@@ -679,6 +716,12 @@ impl Config {
             if cluster.circuit_breakers.max_connections == 0 {
                 errors.push(format!(
                     "clusters[{i}].circuitBreakers.maxConnections: must be greater than 0"
+                ));
+            }
+            if cluster.tls.is_some() && !cluster.speaks_http2() {
+                errors.push(format!(
+                    "clusters[{i}].tls: upstream TLS needs an HTTP/2 appProtocol \
+                     (kubernetes.io/h2c or grpc); HTTP/1.1 over TLS is not supported"
                 ));
             }
         }

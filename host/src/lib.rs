@@ -1,6 +1,7 @@
 //! `modelgate-host`: the gateway around the Proxy-Wasm runtime, a small Envoy stand-in.
 //!
 //! It knows nothing of models, JWT or `KServe`: it listens (HTTP/1.1, h2c, TLS with ALPN),
+//! reaches clusters over HTTP/1.1 or HTTP/2 (h2c, or TLS with ALPN `h2`),
 //! runs every request through the configured filter chain, routes it by path, headers and
 //! method to a cluster of endpoints, and reports on an admin listener. The one exception is
 //! `policy_test::tokens`, which signs the test tokens a `modelgate test` case describes and
@@ -29,4 +30,5 @@ pub mod services;
 pub mod snapshot;
 pub mod stats_tags;
 pub mod units;
+pub mod upstream_h2;
 pub mod worker;

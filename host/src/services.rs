@@ -59,7 +59,11 @@ impl HostServices for GatewayServices {
                     return None;
                 }
             };
-            let response = match cluster.client().request(upstream).await {
+            let response = match cluster
+                .client()
+                .request(in_flight.endpoint().address, upstream)
+                .await
+            {
                 Ok(response) => response,
                 Err(e) => {
                     log::debug!("http_call to cluster {} failed: {e}", cluster.name);

@@ -44,13 +44,16 @@ impl Snapshot {
             RouteTable::default()
         });
         let workers = config.workers();
-        let clusters: Arc<Clusters> = Arc::new(
-            config
-                .clusters
-                .iter()
-                .map(|c| (c.name.clone(), Arc::new(Cluster::new(c, workers))))
-                .collect(),
-        );
+        let mut clusters = Clusters::new();
+        for (i, c) in config.clusters.iter().enumerate() {
+            match Cluster::new(c, workers) {
+                Ok(cluster) => {
+                    clusters.insert(c.name.clone(), Arc::new(cluster));
+                }
+                Err(reason) => errors.push(format!("clusters[{i}].tls: {reason}")),
+            }
+        }
+        let clusters = Arc::new(clusters);
         let mut tls = Vec::new();
         for (i, listener) in config.listeners.iter().enumerate() {
             let acceptor = listener

@@ -145,7 +145,12 @@ impl Target<'_> {
             }
             Err(Refused::Timeout) => return Err((ForwardError::Timeout, false)),
         }
-        match timeout_at(self.deadline, cluster.client().request(upstream_request)).await {
+        match timeout_at(
+            self.deadline,
+            cluster.client().request(address, upstream_request),
+        )
+        .await
+        {
             Err(_) => Err((ForwardError::Timeout, false)),
             Ok(Err(e)) if e.is_connect() => {
                 log::debug!("cluster {}: connect to {address} failed: {e}", cluster.name);
