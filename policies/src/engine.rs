@@ -2,7 +2,10 @@
 //!
 //! Authentication runs at header time for every request, so an unauthenticated body is never
 //! buffered. When the model is only known from the body (`routing.bodyModel`), authorization
-//! and rate limiting run in the body phase, once the model is known.
+//! and rate limiting run in the body phase, once the model is known; so do they for gRPC
+//! calls to KServe's inference service, whose message names the model (`grpc_model`).
+
+mod grpc_model;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,7 +26,9 @@ use crate::ratelimit::Check;
 use crate::request::RequestView;
 use crate::routing::{self, Endpoint, Target};
 use crate::store::SharedStore;
-use crate::{body_model, kserve_art, kserve_headers, kserve_v1, kserve_v2, openai, reply};
+use crate::{
+    body_model, grpc, kserve_art, kserve_headers, kserve_v1, kserve_v2, openai, reply,
+};
 
 /// The compiled policy set.
 #[derive(Debug)]
@@ -126,13 +131,19 @@ pub(crate) enum Stage {
     },
     /// An OpenAI request (`openai`): its body names the model.
     OpenAi { kind: Kind, caller: Caller },
+    /// A gRPC call whose message names the model, for the REST `endpoint` it stands for.
+    Grpc {
+        endpoint: Endpoint,
+        identity: Option<Arc<Identity>>,
+        limit_key: String,
+    },
 }
 
 impl Pending {
     pub(crate) fn model_name(&self) -> Option<&Arc<str>> {
         match &self.stage {
             Stage::Validate { name, .. } => Some(name),
-            Stage::BodyModel { .. } | Stage::OpenAi { .. } => None,
+            Stage::BodyModel { .. } | Stage::OpenAi { .. } | Stage::Grpc { .. } => None,
         }
     }
 
@@ -250,6 +261,9 @@ impl Engine {
                     return decision;
                 }
                 let mut edits = self.drop_client_route(request, edits);
+                if let Some(grpc::Method::Model(endpoint)) = grpc::method(request.path) {
+                    return self.grpc_needs_body(request, endpoint, identity, edits);
+                }
                 let path = routing::strip_query(request.path);
                 let by_body = self
                     .body_model
@@ -334,6 +348,11 @@ impl Engine {
                     }
                 }
             }
+            Stage::Grpc {
+                endpoint,
+                identity,
+                limit_key,
+            } => self.grpc_body(*endpoint, identity.as_deref(), limit_key, body, now, store),
             Stage::BodyModel {
                 identity,
                 limit_key,

@@ -16,7 +16,8 @@
 //! endpoint) and `models` (names, aliases); `jwt`, `jwks` and `token_cache` (authentication);
 //! `authz` (scopes and claims); `ratelimit` over `store` (GCRA in shared data);
 //! `kserve_headers` (the headers that decide how KServe reads a body), `kserve_v1`, `kserve_v2`
-//! and `body_model` (bodies), `strict_json` (every string decoded, as KServe's parsers do); `reply` and `decision` (what comes out).
+//! and `body_model` (bodies), `grpc` (KServe's gRPC inference service: methods, and the model a
+//! message names), `strict_json` (every string decoded, as KServe's parsers do); `reply` and `decision` (what comes out).
 //! The configuration reference is `docs/config.md`.
 
 // The policy runs inside the filter's VM, where a panic is a trap and, under Envoy's default
@@ -34,6 +35,7 @@ mod config;
 mod decision;
 mod engine;
 mod error;
+mod grpc;
 mod jwks;
 mod jwt;
 mod kserve_art;

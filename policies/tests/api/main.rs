@@ -4,6 +4,7 @@
 mod authz;
 mod config;
 mod env_secrets;
+mod grpc;
 mod jwt;
 mod lookalikes;
 mod openai;
