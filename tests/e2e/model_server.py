@@ -18,10 +18,14 @@ Roles:
              contributions add up to logit(x) - logit(mean). It is our own code, not
              alibi or another explainer library (none is installed here).
 
+With `--grpc-port` it also serves KServe's gRPC inference service (KServe's own `GRPCServer`
+and servicer, `inference.GRPCInferenceService`), bound to `--host` rather than KServe's `[::]`.
+
 Two additions serve the tests, neither changes KServe's answers:
   - a Prometheus counter `model_server_requests_total{endpoint}` of every request that
-    reached this process (KServe's own histograms only count requests that got as far as
-    `predict`, so they cannot prove a rejected request never arrived);
+    reached this process, gRPC calls included as `grpc_<Method>` (KServe's own histograms only
+    count requests that got as far as `predict`, so they cannot prove a rejected request
+    never arrived);
   - `GET /debug/requests`: the last requests received with their headers (as a dict, and
     as the list of pairs in arrival order, so a duplicate shows) and their body (the
     first 64 KiB, latin-1 decoded so any bytes survive JSON), so a test can assert exactly
@@ -38,7 +42,9 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 import warnings
+from concurrent import futures
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -46,6 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", choices=["iris", "wine"], required=True)
     parser.add_argument("--name", required=True, help="model name on the URL path")
     parser.add_argument("--port", type=int, required=True, help="HTTP port")
+    parser.add_argument("--grpc-port", type=int, default=0, help="gRPC port (0: no gRPC)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind")
     parser.add_argument("--role", choices=["predictor", "explainer"], default="predictor")
     parser.add_argument("--replica", default="", help="label shown in /debug/requests")
@@ -59,6 +66,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 ARGS = parse_args(sys.argv[1:])
 sys.argv = sys.argv[:1]
 
+import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import datasets  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
@@ -67,10 +75,17 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 import kserve  # noqa: E402
 from kserve import model_server as kserve_model_server  # noqa: E402
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc  # noqa: E402
+from kserve.protocol.grpc.interceptors import (  # noqa: E402
+    ExceptionToStatusInterceptor,
+    LoggingInterceptor,
+)
+from kserve.protocol.grpc.server import GRPCServer  # noqa: E402
+from kserve.protocol.grpc.servicer import InferenceServicer  # noqa: E402
 from kserve.protocol.rest.server import RESTServer  # noqa: E402
 from kserve.utils.utils import get_predict_input, get_predict_response  # noqa: E402
 
-from request_recorder import RecentRequests, RequestRecorder  # noqa: E402
+from request_recorder import REQUESTS, RecentRequests, RequestRecorder  # noqa: E402
 
 def train(dataset: str):
     """Trains a deterministic classifier on a dataset bundled with scikit-learn."""
@@ -139,16 +154,74 @@ class LinearShapExplainer(SklearnModel):
         return {"explanations": explanations}
 
 
-class LoopbackModelServer(kserve.ModelServer):
-    """KServe's ModelServer with the REST listener on a chosen address and no gRPC.
+class CountingInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every gRPC call that reached this process (`grpc_<Method>`) and records its
+    metadata in the recent requests, before KServe's own interceptors and servicer run."""
 
-    KServe hard-codes host 0.0.0.0 in RESTServer; this repeats ModelServer.start for the
-    single-worker REST case and sets the uvicorn host before it binds.
+    def __init__(self, recent: RecentRequests):
+        self.recent = recent
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        kind = "grpc_" + method.rsplit("/", 1)[-1]
+        REQUESTS.labels(endpoint=kind).inc()
+        pairs = [(k, v if isinstance(v, str) else v.decode("latin-1"))
+                 for k, v in handler_call_details.invocation_metadata or ()]  # fmt: skip
+        self.recent.add(
+            {
+                "time": time.time(),
+                "method": "POST",
+                "path": method,
+                "endpoint": kind,
+                "headers": dict(pairs),
+                "header_list": pairs,
+                "body": "",
+            }
+        )
+        return await continuation(handler_call_details)
+
+
+class LoopbackGRPCServer(GRPCServer):
+    """KServe's GRPCServer on a chosen address, with the counting interceptor first.
+
+    KServe binds `[::]` and fixes its interceptors in `GRPCServer.start`; this repeats that
+    method with the same servicer and interceptors.
     """
 
-    def __init__(self, host: str, **kwargs):
+    def __init__(self, host: str, recent: RecentRequests, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bind_host = host
+        self.recent = recent
+
+    async def start(self, max_workers):
+        servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
+        self._server = grpc.aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=(
+                CountingInterceptor(self.recent),
+                LoggingInterceptor(),
+                ExceptionToStatusInterceptor(),
+            ),
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
+        self._server.add_insecure_port(f"{self.bind_host}:{self._port}")
+        await self._server.start()
+        await self._server.wait_for_termination()
+
+
+class LoopbackModelServer(kserve.ModelServer):
+    """KServe's ModelServer with its listeners on a chosen address.
+
+    KServe hard-codes host 0.0.0.0 in RESTServer (and `[::]` for gRPC); this repeats
+    ModelServer.start for the single-worker REST case and sets the uvicorn host before it
+    binds, and starts KServe's gRPC server (LoopbackGRPCServer) when a gRPC port is given.
+    """
+
+    def __init__(self, host: str, recent: RecentRequests, grpc_port: int = 0, **kwargs):
         super().__init__(enable_grpc=False, **kwargs)
         self.bind_host = host
+        self.recent = recent
+        self.loopback_grpc_port = grpc_port
 
     def start(self, models) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
@@ -162,6 +235,17 @@ class LoopbackModelServer(kserve.ModelServer):
         )
         self._rest_server.config.host = self.bind_host
         self.servers.append(self._rest_server.start())
+        if self.loopback_grpc_port:
+            self._grpc_server = LoopbackGRPCServer(
+                self.bind_host,
+                self.recent,
+                self.loopback_grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs={},
+                grace_period=self.grace_period,
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
         self.register_signal_handler()
         asyncio.run(self._serve())
@@ -191,13 +275,20 @@ def main() -> None:
     def debug_requests():
         return recent.snapshot()
 
-    server = LoopbackModelServer(ARGS.host, http_port=ARGS.port, enable_latency_logging=False)
+    server = LoopbackModelServer(
+        ARGS.host,
+        recent,
+        grpc_port=ARGS.grpc_port,
+        http_port=ARGS.port,
+        enable_latency_logging=False,
+    )
     # After the server's constructor: it (re)configures KServe's logging.
     if not ARGS.verbose:
         quiet_loggers()
     print(
         f"model_server: {replica} serving {ARGS.name} ({ARGS.model}, {ARGS.role}) "
-        f"on http://{ARGS.host}:{ARGS.port}",
+        f"on http://{ARGS.host}:{ARGS.port}"
+        + (f" and grpc://{ARGS.host}:{ARGS.grpc_port}" if ARGS.grpc_port else ""),
         flush=True,
     )
     server.start([model])
