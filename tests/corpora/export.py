@@ -8,7 +8,8 @@ without one. Sources, each read where it lives so a case added there is replayed
 - fuzz/seeds/<target>/ and fuzz/corpus/<target>/ (when a fuzz run left one), decoded the way
   each fuzz target decodes its input (fuzz/fuzz_targets/*.rs), under the policies of
   fuzz/src/lib.rs (read from that file);
-- tests/e2e/corpus.py: every malformed and edge KServe V1/V2 body;
+- tests/e2e/corpus.py: every malformed and edge KServe V1/V2 body, and every malformed gRPC
+  `ModelInfer` body (with a valid one);
 - OpenAI bodies (OPENAI_BODIES below, and the body_model fuzz inputs) on every OpenAI path
   under a policy with token budgets, answered with JSON and with SSE streams (whole, cut,
   malformed), so the response meter runs too;
@@ -142,6 +143,11 @@ def e2e_cases() -> list:
     ):
         for label, body in bodies.items():
             cases.append(case(f"tests/e2e/corpus.py {name}[{label}]", "fuzz-open", "POST", path, [JSON_TYPE], body))
+    grpc = [("content-type", b"application/grpc"), ("te", b"trailers")]
+    infer = "/inference.GRPCInferenceService/ModelInfer"
+    bodies = {**corpus.GRPC_MALFORMED, "valid": corpus.grpc_frame(corpus.GRPC_INFER_IRIS)}
+    for label, body in bodies.items():
+        cases.append(case(f"tests/e2e/corpus.py GRPC_MALFORMED[{label}]", "fuzz-open", "POST", infer, grpc, body))
     return cases
 
 

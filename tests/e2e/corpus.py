@@ -104,3 +104,35 @@ V2_VALID_EDGES: dict[str, bytes] = {
     "nested data": v2(tensor(shape=[2, 4], data=[ROW, [6.8, 2.8, 4.8, 1.4]]), id="edge-nested"),
     "FP32": v2(tensor(datatype="FP32"), id="edge-fp32"),
 }
+
+
+def grpc_frame(message: bytes, flags: int = 0, length: int | None = None) -> bytes:
+    """One gRPC length-prefixed message (flags, big-endian length, bytes)."""
+    size = len(message) if length is None else length
+    return bytes([flags]) + size.to_bytes(4, "big") + message
+
+
+# `ModelInferRequest` bytes by hand: field 1 (`model_name`) is key 0x0a.
+GRPC_INFER_IRIS = b"\x0a\x0csklearn-iris\x12\x011"
+
+# Bodies of a gRPC `ModelInfer` call the filter cannot read as KServe's server would (policies
+# `grpc.rs`); each is refused with 400 (grpc-status 13 INTERNAL) before the server.
+GRPC_MALFORMED: dict[str, bytes] = {
+    "empty body": b"",
+    "prefix only": b"\x00\x00\x00",
+    "compressed flag": grpc_frame(GRPC_INFER_IRIS, flags=1),
+    "unknown flags": grpc_frame(GRPC_INFER_IRIS, flags=0x80),
+    "length past the end": grpc_frame(GRPC_INFER_IRIS, length=len(GRPC_INFER_IRIS) + 1),
+    "length of 4 GiB - 1": grpc_frame(b"", length=0xFFFFFFFF),
+    "two messages": grpc_frame(GRPC_INFER_IRIS) * 2,
+    "trailing byte": grpc_frame(GRPC_INFER_IRIS) + b"\x00",
+    "name not UTF-8": grpc_frame(b"\x0a\x02\xff\xfe"),
+    "field runs past the end": grpc_frame(b"\x0a\x05ab"),
+    "field number 0": grpc_frame(GRPC_INFER_IRIS + b"\x00"),
+    "truncated key": grpc_frame(b"\x80"),
+    "eleven-byte varint": grpc_frame(b"\x08" + b"\xff" * 10 + b"\x01" + GRPC_INFER_IRIS),
+    "group": grpc_frame(b"\x0b\x0c" + GRPC_INFER_IRIS),
+    "empty model name": grpc_frame(b"\x0a\x00"),
+    "no model name": grpc_frame(b"\x12\x011"),
+    "model name with a slash": grpc_frame(b"\x0a\x03a/b"),
+}

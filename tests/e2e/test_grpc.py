@@ -28,6 +28,7 @@ import yaml
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
+import corpus
 import demo_config
 import keys
 import stack as stack_mod
@@ -276,4 +277,24 @@ def test_an_unknown_model_is_refused_before_the_server(gs, stub, subject):
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(infer_request("no-such-model"), metadata=bearer(token), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # 404 -> 12
+    assert gs.reached("ModelInfer") == before
+
+
+@pytest.mark.parametrize("label", list(corpus.GRPC_MALFORMED))
+def test_unreadable_messages_are_refused_before_the_server(gs, subject, label):
+    token = gs.token(sub=subject, scope=f"{demo_config.WINE_SCOPE} {demo_config.IRIS_SCOPE}")
+    before = gs.reached("ModelInfer")
+    with httpx.Client(http1=False, http2=True) as client:
+        r = client.post(
+            f"http://127.0.0.1:{gs.gateway_port}{SERVICE}/ModelInfer",
+            content=corpus.GRPC_MALFORMED[label],
+            headers={
+                "content-type": "application/grpc",
+                "te": "trailers",
+                "authorization": f"Bearer {token}",
+            },
+        )
+    assert r.status_code == 200
+    assert r.headers["grpc-status"] == "13", r.headers  # 400 -> INTERNAL
+    assert "gRPC" in r.headers["grpc-message"] or "model name" in r.headers["grpc-message"]
     assert gs.reached("ModelInfer") == before
