@@ -1,5 +1,7 @@
-//! The gRPC part of the ABI. The gateway has no gRPC clusters, so calls answer UNIMPLEMENTED;
-//! the imports exist because wasmtime refuses modules with unresolved imports.
+//! The gRPC part of the ABI, not implemented yet: calls answer UNIMPLEMENTED where Envoy makes
+//! them through its async gRPC client (`source/extensions/common/wasm/context.cc`, `grpcCall`,
+//! `grpcStream`), though the gateway's HTTP/2 clusters could carry them. The imports exist
+//! because wasmtime refuses modules with unresolved imports.
 
 use wasmtime::Linker;
 
