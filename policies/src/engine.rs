@@ -26,9 +26,7 @@ use crate::ratelimit::Check;
 use crate::request::RequestView;
 use crate::routing::{self, Endpoint, Target};
 use crate::store::SharedStore;
-use crate::{
-    body_model, grpc, kserve_art, kserve_headers, kserve_v1, kserve_v2, openai, reply,
-};
+use crate::{body_model, grpc, kserve_art, kserve_headers, kserve_v1, kserve_v2, openai, reply};
 
 /// The compiled policy set.
 #[derive(Debug)]
