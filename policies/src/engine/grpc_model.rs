@@ -45,6 +45,8 @@ impl Engine {
             max_bytes: self.max_body_bytes,
             route_changed: edits.remove.contains(&self.routing_header),
             headers: edits.without_redundant_removals(),
+            // The route is chosen by path (module docs): nothing to hold the headers for.
+            hold_headers: false,
             pending: PendingRequest(Pending {
                 max_bytes: self.max_body_bytes,
                 subject: None,
@@ -114,6 +116,7 @@ impl Engine {
                     headers: HeaderEdits::default(),
                     route_changed: false,
                     verdict,
+                    openai: None,
                 })
             }
             Err(reply) => BodyDecision::Reply(reply),
