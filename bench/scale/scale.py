@@ -17,7 +17,7 @@ p50/p99, `on_configure` time and the VM's linear memory after it (when the host'
 them for every VM it starts; empty otherwise), the process's VmRSS/VmHWM after the rounds, the manifest's size as
 JSON, and the load average beside the figures.
 
-Settings (environment): SCALE_DURATION seconds per measurement (4), SCALE_ROUNDS (2),
+Settings (environment): SCALE_DURATION seconds per measurement (4), SCALE_ROUNDS (4: with 2, points of a sweep at load 20 differed by up to 1.4x from noise alone),
 SCALE_FLOOD seconds of new callers sent to the largest callers point before its rounds (30),
 SCALE_SWEEPS subset of "models keys callers tokens body combined configure replicas",
 SCALE_OUT results directory (bench/results).
@@ -49,7 +49,7 @@ SCALE = BENCH / "scale"
 MODELGATE = Path(os.environ.get("MODELGATE", ROOT / "target/release/modelgate"))
 WASM = Path(os.environ.get("MODELGATE_WASM", ROOT / "target/modelgate.wasm"))
 DURATION = int(os.environ.get("SCALE_DURATION", "4"))
-ROUNDS = int(os.environ.get("SCALE_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("SCALE_ROUNDS", "4"))
 FLOOD = int(os.environ.get("SCALE_FLOOD", "30"))
 SWEEPS = os.environ.get("SCALE_SWEEPS", "models keys callers tokens body combined configure replicas").split()
 OUT = Path(os.environ.get("SCALE_OUT", BENCH / "results"))
