@@ -28,7 +28,8 @@ cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/mutants-build}"
 
 args=()
-test_args=()
+# Unit and integration tests; doc tests catch nothing the others do not.
+test_args=(-- --lib --tests)
 if [[ ${1:-} == --in-diff ]]; then
     shift
     # main's merge-base; where there is no `main` branch (a CI checkout of main itself),
