@@ -175,6 +175,12 @@ fn validates_the_json_header_of_binary_bodies() {
             body.len()
         ))
     );
+    // The JSON header may be the whole body: every input carries its data in JSON.
+    let plain = r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}"#;
+    assert_eq!(
+        validate(plain.as_bytes(), Some(&plain.len().to_string())),
+        Ok(())
+    );
     assert_eq!(
         validate(&body, Some("-3")),
         Err("inference-header-content-length: not a non-negative integer".to_owned())
@@ -327,8 +333,22 @@ fn declared_inputs_fix_names_datatypes_and_shapes() {
         Err(r#"inputs[0].datatype: FP32, the model declares FP64 for "input-0""#.to_owned())
     );
     assert_eq!(
-        check(&rules, &[tensor("input-0", "FP64", "[1, 1, 4]", row), mask]),
+        check(
+            &rules,
+            &[tensor("input-0", "FP64", "[1, 1, 4]", row), mask.clone()]
+        ),
         Err("inputs[0].shape: [1, 1, 4] does not fit the declared [-1, 4]".to_owned())
+    );
+    // Of the same rank, a shape fits only where every fixed dimension is the declared one.
+    assert_eq!(
+        check(
+            &rules,
+            &[
+                tensor("input-0", "FP64", "[1, 3]", "[[5.1, 3.5, 1.4]]"),
+                mask
+            ]
+        ),
+        Err("inputs[0].shape: [1, 3] does not fit the declared [-1, 4]".to_owned())
     );
 }
 

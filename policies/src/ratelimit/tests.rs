@@ -21,6 +21,7 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 #[test]
 fn allows_the_burst_then_limits_then_refills() {
     let store = MemoryStore::new();
+    assert!(store.is_empty());
     let q = quota(1, 3);
     for remaining in [2, 1, 0] {
         assert_eq!(
@@ -62,6 +63,9 @@ fn allows_the_burst_then_limits_then_refills() {
         q.check("alice", T0 + Duration::from_secs(10), &store),
         Check::Allowed { remaining: 2, .. }
     ));
+    // Alice's state is one slot of the store.
+    assert!(!store.is_empty());
+    assert_eq!(store.len(), 1);
 }
 
 #[test]
@@ -144,25 +148,30 @@ fn retries_after_a_cas_conflict_and_counts_both_requests() {
     ));
 }
 
-/// A store that always loses the race.
-struct AlwaysConflicting(MemoryStore);
+/// A store that always loses the race, counting the writes tried (and failing the test rather
+/// than looping for ever).
+struct AlwaysConflicting(MemoryStore, Cell<u32>);
 
 impl SharedStore for AlwaysConflicting {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         self.0.get(key)
     }
     fn set(&self, _: &str, _: &[u8], _: u32) -> Result<(), StoreError> {
+        self.1.set(self.1.get() + 1);
+        assert!(self.1.get() <= 1000, "still retrying after 1000 conflicts");
         Err(StoreError::CasMismatch)
     }
 }
 
 #[test]
 fn endless_conflicts_are_reported_not_looped_on() {
-    let store = AlwaysConflicting(MemoryStore::new());
+    let store = AlwaysConflicting(MemoryStore::new(), Cell::new(0));
     assert_eq!(
         quota(1, 3).check("alice", T0, &store),
         Check::StoreFailed(StoreError::CasMismatch)
     );
+    // Exactly MAX_CAS_ATTEMPTS writes, then the failure is reported.
+    assert_eq!(store.1.get(), super::MAX_CAS_ATTEMPTS);
 }
 
 #[test]
@@ -191,6 +200,28 @@ fn long_keys_are_truncated_on_a_char_boundary() {
     assert!(matches!(
         quota(1, 1).check(&long, T0, &store),
         Check::Limited { .. }
+    ));
+}
+
+#[test]
+fn a_key_is_cut_before_a_char_that_straddles_the_limit() {
+    // 255 bytes, then a 2-byte char over byte 256: the key is its first 255 bytes, so two
+    // keys that differ only from that char on share one limit.
+    let head = format!("a{}", "\u{e9}".repeat(127));
+    let store = MemoryStore::new();
+    let q = quota(1, 1);
+    assert!(matches!(
+        q.check(&format!("{head}\u{e9}-one"), T0, &store),
+        Check::Allowed { .. }
+    ));
+    assert!(matches!(
+        q.check(&format!("{head}\u{e8}-two"), T0, &store),
+        Check::Limited { .. }
+    ));
+    // A key that differs within the first 255 bytes has a limit of its own.
+    assert!(matches!(
+        q.check(&format!("b{}\u{e9}", &head[1..]), T0, &store),
+        Check::Allowed { .. }
     ));
 }
 
