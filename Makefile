@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 WASM := target/modelgate.wasm
 
-.PHONY: setup setup-llm wasm build demo test test-rust test-policy test-e2e test-deploy test-reliability test-fuzz test-bench-report test-mutants mutants bench bench-scale soak fuzz lint
+.PHONY: setup setup-llm wasm build demo demo-llm test test-rust test-policy test-e2e test-deploy test-reliability test-fuzz test-bench-report test-mutants mutants bench bench-scale soak fuzz lint
 
 setup:            ## install toolchain target, apt packages and the Python venv
 	scripts/setup.sh
@@ -19,6 +19,9 @@ build: wasm       ## build the host binary `modelgate`
 
 demo: setup build ## run modelgate in front of real KServe model servers
 	scripts/demo.sh
+
+demo-llm: setup-llm build ## the demo plus KServe's OpenAI server: chat, streaming, token budgets
+	scripts/demo.sh --llm
 
 lint:
 	cargo fmt --all -- --check

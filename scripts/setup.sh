@@ -7,7 +7,7 @@
 #     (scripts/build-wasm.sh) optimises the filter with it;
 #   - Prometheus and promtool (Debian package `prometheus`, only when missing): the e2e suite
 #     runs a real Prometheus against the stack, tests/deploy runs promtool on the alerts;
-#   - with --llm (`make test`): a second venv at .venv-llm with
+#   - with --llm (`make test`, `make demo-llm`): a second venv at .venv-llm with
 #     tests/requirements-llm.txt (kserve[llm], vLLM: about 10 GB) for the KServe OpenAI
 #     model server; `make demo` does not need it.
 # Idempotent and silent when everything is already in place, so running it before every

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
-import socket
 from pathlib import Path
 
 import pytest
 import requests
 
 import demo_config
-import llm_stack
+import llm_stack as llm_stack_mod
 import stack as stack_mod
 
 BOTH_SCOPES = f"{demo_config.IRIS_SCOPE} {demo_config.WINE_SCOPE}"
@@ -70,32 +68,27 @@ def gw(stack, token) -> requests.Session:
 
 
 @pytest.fixture(scope="session")
-def openai_servers(tmp_path_factory) -> list:
-    """Two KServe OpenAI model servers (llm_stack.py; each serves both generative models),
-    the replicas of one cluster. Like the stack, a server that cannot start fails every test
-    that uses them, with its log."""
-    sockets = [socket.socket() for _ in range(2)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    specs = [llm_stack.OpenAIServerSpec(f"openai-{i + 1}", port) for i, port in enumerate(ports)]
-    processes: list = []
+def llm_stack(tmp_path_factory) -> stack_mod.Stack:
+    """The LLM stack (`make demo-llm`'s): the stack's servers plus two KServe OpenAI servers,
+    behind a gateway whose filter serves the OpenAI models too (demo_config, `llm`). Like
+    `stack`, a part that cannot start fails every test that uses it, with its log."""
+    run_dir = Path(tmp_path_factory.mktemp("llm-stack"))
+    s = stack_mod.Stack(stack_mod.free_ports(), run_dir, llm=True)
     failure = None
     try:
-        llm_stack.start_openai_servers(specs, tmp_path_factory.mktemp("openai"), processes)
+        s.start()
     except stack_mod.StackError as e:
         failure = str(e)
     if failure is not None:
-        for proc in processes:
-            proc.signal_group(signal.SIGKILL)
-        pytest.fail(f"the KServe OpenAI servers did not start: {failure}", pytrace=False)
-    yield specs
-    dead = [f"{p.name}:\n{p.log_tail()}" for p in processes if not p.alive()]
-    for proc in processes:
-        proc.signal_group(signal.SIGTERM)
-    for proc in processes:
-        if not proc.wait(10.0):
-            proc.signal_group(signal.SIGKILL)
+        s.stop()
+        pytest.fail(f"the LLM stack did not start: {failure}", pytrace=False)
+    yield s
+    dead = [f"{p.name}:\n{p.log_tail()}" for p in s.processes if not p.alive()]
+    s.stop()
     assert not dead, "exited during the suite: " + "\n".join(dead)
+
+
+@pytest.fixture(scope="session")
+def openai_servers(llm_stack) -> list[llm_stack_mod.OpenAIServerSpec]:
+    """The LLM stack's two KServe OpenAI servers, the replicas of one cluster."""
+    return llm_stack.openai_servers()

@@ -1,5 +1,9 @@
 """`make demo`: modelgate in front of real KServe model servers, until Ctrl-C.
 
+`make demo-llm` (`--llm`) adds KServe's OpenAI server with two generative models
+(openai_server.py, in .venv-llm) and walks through chat, a streamed chat, the model list
+filtered per caller and a token budget's 429.
+
 Starts the stack (stack.py), writes demo tokens next to the generated config in the run
 directory (default .run/demo), runs each example curl command once and shows its real
 answer, prints the commands again ready to paste, and waits. Ctrl-C (or SIGTERM) stops every
@@ -102,12 +106,58 @@ def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
     ]
 
 
+def llm_examples() -> list[tuple[str, str]]:
+    """The LLM walkthrough (`--llm`): KServe's OpenAI endpoints through the gateway."""
+    gw = "$GW"
+    json_h = "-H 'Content-Type: application/json'"
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    chat = f"{gw}{demo_config.OPENAI_PREFIX}/v1/chat/completions"
+    question = '"messages": [{"role": "user", "content": "Is beautiful better than ugly?"}]'
+    return [
+        (
+            "OpenAI models this token may use (answered by the filter)",
+            f"curl -s {auth} {gw}{demo_config.OPENAI_PREFIX}/v1/models",
+        ),
+        (
+            "A token scoped for markov-zen only sees only markov-zen",
+            f'curl -s -H "Authorization: Bearer $ZEN_TOKEN" {gw}{demo_config.OPENAI_PREFIX}/v1/models',
+        ),
+        (
+            "Chat with markov-zen, routed by the body's model to KServe's OpenAI server",
+            f"curl -s {auth} {json_h} {chat} -d '{{\"model\": \"{demo_config.ZEN}\", {question}, \"max_tokens\": 20}}'",
+        ),
+        (
+            "A streamed chat: server-sent events as KServe frames them, one per token",
+            f"curl -sN {auth} {json_h} {chat} "
+            f"-d '{{\"model\": \"{demo_config.ZEN}\", {question}, \"max_tokens\": 6, \"stream\": true}}'",
+        ),
+        (
+            "A malformed chat body: 400 in OpenAI's error shape, never reaches KServe",
+            f'curl -s -w " (%{{http_code}})\\n" {auth} {json_h} {chat} '
+            f"-d '{{\"model\": \"{demo_config.ZEN}\", \"messages\": \"hi\"}}'",
+        ),
+        (
+            "Five chats at once against markov-docs' token budget (200 tokens a minute per subject): "
+            "each reserves its prompt and max_tokens before it is forwarded, so the ones that do not "
+            "fit get 429 with Retry-After",
+            f"for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{{http_code}} remaining=%header{{x-ratelimit-remaining-tokens}} "
+            f"retry-after=%header{{retry-after}}\\n' {auth} {json_h} {chat} "
+            f"-d '{{\"model\": \"{demo_config.DOCS}\", {question}, \"max_tokens\": 60}}' & done; wait",
+        ),
+    ]
+
+
 def write_tokens(s: stack_mod.Stack) -> dict[str, str]:
     both = f"{demo_config.IRIS_SCOPE} {demo_config.WINE_SCOPE}"
+    if s.llm:
+        both += " " + " ".join(demo_config.CHAT_SCOPES.values())
     tokens = {
         "TOKEN": s.token("RS256", sub="demo-user", scope=both, lifetime=24 * 3600),
         "WINE_TOKEN": s.token("ES256", sub="wine-only-user", scope=demo_config.WINE_SCOPE, lifetime=24 * 3600),
     }
+    if s.llm:
+        zen = demo_config.CHAT_SCOPES[demo_config.ZEN]
+        tokens["ZEN_TOKEN"] = s.token("ES256", sub="zen-only-user", scope=zen, lifetime=24 * 3600)
     for name, value in tokens.items():
         path = s.run_dir / name.lower()
         path.write_text(value + "\n")
@@ -123,8 +173,12 @@ def shell_env(s: stack_mod.Stack, tokens: dict[str, str]) -> dict[str, str]:
     }
 
 
+def all_examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
+    return examples(s) + (llm_examples() if s.llm else [])
+
+
 def run_walkthrough(s: stack_mod.Stack, env: dict[str, str]) -> None:
-    for title, command in examples(s):
+    for title, command in all_examples(s):
         print(f"\n## {title}\n$ {command}", flush=True)
         result = subprocess.run(
             ["bash", "-c", command],
@@ -140,8 +194,11 @@ def print_paste_block(s: stack_mod.Stack, env: dict[str, str]) -> None:
     run = shlex.quote(str(s.run_dir))
     print("\n# Ready to paste (tokens valid 24 h):")
     print(f"export RUN={run} GW={env['GW']} ADMIN={env['ADMIN']}")
-    print('export TOKEN=$(cat "$RUN/token") WINE_TOKEN=$(cat "$RUN/wine_token")')
-    for title, command in examples(s):
+    exports = 'export TOKEN=$(cat "$RUN/token") WINE_TOKEN=$(cat "$RUN/wine_token")'
+    if s.llm:
+        exports += ' ZEN_TOKEN=$(cat "$RUN/zen_token")'
+    print(exports)
+    for title, command in all_examples(s):
         print(f"# {title}\n{command}")
 
 
@@ -151,20 +208,23 @@ def main() -> int:
     parser.add_argument("--no-walkthrough", action="store_true", help="only print the commands")
     parser.add_argument("--exit", action="store_true", help="stop after the walkthrough")
     parser.add_argument("--verbose-models", action="store_true", help="keep KServe's request logs")
+    parser.add_argument("--llm", action="store_true", help="add KServe's OpenAI server (needs .venv-llm)")
     args = parser.parse_args()
 
     # SIGTERM ends the demo like Ctrl-C does, through the same clean-up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ports = stack_mod.ports_from_env()
     started = time.monotonic()
-    print(f"demo: starting 4 KServe model servers and modelgate (run dir {args.run_dir})", flush=True)
+    servers = "4 KServe model servers, 2 KServe OpenAI servers" if args.llm else "4 KServe model servers"
+    print(f"demo: starting {servers} and modelgate (run dir {args.run_dir})", flush=True)
     try:
-        with stack_mod.Stack(ports, Path(args.run_dir), args.verbose_models) as s:
+        with stack_mod.Stack(ports, Path(args.run_dir), args.verbose_models, llm=args.llm) as s:
+            openai = f", {ports.openai1}, {ports.openai2} (OpenAI)" if args.llm else ""
             print(
                 f"demo: ready in {time.monotonic() - started:.1f}s: gateway {s.gateway} and "
                 f"{s.gateway_tls}, admin {s.admin}, model servers on ports "
                 f"{ports.iris1}, {ports.iris2} (iris), {ports.wine} (wine), "
-                f"{ports.explainer} (iris explainer); logs in {s.run_dir / 'logs'}",
+                f"{ports.explainer} (iris explainer){openai}; logs in {s.run_dir / 'logs'}",
                 flush=True,
             )
             env = shell_env(s, write_tokens(s))

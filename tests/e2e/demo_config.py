@@ -17,6 +17,16 @@ what the tests prove. The policy it states:
                 and no route sends it to iris's servers.
   every model   a JWT from the demo issuer, any of the 12 supported algorithms; bodies over
                 64 KiB get 413; the token's `sub` goes upstream as `x-jwt-sub`.
+
+With `llm` (`make demo-llm` and the LLM tests), two generative models behind KServe's OpenAI
+data plane (openai_server.py, two replicas of one cluster), routed by the body's `model`
+(the filter holds the headers for the body: `openai.holdHeadersForBody`, and the gateway's
+`allowOnHeadersStopIteration`, as deploy/openai-body-routing sets Envoy's):
+
+  markov-zen    needs scope `chat:markov-zen`; at most 256 tokens per completion; token
+                budgets of 2,000 per minute and 50,000 per day per subject.
+  markov-docs   needs scope `chat:markov-docs`; at most 64 tokens per completion; a budget of
+                200 tokens per minute per subject (small, so the walkthrough shows 429).
 """
 
 from __future__ import annotations
@@ -49,6 +59,27 @@ WINE_ADMIN_SCOPE = f"admin:{WINE}"
 # Models whose repository API (load, unload) is allowed, and the scopes it needs.
 ADMIN_SCOPES = {WINE: [WINE_ADMIN_SCOPE]}
 
+ZEN = "markov-zen"
+DOCS = "markov-docs"
+OPENAI_MODELS = (ZEN, DOCS)
+OPENAI_CLUSTER = "openai"
+OPENAI_PREFIX = "/openai"
+CHAT_SCOPES = {ZEN: f"chat:{ZEN}", DOCS: f"chat:{DOCS}"}
+OPENAI_POLICY = {
+    ZEN: {
+        "maxTokens": 256,
+        "defaultMaxTokens": 64,
+        "bytesPerToken": 4,
+        "tokenBudgets": [{"tokens": 2000, "per": "minute"}, {"tokens": 50000, "per": "day"}],
+    },
+    DOCS: {
+        "maxTokens": 64,
+        "defaultMaxTokens": 32,
+        "bytesPerToken": 4,
+        "tokenBudgets": [{"tokens": 200, "per": "minute"}],
+    },
+}
+
 
 @dataclass(frozen=True)
 class Ports:
@@ -59,19 +90,26 @@ class Ports:
     iris2: int = 8082
     wine: int = 8083
     explainer: int = 8084
+    openai1: int = 8091
+    openai2: int = 8092
 
     @classmethod
     def from_base(cls, base: int) -> "Ports":
-        """Gateway base, HTTPS base+1, admin base+2, model servers base+11..14."""
-        return cls(base, base + 1, base + 2, base + 11, base + 12, base + 13, base + 14)
+        """Gateway base, HTTPS base+1, admin base+2, model servers base+11..14, the OpenAI
+        servers (`llm`) base+21..22."""
+        return cls(
+            base, base + 1, base + 2, base + 11, base + 12, base + 13, base + 14, base + 21, base + 22
+        )
 
-    def all(self) -> list[int]:
-        return [self.gateway, self.https, self.admin, self.iris1, self.iris2, self.wine, self.explainer]
+    def all(self, llm: bool = False) -> list[int]:
+        ports = [self.gateway, self.https, self.admin, self.iris1, self.iris2, self.wine, self.explainer]
+        return ports + ([self.openai1, self.openai2] if llm else [])
 
 
-def filter_config(keyset: keys.KeySet) -> dict:
-    """The modelgate filter's plugin configuration (what EnvoyExtensionPolicy `config` holds)."""
-    return {
+def filter_config(keyset: keys.KeySet, llm: bool = False) -> dict:
+    """The modelgate filter's plugin configuration (what EnvoyExtensionPolicy `config` holds);
+    with `llm`, the OpenAI models too."""
+    config = {
         "version": 1,
         "logLevel": "info",
         "failureMode": "deny",
@@ -114,6 +152,15 @@ def filter_config(keyset: keys.KeySet) -> dict:
             },
         },
     }
+    if llm:
+        config["openai"] = {"prefix": OPENAI_PREFIX, "holdHeadersForBody": True}
+        for model in OPENAI_MODELS:
+            config["models"][model] = {
+                "protocols": ["openai"],
+                "requiredScopes": [CHAT_SCOPES[model]],
+                "openai": OPENAI_POLICY[model],
+            }
+    return config
 
 
 def model_routes(model: str, admin: bool) -> list[dict]:
@@ -136,8 +183,11 @@ def host_config(
     filter_config_path: str,
     cert_path: str,
     key_path: str,
+    llm: bool = False,
 ) -> dict:
-    """The gateway's configuration: listeners, clusters per model, routes by model header."""
+    """The gateway's configuration: listeners, clusters per model, routes by model header;
+    with `llm`, the OpenAI cluster and its routes, and the filter allowed to hold the request
+    headers while it reads the body (Envoy's `allow_on_headers_stop_iteration`)."""
 
     def endpoint(port: int) -> str:
         return f"127.0.0.1:{port}"
@@ -145,7 +195,7 @@ def host_config(
     def by_model(model: str) -> list[dict]:
         return [{"name": ROUTING_HEADER, "exact": model}]
 
-    return {
+    config = {
         "version": 1,
         "listeners": [
             {"name": "http", "address": endpoint(ports.gateway)},
@@ -191,6 +241,26 @@ def host_config(
         "reload": {"watch": False},
         "clientTraffic": client_traffic(),
     }
+    if llm:
+        config["clusters"].append(
+            {
+                "name": OPENAI_CLUSTER,
+                "endpoints": [endpoint(ports.openai1), endpoint(ports.openai2)],
+                "lbPolicy": "roundRobin",
+            }
+        )
+        # KServe's OpenAI paths, sent to the cluster of the model the filter read from the body.
+        config["routes"] += [
+            {
+                "name": f"{model}-openai",
+                "match": {"prefix": f"{OPENAI_PREFIX}/v1/", "headers": by_model(model)},
+                "cluster": OPENAI_CLUSTER,
+                "timeout": "60s",
+            }
+            for model in OPENAI_MODELS
+        ]
+        config["filters"][0]["allowOnHeadersStopIteration"] = True
+    return config
 
 
 def client_traffic() -> dict:

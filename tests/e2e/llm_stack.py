@@ -22,6 +22,9 @@ MODELS = ("markov-zen", "markov-docs")
 PREFIX = "/openai"  # KServe's default KSERVE_OPENAI_ROUTE_PREFIX
 # As openai_server.TOKEN: what the servers count as one token.
 TOKEN = re.compile(r"\w+|[^\w\s]")
+# Each token takes this long to "generate", so a stream arrives as a stream and parallel
+# requests overlap at the server, as they do in front of a real LLM.
+TOKEN_DELAY_MS = 10.0
 START_TIMEOUT = 240.0  # seconds: each server imports vLLM and torch (10-30 s alone, on 2 cores)
 
 
