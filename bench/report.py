@@ -61,6 +61,8 @@ def load(path):
             rss[rec["case"]] = rec
         elif kind == "conn1000":
             conn1000[rec["case"]] = rec
+        elif kind == "llm_stream":
+            meta.setdefault("llm_stream", {})[rec["path"]] = rec
         elif kind == "end":
             meta["loadavg_end"] = rec["loadavg"]
     return meta, samples, rss, conn1000
@@ -241,6 +243,7 @@ def markdown(meta, figs, rss, conn1000, criterion):
         if case in rss:
             r = rss[case]
             out.append(f"| {LABEL[case]} | {r['vmhwm_kib'] / 1024:.1f} MiB | {r['processes']} |")
+    out += llm_stream_section(meta.get("llm_stream", {}))
     failed = failures(figs)
     if failed:
         out += ["", "## Failed cases", "", "These runs saw errors; their figures are not comparable.", ""]
@@ -270,6 +273,39 @@ def markdown(meta, figs, rss, conn1000, criterion):
         ]
         out += [f"| {name} | {fmt_ns(ns)} | {when} |" for name, ns, when in criterion]
     return "\n".join(out) + "\n"
+
+
+def llm_stream_section(runs):
+    """Case llm-stream (bench/llm_stream.py): streamed chats direct and through modelgate."""
+    direct, gateway = runs.get("direct"), runs.get("modelgate")
+    if not (direct and gateway):
+        return []
+    ms = 1000.0
+    out = [
+        "",
+        f"## Streamed chat (llm-stream): KServe's OpenAI server, {gateway['max_tokens']} tokens,"
+        " full policy",
+        "",
+        f"{gateway['requests']} streamed chat completions each, one at a time, direct and through modelgate"
+        " alternately (JWT, the body's model with the headers held for it, request shape, token budget"
+        " reserved and settled from the stream's usage, which the filter asks for and strips).",
+        "",
+        "| path | events | first byte p50 ms | whole stream p50 ms | p99 ms | gap between events p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, r in (("direct", direct), ("modelgate, full policy", gateway)):
+        out.append(
+            f"| {label} | {'/'.join(map(str, r['events']))} | {r['ttfb_p50_us'] / ms:.3f}"
+            f" | {r['total_p50_us'] / ms:.3f} | {r['total_p99_us'] / ms:.3f}"
+            f" | {r['gap_p50_us'] / ms:.3f} | {r['gap_p99_us'] / ms:.3f} |"
+        )
+    out += [
+        "",
+        f"Added by modelgate: {(gateway['total_p50_us'] - direct['total_p50_us']) / ms:.3f} ms per request"
+        f" (p50 of the whole stream; {(gateway['ttfb_p50_us'] - direct['ttfb_p50_us']) / ms:.3f} ms to the first byte),"
+        f" {(gateway['gap_p50_us'] - direct['gap_p50_us']) / ms:.3f} ms per chunk (p50 gap between events).",
+    ]
+    return out
 
 
 def plot(meta, figs, path):

@@ -12,7 +12,10 @@
 #                   all cases alike (default 2)
 #   BENCH_CONNS     concurrencies (default "1 8 32 128")
 #   BENCH_CASES     subset of: direct nginx haproxy mg-nofilter mg-noop mg-full
-#                   ks-direct ks-nginx ks-mg-full (default: all)
+#                   ks-direct ks-nginx ks-mg-full llm-stream (default: all). llm-stream
+#                   is not a wrk case: bench/llm_stream.py times streamed chats against
+#                   KServe's OpenAI server (.venv-llm) directly and through modelgate
+#                   with the full policy (BENCH_LLM_REQUESTS streams each, default 100)
 #   BENCH_OUT       results directory (default bench/results)
 #   BENCH_PYTHON    Python with PyJWT and matplotlib (default .venv/bin/python)
 #   BENCH_PROFILE   if 1: no table; instead per-request counters (perf stat) for
@@ -31,7 +34,7 @@ CONNS=${BENCH_CONNS:-"1 8 32 128"}
 if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
     CASES=${BENCH_CASES:-"nginx haproxy mg-nofilter mg-noop mg-full"}
 else
-    CASES=${BENCH_CASES:-"direct nginx haproxy mg-nofilter mg-noop mg-full ks-direct ks-nginx ks-mg-full"}
+    CASES=${BENCH_CASES:-"direct nginx haproxy mg-nofilter mg-noop mg-full ks-direct ks-nginx ks-mg-full llm-stream"}
 fi
 OUT=${BENCH_OUT:-$BENCH/results}
 PY=${BENCH_PYTHON:-$ROOT/.venv/bin/python}
@@ -49,6 +52,8 @@ P_KSERVE=18510        # KServe model server (HTTP); 18511 is its gRPC port
 P_KSERVE_GRPC=18511
 P_KS_NGINX=18512
 P_KS_MG_FULL=18513
+P_OPENAI=18514        # KServe OpenAI model server (llm-stream)
+P_MG_LLM=18515
 P_ADMIN_BASE=18520    # modelgate admin listeners: 18520 + index
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -85,7 +90,7 @@ ensure_python() {
 install_missing_packages
 export PATH=$PATH:/usr/sbin
 ensure_python
-if wants_any mg-nofilter mg-noop mg-full ks-mg-full; then
+if wants_any mg-nofilter mg-noop mg-full ks-mg-full llm-stream; then
     [[ -x $MODELGATE ]] || die "$MODELGATE missing: run 'make build' (or 'make bench')"
     [[ -f $WASM ]] || die "$WASM missing: run 'make wasm'"
 fi
@@ -225,6 +230,19 @@ setup_kserve_cases() {
         CASE_URL[ks-nginx]=http://127.0.0.1:$P_KS_NGINX
         CASE_PID[ks-nginx]=$STARTED
     fi
+}
+
+# llm-stream: KServe's OpenAI server (tests/e2e/openai_server.py, 2 ms per token, so a stream
+# arrives event by event) and modelgate with the full policy in front of it.
+setup_llm_case() {
+    [[ -x $ROOT/.venv-llm/bin/python ]] || "$ROOT/scripts/setup.sh" --llm
+    spawn openai "$ROOT/.venv-llm/bin/python" "$ROOT/tests/e2e/openai_server.py" \
+        --port "$P_OPENAI" --token-delay-ms 2
+    # Start-up imports vLLM and torch: tens of seconds on a busy machine.
+    wait_http "http://127.0.0.1:$P_OPENAI/openai/v1/models" 240 "$STARTED"
+    render "$BENCH/config/policy-llm.json.in" "$RUN/policy-llm.json" \
+        "JWKS=$(cat "$RUN/jwks.json")" "ISSUER=$JWT_ISSUER" "AUDIENCE=$JWT_AUDIENCE"
+    start_modelgate mg-llm "$BENCH/config/modelgate-llm.yaml.in" "$P_MG_LLM" "$P_OPENAI" 4 "WASM=$WASM"
 }
 
 # Case 5 reuses the host's own no-op test filter (host/tests/filters/noop), built
@@ -452,9 +470,11 @@ write_meta
 setup_static_cases
 if wants_any ks-direct ks-nginx ks-mg-full; then setup_kserve_cases; fi
 setup_modelgate_cases
+if wants llm-stream; then setup_llm_case; fi
 
 ACTIVE=()
 for case in $CASES; do
+    [[ $case == llm-stream ]] && continue
     [[ -n ${CASE_URL[$case]:-} ]] || die "case $case was not started"
     ACTIVE+=("$case")
 done
@@ -492,6 +512,11 @@ record_rss
 # The no-filter case separates the gateway's own per-connection memory from the VMs'.
 if wants mg-nofilter; then keepalive_rss_check mg-nofilter "$P_MG_NOFILTER"; fi
 if wants mg-full; then keepalive_rss_check mg-full "$P_MG_FULL"; fi
+if wants llm-stream; then
+    log "llm-stream: ${BENCH_LLM_REQUESTS:-100} streamed chats each, direct and through modelgate"
+    "$PY" "$BENCH/llm_stream.py" "http://127.0.0.1:$P_OPENAI" "${CASE_URL[mg-llm]}" "$TOKEN" \
+        --requests "${BENCH_LLM_REQUESTS:-100}" >>"$RESULTS"
+fi
 printf '{"type":"end","loadavg":"%s"}\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
 
 "$PY" "$BENCH/report.py" "$RESULTS" "$OUT" "$ROOT/target/criterion"

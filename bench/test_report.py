@@ -56,3 +56,18 @@ def test_a_run_with_errors_writes_its_report_and_exits_1(tmp_path: Path, monkeyp
     assert "**6. modelgate, full policy, c=1**: 100 status" in md
     # All 100 answers were errors: no throughput at all.
     assert "| 1 | 6. modelgate, full policy | 0 |" in md
+
+
+def test_the_streamed_chat_case_reports_what_modelgate_adds_per_request_and_per_chunk() -> None:
+    def run(path: str, ttfb: int, total: int, gap: int) -> dict:
+        return {"type": "llm_stream", "path": path, "requests": 10, "max_tokens": 32, "events": [34],
+                "ttfb_p50_us": ttfb, "total_p50_us": total, "total_p99_us": total + 500,
+                "gap_p50_us": gap, "gap_p99_us": gap + 100}
+
+    lines = report.llm_stream_section({"direct": run("direct", 2_000, 70_000, 2_100),
+                                       "modelgate": run("modelgate", 2_900, 75_400, 2_250)})
+    text = "\n".join(lines)
+    assert "| modelgate, full policy | 34 | 2.900 | 75.400 | 75.900 | 2.250 | 2.350 |" in text
+    assert "5.400 ms per request" in text and "0.900 ms to the first byte" in text
+    assert "0.150 ms per chunk" in text
+    assert report.llm_stream_section({"direct": run("direct", 1, 2, 3)}) == []
