@@ -479,7 +479,7 @@ fn set_filter_state(key: &str, value: &[u8]) {
 }
 
 /// The host's clock. Time only ever comes from the host: the policies never read a clock.
-fn current_time() -> SystemTime {
+pub(crate) fn current_time() -> SystemTime {
     hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
 }
 

@@ -3,7 +3,8 @@
 //!
 //! [`root::FilterRoot`] compiles the plugin configuration once per VM in `on_configure` and
 //! defines the metrics; [`http::HttpFilter`] turns each stream's callbacks into `policies` calls
-//! and applies the returned decision through host calls.
+//! and applies the returned decision through host calls; [`jwks`] fetches a remote JWKS on the
+//! root context's timer.
 //! This is the only crate that imports `proxy_wasm`.
 //!
 //! A panic traps the VM in Envoy, and a trapped VM answers 503 to every later request until it is
@@ -20,6 +21,7 @@
 mod body;
 mod gen_ai;
 mod http;
+mod jwks;
 mod metrics;
 mod root;
 mod store;

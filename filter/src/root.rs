@@ -8,8 +8,11 @@
 //!   at error level (a configuration error names the field path) and returns `false`, which makes
 //!   the host reject the plugin; a previous good configuration, if any, stays in force.
 //! - `create_http_context`: a new [`HttpFilter`] sharing the compiled policies through `Rc`.
+//! - `on_tick` and `on_http_call_response`: the remote JWKS's timer and fetches, when the
+//!   configuration has one (see [`crate::jwks`]).
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use log::{error, info};
 use modelgate_policies::{LogLevel, Policies};
@@ -18,7 +21,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
 use crate::gen_ai::GenAiMetrics;
-use crate::http::HttpFilter;
+use crate::http::{HttpFilter, current_time};
+use crate::jwks::{JwksFetcher, TICK};
 use crate::metrics::Metrics;
 
 /// What `on_configure` builds and every stream of this VM shares.
@@ -32,11 +36,33 @@ pub(crate) struct Configured {
 /// The root context of one VM.
 pub(crate) struct FilterRoot {
     configured: Option<Rc<Configured>>,
+    jwks: JwksFetcher,
 }
 
 impl FilterRoot {
     pub(crate) fn new() -> Self {
-        Self { configured: None }
+        Self {
+            configured: None,
+            jwks: JwksFetcher::default(),
+        }
+    }
+
+    /// Start the remote JWKS's timer and first fetch, or stop the timer of an earlier
+    /// configuration that had one.
+    fn start_jwks(&mut self) {
+        self.jwks.reset();
+        let Some(configured) = self.configured.clone() else {
+            return;
+        };
+        let period = if configured.policies.jwks_fetch().is_some() {
+            TICK
+        } else {
+            Duration::ZERO
+        };
+        if let Err(status) = hostcalls::set_tick_period(period) {
+            error!("modelgate: cannot set the tick period: {status:?}");
+        }
+        self.jwks.poll(&configured.policies, current_time());
     }
 }
 
@@ -67,7 +93,20 @@ fn configure() -> Result<Configured, String> {
     })
 }
 
-impl Context for FilterRoot {}
+impl Context for FilterRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(configured) = &self.configured {
+            self.jwks
+                .on_response(&configured.policies, token_id, num_headers, body_size);
+        }
+    }
+}
 
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -78,12 +117,19 @@ impl RootContext for FilterRoot {
                     configured.policies.model_names().count()
                 );
                 self.configured = Some(Rc::new(configured));
+                self.start_jwks();
                 true
             }
             Err(message) => {
                 error!("modelgate: {message}");
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(configured) = &self.configured {
+            self.jwks.poll(&configured.policies, current_time());
         }
     }
 

@@ -7,20 +7,21 @@ use std::time::Duration;
 
 use crate::authz::Requirements;
 use crate::config::{
-    CloudEvents, ElementType, ExplainFormat, RawBodyModel, RawConfig, RawJwt, RawLimitKey,
-    RawModel, RawModelOpenAi, RawModelValidation, RawOpenAi, RawProtocol, RawQuota, RawTokenSource,
-    RawV2Input,
+    CloudEvents, ElementType, ExplainFormat, RawBodyModel, RawConfig, RawJwks, RawJwt,
+    RawLimitKey, RawModel, RawModelOpenAi, RawModelValidation, RawOpenAi, RawProtocol, RawQuota,
+    RawRemoteJwks, RawTokenSource, RawV2Input, UntilFetched,
 };
 use crate::engine::{BodyModel, Engine, LimitKey, ProtectedHeader};
 use crate::error::ConfigError;
-use crate::jwks::{self, ALL_ALGS};
-use crate::jwt::{TokenSource, Verifier};
+use crate::jwks::{self, ALL_ALGS, HMAC_ALGS};
+use crate::jwt::{KeySource, TokenSource, Verifier};
 use crate::kserve_v1::V1Rules;
 use crate::kserve_v2::{Datatype, DeclaredInput, NUMPY_MAX_DIMS, V2Rules};
 use crate::models::{Model, Models};
 use crate::openai::{ANONYMOUS, AUTHENTICATED, OTHER};
 use crate::openai::{CallerClass, ModelOpenAi, OpenAiRoutes};
 use crate::ratelimit::{DEFAULT_MAX_KEYS, Quota};
+use crate::remote_jwks::{self, RemoteKeys};
 use crate::routing::valid_name;
 use crate::token_budget::TokenBudget;
 use crate::token_cache::TokenCache;
@@ -347,21 +348,7 @@ fn compile_jwt(raw: RawJwt, env: &dyn Fn(&str) -> Option<String>) -> Result<Veri
                 .collect::<Result<Vec<_>, _>>()?
         }
     };
-    if raw.jwks.keys.is_empty() {
-        return Err(ConfigError::at(
-            "jwt.jwks.keys",
-            "must hold at least one key",
-        ));
-    }
-    let mut keys = Vec::with_capacity(raw.jwks.keys.len());
-    for (i, jwk) in raw.jwks.keys.iter().enumerate() {
-        let path = format!("jwt.jwks.keys[{i}]");
-        let key = jwks::compile_key(jwk, &allowed, &path, env)?;
-        if key.kid.is_some() && keys.iter().any(|k: &jwks::Key| k.kid == key.kid) {
-            return Err(ConfigError::at(&format!("{path}.kid"), "duplicate kid"));
-        }
-        keys.push(key);
-    }
+    let keys = compile_keys(raw.jwks.as_ref(), raw.remote_jwks.as_ref(), &allowed, env)?;
     let sources = compile_sources(raw.token_sources)?;
     let forward = raw
         .forward_claims
@@ -394,6 +381,124 @@ fn compile_jwt(raw: RawJwt, env: &dyn Fn(&str) -> Option<String>) -> Result<Veri
         realm: raw.realm,
         strip_authorization: raw.strip_authorization.then(|| Arc::from("authorization")),
         cache: TokenCache::new(raw.cache_size),
+    })
+}
+
+/// The keys tokens are verified with: inline, remote, or remote with inline ones until the
+/// first good fetch.
+fn compile_keys(
+    inline: Option<&RawJwks>,
+    remote: Option<&RawRemoteJwks>,
+    allowed: &[jsonwebtoken::Algorithm],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<KeySource, ConfigError> {
+    let inline_keys = |jwks: &RawJwks| -> Result<Vec<jwks::Key>, ConfigError> {
+        if jwks.keys.is_empty() {
+            return Err(ConfigError::at(
+                "jwt.jwks.keys",
+                "must hold at least one key",
+            ));
+        }
+        let mut keys = Vec::with_capacity(jwks.keys.len());
+        for (i, jwk) in jwks.keys.iter().enumerate() {
+            let path = format!("jwt.jwks.keys[{i}]");
+            let key = jwks::compile_key(jwk, allowed, &path, env)?;
+            if key.kid.is_some() && keys.iter().any(|k: &jwks::Key| k.kid == key.kid) {
+                return Err(ConfigError::at(&format!("{path}.kid"), "duplicate kid"));
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    };
+    let Some(remote) = remote else {
+        return match inline {
+            Some(jwks) => Ok(KeySource::Inline(inline_keys(jwks)?.into())),
+            None => Err(ConfigError::at(
+                "jwt",
+                "one of jwks and remoteJwks is required",
+            )),
+        };
+    };
+    let bootstrap = match (remote.until_fetched, inline) {
+        (UntilFetched::InlineKeys, Some(jwks)) => inline_keys(jwks)?,
+        (UntilFetched::InlineKeys, None) => {
+            return Err(ConfigError::at(
+                "jwt.remoteJwks.untilFetched",
+                "\"inlineKeys\" needs jwt.jwks",
+            ));
+        }
+        (UntilFetched::Deny, Some(_)) => {
+            return Err(ConfigError::at(
+                "jwt.jwks",
+                "with remoteJwks, inline keys are only used with untilFetched: \"inlineKeys\"",
+            ));
+        }
+        (UntilFetched::Deny, None) => Vec::new(),
+    };
+    let settings = remote_settings(remote)?;
+    // A secret published at a URI is no secret: HMAC keys only ever come from the config.
+    let remote_allowed: Vec<_> = allowed
+        .iter()
+        .copied()
+        .filter(|a| !HMAC_ALGS.contains(a))
+        .collect();
+    if remote_allowed.is_empty() {
+        return Err(ConfigError::at(
+            "jwt.algorithms",
+            "remoteJwks needs an asymmetric algorithm: HMAC keys are never fetched",
+        ));
+    }
+    Ok(KeySource::Remote(RemoteKeys::new(
+        settings,
+        remote_allowed,
+        bootstrap,
+    )))
+}
+
+fn remote_settings(raw: &RawRemoteJwks) -> Result<remote_jwks::Settings, ConfigError> {
+    let at = |field: &str| format!("jwt.remoteJwks.{field}");
+    if raw.cluster.is_empty() {
+        return Err(ConfigError::at(&at("cluster"), "must name a cluster"));
+    }
+    if raw.authority.is_empty() || raw.authority.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(ConfigError::at(
+            &at("authority"),
+            "must be a host name without spaces or control characters",
+        ));
+    }
+    if !raw.path.starts_with('/') || raw.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(ConfigError::at(
+            &at("path"),
+            "must start with / and hold no spaces or control characters",
+        ));
+    }
+    if raw.timeout_ms == 0 || raw.timeout_ms > 60_000 {
+        return Err(ConfigError::at(
+            &at("timeoutMs"),
+            "must be between 1 and 60000",
+        ));
+    }
+    if raw.refresh_interval_seconds == 0 {
+        return Err(ConfigError::at(
+            &at("refreshIntervalSeconds"),
+            "must be greater than 0",
+        ));
+    }
+    if raw.min_refresh_interval_seconds == 0
+        || raw.min_refresh_interval_seconds > raw.refresh_interval_seconds
+    {
+        return Err(ConfigError::at(
+            &at("minRefreshIntervalSeconds"),
+            "must be between 1 and refreshIntervalSeconds",
+        ));
+    }
+    Ok(remote_jwks::Settings {
+        cluster: raw.cluster.clone(),
+        authority: raw.authority.clone(),
+        path: raw.path.clone(),
+        timeout: Duration::from_millis(u64::from(raw.timeout_ms)),
+        refresh_interval: Duration::from_secs(raw.refresh_interval_seconds),
+        min_refresh_interval: Duration::from_secs(raw.min_refresh_interval_seconds),
     })
 }
 

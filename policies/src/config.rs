@@ -195,7 +195,8 @@ pub(crate) struct RawJwt {
     pub(crate) issuer: String,
     #[serde(default)]
     pub(crate) audiences: OneOrMany,
-    pub(crate) jwks: RawJwks,
+    pub(crate) jwks: Option<RawJwks>,
+    pub(crate) remote_jwks: Option<RawRemoteJwks>,
     pub(crate) algorithms: Option<Vec<String>>,
     #[serde(default = "default_leeway")]
     pub(crate) leeway_seconds: u64,
@@ -236,6 +237,38 @@ impl OneOrMany {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct RawJwks {
     pub(crate) keys: Vec<RawJwk>,
+}
+
+/// A JWKS fetched from the identity provider through a cluster of the proxy (`http_call`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawRemoteJwks {
+    /// The proxy's cluster that reaches the provider (under Envoy Gateway, one an
+    /// `EnvoyPatchPolicy` adds; see docs/config.md).
+    pub(crate) cluster: String,
+    /// The `:authority` (host) of the request, as the provider expects it.
+    pub(crate) authority: String,
+    /// The JWKS path (`/.well-known/jwks.json`, Keycloak's `/realms/R/protocol/openid-connect/certs`).
+    pub(crate) path: String,
+    #[serde(default = "default_jwks_timeout_ms")]
+    pub(crate) timeout_ms: u32,
+    #[serde(default = "default_jwks_refresh")]
+    pub(crate) refresh_interval_seconds: u64,
+    #[serde(default = "default_jwks_min_refresh")]
+    pub(crate) min_refresh_interval_seconds: u64,
+    #[serde(default)]
+    pub(crate) until_fetched: UntilFetched,
+}
+
+/// What verifies tokens before the first good fetch of a remote JWKS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum UntilFetched {
+    /// Nothing: requests that need a token are answered 503 (the default).
+    #[default]
+    Deny,
+    /// The inline `jwt.jwks`, until the first good fetch replaces them.
+    InlineKeys,
 }
 
 /// One public JWK (RFC 7517/7518 members). Private members such as `d` are unknown fields,
@@ -441,6 +474,17 @@ fn default_body_field() -> String {
 }
 fn default_leeway() -> u64 {
     60
+}
+fn default_jwks_timeout_ms() -> u32 {
+    5000
+}
+/// Envoy's `jwt_authn` keeps a remote JWKS 600 s when `cache_duration` is not set
+/// (`PubkeyCacheExpirationSec` in `source/extensions/filters/http/jwt_authn/jwks_cache.cc`).
+fn default_jwks_refresh() -> u64 {
+    600
+}
+fn default_jwks_min_refresh() -> u64 {
+    10
 }
 fn default_max_token_bytes() -> usize {
     8192

@@ -152,7 +152,7 @@ impl Pending {
 }
 
 /// Seconds and the full duration since the Unix epoch (0 for times before it).
-fn since_epoch(now: SystemTime) -> Duration {
+pub(crate) fn since_epoch(now: SystemTime) -> Duration {
     now.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
 }
@@ -491,6 +491,10 @@ impl Engine {
             Err(AuthError::Invalid(why)) => {
                 log::debug!("rejected token: {why}");
                 Err(reply::unauthenticated(&jwt.realm, Some(why)))
+            }
+            Err(AuthError::KeysUnavailable) => {
+                log::debug!("no signing keys yet: the remote JWKS has not been fetched");
+                Err(reply::keys_unavailable())
             }
         }
     }

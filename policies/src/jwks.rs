@@ -1,4 +1,5 @@
-//! Inline JWKS compiled into verification keys. The key decides the algorithm: a token's `alg`
+//! JWKs compiled into verification keys (inline ones from the config, fetched ones from
+//! `remote_jwks`). The key decides the algorithm: a token's `alg`
 //! header is only accepted when it is one the key itself allows, which is what defeats
 //! algorithm confusion (an HS256 token "signed" with an RSA public key as HMAC secret).
 
@@ -15,6 +16,20 @@ pub(crate) struct Key {
     /// The algorithms this key verifies, already narrowed to the configured ones.
     pub(crate) algorithms: Vec<Algorithm>,
     pub(crate) decoding: DecodingKey,
+    /// The public members that make the key (`kty`, `crv`, `n`, `e`, `x`, `y`), to tell whether
+    /// a refreshed JWKS changed it. Empty for `oct` keys: a secret is kept nowhere but in
+    /// `decoding`, and symmetric keys never come from a remote JWKS.
+    fingerprint: String,
+}
+
+impl Key {
+    /// Whether `other` verifies exactly the tokens this key verifies.
+    pub(crate) fn same_as(&self, other: &Key) -> bool {
+        self.kid == other.kid
+            && self.algorithms == other.algorithms
+            && !self.fingerprint.is_empty()
+            && self.fingerprint == other.fingerprint
+    }
 }
 
 impl std::fmt::Debug for Key {
@@ -35,7 +50,7 @@ const RSA_ALGS: [Algorithm; 6] = [
     Algorithm::PS384,
     Algorithm::PS512,
 ];
-const HMAC_ALGS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+pub(crate) const HMAC_ALGS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 
 /// Every algorithm modelgate verifies.
 pub(crate) const ALL_ALGS: [Algorithm; 12] = [
@@ -157,7 +172,22 @@ pub(crate) fn compile_key(
         kid: jwk.kid.clone(),
         algorithms,
         decoding,
+        fingerprint: fingerprint(jwk),
     })
+}
+
+/// The public members that make a key, joined; empty for `oct` keys (see [`Key::same_as`]).
+fn fingerprint(jwk: &RawJwk) -> String {
+    if jwk.kty == "oct" {
+        return String::new();
+    }
+    [&jwk.crv, &jwk.n, &jwk.e, &jwk.x, &jwk.y]
+        .iter()
+        .fold(jwk.kty.clone(), |mut acc, member| {
+            acc.push('|');
+            acc.push_str(member.as_deref().unwrap_or_default());
+            acc
+        })
 }
 
 /// An `oct` key's secret and the field it came from: `k` (base64url, as in RFC 7518) or the

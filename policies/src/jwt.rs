@@ -1,5 +1,5 @@
-//! JWT authentication: find the token, verify it against the inline JWKS, check its claims,
-//! and remember it until it expires.
+//! JWT authentication: find the token, verify it against the JWKS (inline, or fetched through
+//! `remote_jwks`), check its claims, and remember it until it expires.
 //!
 //! jsonwebtoken (pure-Rust backend) checks signatures only: the header is parsed here so the
 //! key, not the token, decides the algorithm, and the time claims are checked here against
@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::jwks::{Key, parse_algorithm};
+use crate::remote_jwks::{JwksFetchError, JwksUpdate, RemoteKeys};
 use crate::request::RequestView;
 use crate::routing;
 use crate::token_cache::TokenCache;
@@ -33,6 +34,18 @@ pub(crate) enum AuthError {
     Missing,
     /// A token that is not acceptable: `error="invalid_token"` with this description.
     Invalid(&'static str),
+    /// No keys to verify it with yet: the remote JWKS has not been fetched
+    /// (`untilFetched: deny`). Not the caller's fault: 503.
+    KeysUnavailable,
+}
+
+/// Where the verification keys come from.
+#[derive(Debug)]
+pub(crate) enum KeySource {
+    /// `jwt.jwks`, fixed for the life of the configuration.
+    Inline(Arc<[Key]>),
+    /// `jwt.remoteJwks`, refreshed by the adapter.
+    Remote(RemoteKeys),
 }
 
 /// A verified token's claims and what the policy derives from them.
@@ -68,7 +81,7 @@ impl Identity {
 /// The compiled JWT settings.
 #[derive(Debug)]
 pub(crate) struct Verifier {
-    pub(crate) keys: Vec<Key>,
+    pub(crate) keys: KeySource,
     pub(crate) issuer: String,
     pub(crate) audiences: Vec<String>,
     pub(crate) leeway: u64,
@@ -119,6 +132,29 @@ impl Verifier {
             now_secs,
         );
         Ok(identity)
+    }
+
+    /// The remote JWKS, when the keys come from one.
+    pub(crate) fn remote(&self) -> Option<&RemoteKeys> {
+        match &self.keys {
+            KeySource::Remote(remote) => Some(remote),
+            KeySource::Inline(_) => None,
+        }
+    }
+
+    /// A fetch of the remote JWKS answered: install its keys if they are good. Tokens verified
+    /// with keys that are no longer published are forgotten, so they are checked again.
+    pub(crate) fn jwks_fetched(
+        &self,
+        remote: &RemoteKeys,
+        status: u16,
+        body: &[u8],
+    ) -> Result<JwksUpdate, JwksFetchError> {
+        let update = remote.fetched(status, body)?;
+        if update.changed {
+            self.cache.clear();
+        }
+        Ok(update)
     }
 
     fn find_token(&self, request: &RequestView<'_>) -> Option<String> {
@@ -173,7 +209,15 @@ impl Verifier {
                 Invalid("unsupported algorithm")
             }
         })?;
-        let key = self.select_key(header.kid.as_deref())?;
+        let keys = match &self.keys {
+            KeySource::Inline(keys) => Arc::clone(keys),
+            KeySource::Remote(remote) => remote.current().ok_or(AuthError::KeysUnavailable)?,
+        };
+        let key = select_key(&keys, header.kid.as_deref()).inspect_err(|_| {
+            if let (KeySource::Remote(remote), Some(_)) = (&self.keys, &header.kid) {
+                remote.saw_unknown_kid();
+            }
+        })?;
         if !key.algorithms.contains(&alg) {
             return Err(Invalid("algorithm not allowed for this key"));
         }
@@ -206,21 +250,6 @@ impl Verifier {
             return Err(Invalid("wrong audience"));
         }
         Ok(self.identity(claims, exp))
-    }
-
-    fn select_key(&self, kid: Option<&str>) -> Result<&Key, AuthError> {
-        match kid {
-            Some(kid) => self
-                .keys
-                .iter()
-                .find(|k| k.kid.as_deref() == Some(kid))
-                .ok_or(AuthError::Invalid("unknown key id")),
-            // Without a kid only an unambiguous JWKS (a single key) can be used.
-            None => match self.keys.as_slice() {
-                [only] => Ok(only),
-                _ => Err(AuthError::Invalid("token has no key id")),
-            },
-        }
     }
 
     fn audience_ok(&self, aud: Option<&Value>) -> bool {
@@ -259,6 +288,21 @@ impl Verifier {
             exp,
             forwarded,
         }
+    }
+}
+
+/// The key a token's `kid` names.
+fn select_key<'k>(keys: &'k [Key], kid: Option<&str>) -> Result<&'k Key, AuthError> {
+    match kid {
+        Some(kid) => keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some(kid))
+            .ok_or(AuthError::Invalid("unknown key id")),
+        // Without a kid only an unambiguous JWKS (a single key) can be used.
+        None => match keys {
+            [only] => Ok(only),
+            _ => Err(AuthError::Invalid("token has no key id")),
+        },
     }
 }
 

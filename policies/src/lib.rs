@@ -13,7 +13,8 @@
 //!
 //! Modules, in request order: `config` (the document as written) and `compile` (into the
 //! engine, errors with field paths); `engine` (the pipeline); `routing` (path -> model and
-//! endpoint) and `models` (names, aliases); `jwt`, `jwks` and `token_cache` (authentication);
+//! endpoint) and `models` (names, aliases); `jwt`, `jwks`, `remote_jwks` and `token_cache`
+//! (authentication);
 //! `authz` (scopes and claims); `ratelimit` over `store` (GCRA in shared data);
 //! `kserve_headers` (the headers that decide how KServe reads a body), `kserve_v1`, `kserve_v2`
 //! and `body_model` (bodies), `grpc` (KServe's gRPC inference service: methods, and the model a
@@ -45,6 +46,7 @@ mod kserve_v2;
 mod models;
 mod openai;
 mod ratelimit;
+mod remote_jwks;
 mod reply;
 mod request;
 mod routing;
@@ -64,8 +66,20 @@ pub use decision::{
 pub use error::ConfigError;
 pub use openai::response::{ResponseMeter, Usage};
 pub use openai::{ANONYMOUS, AUTHENTICATED, OTHER, OpenAiExchange, Settled};
+pub use remote_jwks::{JwksFetchError, JwksUpdate};
 pub use request::{HeaderSource, KnownClient, RequestView};
 pub use store::{MemoryStore, SharedStore, StoreError};
+
+/// The request that fetches a remote JWKS: a GET to a named cluster of the proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct JwksFetch<'a> {
+    /// The proxy's cluster.
+    pub cluster: &'a str,
+    /// `:method`, `:path`, `:authority` (what `http_call` requires) and `accept`.
+    pub headers: [(&'static str, &'a str); 4],
+    /// How long to wait for the answer.
+    pub timeout: std::time::Duration,
+}
 
 /// The compiled policy set: built once from the configuration, then consulted per request.
 ///
@@ -114,6 +128,57 @@ impl Policies {
     /// The canonical names of every configured model, sorted.
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
         self.inner.models.names()
+    }
+
+    /// The request that fetches the remote JWKS (`jwt.remoteJwks`), if the keys come from one.
+    pub fn jwks_fetch(&self) -> Option<JwksFetch<'_>> {
+        let settings = &self.inner.jwt.as_ref()?.remote()?.settings;
+        Some(JwksFetch {
+            cluster: &settings.cluster,
+            headers: [
+                (":method", "GET"),
+                (":path", &settings.path),
+                (":authority", &settings.authority),
+                ("accept", "application/jwk-set+json, application/json"),
+            ],
+            timeout: settings.timeout,
+        })
+    }
+
+    /// Whether a fetch of the remote JWKS should start at `now` (never without one). `true`
+    /// marks it started: the adapter then makes the call and reports back with
+    /// [`Policies::jwks_fetched`] or [`Policies::jwks_fetch_failed`].
+    pub fn jwks_fetch_due(&self, now: SystemTime) -> bool {
+        self.remote_keys()
+            .is_some_and(|remote| remote.start_fetch_if_due(engine::since_epoch(now)))
+    }
+
+    /// The JWKS fetch answered `status` with `body`. Good keys replace those in force; on any
+    /// error the last good keys stay (and are retried after `minRefreshIntervalSeconds`).
+    pub fn jwks_fetched(&self, status: u16, body: &[u8]) -> Result<JwksUpdate, JwksFetchError> {
+        let Some(jwt) = &self.inner.jwt else {
+            return Err(JwksFetchError::NotJwks {
+                reason: "no remote JWKS is configured".to_owned(),
+            });
+        };
+        let Some(remote) = jwt.remote() else {
+            return Err(JwksFetchError::NotJwks {
+                reason: "no remote JWKS is configured".to_owned(),
+            });
+        };
+        jwt.jwks_fetched(remote, status, body)
+    }
+
+    /// The JWKS fetch failed without a response (the call could not start, the connection
+    /// failed, the timeout passed); the last good keys stay.
+    pub fn jwks_fetch_failed(&self) {
+        if let Some(remote) = self.remote_keys() {
+            remote.fetch_failed();
+        }
+    }
+
+    fn remote_keys(&self) -> Option<&remote_jwks::RemoteKeys> {
+        self.inner.jwt.as_ref()?.remote()
     }
 
     /// Decide on a request from its headers.

@@ -75,6 +75,18 @@ pub(crate) fn repository_refused(model: Arc<str>) -> Reply {
     reply(403, &message, Some(model), Outcome::Forbidden)
 }
 
+/// 503 while there is no key to verify a token with: the remote JWKS has not been fetched
+/// yet (`untilFetched: deny`). The caller's token may be fine, so this is no 401; it counts as
+/// unauthenticated, since the request was not authenticated.
+pub(crate) fn keys_unavailable() -> Reply {
+    reply(
+        503,
+        "token signing keys are not available yet: the identity provider's JWKS has not been fetched",
+        None,
+        Outcome::Unauthenticated,
+    )
+}
+
 /// 403 with an RFC 6750 `insufficient_scope` challenge naming the model's scopes.
 pub(crate) fn forbidden(realm: &str, reason: &str, scopes: &[String], model: Arc<str>) -> Reply {
     // Claim names come from the config; keep the quoted-string free of quotes and backslashes.

@@ -91,6 +91,13 @@ impl<V: Clone> TokenCache<V> {
             .map(|e| (e.value.clone(), e.until))
     }
 
+    /// Forget every token (the keys they were verified with changed).
+    pub(crate) fn clear(&self) {
+        let mut guard = self.lock();
+        guard.entries.clear();
+        guard.order.clear();
+    }
+
     pub(crate) fn remove(&self, token: &str) {
         let key = self.key(token);
         let mut guard = self.lock();

@@ -10,6 +10,7 @@ mod lookalikes;
 mod openai;
 mod properties;
 mod ratelimit;
+mod remote_jwks;
 mod routing;
 mod support;
 mod validation;
