@@ -1,5 +1,6 @@
 //! The command line: `modelgate serve --config FILE`, `modelgate check --config FILE` and
-//! `modelgate test [--wasm FILE] [--junit FILE] [--filter PATTERN] FILE_OR_DIR...`.
+//! `modelgate test [--wasm FILE] [--junit FILE] [--filter PATTERN] FILE_OR_DIR...` and
+//! `modelgate token ...` (see [`crate::token`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,11 +12,13 @@ use crate::snapshot::Snapshot;
 
 pub const USAGE: &str = "usage: modelgate <serve|check> --config FILE
        modelgate test [--wasm FILE] [--junit FILE] [--filter PATTERN] FILE_OR_DIR...
+       modelgate token (--key FILE | --hmac-secret-file FILE) [--claim NAME=VALUE]... [options]
 
   serve   run the gateway (SIGTERM drains and exits, SIGHUP reloads)
   check   parse the config, load every wasm module and run on_configure; print OK or every error
   test    run policy test files (*.test.yaml; docs/policy-tests.md) against the embedded
           modelgate.wasm (or --wasm FILE); exit 1 if a case fails
+  token   mint a signed test token (`modelgate token --help` lists its options)
 ";
 
 #[derive(Debug, PartialEq, Eq)]
@@ -28,6 +31,10 @@ pub enum Command {
     },
     Test(policy_test::Options),
     Help,
+    /// `modelgate token`: mint a test token.
+    Token(crate::token::TokenArgs),
+    /// `modelgate token --help`.
+    TokenHelp,
     /// Internal: `serve` runs itself with this to compile a module in a separate process.
     CompileModule,
 }
@@ -47,6 +54,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     }
     if command == "test" {
         return parse_test(args).map(Command::Test);
+    }
+    if command == "token" {
+        let rest: Vec<String> = args.collect();
+        if rest.iter().any(|a| a == "--help" || a == "-h") {
+            return Ok(Command::TokenHelp);
+        }
+        return crate::token::parse_args(rest).map(Command::Token);
     }
     let mut config = None;
     while let Some(arg) = args.next() {

@@ -8,6 +8,8 @@
 //! never verifies one.
 //!
 //! Start one in-process with [`gateway::Gateway::start`]; `main.rs` only parses arguments.
+//! Beside the gateway, [`token`] backs `modelgate token`, a tool that mints test tokens; nothing
+//! the gateway runs calls it.
 
 pub mod access_log;
 pub mod admin;
@@ -29,6 +31,7 @@ pub mod route;
 pub mod services;
 pub mod snapshot;
 pub mod stats_tags;
+pub mod token;
 pub mod units;
 pub mod upstream_h2;
 pub mod worker;

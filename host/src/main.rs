@@ -38,6 +38,22 @@ fn main() -> ExitCode {
             print!("{}", cli::USAGE);
             ExitCode::SUCCESS
         }
+        Command::TokenHelp => {
+            print!("{}", modelgate_host::token::USAGE);
+            ExitCode::SUCCESS
+        }
+        Command::Token(args) => {
+            match modelgate_host::token::mint(&args, std::time::SystemTime::now()) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("modelgate token: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => match cli::check(&config) {
             Ok(()) => {
                 println!("OK");
