@@ -304,6 +304,84 @@ pub(crate) struct RawJwk {
     _x5t_s256: Option<serde::de::IgnoredAny>,
 }
 
+/// A JWKS as an identity provider publishes it (`jwt.remoteJwks`). Unlike in the config,
+/// members this reader does not know are ignored (RFC 7517 section 4: providers add `x5c`,
+/// `issuer`, ...), and private members are read only to refuse the key that has them.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RemoteJwksDocument {
+    pub(crate) keys: Vec<RemoteJwk>,
+}
+
+/// One key of a fetched JWKS.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RemoteJwk {
+    #[serde(default)]
+    kty: String,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    key_ops: Option<Vec<String>>,
+    n: Option<String>,
+    e: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+    // Members only a private (or symmetric) key has (RFC 7518 sections 6.2.2, 6.3.2, 6.4).
+    d: Option<serde::de::IgnoredAny>,
+    p: Option<serde::de::IgnoredAny>,
+    q: Option<serde::de::IgnoredAny>,
+    dp: Option<serde::de::IgnoredAny>,
+    dq: Option<serde::de::IgnoredAny>,
+    qi: Option<serde::de::IgnoredAny>,
+    oth: Option<serde::de::IgnoredAny>,
+    k: Option<serde::de::IgnoredAny>,
+}
+
+impl RemoteJwk {
+    /// The first private member the key carries, if any.
+    pub(crate) fn private_member(&self) -> Option<&'static str> {
+        [
+            ("d", self.d.is_some()),
+            ("p", self.p.is_some()),
+            ("q", self.q.is_some()),
+            ("dp", self.dp.is_some()),
+            ("dq", self.dq.is_some()),
+            ("qi", self.qi.is_some()),
+            ("oth", self.oth.is_some()),
+            ("k", self.k.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, present)| present.then_some(name))
+    }
+
+    pub(crate) fn kty(&self) -> &str {
+        &self.kty
+    }
+
+    /// The public members, as a config JWK.
+    pub(crate) fn into_public(self) -> RawJwk {
+        RawJwk {
+            kty: self.kty,
+            kid: self.kid,
+            alg: self.alg,
+            use_: self.use_,
+            key_ops: self.key_ops,
+            n: self.n,
+            e: self.e,
+            crv: self.crv,
+            x: self.x,
+            y: self.y,
+            k: None,
+            k_from_env: None,
+            _x5u: None,
+            _x5c: None,
+            _x5t: None,
+            _x5t_s256: None,
+        }
+    }
+}
+
 /// Where to find the token: exactly one of `header` or `query`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

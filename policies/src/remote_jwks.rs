@@ -24,9 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
 
-use crate::config::RawJwk;
+use crate::config::RemoteJwksDocument;
 use crate::jwks::{self, Key};
 
 /// The largest JWKS document read. Providers publish a few keys (Google, Auth0, Entra ID and
@@ -37,16 +36,6 @@ pub(crate) const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// call (with a failure at the latest when the timeout fires); this only keeps a lost answer
 /// from stopping every later refresh.
 const LOST_ANSWER_GRACE: Duration = Duration::from_secs(5);
-
-/// Public members of a JWK this reader uses (or accepts and ignores, like the certificate
-/// members); everything else a provider adds is dropped before the key is read.
-const KNOWN_MEMBERS: [&str; 14] = [
-    "kty", "kid", "alg", "use", "key_ops", "n", "e", "crv", "x", "y", "x5u", "x5c", "x5t",
-    "x5t#S256",
-];
-
-/// Members that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).
-const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// Where the JWKS lives and how often to read it (`jwt.remoteJwks`).
 #[derive(Debug, Clone)]
@@ -171,32 +160,38 @@ pub(crate) struct ParsedJwks {
     pub(crate) skipped: Vec<String>,
 }
 
-/// Read a JWKS document fetched from a URI, keeping the keys that can verify tokens here.
+/// Read a JWKS document fetched from a URI, keeping the keys that can verify tokens here. A
+/// document that is not a JWKS at all (not JSON, no `keys` list, an entry that is not an
+/// object, a member of the wrong type) is refused whole.
 pub(crate) fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<ParsedJwks, JwksFetchError> {
     if body.len() > MAX_JWKS_BYTES {
         return Err(JwksFetchError::TooLarge { size: body.len() });
     }
-    let not_jwks = |reason: &str| JwksFetchError::NotJwks {
-        reason: reason.to_owned(),
-    };
-    let document: Value = serde_json::from_slice(body).map_err(|e| JwksFetchError::NotJwks {
-        reason: format!("invalid JSON: {e}"),
-    })?;
-    let entries = document
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or_else(|| not_jwks("no \"keys\" list"))?;
+    let document: RemoteJwksDocument =
+        serde_json::from_slice(body).map_err(|e| JwksFetchError::NotJwks {
+            reason: e.to_string(),
+        })?;
     let no_env = |_: &str| None;
-    let mut keys: Vec<Key> = Vec::with_capacity(entries.len());
+    let mut keys: Vec<Key> = Vec::with_capacity(document.keys.len());
     let mut skipped = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
+    for (i, jwk) in document.keys.into_iter().enumerate() {
         let path = format!("keys[{i}]");
-        match read_key(entry, allowed, &path, &no_env) {
+        if jwk.kty() == "oct" {
+            skipped.push(format!(
+                "{path}: symmetric keys are never taken from a remote JWKS"
+            ));
+            continue;
+        }
+        if let Some(private) = jwk.private_member() {
+            skipped.push(format!("{path}: carries the private member {private:?}"));
+            continue;
+        }
+        match jwks::compile_key(&jwk.into_public(), allowed, &path, &no_env) {
             Ok(key) if key.kid.is_some() && keys.iter().any(|k| k.kid == key.kid) => {
                 skipped.push(format!("{path}: duplicate kid"));
             }
             Ok(key) => keys.push(key),
-            Err(reason) => skipped.push(reason),
+            Err(e) => skipped.push(e.to_string()),
         }
     }
     if keys.is_empty() {
@@ -208,34 +203,6 @@ pub(crate) fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<ParsedJwk
         return Err(JwksFetchError::NoUsableKey { skipped });
     }
     Ok(ParsedJwks { keys, skipped })
-}
-
-/// One JWK of a fetched JWKS as a verification key, or why it is skipped (`keys[2]: ...`).
-fn read_key(
-    entry: &Value,
-    allowed: &[Algorithm],
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Key, String> {
-    let Some(members) = entry.as_object() else {
-        return Err(format!("{path}: not an object"));
-    };
-    if members.get("kty").and_then(Value::as_str) == Some("oct") {
-        return Err(format!(
-            "{path}: symmetric keys are never taken from a remote JWKS"
-        ));
-    }
-    if let Some(private) = PRIVATE_MEMBERS.iter().find(|m| members.contains_key(**m)) {
-        return Err(format!("{path}: carries the private member {private:?}"));
-    }
-    let public: Map<String, Value> = members
-        .iter()
-        .filter(|(name, _)| KNOWN_MEMBERS.contains(&name.as_str()))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    let jwk: RawJwk =
-        serde_json::from_value(Value::Object(public)).map_err(|e| format!("{path}: {e}"))?;
-    jwks::compile_key(&jwk, allowed, path, env).map_err(|e| e.to_string())
 }
 
 /// The keys in force and the fetch schedule of one remote JWKS. Shared by every stream of a VM
