@@ -54,6 +54,28 @@ def recent_requests(stack: Stack, server: str) -> list[dict]:
     return r.json()["requests"]
 
 
+def recorded(stack: Stack, header: str, value: str, servers: tuple[str, ...] = ("iris-1", "iris-2")) -> list[tuple[str, dict]]:
+    """(server, recorded request) for every request the model servers recorded whose `header`
+    is `value`.
+
+    What a model server received is the check that matters for forwarding: the filter's and
+    the gateway's header edits are right only if they arrive. Mark the request with a unique
+    value (an `x-request-id`, a header of your own) and expect exactly one entry. Looks at the
+    sklearn-iris replicas by default, since the gateway balances between them.
+    """
+    return [
+        (server, item)
+        for server in servers
+        for item in recent_requests(stack, server)
+        if item["headers"].get(header) == value
+    ]
+
+
+def received_headers(stack: Stack, header: str, value: str, servers: tuple[str, ...] = ("iris-1", "iris-2")) -> list[dict]:
+    """The headers of each request `recorded` finds."""
+    return [item["headers"] for _, item in recorded(stack, header, value, servers)]
+
+
 def gateway_metrics(stack: Stack) -> list[tuple[str, dict[str, str], float]]:
     r = requests.get(f"{stack.admin}/metrics", timeout=5)
     r.raise_for_status()

@@ -15,21 +15,11 @@ import uuid
 import requests
 
 import demo_config
-from helpers import recent_requests
+from helpers import recorded
 
 IRIS = demo_config.IRIS
 WINE = demo_config.WINE
 IRIS_REPLICAS = ("iris-1", "iris-2")
-
-
-def received(stack, request_id: str, servers: tuple[str, ...]) -> list[tuple[str, dict]]:
-    """(server, recorded request) for every server among `servers` that saw `request_id`."""
-    return [
-        (server, item)
-        for server in servers
-        for item in recent_requests(stack, server)
-        if item["headers"].get("x-request-id") == request_id
-    ]
 
 
 def values(item: dict, name: str) -> list[str]:
@@ -59,7 +49,7 @@ def test_v1_body_and_policy_headers_reach_the_model_server_as_sent(stack, token,
         body,
         **{demo_config.ROUTING_HEADER: WINE, demo_config.SUBJECT_HEADER: "admin"},
     )
-    ((server, item),) = received(stack, request_id, (*IRIS_REPLICAS, "wine"))
+    ((server, item),) = recorded(stack, "x-request-id", request_id, (*IRIS_REPLICAS, "wine"))
     assert server in IRIS_REPLICAS
     assert (item["method"], item["path"]) == ("POST", f"/v1/models/{IRIS}:predict")
     assert item["body"].encode("latin-1") == body
@@ -78,7 +68,7 @@ def test_v2_body_reaches_the_model_server_as_sent(stack, token):
     ).encode()
     request_id, r = send(stack, token, f"/v2/models/{IRIS}/infer", body)
     assert r.json()["outputs"][0]["shape"] == [2]
-    ((server, item),) = received(stack, request_id, (*IRIS_REPLICAS, "wine"))
+    ((server, item),) = recorded(stack, "x-request-id", request_id, (*IRIS_REPLICAS, "wine"))
     assert server in IRIS_REPLICAS
     assert item["body"].encode("latin-1") == body
     assert values(item, demo_config.ROUTING_HEADER) == [IRIS]
@@ -90,14 +80,14 @@ def test_a_chunked_body_reaches_the_model_server_whole(stack, token):
     pieces = [body[i : i + 97] for i in range(0, len(body), 97)]
     request_id, r = send(stack, token, f"/v1/models/{IRIS}:predict", iter(pieces))
     assert len(r.json()["predictions"]) == 50
-    ((_, item),) = received(stack, request_id, (*IRIS_REPLICAS, "wine"))
+    ((_, item),) = recorded(stack, "x-request-id", request_id, (*IRIS_REPLICAS, "wine"))
     assert item["body"].encode("latin-1") == body
 
 
 def test_wine_gets_wines_requests_only(stack, token):
     body = json.dumps({"instances": [[13.2, 1.78, 2.14, 11.2, 100.0, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050.0]]}).encode()
     request_id, _ = send(stack, token, f"/v1/models/{WINE}:predict", body, **{demo_config.ROUTING_HEADER: IRIS})
-    ((server, item),) = received(stack, request_id, (*IRIS_REPLICAS, "wine"))
+    ((server, item),) = recorded(stack, "x-request-id", request_id, (*IRIS_REPLICAS, "wine"))
     assert server == "wine"
     assert item["body"].encode("latin-1") == body
     assert values(item, demo_config.ROUTING_HEADER) == [WINE]

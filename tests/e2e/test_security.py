@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 import demo_config
 import keys
 from conftest import BOTH_SCOPES
-from helpers import model_server_requests, recent_requests, total_requests
+from helpers import model_server_requests, received_headers, total_requests
 
 IRIS = demo_config.IRIS
 WINE = demo_config.WINE
@@ -249,12 +249,7 @@ def test_a_client_cannot_spoof_a_forwarded_claim(stack, subject):
         timeout=10,
     )
     assert r.status_code == 200, r.text
-    seen = [
-        item["headers"]
-        for replica in ("iris-1", "iris-2")
-        for item in recent_requests(stack, replica)
-        if item["headers"].get("x-request-id") == request_id
-    ]
+    seen = received_headers(stack, "x-request-id", request_id)
     assert len(seen) == 1
     assert seen[0][demo_config.SUBJECT_HEADER] == subject
 
@@ -282,12 +277,7 @@ def test_a_lookalike_of_a_gateway_header_never_reaches_the_model_server(stack, s
         timeout=10,
     )
     assert r.status_code == 200, r.text
-    seen = [
-        item["headers"]
-        for replica in ("iris-1", "iris-2")
-        for item in recent_requests(stack, replica)
-        if item["headers"].get("x-request-id") == request_id
-    ]
+    seen = received_headers(stack, "x-request-id", request_id)
     assert len(seen) == 1, seen
     folded = {}
     for name, value in seen[0].items():

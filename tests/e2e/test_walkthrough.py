@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import demo_config
-from helpers import filter_outcome, model_server_requests, recent_requests, total_requests
+from helpers import filter_outcome, model_server_requests, received_headers, total_requests
 
 IRIS = demo_config.IRIS
 WINE = demo_config.WINE
@@ -191,15 +191,6 @@ def test_load_is_spread_over_both_iris_replicas(stack, gw):
         assert abs(count - n / 2) <= 1, served
 
 
-def _received_by(stack, request_id: str) -> list[tuple[str, dict]]:
-    found = []
-    for replica in ("iris-1", "iris-2"):
-        for item in recent_requests(stack, replica):
-            if item["headers"].get("x-request-id") == request_id:
-                found.append((replica, item["headers"]))
-    return found
-
-
 def test_custom_headers_and_request_id_reach_the_model_server(stack, gw, subject):
     request_id = f"req-{uuid.uuid4()}"
     r = gw.post(
@@ -212,9 +203,9 @@ def test_custom_headers_and_request_id_reach_the_model_server(stack, gw, subject
     # deploy/'s ClientTrafficPolicy (requestID: PreserveOrGenerate) keeps the client's id; Envoy
     # puts none on the response (no always_set_request_id_in_response under Envoy Gateway).
     assert "x-request-id" not in r.headers, r.headers
-    received = _received_by(stack, request_id)
+    received = received_headers(stack, "x-request-id", request_id)
     assert len(received) == 1, received
-    _, headers = received[0]
+    headers = received[0]
     assert headers["x-user-id"] == "user123"
     assert headers[demo_config.SUBJECT_HEADER] == subject  # the claim the filter forwards
     assert headers[demo_config.ROUTING_HEADER] == IRIS
@@ -230,12 +221,7 @@ def test_a_request_id_is_generated_when_absent(stack, gw):
         timeout=10,
     )
     assert r.status_code == 200, r.text
-    received = [
-        item["headers"]
-        for replica in ("iris-1", "iris-2")
-        for item in recent_requests(stack, replica)
-        if item["headers"].get("x-user-id") == marker
-    ]
+    received = received_headers(stack, "x-user-id", marker)
     assert len(received) == 1, received
     assert uuid.UUID(received[0]["x-request-id"]).version == 4, received
 
