@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::authz::Requirements;
 use crate::config::{
-    CloudEvents, ElementType, ExplainFormat, RawBodyModel, RawConfig, RawJwks, RawJwt,
-    RawLimitKey, RawModel, RawModelOpenAi, RawModelValidation, RawOpenAi, RawProtocol, RawQuota,
-    RawRemoteJwks, RawTokenSource, RawV2Input, UntilFetched,
+    CloudEvents, ElementType, ExplainFormat, RawBodyModel, RawConfig, RawJwks, RawJwt, RawLimitKey,
+    RawModel, RawModelOpenAi, RawModelValidation, RawOpenAi, RawProtocol, RawQuota, RawRemoteJwks,
+    RawTokenSource, RawV2Input, UntilFetched,
 };
 use crate::engine::{BodyModel, Engine, LimitKey, ProtectedHeader};
 use crate::error::ConfigError;
