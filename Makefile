@@ -49,7 +49,7 @@ test-fuzz:        ## every fuzz target for a short, bounded time (longer: `make 
 	scripts/fuzz.sh 10
 
 test-bench-report: ## the bench reports' parsing (error responses are not throughput)
-	.venv/bin/python -m pytest -q -p no:cacheprovider bench/test_report.py bench/scale/test_report.py
+	.venv/bin/python -m pytest -q -p no:cacheprovider bench/test_report.py bench/scale/test_scale_report.py
 
 bench: setup build
 	bench/run.sh
