@@ -100,6 +100,7 @@ from kserve.protocol.rest.openai.types import (  # noqa: E402
     UsageInfo,
 )
 from kserve.protocol.rest.server import RESTServer  # noqa: E402
+from vllm.entrypoints.chat_utils import MM_PARSER_MAP, _parse_chat_message_content_mm_part  # noqa: E402
 
 from request_recorder import RecentRequests, RequestRecorder  # noqa: E402
 
@@ -168,12 +169,46 @@ def seeded(seed: int | None, prompt: str, choice: int) -> random.Random:
 
 
 def message_text(content) -> str:
-    """A chat message's text: a string, or the text parts of a list of content parts."""
+    """A chat message's text: a string, or the text parts (and plain strings) of a list of
+    content parts."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    # As vLLM: plain string parts are text, text parts whose text is null are skipped.
+    texts = [part if isinstance(part, str) else part.get("text") for part in content]
+    return " ".join(t for t in texts if isinstance(t, str))
+
+
+def read_messages(messages) -> list[dict]:
+    """The messages with their content parts read once: pydantic validates the parts of
+    OpenAI's message types only now (a `ValidatorIterator`), and a part it refuses raises here,
+    which KServe answers 500."""
+    return [
+        {**m, "content": list(m["content"])} if not isinstance(m.get("content"), (str, type(None))) else dict(m)
+        for m in messages
+    ]
+
+
+def parts_error(messages: list[dict]):
+    """What vLLM's engine refuses of the parts pydantic let through, as vLLM's chat server
+    answers it (400, `serving_chat` turns the parser's ValueError or TypeError into one): its
+    own part reader (`vllm/entrypoints/chat_utils.py` `_parse_chat_message_content_mm_part`:
+    no `type` and no media field, or a `type` that is not a string), a type it has no parser
+    for, and a text that is not a string (it joins the texts)."""
+    for m in messages:
+        for part in m["content"] if isinstance(m.get("content"), list) else []:
+            if isinstance(part, str):
+                continue
+            try:
+                kind, value = _parse_chat_message_content_mm_part(part)
+            except ValueError as e:
+                return create_error_response(message=str(e))
+            if kind not in MM_PARSER_MAP:
+                return create_error_response(message=f"Unsupported chat content part type: {kind!r}.", param="type")
+            if kind in ("text", "input_text", "output_text", "refusal", "thinking") and not isinstance(value, (str, type(None))):
+                return create_error_response(message=f"sequence item: expected str instance, {type(value).__name__} found")
+    return None
 
 
 def chat_prompt(messages) -> str:
@@ -267,7 +302,11 @@ class MarkovModel(OpenAIGenerativeModel, OpenAIEncoderModel):
 
     # Chat completions -------------------------------------------------------------------
     async def create_chat_completion(self, request, raw_request=None, context=None):
-        prompt = chat_prompt(request.messages)
+        messages = read_messages(request.messages)
+        error = parts_error(messages)
+        if error is not None:
+            return error
+        prompt = chat_prompt(messages)
         prompt_tokens = len(tokenize(prompt))
         # As vLLM's `to_sampling_params`: max_completion_tokens when set, else max_tokens.
         requested = (

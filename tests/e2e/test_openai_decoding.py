@@ -13,8 +13,8 @@ decides), sent through the LLM stack's gateway and straight to a KServe OpenAI s
   refuses what it does not do itself (400: this model takes no token-id prompts).
 
 The exceptions are checks vLLM's engine makes after its pydantic models (`SamplingParams`,
-`max_tokens` and `n` at least 1): the filter makes them too, and the model server here
-answers them 400 as vLLM does (`ENGINE_CHECKS`).
+`max_tokens` and `n` at least 1; its reader of chat content parts, `chat_utils.py`): the filter
+makes them too, and the model server here answers them 400 as vLLM does (`ENGINE_CHECKS`).
 So KServe's parsing is the oracle, as test_kserve_decoding.py makes it for V1 and V2.
 """
 
@@ -32,6 +32,7 @@ ZEN = demo_config.ZEN
 PREFIX = demo_config.OPENAI_PREFIX
 SCOPES = " ".join(demo_config.CHAT_SCOPES.values())
 USER = {"role": "user", "content": "Beautiful is better than ugly."}
+IMAGE = "https://example.com/a.png"
 
 
 def chat(**fields) -> dict:
@@ -53,6 +54,24 @@ CHAT_BODIES = {
     "a part without type": message(role="user", content=[{"text": "a"}]),
     "a text part with a number": message(role="user", content=[{"type": "text", "text": 5}]),
     "empty parts": message(role="user", content=[]),
+    "an image part": message(role="user", content=[{"type": "image_url", "image_url": {"url": IMAGE}}]),
+    "an image part with detail": message(role="user", content=[{"type": "image_url", "image_url": {"url": IMAGE, "detail": "low"}}]),
+    "an audio part": message(role="user", content=[{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]),
+    "an image url without type": message(role="user", content=[{"image_url": IMAGE}]),
+    "a text part and a string": message(role="user", content=[{"type": "text", "text": "a"}, "b"]),
+    "only string parts": message(role="user", content=["a", "b"]),
+    "a custom role's string parts": message(role="narrator", content=["a", "b"]),
+    "an empty part": message(role="user", content=[{}]),
+    "an unknown part type": message(role="user", content=[{"type": "frob", "text": "a"}]),
+    "an image part without url": message(role="user", content=[{"type": "image_url", "image_url": {}}]),
+    "an image part with an unknown detail": message(role="user", content=[{"type": "image_url", "image_url": {"url": IMAGE, "detail": "x"}}]),
+    "a number part": message(role="user", content=[{"type": "text", "text": "a"}, 5]),
+    "a system part without type": message(role="system", content=[{"text": "a"}]),
+    "a custom role's null text": message(role="narrator", content=[{"type": "text", "text": None}]),
+    "a part without type beside a text part": message(role="user", content=[{"type": "text", "text": "a"}, {"text": "b"}]),
+    "a custom role's part without type": message(role="narrator", content=[{"text": "a"}]),
+    "a file part": message(role="user", content=[{"type": "file", "file": {"file_id": "f"}}]),
+    "a text part with a uuid": message(role="user", content=[{"type": "text", "text": "a", "uuid": "u"}]),
     "content a number": message(role="user", content=5),
     "role a number": message(role=5, content="x"),
     "no role": message(content="x"),
@@ -106,8 +125,17 @@ EMBEDDING_BODIES = {
     "messages": {"model": ZEN, "messages": [USER]},
 }
 
-# Bodies vLLM's pydantic models accept and its engine then refuses with 400.
-ENGINE_CHECKS = {"chat: max_tokens 0", "chat: max_tokens -1", "chat: n 0"}
+# Bodies vLLM's pydantic models accept and its engine then refuses with 400: sampling
+# parameters, and content parts vLLM's part reader cannot read (openai_server.py `parts_error`).
+ENGINE_CHECKS = {
+    "chat: max_tokens 0",
+    "chat: max_tokens -1",
+    "chat: n 0",
+    "chat: a part without type beside a text part",
+    "chat: a custom role's part without type",
+    "chat: a file part",
+    "chat: a text part with a uuid",
+}
 # What KServe answers once it has parsed a body (the model's answer), and when it has not.
 PARSED = (200, 400)
 NOT_PARSED = (404, 422, 500)
@@ -149,22 +177,7 @@ def verdicts(llm_stack, servers, path: str, data: bytes) -> tuple[bool, int, int
     return forwarded, via.status_code, direct.status_code
 
 
-# Disagreements found by this test and not fixed yet: the filter forwards them, KServe refuses
-# them (500, when the model reads the lazily validated content parts). docs/config.md says the
-# filter refuses them. Strict: the test fails once the filter agrees, so the list stays true.
-KNOWN_DISAGREEMENTS = {
-    "chat: a part without type": "content parts without `type` are forwarded",
-    "chat: a text part with a number": "a text part's non-string `text` is forwarded",
-}
-
-
-def case_param(name: str):
-    if name in KNOWN_DISAGREEMENTS:
-        return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DISAGREEMENTS[name]))
-    return name
-
-
-@pytest.mark.parametrize("name", [case_param(c[0]) for c in CASES] + list(RAW))
+@pytest.mark.parametrize("name", [c[0] for c in CASES] + list(RAW))
 def test_the_filter_refuses_exactly_what_kserve_cannot_parse(llm_stack, openai_servers, name):
     if name in RAW:
         path, data = RAW[name]

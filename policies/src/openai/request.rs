@@ -12,6 +12,8 @@
 
 use serde_json::{Map, Value};
 
+mod parts;
+
 /// Which OpenAI endpoint a body is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -225,7 +227,7 @@ fn lax_bool(value: &Value) -> Option<bool> {
 }
 
 /// Chat messages: a list of objects with a `role` string and a `content` that is a string, a
-/// list of parts, absent, or (for `assistant`) null.
+/// list of parts (`parts`), absent, or (for `assistant`) null.
 fn messages_text(messages: &Value, at: &str, parsed: &mut Parsed) -> Result<(), Invalid> {
     let Value::Array(messages) = messages else {
         return Err(invalid(at, "must be a list of messages"));
@@ -246,6 +248,7 @@ fn messages_text(messages: &Value, at: &str, parsed: &mut Parsed) -> Result<(), 
             Some(Value::Null) if role == "assistant" => {}
             Some(Value::String(text)) => parsed.text_bytes += len(text),
             Some(Value::Array(parts)) => {
+                parts::check(role, parts, &format!("{here}.content"))?;
                 for part in parts {
                     parsed.text_bytes += strings_bytes(part);
                 }

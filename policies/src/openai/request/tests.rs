@@ -139,6 +139,157 @@ fn messages_need_a_role_and_a_content_vllm_accepts() {
     assert_eq!(param(parse(Kind::Chat, br#"{"model":"m"}"#)), "messages");
 }
 
+/// The content parts of one message with `role` (docs/config.md, "Request shapes"); the
+/// verdicts are those KServe 0.21 with vLLM 0.24 gave here (pydantic, then vLLM's parser).
+fn parts(role: &str, parts: &str) -> Result<Parsed, Invalid> {
+    let body = format!(r#"{{"model":"m","messages":[{{"role":"{role}","content":{parts}}}]}}"#);
+    parse(Kind::Chat, body.as_bytes())
+}
+
+#[test]
+fn content_parts_of_every_chat_type_are_forwarded() {
+    for part in [
+        r#"{"type":"text","text":"a","extra":1}"#,
+        r#"{"type":"image_url","image_url":{"url":"http://x/a.png"}}"#,
+        r#"{"type":"image_url","image_url":{"url":"http://x/a.png","detail":"low"}}"#,
+        r#"{"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}"#,
+        r#"{"type":"audio_url","audio_url":{"url":"http://x/a.mp3"}}"#,
+        r#"{"type":"video_url","video_url":{"url":"http://x/a.mp4"}}"#,
+        r#"{"type":"refusal","refusal":"no"}"#,
+        r#"{"type":"thinking","thinking":"hm","closed":true}"#,
+        r#"{"type":"image_embeds","image_embeds":"AAAA"}"#,
+        r#"{"type":"prompt_embeds","data":"AAAA"}"#,
+        r#"{"type":"tool_reference","name":"t"}"#,
+        r#"{"image_url":"http://x/a.png"}"#,
+        r#"{"video_url":"http://x/a.mp4"}"#,
+    ] {
+        for role in ["user", "system", "assistant", "narrator"] {
+            assert!(parts(role, &format!("[{part}]")).is_ok(), "{role}: {part}");
+        }
+    }
+    // Strings beside a chat part, strings alone for a role vLLM's own type reads, no parts.
+    assert!(parts("user", r#"[{"type":"text","text":"a"},"b"]"#).is_ok());
+    assert!(parts("narrator", r#"["a","b"]"#).is_ok());
+    assert!(parts("function", r#"["a"]"#).is_ok());
+    assert!(parts("user", "[]").is_ok());
+}
+
+#[test]
+fn content_parts_kserve_cannot_read_are_refused_where_they_are() {
+    let refused = |role: &str, list: &str| param(parts(role, list));
+    // The two shapes KServe answered with a 500 (test_openai_decoding.py).
+    assert_eq!(
+        refused("user", r#"[{"text":"a"}]"#),
+        "messages[0].content[0]"
+    );
+    assert_eq!(
+        refused("user", r#"[{"type":"text","text":5}]"#),
+        "messages[0].content[0].text"
+    );
+    // A null text: vLLM skips the part, but only a custom role's message gets that far.
+    assert_eq!(
+        refused("user", r#"[{"type":"text","text":null}]"#),
+        "messages[0].content[0]"
+    );
+    assert!(parts("narrator", r#"[{"type":"text","text":null}]"#).is_ok());
+    assert!(
+        parts(
+            "user",
+            r#"[{"type":"text","text":"a"},{"type":"text","text":null}]"#
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        refused("user", r#"[{"type":"text"}]"#),
+        "messages[0].content[0].text"
+    );
+    assert_eq!(
+        refused("user", r#"[{"type":"text","text":"a"},{}]"#),
+        "messages[0].content[1]"
+    );
+    assert_eq!(
+        refused("user", r#"[{"type":5,"text":"a"}]"#),
+        "messages[0].content[0].type"
+    );
+    let unknown = parts("user", r#"[{"type":"file","file":{"file_id":"f"}}]"#).unwrap_err();
+    assert_eq!(
+        unknown.param.as_deref(),
+        Some("messages[0].content[0].type")
+    );
+    assert!(
+        unknown
+            .message
+            .contains("unsupported content part type \"file\""),
+        "{}",
+        unknown.message
+    );
+    assert_eq!(
+        refused("user", r#"[{"type":"image_url","image_url":{}}]"#),
+        "messages[0].content[0].image_url.url"
+    );
+    assert_eq!(
+        refused(
+            "user",
+            r#"[{"type":"image_url","image_url":"http://x/a.png"}]"#
+        ),
+        "messages[0].content[0].image_url"
+    );
+    assert_eq!(
+        refused(
+            "user",
+            r#"[{"type":"image_url","image_url":{"url":"u","detail":"x"}}]"#
+        ),
+        "messages[0].content[0].image_url.detail"
+    );
+    assert_eq!(
+        refused(
+            "user",
+            r#"[{"type":"input_audio","input_audio":{"data":"AAAA","format":"ogg"}}]"#
+        ),
+        "messages[0].content[0].input_audio.format"
+    );
+    assert_eq!(
+        refused("user", r#"[{"type":"image_pil","image_pil":"x"}]"#),
+        "messages[0].content[0].image_pil"
+    );
+    // Neither a string nor an object, for any role (pydantic: 422).
+    for bad in ["5", "null", r#"["a"]"#, "true"] {
+        for role in ["user", "narrator"] {
+            assert_eq!(
+                refused(role, &format!(r#"["x",{bad}]"#)),
+                "messages[0].content[1]",
+                "{role}: {bad}"
+            );
+        }
+    }
+}
+
+#[test]
+fn string_parts_alone_and_parts_with_a_uuid_are_read_by_role_and_as_media() {
+    let refused = |role: &str, list: &str| param(parts(role, list));
+    // Only strings, or only Responses-API parts, for a role OpenAI's message type reads.
+    for role in ["developer", "system", "user", "assistant", "tool"] {
+        assert_eq!(refused(role, r#"["a","b"]"#), "messages[0].content[0]");
+        assert_eq!(
+            refused(role, r#"[{"type":"input_text","text":"a"}]"#),
+            "messages[0].content[0]"
+        );
+    }
+    assert!(parts("narrator", r#"[{"type":"input_text","text":"a"}]"#).is_ok());
+    // vLLM reads a part with a uuid as media given directly, whatever its type.
+    assert_eq!(
+        refused("user", r#"[{"type":"text","text":"a","uuid":"u"}]"#),
+        "messages[0].content[0]"
+    );
+    assert!(
+        parts(
+            "user",
+            r#"[{"type":"image_url","image_url":{"url":"http://x/a.png"},"uuid":"u"}]"#
+        )
+        .is_ok()
+    );
+}
+
 #[test]
 fn model_must_be_a_non_empty_string() {
     assert_eq!(param(parse(Kind::Chat, br#"{"messages":[]}"#)), "model");
