@@ -285,3 +285,28 @@ def test_stats_tags_turn_the_filter_metric_names_into_model_and_outcome_labels()
         assert (prometheus_name(name), tags) == ("modelgate_shadow_rate_limited", {"model": model})
     name, tags = envoy_tags("wasmcustom.modelgate.request.duration_ms", extractors)
     assert (prometheus_name(name), tags) == ("modelgate_request_duration_ms", {})
+
+
+def test_stats_tags_give_the_gen_ai_histograms_their_opentelemetry_names_and_labels():
+    """The names docs/config.md ("Metrics") gives the filter's GenAI histograms
+    (filter/src/gen_ai.rs) are what Envoy exports under the EnvoyProxy's rules, and the
+    rules of the two families leave each other's metrics alone."""
+    extractors = [p["value"] for p in one("EnvoyProxy", "modelgate-proxy")["spec"]["bootstrap"]["jsonPatches"]]
+    # Model names as the filter writes them in metric names (dots become `_`).
+    for model in ["markov-zen", "llama_3_1-8b", "m"]:
+        for caller_class in ["free", "other", "authenticated", "anonymous"]:
+            for token_type in ["input", "output"]:
+                name, tags = envoy_tags(
+                    f"wasmcustom.gen_ai.client.token.usage.model.{model}.caller_class.{caller_class}.token_type.{token_type}",
+                    extractors,
+                )
+                assert (prometheus_name(name), tags) == (
+                    "gen_ai_client_token_usage",
+                    {"gen_ai_request_model": model, "caller_class": caller_class, "gen_ai_token_type": token_type},
+                )
+        for histogram in ["gen_ai.server.request.duration_ms", "gen_ai.server.time_to_first_token_ms"]:
+            name, tags = envoy_tags(f"wasmcustom.{histogram}.model.{model}", extractors)
+            assert (prometheus_name(name), tags) == (histogram.replace(".", "_"), {"gen_ai_request_model": model})
+        # The request counter of a model named like a GenAI label keeps its own labels only.
+        name, tags = envoy_tags(f"wasmcustom.modelgate.requests.model.{model}.outcome.allowed", extractors)
+        assert (prometheus_name(name), tags) == ("modelgate_requests", {"model": model, "outcome": "allowed"})

@@ -14,6 +14,7 @@ import concurrent.futures
 import dataclasses
 import json
 import signal
+import time
 import uuid
 
 import pytest
@@ -24,6 +25,7 @@ import demo_config
 import keys
 import llm_stack as servers_mod
 import stack as stack_mod
+from helpers import gateway_metrics
 
 ZEN, DOCS = demo_config.ZEN, demo_config.DOCS
 PREFIX = demo_config.OPENAI_PREFIX
@@ -197,6 +199,54 @@ def test_a_stream_without_usage_gets_the_servers_events_minus_the_injected_usage
     expected = b"\n\n".join(e for e in server_events if e not in usage_events)
     assert got == expected
     assert b'"usage":{' not in got
+
+
+# --- GenAI metrics ---------------------------------------------------------------------------
+
+
+def gen_ai_samples(llm_stack) -> dict[tuple[str, frozenset], float]:
+    """The gateway's GenAI series (docs/config.md "Metrics", named by deploy/'s tag rules)."""
+    return {
+        (name, frozenset(labels.items())): value
+        for name, labels, value in gateway_metrics(llm_stack)
+        if name.startswith("gen_ai_")
+    }
+
+
+def test_gen_ai_metrics_come_out_under_their_opentelemetry_names_with_the_servers_usage(llm_stack, llm_token):
+    """Token usage per model, caller class and token type, request duration and time to first
+    token, as Envoy's /stats/prometheus names them under deploy/gateway/envoyproxy.yaml's
+    rules; the usage histograms' sums grow by the `usage` the server reported."""
+    model = {"gen_ai_request_model": ZEN}
+    usage_of = {
+        kind: frozenset({**model, "caller_class": "authenticated", "gen_ai_token_type": kind}.items())
+        for kind in ("input", "output")
+    }
+    before = gen_ai_samples(llm_stack)
+    for kind in ("input", "output"):
+        assert ("gen_ai_client_token_usage_count", usage_of[kind]) in before, sorted(before)
+    answer = post(llm_stack, CHAT, chat(max_tokens=6, seed=3), llm_token)
+    assert answer.status_code == 200, answer.text
+    plain = answer.json()["usage"]
+    _, got = stream(llm_stack, llm_token, chat(max_tokens=6, stream=True, stream_options={"include_usage": True}))
+    streamed = json.loads(got.decode().split("\n\n")[-3].removeprefix("data: "))["usage"]
+    # The reservation is settled in the gateway's log phase, just after the last byte.
+    deadline = time.monotonic() + 5
+    while True:
+        after = gen_ai_samples(llm_stack)
+        delta = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+        if delta[("gen_ai_client_token_usage_count", usage_of["output"])] >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for kind, field in (("input", "prompt_tokens"), ("output", "completion_tokens")):
+        assert delta[("gen_ai_client_token_usage_count", usage_of[kind])] == 2
+        assert delta[("gen_ai_client_token_usage_sum", usage_of[kind])] == plain[field] + streamed[field]
+    only_model = frozenset(model.items())
+    assert delta[("gen_ai_server_request_duration_ms_count", only_model)] == 2
+    assert delta[("gen_ai_server_time_to_first_token_ms_count", only_model)] == 1
+    assert ("gen_ai_server_time_to_first_token_ms_bucket", frozenset({**model, "le": "+Inf"}.items())) in after
+    # No GenAI series keeps its labels in its name.
+    assert not [name for name, _ in after if ".model." in name or "_model_" in name], sorted(after)
 
 
 # --- token budgets under concurrency ---------------------------------------------------------
