@@ -13,7 +13,7 @@
 //! - `on_http_request_body`: `Pause` (buffer) until the body is complete or over its limit, then
 //!   decide on it: `Continue`, or a local reply (400, 413).
 //! - `on_http_request_trailers`: a body that ends in trailers is decided there.
-//! - `on_http_response_headers` (OpenAI requests): adds the `x-ratelimit-*-tokens` headers and
+//! - `on_http_response_headers` (OpenAI requests): adds the `x-ratelimit-*` headers and
 //!   starts the response meter (removing `content-length` when it rewrites the body).
 //! - `on_http_response_body` (OpenAI requests): records the time to first token of a stream,
 //!   feeds each chunk to the meter and replaces the chunk when the meter removed a usage chunk

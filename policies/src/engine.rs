@@ -22,7 +22,7 @@ use crate::jwt::{AuthError, Identity, Verifier};
 use crate::models::{Model, ModelId, Models};
 use crate::openai::request::Kind;
 use crate::openai::{Caller, OpenAiRoutes};
-use crate::ratelimit::Check;
+use crate::ratelimit::{Check, QuotaStanding};
 use crate::request::RequestView;
 use crate::routing::{self, Endpoint, Target};
 use crate::store::SharedStore;
@@ -607,6 +607,21 @@ impl Engine {
         now: Duration,
         store: &dyn SharedStore,
     ) -> Result<bool, Reply> {
+        self.admit_with_standing(id, requirements, identity, key, now, store)
+            .map(|(shadow_limited, _)| shadow_limited)
+    }
+
+    /// [`Engine::admit`], with the request quota's standing after this request when it was
+    /// within the quota (for OpenAI's `x-ratelimit-*-requests` on the response).
+    pub(crate) fn admit_with_standing(
+        &self,
+        id: ModelId,
+        requirements: &Requirements,
+        identity: Option<&Identity>,
+        key: &str,
+        now: Duration,
+        store: &dyn SharedStore,
+    ) -> Result<(bool, Option<QuotaStanding>), Reply> {
         let model = self.models.get(id);
         if let Err(denied) = requirements.check(identity) {
             let realm = self.jwt.as_ref().map_or("modelgate", |j| j.realm.as_str());
@@ -619,10 +634,21 @@ impl Engine {
             ));
         }
         let Some(quota) = &model.quota else {
-            return Ok(false);
+            return Ok((false, None));
         };
         match quota.check(key, now, store) {
-            Check::Allowed { .. } => Ok(false),
+            Check::Allowed {
+                limit,
+                remaining,
+                reset_secs,
+            } => Ok((
+                false,
+                Some(QuotaStanding {
+                    limit,
+                    remaining,
+                    reset_secs,
+                }),
+            )),
             Check::Limited {
                 limit,
                 retry_after_secs,
@@ -630,7 +656,7 @@ impl Engine {
             } => {
                 if self.shadow {
                     log::warn!("shadow mode: model {} over quota for key {key}", model.name);
-                    return Ok(true);
+                    return Ok((true, None));
                 }
                 Err(reply::rate_limited(
                     Arc::clone(&model.name),
@@ -648,7 +674,7 @@ impl Engine {
                         "shadow mode: model {} has no room for key {key}",
                         model.name
                     );
-                    return Ok(true);
+                    return Ok((true, None));
                 }
                 log::debug!("no rate-limit slot for key {key} of model {}", model.name);
                 Err(reply::rate_limit_crowded(
@@ -664,7 +690,7 @@ impl Engine {
                 );
                 match self.failure_mode {
                     FailureMode::Deny => Err(reply::internal_fault(Some(Arc::clone(&model.name)))),
-                    FailureMode::Allow => Ok(false),
+                    FailureMode::Allow => Ok((false, None)),
                 }
             }
         }

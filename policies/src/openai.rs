@@ -20,6 +20,7 @@ use crate::decision::{
 use crate::engine::{Engine, Pending, Stage};
 use crate::jwt::Identity;
 use crate::models::{Model, ModelId};
+use crate::ratelimit::QuotaStanding;
 use crate::reply;
 use crate::request::RequestView;
 use crate::routing::{strip_query, valid_name};
@@ -135,7 +136,8 @@ pub struct OpenAiExchange {
     strip_usage_chunk: bool,
     /// The request body to send instead of the client's (usage asked for), when rewritten.
     pub body: Option<Vec<u8>>,
-    /// Response headers to add (OpenAI's `x-ratelimit-*-tokens` as of admission).
+    /// Response headers to add: OpenAI's `x-ratelimit-*-tokens` and `x-ratelimit-*-requests`
+    /// as of admission.
     pub response_headers: Vec<(&'static str, String)>,
 }
 
@@ -266,22 +268,23 @@ impl Engine {
         let Some(settings) = &model.openai else {
             return BodyDecision::Reply(reply::internal_fault(None));
         };
-        let shadow_limited =
-            match self.admit(id, &model.requirements, identity, limit_key, now, store) {
-                Ok(shadow_limited) => shadow_limited,
-                Err(reply) => return BodyDecision::Reply(openai_reply(reply, None)),
-            };
+        let (shadow_limited, requests) = match self.admit_with_standing(
+            id,
+            &model.requirements,
+            identity,
+            limit_key,
+            now,
+            store,
+        ) {
+            Ok(admitted) => admitted,
+            Err(reply) => return BodyDecision::Reply(openai_reply(reply, None)),
+        };
+        let request_headers = requests.map(|q| request_headers(&q)).unwrap_or_default();
         if let Err(reply) = check_limits(model, settings, &parsed) {
             return BodyDecision::Reply(reply);
         }
         let prompt_estimate = estimate_prompt(kind, &parsed, settings, body.len());
-        let completion_bound = match kind {
-            Kind::Chat | Kind::Completions => parsed
-                .max_tokens
-                .unwrap_or(settings.default_max_tokens)
-                .saturating_mul(parsed.n),
-            Kind::Embeddings | Kind::Rerank => 0,
-        };
+        let completion_bound = completion_bound(kind, &parsed, settings);
         let cost = prompt_estimate.saturating_add(completion_bound);
         let now_nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
         let mut response_headers = Vec::new();
@@ -294,9 +297,16 @@ impl Engine {
                     response_headers = token_headers(&standing);
                 }
                 Ok(None) => shadow_limited = true,
-                Err(reply) => return BodyDecision::Reply(reply),
+                Err(mut reply) => {
+                    // A token budget's 429 tells the request quota's standing too.
+                    if reply.status == 429 {
+                        reply.headers.extend(request_headers);
+                    }
+                    return BodyDecision::Reply(reply);
+                }
             }
         }
+        response_headers.extend(request_headers);
         let openai = self.openai.as_ref();
         let hold = openai.is_some_and(|o| o.hold_headers);
         let strip_usage_chunk = hold && parsed.stream && !parsed.include_usage;
@@ -501,6 +511,18 @@ fn check_limits(model: &Model, settings: &ModelOpenAi, parsed: &Parsed) -> Resul
     Ok(())
 }
 
+/// The tokens a request may generate: its `max_tokens` (else the model's default) for each of
+/// its `n` choices; embeddings and rerank generate none.
+fn completion_bound(kind: Kind, parsed: &Parsed, settings: &ModelOpenAi) -> u64 {
+    match kind {
+        Kind::Chat | Kind::Completions => parsed
+            .max_tokens
+            .unwrap_or(settings.default_max_tokens)
+            .saturating_mul(parsed.n),
+        Kind::Embeddings | Kind::Rerank => 0,
+    }
+}
+
 /// The prompt's token estimate: text bytes over `bytesPerToken` (rounded up), plus token ids
 /// and a few tokens per chat message; a rerank body counts whole.
 fn estimate_prompt(kind: Kind, parsed: &Parsed, settings: &ModelOpenAi, body_len: usize) -> u64 {
@@ -552,6 +574,21 @@ fn token_headers(standing: &Standing) -> Vec<(&'static str, String)> {
             standing.remaining.to_string(),
         ),
         ("x-ratelimit-reset-tokens", reset_text(standing.reset_nanos)),
+    ]
+}
+
+/// OpenAI's `x-ratelimit-*-requests` for a request quota after an admitted request.
+fn request_headers(standing: &QuotaStanding) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-ratelimit-limit-requests", standing.limit.to_string()),
+        (
+            "x-ratelimit-remaining-requests",
+            standing.remaining.to_string(),
+        ),
+        (
+            "x-ratelimit-reset-requests",
+            reset_text(standing.reset_secs.saturating_mul(1_000_000_000)),
+        ),
     ]
 }
 

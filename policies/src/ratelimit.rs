@@ -48,6 +48,18 @@ pub(crate) struct Quota {
     slots: SlotTable,
 }
 
+/// A key's standing within its quota after an admitted request: OpenAI's
+/// `x-ratelimit-*-requests` (`RateLimit-*` otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QuotaStanding {
+    /// The burst capacity.
+    pub(crate) limit: u32,
+    /// Requests that may still go at once.
+    pub(crate) remaining: u32,
+    /// Seconds until the full burst is available again.
+    pub(crate) reset_secs: u64,
+}
+
 /// The result of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Check {

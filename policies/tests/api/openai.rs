@@ -246,6 +246,76 @@ fn the_budget_refuses_what_does_not_fit_and_settlement_gives_back_what_was_not_u
 }
 
 #[test]
+fn admitted_responses_carry_openai_s_request_and_token_headers_and_a_token_429_both() {
+    let mut config = config(true);
+    // 3 requests at once, one more every 20 s.
+    config["models"]["markov"]["rateLimit"] = json!({ "requestsPerMinute": 3, "burst": 3 });
+    let p = policies(&config);
+    let store = MemoryStore::new();
+    let req = Req::post(CHAT).bearer(&markov_token());
+    let header = |headers: &[(&'static str, String)], name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let first = req
+        .send(&p, &chat_body("markov", 10, ""), at(NOW), &store)
+        .unwrap()
+        .openai
+        .unwrap();
+    let h = &first.response_headers;
+    assert_eq!(
+        header(h, "x-ratelimit-limit-requests").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        header(h, "x-ratelimit-remaining-requests").as_deref(),
+        Some("2")
+    );
+    // One request's worth refills in 20 s.
+    assert_eq!(
+        header(h, "x-ratelimit-reset-requests").as_deref(),
+        Some("20s")
+    );
+    assert_eq!(
+        header(h, "x-ratelimit-remaining-tokens").as_deref(),
+        Some("978")
+    );
+    let second = req
+        .send(&p, &chat_body("markov", 200, ""), at(NOW), &store)
+        .unwrap()
+        .openai
+        .unwrap();
+    assert_eq!(
+        header(&second.response_headers, "x-ratelimit-remaining-requests").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        header(&second.response_headers, "x-ratelimit-reset-requests").as_deref(),
+        Some("40s")
+    );
+    // The third is within the request quota (its last) but its 4 × 200 + 12 tokens are more
+    // than the 766 left this minute: the 429 gives both standings.
+    let refused = req
+        .send(&p, &chat_body("markov", 200, r#","n":4"#), at(NOW), &store)
+        .unwrap_err();
+    assert_eq!(refused.status, 429);
+    assert_eq!(
+        reply_header(&refused, "x-ratelimit-remaining-tokens"),
+        Some("766")
+    );
+    assert_eq!(
+        reply_header(&refused, "x-ratelimit-remaining-requests"),
+        Some("0")
+    );
+    assert_eq!(
+        reply_header(&refused, "x-ratelimit-limit-requests"),
+        Some("3")
+    );
+}
+
+#[test]
 fn a_reservation_larger_than_a_window_is_a_400() {
     let mut config = config(true);
     config["models"]["markov"]["openai"]["tokenBudgets"] =
