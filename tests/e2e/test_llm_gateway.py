@@ -25,7 +25,7 @@ import demo_config
 import keys
 import llm_stack as servers_mod
 import stack as stack_mod
-from helpers import gateway_metrics
+from helpers import gateway_metrics, parse_prometheus
 
 ZEN, DOCS = demo_config.ZEN, demo_config.DOCS
 PREFIX = demo_config.OPENAI_PREFIX
@@ -285,7 +285,7 @@ def budget_gateway(llm_stack, tmp_path_factory):
     proc.start()
     try:
         stack_mod.wait_http(proc, f"http://127.0.0.1:{ports.admin}/ready")
-        yield f"http://127.0.0.1:{ports.gateway}", budget
+        yield f"http://127.0.0.1:{ports.gateway}", budget, f"http://127.0.0.1:{ports.admin}"
     finally:
         proc.signal_group(signal.SIGTERM)
         if not proc.wait(10):
@@ -296,7 +296,7 @@ def budget_gateway(llm_stack, tmp_path_factory):
 def test_fifty_parallel_requests_admit_at_most_the_budget_and_settle_the_servers_usage(
     llm_stack, openai_servers, budget_gateway, subject
 ):
-    url, budget = budget_gateway
+    url, budget, _ = budget_gateway
     token = llm_stack.token("RS256", sub=subject, scope=BOTH)
     body = json.dumps(
         {"model": DOCS, "messages": [{"role": "user", "content": BUDGET_PROMPT}], "max_tokens": BUDGET_MAX_TOKENS}
@@ -339,3 +339,49 @@ def test_fifty_parallel_requests_admit_at_most_the_budget_and_settle_the_servers
     remaining = int(probe.headers["x-ratelimit-remaining-tokens"])
     # At most 1 token of a per-day budget refills during the test.
     assert budget - used <= remaining <= budget - used + 1
+
+
+
+def settled_count(admin: str, model: str) -> float:
+    """Settled requests of `model` on a gateway: its output token usage histogram's count."""
+    r = requests.get(f"{admin}/metrics", timeout=5)
+    r.raise_for_status()
+    return sum(
+        value
+        for name, labels, value in parse_prometheus(r.text)
+        if name == "gen_ai_client_token_usage_count"
+        and labels.get("gen_ai_request_model") == model
+        and labels.get("gen_ai_token_type") == "output"
+    )
+
+
+def test_streams_charge_the_budget_the_servers_usage_whether_or_not_the_client_asked_for_it(
+    llm_stack, openai_servers, budget_gateway, subject
+):
+    """A stream that asked for usage and one that did not (the filter asked for it and removed
+    its chunk) are each charged the server's `usage`: a later request finds the per-day budget
+    less both usages and its own reservation."""
+    url, budget, admin = budget_gateway
+    token = llm_stack.token("RS256", sub=subject, scope=BOTH)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    base = {"model": DOCS, "messages": [{"role": "user", "content": BUDGET_PROMPT}], "max_tokens": BUDGET_MAX_TOKENS}
+    settled_before = settled_count(admin, DOCS)
+    used = 0
+    for asked in (False, True):
+        rid = f"stream-budget-{uuid.uuid4()}"
+        body = {**base, "stream": True, **({"stream_options": {"include_usage": True}} if asked else {})}
+        answer = requests.post(f"{url}{CHAT}", data=json.dumps(body), headers={**headers, "X-Request-ID": rid}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert (b'"usage":{' in answer.content) == asked
+        events = served(openai_servers, rid)["response_body"].split("\n\n")
+        (usage,) = [json.loads(e[6:])["usage"] for e in events if e.startswith("data: {") and json.loads(e[6:]).get("usage")]
+        used += usage["total_tokens"]
+    # Settlement runs in the gateway's log phase, just after the last byte.
+    deadline = time.monotonic() + 5
+    while settled_count(admin, DOCS) < settled_before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    probe = requests.post(f"{url}{CHAT}", data=json.dumps(base), headers=headers, timeout=60)
+    assert probe.status_code == 200, probe.text
+    remaining = int(probe.headers["x-ratelimit-remaining-tokens"])
+    # At most 1 token of a per-day budget refills during the test.
+    assert budget - used - reservation() <= remaining <= budget - used - reservation() + 1
