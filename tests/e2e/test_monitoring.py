@@ -4,8 +4,8 @@ deploy/monitoring/ holds a PrometheusRule and a Grafana dashboard written agains
 Envoy's /stats/prometheus gives the filter's metrics and Envoy's own; the gateway exports the
 same names (it reads the tag rules from deploy/gateway/envoyproxy.yaml). Here:
 
-1. every metric name the rules and the dashboard use is in the gateway's /metrics after a
-   walkthrough of every outcome;
+1. every metric name the rules and the dashboard use is in the gateways' /metrics after a
+   walkthrough of every outcome (and, for the GenAI panels, chats through the LLM stack);
 2. a real Prometheus (the Debian package's binary, started here on a free port with a
    temporary config scraping the stack's admin /metrics every second) returns a series for
    every dashboard query and every alert expression: the alerts the walkthrough provokes
@@ -75,19 +75,21 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def prometheus(stack, tmp_path_factory):
+def prometheus(stack, llm_stack, tmp_path_factory):
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is missing: apt-get install -y prometheus (scripts/setup.sh does)")
     # Every series the rules and the dashboard read exists before the first scrape.
     one_of_each(stack, rounds=1)
+    llm_chats(llm_stack, rounds=1)
     run = tmp_path_factory.mktemp("prometheus")
-    admin = stack.admin.removeprefix("http://")
+    # Both gateways as one job: the dashboard's GenAI panels read the LLM stack's.
+    admins = [s.admin.removeprefix("http://") for s in (stack, llm_stack)]
     (run / "prometheus.yml").write_text(
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [{"job_name": "modelgate", "metrics_path": "/metrics", "static_configs": [{"targets": [admin]}]}],
+                "scrape_configs": [{"job_name": "modelgate", "metrics_path": "/metrics", "static_configs": [{"targets": admins}]}],
             }
         )
     )
@@ -117,7 +119,8 @@ def prometheus(stack, tmp_path_factory):
             assert time.monotonic() < deadline, "prometheus did not become ready"
             time.sleep(0.2)
         # Two scrapes before the measured traffic, so every rate() has a sample from before it.
-        wait_for(url, 'count_over_time(up{job="modelgate"}[1m]) >= 2')
+        for admin in admins:
+            wait_for(url, f'count_over_time(up{{job="modelgate",instance="{admin}"}}[1m]) >= 2')
         yield url
     finally:
         proc.terminate()
@@ -171,24 +174,45 @@ def one_of_each(stack, rounds: int) -> list[int]:
     return statuses
 
 
+def llm_chats(llm_stack, rounds: int) -> None:
+    """`rounds` chats and streamed chats to an OpenAI model through the LLM stack: token usage,
+    request duration and time to first token for the GenAI panels."""
+    token = llm_stack.token("RS256", sub=f"monitoring-llm-{rounds}", scope=demo_config.CHAT_SCOPES[demo_config.ZEN])
+    url = f"{llm_stack.gateway}{demo_config.OPENAI_PREFIX}/v1/chat/completions"
+    body = {"model": demo_config.ZEN, "messages": [{"role": "user", "content": "Is flat better than nested?"}], "max_tokens": 8}
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(rounds):
+        for stream in (False, True):
+            answer = requests.post(url, json={**body, "stream": stream}, headers=headers, timeout=30)
+            assert answer.status_code == 200, answer.text
+
+
 @pytest.fixture(scope="module")
-def walkthrough(stack, prometheus):
+def walkthrough(stack, llm_stack, prometheus):
     """The measured traffic, after Prometheus has scraped every series' starting value (the
     `prometheus` fixture sends one round first: a series born between two scrapes has no
     earlier sample, and rate() sees no increase)."""
     statuses = one_of_each(stack, rounds=4)
+    llm_chats(llm_stack, rounds=2)
     # Two more scrapes, so every rate() sees the increase.
     time.sleep(2.5)
     return statuses
 
 
-def test_every_metric_the_rules_and_dashboard_use_is_exported(stack, walkthrough):
-    exported = {name for name, _, _ in gateway_metrics(stack)}
+def test_every_metric_the_rules_and_dashboard_use_is_exported(stack, llm_stack, walkthrough):
+    exported = {name for s in (stack, llm_stack) for name, _, _ in gateway_metrics(s)}
     used = set()
     for expr in [*alerts().values(), *dashboard_queries()]:
         used |= metric_names(expr)
-    assert used >= {"modelgate_requests", "envoy_cluster_upstream_rq_xx", "modelgate_request_duration_ms_bucket"}
-    assert used <= exported, f"missing from {stack.admin}/metrics: {sorted(used - exported)}"
+    assert used >= {
+        "modelgate_requests",
+        "envoy_cluster_upstream_rq_xx",
+        "modelgate_request_duration_ms_bucket",
+        "gen_ai_client_token_usage_sum",
+        "gen_ai_server_time_to_first_token_ms_bucket",
+        "gen_ai_server_request_duration_ms_bucket",
+    }
+    assert used <= exported, f"missing from the gateways' /metrics: {sorted(used - exported)}"
 
 
 def test_prometheus_returns_a_series_for_every_dashboard_query(prometheus, walkthrough):
