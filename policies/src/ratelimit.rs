@@ -1,9 +1,10 @@
 //! Per-model quotas: governor's GCRA over host shared data, so every worker VM shares one limit.
 //!
 //! governor keeps one "theoretical arrival time" (TAT) per key and lets a [`StateStore`]
-//! decide where it lives. [`SharedTat`] keeps it in the host's shared data, in one slot of
+//! decide where it lives. [`SharedTat`] keeps it in the host's shared data, in one bucket of
 //! the quota's fixed table (see [`slots`]: the state stays bounded whatever the number of
-//! keys), and updates it with compare-and-swap, retrying when another VM wrote in between.
+//! keys, and a check is one read and one write), and updates the bucket with
+//! compare-and-swap, retrying when another VM wrote in between.
 //! A per-VM counter would multiply the limit by the number of workers.
 //!
 //! Time is injected: a limiter is built per check around a [`SharedTat`] (which borrows the
@@ -27,7 +28,7 @@ pub(crate) mod slots;
 
 use slots::{Probe, SlotTable};
 
-/// Slots per quota when the configuration does not say (`rateLimit.maxKeys`).
+/// Keys per quota when the configuration does not say (`rateLimit.maxKeys`).
 pub(crate) const DEFAULT_MAX_KEYS: u32 = 16_384;
 
 /// How many times a CAS conflict is retried before the check counts as an internal fault.
@@ -75,7 +76,7 @@ pub(crate) enum Check {
         retry_after_secs: u64,
         reset_secs: u64,
     },
-    /// Every slot this key may use holds another caller's live state (see [`slots`]): the
+    /// The key's bucket holds its share of other callers' live state (see [`slots`]): the
     /// key is refused, as if over its quota, until the first of them frees.
     Crowded { limit: u32, retry_after_secs: u64 },
     /// Shared data could not be updated (see [`MAX_CAS_ATTEMPTS`]).
@@ -171,16 +172,16 @@ impl Clock for InjectedClock {
     }
 }
 
-/// One key's TAT in its shared-data slot.
+/// One key's TAT in its shared-data bucket.
 struct SharedTat<'a> {
     store: &'a dyn SharedStore,
     slots: &'a SlotTable,
     key: &'a [u8],
-    /// The request's time: a slot whose state is older is free to claim.
+    /// The request's time: a record whose state is older is dropped.
     now: Nanos,
     /// The TAT after this check (stored, or found when limited): for `RateLimit-Reset`.
     tat: Cell<Option<Nanos>>,
-    /// Set when the key found no slot: when the first slot of its window frees.
+    /// Set when the key found no room: when the first record of its bucket frees.
     crowded_until: Cell<Option<Nanos>>,
     /// Set when the store refused the update for good.
     failed: Cell<Option<StoreError>>,
@@ -196,12 +197,11 @@ impl StateStore for SharedTat<'_> {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        let mut slot_key = String::new();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (index, cas, current) = match self.slots.probe(self.key, self.now, self.store) {
-                Probe::Slot { index, cas, tat } => (index, cas, tat),
+            let (bucket, current) = match self.slots.probe(self.key, self.now, self.store) {
+                Probe::Slot { bucket, tat } => (bucket, tat),
                 Probe::Full { frees_at } => {
                     self.crowded_until.set(Some(frees_at));
                     return f(None).map(|(outcome, _)| outcome);
@@ -209,18 +209,15 @@ impl StateStore for SharedTat<'_> {
             };
             self.tat.set(current);
             let (outcome, next) = f(current)?;
-            // A slot never written has CAS 0, which writes unconditionally: two VMs claiming
-            // one empty slot at the same instant may each count once (at most one extra).
-            let value = slots::encode(next, self.key);
             match self
-                .store
-                .set(self.slots.slot_key(index, &mut slot_key), &value, cas)
+                .slots
+                .write(&bucket, self.key, next, self.now, self.store)
             {
                 Ok(()) => {
                     self.tat.set(Some(next));
                     return Ok(outcome);
                 }
-                // Another VM wrote the slot (the same key, or another claiming it): look again.
+                // Another VM wrote the bucket (this key, or another in it): look again.
                 Err(StoreError::CasMismatch) if attempts < MAX_CAS_ATTEMPTS => {}
                 Err(error) => {
                     self.failed.set(Some(error));

@@ -9,9 +9,10 @@
 //! than was reserved) and forward past the window (a debt, when it used more: the caller then
 //! waits until it is paid back).
 //!
-//! Every window has its own slot table in shared data (`modelgate/tb/<model>/<window>/<index>`,
-//! the bounded table of [`crate::ratelimit::slots`], so the state stays bounded whatever the
-//! number of callers), updated with compare-and-swap, so every worker VM shares one budget.
+//! Every window has its own table in shared data (`modelgate/tb/<model>/<window>/<index>`,
+//! the bounded buckets of [`crate::ratelimit::slots`], so the state stays bounded whatever the
+//! number of callers and a take is one read and one write), updated with compare-and-swap, so
+//! every worker VM shares one budget.
 //! A reservation takes every window in turn and gives back what it took when a later window
 //! refuses: between the two another request may find a window tighter than it is, never
 //! looser.
@@ -21,7 +22,7 @@ use std::num::NonZeroU32;
 use governor::nanos::Nanos;
 
 use crate::config::BudgetWindow;
-use crate::ratelimit::slots::{self, Probe, SlotTable};
+use crate::ratelimit::slots::{Probe, SlotTable};
 use crate::ratelimit::{MAX_CAS_ATTEMPTS, MAX_KEY_BYTES};
 use crate::store::{SharedStore, StoreError};
 
@@ -58,7 +59,7 @@ pub(crate) enum Reserve {
         standing: Standing,
         retry_after_secs: u64,
     },
-    /// Every slot this caller may use in a window holds another caller's live state.
+    /// The caller's bucket in a window holds its share of other callers' live state.
     Crowded { retry_after_secs: u64 },
     /// More tokens than a window holds at all: it can never fit.
     NeverFits { per: BudgetWindow, limit: u64 },
@@ -182,10 +183,9 @@ impl Window {
     }
 
     fn take(&self, key: &[u8], cost: u64, now: u64, store: &dyn SharedStore) -> Take {
-        let mut buf = String::new();
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let (index, cas, tat) = match self.slots.probe(key, Nanos::from(now), store) {
-                Probe::Slot { index, cas, tat } => (index, cas, tat),
+            let (bucket, tat) = match self.slots.probe(key, Nanos::from(now), store) {
+                Probe::Slot { bucket, tat } => (bucket, tat),
                 Probe::Full { frees_at } => {
                     return Take::Crowded(ceil_secs(frees_at.as_u64().saturating_sub(now)).max(1));
                 }
@@ -197,8 +197,10 @@ impl Window {
                 let retry = ceil_secs(ahead - self.period()).max(1);
                 return Take::Limited(self.standing(start, now), retry);
             }
-            let value = slots::encode(Nanos::from(next), key);
-            match store.set(self.slots.slot_key(index, &mut buf), &value, cas) {
+            match self
+                .slots
+                .write(&bucket, key, Nanos::from(next), Nanos::from(now), store)
+            {
                 Ok(()) => return Take::Taken(self.standing(next, now)),
                 Err(StoreError::CasMismatch) => {}
                 Err(error) => return Take::Failed(error),
@@ -217,11 +219,10 @@ impl Window {
         if delta == 0 {
             return Ok(());
         }
-        let mut buf = String::new();
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let (index, cas, tat) = match self.slots.probe(key, Nanos::from(now), store) {
-                Probe::Slot { index, cas, tat } => (index, cas, tat.map(Nanos::as_u64)),
-                // No slot to charge: the caller's window is full of others' live state, and
+            let (bucket, tat) = match self.slots.probe(key, Nanos::from(now), store) {
+                Probe::Slot { bucket, tat } => (bucket, tat.map(Nanos::as_u64)),
+                // No room to charge: the caller's bucket is full of others' live state, and
                 // it will be refused until one frees anyway.
                 Probe::Full { .. } => return Err(StoreError::Unavailable),
             };
@@ -229,14 +230,16 @@ impl Window {
             let next = match tat {
                 // A debt starts from now when the bucket had refilled.
                 _ if delta > 0 => tat.unwrap_or(now).max(now).saturating_add(shift),
-                // Nothing is owed to a bucket that is full again (its slot may even have
-                // been taken over): a refund changes nothing.
+                // Nothing is owed to a bucket that is full again (its record may even have
+                // been dropped): a refund changes nothing.
                 None => return Ok(()),
                 Some(tat) if tat <= now => return Ok(()),
                 Some(tat) => tat.saturating_sub(shift),
             };
-            let value = slots::encode(Nanos::from(next), key);
-            match store.set(self.slots.slot_key(index, &mut buf), &value, cas) {
+            match self
+                .slots
+                .write(&bucket, key, Nanos::from(next), Nanos::from(now), store)
+            {
                 Ok(()) => return Ok(()),
                 Err(StoreError::CasMismatch) => {}
                 Err(error) => return Err(error),
