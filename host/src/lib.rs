@@ -18,6 +18,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod config_dump;
+pub mod filter_stream;
 pub mod gateway;
 pub mod headers;
 pub mod listener;

@@ -1,4 +1,5 @@
-//! What the gateway offers the runtime: its clusters, for filters' `http_call`.
+//! What the gateway offers the runtime: its clusters, for filters' `http_call` and their
+//! streaming requests (`proxy_grpc_call`, `proxy_grpc_stream`; `filter_stream`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,7 +9,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use modelgate_runtime::{HostServices, HttpCallRequest, HttpCallResponse};
+use modelgate_runtime::{HostServices, HttpCallRequest, HttpCallResponse, StreamEvent};
+use tokio::sync::mpsc;
 
 use crate::body::ReplayBody;
 use crate::cluster::Clusters;
@@ -91,5 +93,19 @@ impl HostServices for GatewayServices {
                 None => call.await,
             }
         })
+    }
+
+    fn open_stream(
+        &self,
+        cluster: &str,
+        headers: modelgate_runtime::Headers,
+        timeout: Option<Duration>,
+        body: mpsc::UnboundedReceiver<(Vec<u8>, bool)>,
+        events: mpsc::UnboundedSender<StreamEvent>,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let cluster = self.clusters.load().get(cluster).cloned()?;
+        Some(Box::pin(crate::filter_stream::exchange(
+            cluster, headers, timeout, body, events,
+        )))
     }
 }

@@ -17,6 +17,7 @@ mod abi;
 mod clock;
 mod context;
 mod engine;
+mod grpc;
 mod header_map;
 mod metrics;
 mod plugin;
@@ -34,7 +35,7 @@ pub use runtime::{
     DEFAULT_RELOAD_BASE_INTERVAL, FailurePolicy, LoadError, MetricSnapshot, MetricValue,
     PluginSpec, PluginStats, Runtime, RuntimeError,
 };
-pub use services::{HostServices, HttpCallRequest, HttpCallResponse, NoClusters};
+pub use services::{HostServices, HttpCallRequest, HttpCallResponse, NoClusters, StreamEvent};
 pub use stream::{ChainStream, DEFAULT_BUFFER_LIMIT, FilterChain, Flow, LocalReply, StreamInfo};
 
 /// Log target of guest lines at Proxy-Wasm's `critical` level (other guest lines use `wasm`).

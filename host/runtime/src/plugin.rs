@@ -184,6 +184,15 @@ impl VmCell {
     ) {
         self.with_vm(generation, |vm| vm.on_http_call_response(token, response));
     }
+
+    pub(crate) fn deliver_grpc(
+        self: &Arc<Self>,
+        generation: u64,
+        token: u32,
+        callback: crate::grpc::Callback,
+    ) {
+        self.with_vm(generation, |vm| vm.on_grpc(token, callback));
+    }
 }
 
 /// A loaded plugin: its VMs and configuration. Cheap to clone.

@@ -12,11 +12,25 @@ use wasmtime::{
 
 use crate::HttpCallResponse;
 use crate::context::StreamCtx;
+use crate::grpc::callouts::Callouts;
+use crate::grpc::{self, Callback};
 use crate::metrics::Metric;
 use crate::plugin::{PluginShared, VmCell};
 
 /// Context id of the root context; Envoy gives each VM's root context the first id.
 pub(crate) const ROOT_CONTEXT_ID: u32 = 1;
+
+/// HTTP call tokens are multiples of 4, as proxy-wasm-cpp-host's (`nextHttpCallId`): the low
+/// two bits tell them from gRPC calls (1) and streams (2).
+pub(crate) const HTTP_CALL_TOKEN_STEP: u32 = 4;
+
+/// The payload of the gRPC callback in progress; empty outside one.
+#[derive(Default)]
+pub(crate) struct GrpcReceive {
+    pub(crate) initial_metadata: Option<crate::Headers>,
+    pub(crate) message: Option<Vec<u8>>,
+    pub(crate) trailing_metadata: Option<crate::Headers>,
+}
 
 /// Host state of one VM, reached by every host function through `Caller::data`.
 pub(crate) struct VmState {
@@ -38,6 +52,12 @@ pub(crate) struct VmState {
     /// The `http_call` answer being delivered by `on_http_call_response`.
     pub(crate) http_call_response: Option<HttpCallResponse>,
     pub(crate) next_http_call_token: u32,
+    /// Open gRPC calls and streams, by token.
+    pub(crate) grpc: Callouts,
+    /// What a gRPC callback being delivered carries (maps 4 and 5, buffer 5).
+    pub(crate) grpc_receive: GrpcReceive,
+    /// `proxy_get_status`: the code and message of the last gRPC close or failed `http_call`.
+    pub(crate) status: (u32, String),
     /// Metrics this VM defined; a metric id is `(index + 1) << 2 | type`, as Envoy encodes it.
     pub(crate) metrics: Vec<Arc<Metric>>,
     pub(crate) tick_period: Duration,
@@ -64,7 +84,10 @@ impl VmState {
             streams: HashMap::new(),
             next_context_id: ROOT_CONTEXT_ID + 1,
             http_call_response: None,
-            next_http_call_token: 1,
+            next_http_call_token: HTTP_CALL_TOKEN_STEP,
+            grpc: Callouts::default(),
+            grpc_receive: GrpcReceive::default(),
+            status: (0, String::new()),
             metrics: Vec::new(),
             tick_period: Duration::ZERO,
             tick_epoch: 0,
@@ -107,6 +130,7 @@ type Cb1 = TypedFunc<u32, ()>;
 type Cb2 = TypedFunc<(u32, u32), ()>;
 type Cb2R = TypedFunc<(u32, u32), u32>;
 type Cb3R = TypedFunc<(u32, u32, u32), u32>;
+type Cb3 = TypedFunc<(u32, u32, u32), ()>;
 type Cb5 = TypedFunc<(u32, u32, u32, u32, u32), ()>;
 
 /// The guest's callbacks; a missing one behaves as the SDKs' defaults (continue, true).
@@ -124,6 +148,10 @@ struct Exports {
     on_response_body: Option<Cb3R>,
     on_response_trailers: Option<Cb2R>,
     on_http_call_response: Option<Cb5>,
+    on_grpc_receive_initial_metadata: Option<Cb3>,
+    on_grpc_receive: Option<Cb3>,
+    on_grpc_receive_trailing_metadata: Option<Cb3>,
+    on_grpc_close: Option<Cb3>,
     on_log: Option<Cb1>,
     on_done: Option<TypedFunc<u32, u32>>,
     on_delete: Option<Cb1>,
@@ -183,6 +211,18 @@ impl Vm {
             on_response_body: typed(&instance, &mut store, "proxy_on_response_body")?,
             on_response_trailers: typed(&instance, &mut store, "proxy_on_response_trailers")?,
             on_http_call_response: typed(&instance, &mut store, "proxy_on_http_call_response")?,
+            on_grpc_receive_initial_metadata: typed(
+                &instance,
+                &mut store,
+                "proxy_on_grpc_receive_initial_metadata",
+            )?,
+            on_grpc_receive: typed(&instance, &mut store, "proxy_on_grpc_receive")?,
+            on_grpc_receive_trailing_metadata: typed(
+                &instance,
+                &mut store,
+                "proxy_on_grpc_receive_trailing_metadata",
+            )?,
+            on_grpc_close: typed(&instance, &mut store, "proxy_on_grpc_close")?,
             on_log: typed(&instance, &mut store, "proxy_on_log")?,
             on_done: typed(&instance, &mut store, "proxy_on_done")?,
             on_delete: typed(&instance, &mut store, "proxy_on_delete")?,
@@ -364,12 +404,75 @@ impl Vm {
         });
         let state = self.store.data_mut();
         state.effective_context = ROOT_CONTEXT_ID;
+        if response.is_none() {
+            // `Context::onHttpCallFailure`: BROKEN_CONNECTION, "reset" for this callback.
+            state.status = (BROKEN_CONNECTION, "reset".into());
+        }
         state.http_call_response = response;
         let result = self.call(&f, (ROOT_CONTEXT_ID, token, headers, body, trailers));
-        self.store.data_mut().http_call_response = None;
+        let state = self.store.data_mut();
+        state.http_call_response = None;
+        state.status.1.clear();
         result
     }
+
+    /// Deliver one gRPC callback for `token` to the root context, unless the filter cancelled
+    /// or closed it meanwhile (Envoy's `Context::onGrpc*Wrapper`). What it carries is readable
+    /// for the length of the callback; a finished call is forgotten afterwards.
+    pub(crate) fn on_grpc(&mut self, token: u32, callback: Callback) -> wasmtime::Result<()> {
+        let state = self.store.data_mut();
+        let Some(kind) = state.grpc.get(token).map(|c| c.kind) else {
+            return Ok(());
+        };
+        state.effective_context = ROOT_CONTEXT_ID;
+        let e = &self.exports;
+        let result = match callback {
+            Callback::InitialMetadata(headers) => {
+                let f = e.on_grpc_receive_initial_metadata.clone();
+                let count = len_u32(headers.len());
+                state.grpc_receive.initial_metadata = Some(headers);
+                self.call_opt(f, (ROOT_CONTEXT_ID, token, count))
+            }
+            Callback::Message(message) => {
+                let f = e.on_grpc_receive.clone();
+                let size = len_u32(message.len());
+                state.grpc_receive.message = Some(message);
+                let result = self.call_opt(f, (ROOT_CONTEXT_ID, token, size));
+                if kind == grpc::Kind::Call {
+                    self.store.data_mut().grpc.remove(token);
+                }
+                result
+            }
+            Callback::TrailingMetadata(headers) => {
+                let f = e.on_grpc_receive_trailing_metadata.clone();
+                let count = len_u32(headers.len());
+                state.grpc_receive.trailing_metadata = Some(headers);
+                self.call_opt(f, (ROOT_CONTEXT_ID, token, count))
+            }
+            Callback::Close { status, message } => {
+                let f = e.on_grpc_close.clone();
+                state.status = (status, message);
+                let result = self.call_opt(f, (ROOT_CONTEXT_ID, token, status));
+                let state = self.store.data_mut();
+                state.status.1.clear();
+                state.grpc.closed_remotely(token);
+                result
+            }
+        };
+        self.store.data_mut().grpc_receive = GrpcReceive::default();
+        result
+    }
+
+    fn call_opt(&mut self, f: Option<Cb3>, params: (u32, u32, u32)) -> wasmtime::Result<()> {
+        match f {
+            Some(f) => self.call(&f, params),
+            None => Ok(()),
+        }
+    }
 }
+
+/// Proxy-Wasm's `BrokenConnection` status code.
+const BROKEN_CONNECTION: u32 = 11;
 
 /// Sizes handed to the guest are 32-bit; anything larger is clamped (and refused elsewhere).
 pub(crate) fn len_u32(len: usize) -> u32 {

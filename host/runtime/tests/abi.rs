@@ -161,7 +161,8 @@ async fn status_codes_match_envoy() {
         ("x-body-outside-phase", "0:true"), // empty: pointer 0, length 0
         ("x-set-body-outside-phase", "1"),
         ("x-bad-buffer-type", "2"),
-        ("x-grpc-status", "12"),
+        // "svc" is neither a GrpcService proto nor a cluster: PARSE_FAILURE, as Envoy's grpcCall.
+        ("x-grpc-status", "4"),
         ("x-effective-bad", "2"),
         ("x-effective-root", "0:2:0"), // root has no request map
         ("x-done-status", "1"),
@@ -175,8 +176,10 @@ async fn status_codes_match_envoy() {
         ("x-log-level", "0"),
         (
             "x-legacy",
-            "get_configuration=0 continue_request=0 continue_response=0 clear_route_cache=0 grpc_stream=12 \
-             grpc_send=12 grpc_cancel=12 grpc_close=12 get_status=0 config= grpc_code=0",
+            // Token 1 is a gRPC call's kind (low bits 01) that was never opened: send is for
+            // streams only (BAD_ARGUMENT), cancel and close find nothing (NOT_FOUND).
+            "get_configuration=0 continue_request=0 continue_response=0 clear_route_cache=0 grpc_stream=4 \
+             grpc_send=2 grpc_cancel=1 grpc_close=1 get_status=0 config= grpc_code=0",
         ),
     ];
     for (key, want) in expect {

@@ -26,7 +26,9 @@ fn buffer(state: &VmState, buffer_type: u32) -> Result<Option<&[u8]>, Status> {
     match buffer_type {
         HTTP_REQUEST_BODY => Ok(body(|ctx| ctx.request_body.as_ref())),
         HTTP_RESPONSE_BODY => Ok(body(|ctx| ctx.response_body.as_ref())),
-        DOWNSTREAM_DATA | UPSTREAM_DATA | GRPC_RECEIVE_BUFFER => Ok(None),
+        DOWNSTREAM_DATA | UPSTREAM_DATA => Ok(None),
+        // The message of the gRPC callback in progress; empty outside one, as in Envoy.
+        GRPC_RECEIVE_BUFFER => Ok(state.grpc_receive.message.as_deref()),
         HTTP_CALL_RESPONSE_BODY => state
             .http_call_response
             .as_ref()

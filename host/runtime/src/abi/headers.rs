@@ -13,16 +13,20 @@ const REQUEST_HEADERS: u32 = 0;
 const REQUEST_TRAILERS: u32 = 1;
 const RESPONSE_HEADERS: u32 = 2;
 const RESPONSE_TRAILERS: u32 = 3;
+const GRPC_RECEIVE_INITIAL_METADATA: u32 = 4;
+const GRPC_RECEIVE_TRAILING_METADATA: u32 = 5;
 const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 const HTTP_CALL_RESPONSE_TRAILERS: u32 = 7;
 const MAP_TYPE_MAX: u32 = 7;
 
 /// A map for reading: the live map of the current phase, the snapshots in `on_log`, or the
-/// `http_call` answer being delivered. Anything else is `BAD_ARGUMENT`, as in Envoy.
+/// `http_call` answer or gRPC metadata being delivered. Anything else is `BAD_ARGUMENT`, as in Envoy.
 fn map_ref(state: &VmState, map_type: u32) -> Result<&Headers, Status> {
     let map = match map_type {
         HTTP_CALL_RESPONSE_HEADERS => state.http_call_response.as_ref().map(|r| &r.headers),
         HTTP_CALL_RESPONSE_TRAILERS => state.http_call_response.as_ref().map(|r| &r.trailers),
+        GRPC_RECEIVE_INITIAL_METADATA => state.grpc_receive.initial_metadata.as_ref(),
+        GRPC_RECEIVE_TRAILING_METADATA => state.grpc_receive.trailing_metadata.as_ref(),
         _ => state
             .stream()
             .and_then(|ctx| match (map_type, ctx.log_phase) {

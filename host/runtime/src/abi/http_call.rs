@@ -48,7 +48,10 @@ fn http_call(caller: &mut Caller<'_>, args: &CallArgs) -> AbiResult {
         return Err(Status::BadArgument.into());
     }
     let token = state.next_http_call_token;
-    state.next_http_call_token = state.next_http_call_token.checked_add(1).unwrap_or(1);
+    state.next_http_call_token = state
+        .next_http_call_token
+        .checked_add(crate::vm::HTTP_CALL_TOKEN_STEP)
+        .unwrap_or(crate::vm::HTTP_CALL_TOKEN_STEP);
     let timeout = (args.timeout_ms != 0).then(|| Duration::from_millis(u64::from(args.timeout_ms)));
     header_map::replace(&mut headers, "x-envoy-internal".into(), b"true".to_vec());
     if args.timeout_ms != 0 {

@@ -33,10 +33,11 @@ pub(crate) enum Status {
     Ok = 0,
     NotFound = 1,
     BadArgument = 2,
+    ParseFailure = 4,
     InvalidMemoryAccess = 6,
     Empty = 7,
     CasMismatch = 8,
-    Unimplemented = 12,
+    InternalFailure = 10,
 }
 
 /// Either a status for the guest or a trap (guest allocator trapped, deadline hit).

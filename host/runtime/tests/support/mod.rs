@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime};
 
 use modelgate_runtime::{
     ChainStream, FilterChain, Flow, Headers, HostServices, HttpCallRequest, HttpCallResponse,
-    Plugin, PluginSpec, Runtime, StreamInfo,
+    Plugin, PluginSpec, Runtime, StreamEvent, StreamInfo,
 };
+use tokio::sync::mpsc;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -144,10 +145,15 @@ fn logged_to(level: log::Level, target: &str, text: &str) -> bool {
 }
 
 /// A stand-in for the gateway's clusters. The runtime only sees `HostServices`; the gateway's
-/// real HTTP client behind it is tested in modelgate-host's own tests. Cluster `upstream`
-/// answers 200 "pong"; cluster `failing` fails every call.
+/// real HTTP client behind it is tested in modelgate-host's own tests (and its gRPC streams
+/// against `KServe`'s gRPC server in `tests/e2e/test_grpc_callouts.py`). Cluster `upstream`
+/// answers 200 "pong", and its streams echo the request body back as a gRPC server would
+/// answer (200 `application/grpc`, the data, `grpc-status: 0` once the request ended);
+/// cluster `failing` fails every call and resets every stream.
 pub(crate) struct FakeServices {
     pub(crate) calls: Mutex<Vec<(String, HttpCallRequest)>>,
+    /// The request headers of every stream opened.
+    pub(crate) streams: Mutex<Vec<(String, Headers)>>,
 }
 
 impl HostServices for FakeServices {
@@ -175,11 +181,56 @@ impl HostServices for FakeServices {
             })
         })
     }
+
+    fn open_stream(
+        &self,
+        cluster: &str,
+        headers: Headers,
+        _timeout: Option<Duration>,
+        mut body: mpsc::UnboundedReceiver<(Vec<u8>, bool)>,
+        events: mpsc::UnboundedSender<StreamEvent>,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        if !self.has_cluster(cluster) {
+            return None;
+        }
+        let ok = cluster == "upstream";
+        self.streams
+            .lock()
+            .unwrap()
+            .push((cluster.to_owned(), headers));
+        Some(Box::pin(async move {
+            if !ok {
+                let _ = events.send(StreamEvent::Reset);
+                return;
+            }
+            let _ = events.send(StreamEvent::Headers {
+                headers: vec![
+                    (":status".into(), b"200".to_vec()),
+                    ("content-type".into(), b"application/grpc".to_vec()),
+                ],
+                end_stream: false,
+            });
+            while let Some((data, end)) = body.recv().await {
+                let _ = events.send(StreamEvent::Data {
+                    data,
+                    end_stream: false,
+                });
+                if end {
+                    break;
+                }
+            }
+            let _ = events.send(StreamEvent::Trailers(vec![(
+                "grpc-status".into(),
+                b"0".to_vec(),
+            )]));
+        }))
+    }
 }
 
 pub(crate) fn runtime() -> (Runtime, Arc<FakeServices>) {
     let services = Arc::new(FakeServices {
         calls: Mutex::new(Vec::new()),
+        streams: Mutex::new(Vec::new()),
     });
     let runtime = Runtime::new(services.clone()).expect("runtime");
     (runtime, services)

@@ -145,6 +145,7 @@ impl RootContext for Root {
             metrics: (self.counter, self.gauge, self.histogram),
             case: String::new(),
             body_sizes: Vec::new(),
+            transcript: Vec::new(),
         }))
     }
 
@@ -161,6 +162,8 @@ struct Stream {
     metrics: (u32, u32, u32),
     case: String,
     body_sizes: Vec<usize>,
+    /// What the gRPC cases saw, one line per step; the local reply's body.
+    transcript: Vec<String>,
 }
 
 impl Stream {
@@ -179,6 +182,79 @@ impl Stream {
             .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map(|b| i64::from_le_bytes(b).to_string())
             .unwrap_or_else(|| "<none>".into())
+    }
+
+    fn header(&self, name: &str) -> String {
+        self.get_http_request_header(name).unwrap_or_default()
+    }
+
+    /// `x-grpc-service-hex` (a serialized `GrpcService`) or `x-grpc-service` (a cluster name).
+    fn grpc_service(&self) -> Vec<u8> {
+        match self.get_http_request_header("x-grpc-service-hex") {
+            Some(hex) => unhex(&hex),
+            None => self.header("x-grpc-service").into_bytes(),
+        }
+    }
+
+    /// The gRPC cases: a unary call (`grpc-call`) or a stream (`grpc-stream`, and
+    /// `grpc-stream-close`, which ends its request with `proxy_grpc_close`) to the service
+    /// and method the headers name, with the request message `x-grpc-request-hex`.
+    fn grpc_case(&mut self) -> Action {
+        // The SDK takes the service as text; a serialized GrpcService naming a cluster in
+        // ASCII is valid UTF-8 and passes byte for byte.
+        let Ok(service) = String::from_utf8(self.grpc_service()) else {
+            self.transcript.push("dispatch=service-not-utf8".into());
+            self.reply_transcript();
+            return Action::Pause;
+        };
+        let service = service.as_str();
+        let service_name = match self.header("x-grpc-service-name") {
+            name if name.is_empty() => "inference.GRPCInferenceService".to_owned(),
+            name => name,
+        };
+        let method = self.header("x-grpc-method");
+        let request = unhex(&self.header("x-grpc-request-hex"));
+        let metadata: Vec<(&str, &[u8])> = vec![("x-callout", b"conformance")];
+        let opened = if self.case == "grpc-call" {
+            let timeout_ms = self.header("x-grpc-timeout-ms").parse().unwrap_or(5000);
+            self.dispatch_grpc_call(
+                service,
+                &service_name,
+                &method,
+                metadata,
+                Some(&request),
+                Duration::from_millis(timeout_ms),
+            )
+        } else {
+            self.open_grpc_stream(service, &service_name, &method, metadata)
+        };
+        match opened {
+            Ok(token) => {
+                self.transcript.push(format!("dispatch=ok token={token}"));
+                if self.case != "grpc-call" {
+                    let close = self.case == "grpc-stream-close";
+                    self.send_grpc_stream_message(token, Some(&request), !close);
+                    if close {
+                        self.close_grpc_stream(token);
+                    }
+                }
+                Action::Pause
+            }
+            Err(status) => {
+                self.transcript.push(format!("dispatch={status:?}"));
+                self.reply_transcript();
+                Action::Pause
+            }
+        }
+    }
+
+    fn reply_transcript(&self) {
+        let body = self.transcript.join("\n");
+        self.send_http_response(200, vec![], Some(body.as_bytes()));
+    }
+
+    fn status_message(&self) -> String {
+        self.get_grpc_status().1.unwrap_or_default()
     }
 
     fn headers_case(&self) {
@@ -391,6 +467,58 @@ impl Stream {
 }
 
 impl Context for Stream {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+        let body = self
+            .get_grpc_call_response_body(0, response_size)
+            .unwrap_or_default();
+        self.transcript.push(format!(
+            "response token={token} status={status_code} body={} message={}",
+            hex(&body),
+            self.status_message()
+        ));
+        self.reply_transcript();
+    }
+
+    fn on_grpc_stream_initial_metadata(&mut self, token: u32, num_elements: u32) {
+        let value = |name| {
+            self.get_grpc_stream_initial_metadata_value(name)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default()
+        };
+        let line = format!(
+            "initial token={token} n={num_elements} status={} content-type={}",
+            value(":status"),
+            value("content-type")
+        );
+        self.transcript.push(line);
+    }
+
+    fn on_grpc_stream_message(&mut self, token: u32, message_size: usize) {
+        let body = self
+            .get_grpc_stream_message(0, message_size)
+            .unwrap_or_default();
+        self.transcript
+            .push(format!("message token={token} body={}", hex(&body)));
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, token: u32, num_elements: u32) {
+        let status = self
+            .get_grpc_stream_trailing_metadata_value("grpc-status")
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        self.transcript.push(format!(
+            "trailing token={token} n={num_elements} grpc-status={status}"
+        ));
+    }
+
+    fn on_grpc_stream_close(&mut self, token: u32, status_code: u32) {
+        self.transcript.push(format!(
+            "close token={token} status={status_code} message={}",
+            self.status_message()
+        ));
+        self.reply_transcript();
+    }
+
     fn on_http_call_response(
         &mut self,
         _token: u32,
@@ -493,6 +621,7 @@ impl HttpContext for Stream {
                     raw::http_call_status("upstream", &ok[1..]),
                 );
             }
+            "grpc-call" | "grpc-stream" | "grpc-stream-close" => return self.grpc_case(),
             "whoami" => self.set("x-vm", self.vm_index),
             "shared-get" => {
                 self.shared_case(&self.get_http_request_header("x-key").unwrap_or_default())
@@ -709,4 +838,16 @@ impl HttpContext for Stream {
         let _ = self.set_shared_data("last-log", Some(report.as_bytes()), None);
         cas_increment(self, "logs");
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lower- or upper-case hex to bytes; a stray character ends the input.
+fn unhex(text: &str) -> Vec<u8> {
+    text.as_bytes()
+        .chunks(2)
+        .map_while(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
 }
