@@ -183,6 +183,10 @@ OPENAI_BODIES = {
     "truncated": b'{"model":"llm","messages":[{"role":"us',
     "unknown model": b'{"model":"gpt-4","messages":[]}',
     "options without stream": b'{"model":"llm","messages":[],"stream_options":{"x":1}}',
+    "content parts": b'{"model":"llm","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"u","detail":"low"}},"x",'
+    b'{"uuid":"u","image_pil":null},{"type":"input_audio","input_audio":{"data":"AA","format":"wav"}},{"type":"text","text":null}]}]}',
+    "bad content parts": b'{"model":"llm","messages":[{"role":"narrator","content":[{"type":5},{"type":"text","text":[1]},{},'
+    b'{"image_url":{"url":7}},{"type":"image_url","image_url":{"detail":[]}},{"uuid":1},null]}]}',
 }
 
 SSE_USAGE = (
