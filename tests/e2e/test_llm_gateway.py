@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import re
 import signal
 import time
 import uuid
@@ -257,6 +258,9 @@ BUDGET_MAX_TOKENS = 20
 BYTES_PER_TOKEN = demo_config.OPENAI_POLICY[DOCS]["bytesPerToken"]
 
 
+QUOTA = 1000
+
+
 def reservation() -> int:
     """What one request reserves, by docs/config.md: ceil(bytes of the text / bytesPerToken)
     plus 4 for the chat message, plus its max_tokens."""
@@ -266,13 +270,15 @@ def reservation() -> int:
 @pytest.fixture(scope="module")
 def budget_gateway(llm_stack, tmp_path_factory):
     """A second gateway before the same OpenAI servers, its markov-docs budget worth exactly
-    10 requests' reservations per day."""
+    10 requests' reservations per day, and a request quota that never refuses here (its
+    headers are checked)."""
     run_dir = tmp_path_factory.mktemp("budget")
     spare = stack_mod.free_ports()
     ports = dataclasses.replace(llm_stack.ports, gateway=spare.gateway, https=spare.https, admin=spare.admin)
     config = demo_config.filter_config(llm_stack.keyset, llm=True)
     budget = 10 * reservation()
     config["models"][DOCS]["openai"]["tokenBudgets"] = [{"tokens": budget, "per": "day"}]
+    config["models"][DOCS]["rateLimit"] = {"requestsPerMinute": QUOTA, "burst": QUOTA}
     filter_path = run_dir / "filter-config.json"
     filter_path.write_text(json.dumps(config))
     cert, key = keys.self_signed_cert(str(run_dir / "tls"))
@@ -385,3 +391,8 @@ def test_streams_charge_the_budget_the_servers_usage_whether_or_not_the_client_a
     remaining = int(probe.headers["x-ratelimit-remaining-tokens"])
     # At most 1 token of a per-day budget refills during the test.
     assert budget - used - reservation() <= remaining <= budget - used - reservation() + 1
+    # As OpenAI does, every admitted response tells the request quota's standing too: this
+    # subject's third request of a burst of 1,000 that refills 1,000 a minute.
+    assert int(probe.headers["x-ratelimit-limit-requests"]) == QUOTA
+    assert QUOTA - 3 <= int(probe.headers["x-ratelimit-remaining-requests"]) < QUOTA
+    assert re.fullmatch(r"\d+ms|\d+s", probe.headers["x-ratelimit-reset-requests"])
