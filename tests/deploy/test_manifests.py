@@ -155,7 +155,7 @@ def test_policies_and_routes_attach_to_the_gateway_deploy_defines():
                 # Policy target references are local: the policy lives beside its Gateway.
                 assert "namespace" not in ref, path
                 assert gateway_ref(ref, doc["metadata"]["namespace"]) in gateways, path
-    for path, route in objects_of("HTTPRoute"):
+    for path, route in objects_of("HTTPRoute") + objects_of("GRPCRoute"):
         for ref in route["spec"]["parentRefs"]:
             assert gateway_ref(ref, route["metadata"]["namespace"]) in gateways, path
 
@@ -201,6 +201,40 @@ def test_model_routes_cover_the_v1_and_v2_paths():
             m["path"]["value"] for r in route["spec"]["rules"] for m in r["matches"] if m["path"]["type"] == "PathPrefix"
         }
         assert prefixes == {"/v1/models", "/v2/models"}
+
+
+def kserve_service_ports(inference_service: dict) -> dict[int, int]:
+    """The predictor Service's ports (port -> container port) as KServe's Standard mode makes
+    them: the first container port as 80, every further one under its own number
+    (pkg/controller/v1beta1/inferenceservice/reconcilers/service/service_reconciler.go,
+    `createDefaultSvc`); no ports declared is 80 -> 8080."""
+    ports = inference_service["spec"]["predictor"]["sklearn"].get("ports", [])
+    if not ports:
+        return {80: 8080}
+    return {80: ports[0]["containerPort"], **{p["containerPort"]: p["containerPort"] for p in ports[1:]}}
+
+
+def test_the_grpc_route_reaches_kserves_grpc_port_on_the_https_listener():
+    from kserve.model_server import parser as kserve_args
+
+    route = one("GRPCRoute", "sklearn-iris-grpc")
+    (parent,) = route["spec"]["parentRefs"]
+    assert (parent["namespace"], parent["name"], parent["sectionName"]) == ("kserve", "kserve-ingress-gateway", "https")
+    (rule,) = route["spec"]["rules"]
+    assert [m["method"] for m in rule["matches"]] == [{"type": "Exact", "service": "inference.GRPCInferenceService"}]
+    # By host: the model is in the message, which Envoy has not read when it routes.
+    assert route["spec"]["hostnames"] and all("headers" not in m for m in rule["matches"])
+    (backend,) = rule["backendRefs"]
+    assert backend["name"] == "sklearn-iris-predictor"
+    ports = kserve_service_ports(one("InferenceService", "sklearn-iris"))
+    # The container port behind it is where KServe's model server serves gRPC by default.
+    assert ports[backend["port"]] == kserve_args.parse_args([]).grpc_port == 8081
+    # The REST route still reaches the REST port (the server's --http_port default).
+    (http_backend,) = one("HTTPRoute", "sklearn-iris")["spec"]["rules"][0]["backendRefs"]
+    assert ports[http_backend["port"]] == kserve_args.parse_args([]).http_port
+    policy = one("NetworkPolicy", "model-servers-from-gateway-only")
+    admitted = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert set(ports.values()) <= admitted
 
 
 def test_fallback_route_catches_model_paths_before_the_filter_names_the_model():
