@@ -6,8 +6,8 @@
 //!   (while the server reads them: KServe then answers 500), and vLLM's own message type, whose
 //!   parts may also be strings. For `developer`, `system`, `user`, `assistant` and `tool` the
 //!   union keeps OpenAI's type unless vLLM's sets more fields, so a list of strings only is
-//!   refused there, as is any part that is neither a string nor an object (a 422 for every
-//!   role);
+//!   refused there; a part that is neither a string nor an object is refused for every role
+//!   (KServe answers 500 for those roles, 422 for the others);
 //! - vLLM's parser of the parts it then runs (`_parse_chat_message_content_mm_part` and
 //!   `_parse_chat_message_content_part` in the same file) refuses an object without `type`
 //!   unless it carries a media URL directly (`{"image_url": "..."}`), a `type` that is not a
