@@ -15,6 +15,7 @@ times out closes UNAVAILABLE (14) with "upstream request timeout" (router.cc
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -30,7 +31,6 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 import demo_config
 import stack as stack_mod
-from test_grpc import _free_ports, _wait_ready
 
 WINE = demo_config.WINE
 FILTERS = stack_mod.REPO / "host" / "tests" / "filters"
@@ -65,7 +65,8 @@ def grpc_service(cluster: str, authority: str = "") -> bytes:
 class CalloutStack:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self.gateway_port, self.admin_port, self.http_port, self.grpc_port = _free_ports(4)
+        ports = dataclasses.astuple(stack_mod.free_ports())
+        self.gateway_port, self.admin_port, self.http_port, self.grpc_port = ports[:4]
         # Listens and never accepts: connections open, nothing ever answers.
         self.blackhole = socket.socket()
         self.blackhole.bind(("127.0.0.1", 0))
@@ -95,8 +96,8 @@ class CalloutStack:
         )
         gateway.start()
         self.processes.append(gateway)
-        _wait_ready(server, f"http://127.0.0.1:{self.http_port}/v2/models/{WINE}/ready")
-        _wait_ready(gateway, f"http://127.0.0.1:{self.admin_port}/ready")
+        stack_mod.wait_http(server, f"http://127.0.0.1:{self.http_port}/v2/models/{WINE}/ready")
+        stack_mod.wait_http(gateway, f"http://127.0.0.1:{self.admin_port}/ready")
 
     def host_config(self, wasm: Path) -> dict:
         h2c = "kubernetes.io/h2c"
