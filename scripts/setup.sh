@@ -55,6 +55,15 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# host/tests/gateway_global_ratelimit.rs and the scale benchmark's replicas count in a real
+# Redis, each starting its own redis-server on a free port (the package's service is not used).
+if ! command -v redis-server >/dev/null; then
+    say "installing redis-server (Debian package)"
+    if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+
 # The venv is rebuilt only when tests/requirements.txt or the Python interpreter changed:
 # the marker records a hash of both, written only after pip finished successfully.
 PYTHON=${PYTHON:-python3}

@@ -6,10 +6,12 @@ round-robin haproxy on loopback. One caller sends requests one after another, ea
 connection, faster than the quota refills (6 a minute, burst 10):
 - per-proxy limit only: every replica keeps its own GCRA state in its own shared data, so the
   caller is admitted about N × burst times;
-- with the cluster-wide option: the same replicas, whose upstream passes one shared counter
-  keyed on the headers modelgate sets (rateLimit.keyHeader and the routing header), as Envoy
-  Gateway's global rate limit is (deploy/ratelimit-global/); haproxy's stick table stands in
-  for Envoy's rate limit service and Redis (haproxy-global.cfg.in says why).
+- with the cluster-wide option: the same replicas with the host's `globalRateLimit`
+  (host/src/global_ratelimit.rs), Envoy Gateway's global rate limit as its Envoy runs it,
+  counting in one real redis-server as envoyproxy/ratelimit does. Its rule is
+  deploy/ratelimit-global/'s: the model header modelgate sets (`x-gateway-model-name`, Exact)
+  and the caller key it sets (`x-modelgate-ratelimit-key` from rateLimit.keyHeader, Distinct),
+  `GLOBAL_LIMIT` requests a minute.
 """
 
 import http.client
@@ -20,8 +22,26 @@ from scale import SCALE, Point, free_port, loadavg, log, render
 BURST = 10
 REQUESTS = 40
 QUOTA = {"requestsPerMinute": 6, "burst": BURST}
-# The global rule's budget: as deploy/ratelimit-global/'s `limit`, requests per unit.
+# The global rule's budget: as deploy/ratelimit-global/'s `limit`, requests per minute.
 GLOBAL_LIMIT = BURST
+# Envoy's rate limit filter waits 20 ms for the service, then lets the request through (Envoy
+# Gateway's default, fail open). On this shared 2-CPU machine a replica may miss 20 ms under
+# load, and a request let through that way would count as the limit failing: 500 ms here.
+GLOBAL_TIMEOUT = "500ms"
+
+
+def global_rate_limit(redis_port):
+    """The `globalRateLimit` section of each replica's config."""
+    return f"""globalRateLimit:
+  redis: 127.0.0.1:{redis_port}
+  timeout: {GLOBAL_TIMEOUT}
+  rules:
+    - clientSelectors:
+        - headers:
+            - {{type: Exact, name: x-gateway-model-name, value: model-0000}}
+            - {{type: Distinct, name: x-modelgate-ratelimit-key}}
+      limit: {{requests: {GLOBAL_LIMIT}, unit: Minute}}
+"""
 
 
 def send(port, token, count):
@@ -46,35 +66,62 @@ def start_haproxy(bench, name, template, **values):
     return port, proc
 
 
+def start_redis(bench, name):
+    """A redis-server on a free loopback port, nothing saved to disk."""
+    port = free_port()
+    proc = bench.procs.spawn(name, ["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                                    "--save", "", "--appendonly", "no"])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+            return port, proc
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"redis-server on {port} did not start")
+            time.sleep(0.1)
+
+
+def away_from_a_window_edge(seconds_needed=20):
+    """The minute's window resets on the minute: a trial that might cross it waits for the next."""
+    left = 60 - time.time() % 60
+    if left < seconds_needed:
+        time.sleep(left + 0.5)
+
+
 def trial(bench, replicas, global_limit):
-    backend = bench.upstream_port
-    limiter = None
+    section, redis = "", None
     if global_limit:
-        backend, limiter = start_haproxy(bench, f"global-{replicas}", "haproxy-global.cfg.in",
-                                         BACKEND_PORT=bench.upstream_port, LIMIT=GLOBAL_LIMIT, WINDOW="60s")
+        redis_port, redis = start_redis(bench, f"redis-{replicas}")
+        section = global_rate_limit(redis_port)
     points = [Point("replicas", f"{replicas}-{i}", models=1, quota=QUOTA) for i in range(replicas)]
     for p in points:
-        bench.start(p, concurrency=1, backend_port=backend)
+        bench.start(p, concurrency=1, global_rate_limit=section)
     for p in points:
         bench.ready(p)
     servers = "\n".join(f"    server r{i} 127.0.0.1:{p.port}" for i, p in enumerate(points))
     front, proc = start_haproxy(bench, f"front-{replicas}-{int(global_limit)}", "haproxy-front.cfg.in", SERVERS=servers)
     time.sleep(0.5)  # haproxy binds after parsing its config
     token = bench.keys.token(1, "alice")
+    away_from_a_window_edge()
+    started = time.monotonic()
     statuses = send(front, token, REQUESTS)
+    elapsed = time.monotonic() - started
     admitted = statuses.count(200)
     record = {"type": "replicas", "replicas": replicas, "global_limit": global_limit, "requests": REQUESTS,
               "admitted": admitted, "limited": statuses.count(429),
               "other": len(statuses) - admitted - statuses.count(429), "burst": BURST,
-              "quota": QUOTA, "global_budget": GLOBAL_LIMIT if global_limit else None, "loadavg": loadavg()}
+              "quota": QUOTA, "global_budget": GLOBAL_LIMIT if global_limit else None,
+              "global_store": "redis-server" if global_limit else None,
+              "seconds": round(elapsed, 2), "loadavg": loadavg()}
     bench.emit(record)
     log(f"replicas {replicas}, {'with' if global_limit else 'without'} the global limit: "
-        f"{admitted} of {REQUESTS} admitted")
+        f"{admitted} of {REQUESTS} admitted in {elapsed:.1f} s")
     for p in points:
         bench.procs.stop(p.proc)
     bench.procs.stop(proc)
-    if limiter:
-        bench.procs.stop(limiter)
+    if redis:
+        bench.procs.stop(redis)
 
 
 def replicas(bench):

@@ -207,10 +207,11 @@ def markdown(data, points):
         lines += ["## replicas: a per-proxy limit behind N replicas", "",
                   "N `modelgate serve` processes (one worker each) behind a round-robin haproxy; one caller sends "
                   "requests one after another, each on a new connection, faster than its quota refills "
-                  f"({json.dumps(data['replicas'][0]['quota'])}). With the cluster-wide option the replicas' upstream "
-                  "passes one shared counter keyed on the headers modelgate sets (`x-gateway-model-name`, "
-                  "`x-modelgate-ratelimit-key`), standing in for Envoy Gateway's global rate limit "
-                  "(deploy/ratelimit-global/): an haproxy stick table, not Envoy's rate limit service and Redis.", ""]
+                  f"({json.dumps(data['replicas'][0]['quota'])}). With the cluster-wide option every replica also runs "
+                  "the host's `globalRateLimit` (Envoy Gateway's global rate limit as its Envoy runs it, "
+                  "host/src/global_ratelimit.rs) against one redis-server, with deploy/ratelimit-global/'s rule: "
+                  "the headers modelgate sets (`x-gateway-model-name` Exact, `x-modelgate-ratelimit-key` "
+                  "Distinct).", ""]
         table(lines, ["replicas", "limit", "requests", "admitted", "429", "other", "expected", "load"],
               [[r["replicas"], "per-proxy + global" if r["global_limit"] else "per-proxy only", r["requests"],
                 r["admitted"], r["limited"], r["other"],

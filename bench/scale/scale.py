@@ -21,8 +21,8 @@ Settings (environment): SCALE_DURATION seconds per measurement (4), SCALE_ROUNDS
 SCALE_FLOOD seconds of new callers sent to the largest callers point before its rounds (30),
 SCALE_SWEEPS subset of "models keys callers tokens body combined configure replicas",
 SCALE_OUT results directory (bench/results).
-Needs wrk, nginx and haproxy (Debian packages; bench/run.sh installs them), PyJWT and
-matplotlib. Ports are picked free. Every process started here is stopped on exit.
+Needs wrk, nginx, haproxy and redis-server (Debian packages; bench/run.sh and scripts/setup.sh
+install them), PyJWT and matplotlib. Ports are picked free. Every process started here is stopped on exit.
 """
 
 import json
@@ -269,7 +269,7 @@ class Bench:
             self.tokens[key] = path
         return self.tokens[key]
 
-    def start(self, point, concurrency=0, backend_port=None):
+    def start(self, point, concurrency=0, global_rate_limit=""):
         d = point.dims
         label = f"{point.sweep}-{point.name}"
         config = policy(d, self.keys.jwks)
@@ -278,8 +278,8 @@ class Bench:
         mpath.write_text(text)
         point.port, point.admin = free_port(), free_port()
         render(SCALE / "modelgate.yaml.in", self.run / f"{label}.yaml", CONCURRENCY=concurrency,
-               LISTEN_PORT=point.port, ADMIN_PORT=point.admin, BACKEND_PORT=backend_port or self.upstream_port,
-               WASM=WASM, MANIFEST=mpath)
+               LISTEN_PORT=point.port, ADMIN_PORT=point.admin, BACKEND_PORT=self.upstream_port,
+               WASM=WASM, MANIFEST=mpath, GLOBAL_RATE_LIMIT=global_rate_limit)
         env = {**os.environ, "RUST_LOG": "warn,modelgate_runtime::vm=info"}
         point.started = time.monotonic()
         point.proc = self.procs.spawn(label, [str(MODELGATE), "serve", "--config", str(self.run / f"{label}.yaml")], env)
@@ -405,9 +405,9 @@ class Bench:
 
 
 def main():
-    for tool in ("wrk", "nginx", "haproxy"):
+    for tool in ("wrk", "nginx", "haproxy", "redis-server"):
         if not any(Path(d, tool).exists() for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin"]):
-            raise SystemExit(f"{tool} missing: apt-get install wrk nginx haproxy (bench/run.sh installs them)")
+            raise SystemExit(f"{tool} missing: apt-get install wrk nginx haproxy redis-server")
     os.environ["PATH"] += ":/usr/sbin"
     for path, how in ((MODELGATE, "make build"), (WASM, "make wasm")):
         if not path.exists():

@@ -49,6 +49,9 @@ pub struct Config {
     /// What the listeners do with a client's forwarding and request-id headers.
     #[serde(default)]
     pub client_traffic: ClientTrafficConfig,
+    /// Envoy Gateway's global rate limit, counted in Redis (`global_ratelimit`).
+    #[serde(default)]
+    pub global_rate_limit: Option<crate::global_ratelimit::GlobalRateLimitConfig>,
 }
 
 /// The request-header settings of Envoy Gateway's `ClientTrafficPolicy` spec, with its field
@@ -675,6 +678,9 @@ impl Config {
                 "version: unsupported version {}, expected {VERSION}",
                 self.version
             ));
+        }
+        if let Some(limit) = &self.global_rate_limit {
+            errors.extend(limit.check());
         }
         if self.listeners.is_empty() {
             errors.push("listeners: at least one listener is required".to_owned());

@@ -20,6 +20,7 @@ pub mod config;
 pub mod config_dump;
 pub mod filter_stream;
 pub mod gateway;
+pub mod global_ratelimit;
 pub mod headers;
 pub mod listener;
 pub mod metrics;

@@ -9,6 +9,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::cluster::{Cluster, Clusters};
 use crate::config::{Config, ConfigErrors};
+use crate::global_ratelimit::GlobalRateLimit;
 use crate::plugin_source::{self, ResolvedPlugin};
 use crate::route::RouteTable;
 use crate::services::GatewayServices;
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub watched: Vec<PathBuf>,
     /// How `/metrics` names filter metrics (Envoy's stats tag extraction).
     pub stats_tags: TagExtractors,
+    /// The cluster-wide limit, when `globalRateLimit` is set.
+    pub global_rate_limit: Option<GlobalRateLimit>,
 }
 
 impl Snapshot {
@@ -97,6 +100,7 @@ impl Snapshot {
             .unwrap_or_default();
         let watched = config.referenced_files();
         let buffer_limit = config.buffer_limit.as_usize();
+        let global_rate_limit = config.global_rate_limit.as_ref().map(GlobalRateLimit::new);
         Ok(Snapshot {
             config,
             routes,
@@ -106,6 +110,7 @@ impl Snapshot {
             dump,
             watched,
             stats_tags,
+            global_rate_limit,
         })
     }
 }

@@ -22,6 +22,7 @@ use modelgate_runtime::{ChainStream, Flow, Headers, StreamInfo};
 use crate::access_log::AccessEntry;
 use crate::body::{GatewayBody, ReplayBody, json_error};
 use crate::gateway::Shared;
+use crate::global_ratelimit::Verdict;
 use crate::headers;
 use crate::snapshot::Snapshot;
 
@@ -266,6 +267,21 @@ impl Exchange {
             let status = StatusCode::SERVICE_UNAVAILABLE;
             return Box::pin(self.gateway_reply(status, "no healthy upstream", "no_cluster")).await;
         };
+        if let Some(limit) = &snapshot.global_rate_limit {
+            // Envoy's rate limit filter runs after the Wasm filters, on the route they chose.
+            let verdict = limit
+                .check(&self.conn.listener, &route.name, &request_headers)
+                .await;
+            if verdict == Verdict::OverLimit {
+                return Box::pin(self.rate_limited()).await;
+            }
+            if verdict == Verdict::Failed && limit.fail_closed() {
+                let status = StatusCode::INTERNAL_SERVER_ERROR;
+                let reply =
+                    self.gateway_reply(status, "rate limit service error", "rate_limit_error");
+                return Box::pin(reply).await;
+            }
+        }
         headers::apply_mutations(&mut request_headers, &route.request_headers);
         let target = Target {
             route,

@@ -59,6 +59,22 @@ impl Exchange {
             .await
     }
 
+    /// Envoy's rate limit filter's answer over the limit: 429, `x-envoy-ratelimited: true`, no
+    /// body (`source/extensions/filters/http/ratelimit/ratelimit.cc`), through the filters.
+    pub(super) async fn rate_limited(mut self) -> Response<GatewayBody> {
+        self.log.detail = Some("request_rate_limited");
+        let mut response_headers = vec![
+            (":status".to_owned(), b"429".to_vec()),
+            ("x-envoy-ratelimited".to_owned(), b"true".to_vec()),
+        ];
+        if self.grpc {
+            // A gRPC caller gets status 14 (UNAVAILABLE), Envoy's mapping of a 429.
+            response_headers = headers::grpc_local_reply(response_headers, b"", None);
+        }
+        self.send_local_through_chain(response_headers, Vec::new())
+            .await
+    }
+
     /// A filter's local reply: the runtime already ran the response callbacks over it.
     pub(super) fn filter_reply(mut self, reply: LocalReply) -> Response<GatewayBody> {
         if self.log.detail.is_none() || reply.details == "wasm_fail_stream" {
