@@ -54,7 +54,7 @@ test-bench-report: ## the bench reports' parsing (error responses are not throug
 bench: setup build
 	bench/run.sh
 
-bench-scale: setup build ## cost against models, keys, callers, tokens, body size and replicas (~10 min)
+bench-scale: setup build ## cost against models, keys, callers, tokens, body size and replicas (~9 min)
 	.venv/bin/python bench/scale/scale.py
 
 soak: setup build
