@@ -5,10 +5,10 @@
 # 16,384), in front of a static nginx. wrk sends LIMITER_KEYS requests, each with a key
 # never sent before (bench/limiter_keys.lua), while:
 #   - the gateway's VmRSS and VmHWM (/proc) are sampled at 0, 10 %, 25 %, 50 % and 100 %
-#     of the keys: with the slot table they plateau; one shared-data entry per key, as
+#     of the keys: with the bounded table they plateau; one shared-data entry per key, as
 #     before the table, would grow them by about 100 MB per million keys;
 #   - an active caller (fixed key) sends 4 requests a second throughout: its state stays
-#     live, so no number of other keys may take its slot, and it must be admitted exactly
+#     live, so no number of other keys may take its room, and it must be admitted exactly
 #     as GCRA allows, burst + elapsed × rate, never more (a reset) nor refused as "too many
 #     active callers";
 #   - after the flood, a fresh fixed key gets exactly its burst (5 × 200), then 429s.
@@ -246,7 +246,7 @@ total=$((OK + FULL + LIMITED + OTHER))
     printf '%s\n' "${ROWS[@]}"
     echo
     echo "Flood: $(commas "$total") keys answered ($(commas "$SENT") sent; wrk drops its last in-flight requests when a segment ends) in $(awk -v us="$FLOOD_US" 'BEGIN {printf "%.0f", us / 1e6}') s."
-    echo "\"429 table full\" is the documented answer at the bound (docs/config.md, Bounded state): a new key whose 8-slot window holds only live state; each admitted flood key keeps its slot live for 1 s, so at these rates the table runs near full."
+    echo "\"429 table full\" is the documented answer at the bound (docs/config.md, Bounded state): a new key whose bucket of 16 holds only other keys' live state; each admitted flood key keeps its record live for 1 s, so at these rates the table runs near full."
     echo "Shared-data entries: not observable from outside the process (the admin listener serves /ready, /metrics, /config_dump; none counts shared data); the count is checked in-process by host/tests/modelgate_filter.rs, and here the bound shows as the RSS plateau."
     echo
     echo "Checks:"
