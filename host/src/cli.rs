@@ -1,26 +1,22 @@
-//! The command line: `modelgate serve --config FILE`, `modelgate check --config FILE` and
-//! `modelgate test [--wasm FILE] [--junit FILE] [--filter PATTERN] FILE_OR_DIR...` and
-//! `modelgate token ...` (see [`crate::token`]).
+//! The command line, parsed by clap: `modelgate serve|check --config FILE`, `modelgate test
+//! [--wasm FILE] [--junit FILE] [--filter PATTERN] FILE_OR_DIR...`, `modelgate token ...` (see
+//! [`crate::token`]), `--version`, `help [COMMAND]` and `COMMAND --help`. A usage error exits
+//! with status 2 (clap's), naming the flag it would have expected.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{ArgMatches, Args as _, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Config, ConfigErrors};
 use crate::policy_test;
 use crate::services::GatewayServices;
 use crate::snapshot::Snapshot;
+use crate::token::{ClaimArg, KeyFile, TokenArgs};
 
-pub const USAGE: &str = "usage: modelgate <serve|check> --config FILE
-       modelgate test [--wasm FILE] [--junit FILE] [--filter PATTERN] FILE_OR_DIR...
-       modelgate token (--key FILE | --hmac-secret-file FILE) [--claim NAME=VALUE]... [options]
-
-  serve   run the gateway (SIGTERM drains and exits, SIGHUP reloads)
-  check   parse the config, load every wasm module and run on_configure; print OK or every error
-  test    run policy test files (*.test.yaml; docs/policy-tests.md) against the embedded
-          modelgate.wasm (or --wasm FILE); exit 1 if a case fails
-  token   mint a signed test token (`modelgate token --help` lists its options)
-";
-
+/// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Serve {
@@ -30,11 +26,8 @@ pub enum Command {
         config: PathBuf,
     },
     Test(policy_test::Options),
-    Help,
     /// `modelgate token`: mint a test token.
-    Token(crate::token::TokenArgs),
-    /// `modelgate token --help`.
-    TokenHelp,
+    Token(TokenArgs),
     /// Internal: `serve` runs itself with this to compile a module in a separate process.
     CompileModule,
 }
@@ -42,85 +35,170 @@ pub enum Command {
 /// The argument of [`Command::CompileModule`].
 pub const COMPILE_MODULE: &str = "__compile-module";
 
-/// Parses the arguments after the program name.
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut args = args.into_iter();
-    let command = args.next().ok_or("missing command")?;
-    if matches!(command.as_str(), "-h" | "--help" | "help") {
-        return Ok(Command::Help);
-    }
-    if command == COMPILE_MODULE {
-        return Ok(Command::CompileModule);
-    }
-    if command == "test" {
-        return parse_test(args).map(Command::Test);
-    }
-    if command == "token" {
-        let rest: Vec<String> = args.collect();
-        if rest.iter().any(|a| a == "--help" || a == "-h") {
-            return Ok(Command::TokenHelp);
-        }
-        return crate::token::parse_args(rest).map(Command::Token);
-    }
-    let mut config = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => {
-                config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?));
-            }
-            other => match other.strip_prefix("--config=") {
-                Some(path) => config = Some(PathBuf::from(path)),
-                None => return Err(format!("unexpected argument {other:?}")),
-            },
-        }
-    }
-    let config = config.ok_or("--config FILE is required")?;
-    match command.as_str() {
-        "serve" => Ok(Command::Serve { config }),
-        "check" => Ok(Command::Check { config }),
-        other => Err(format!("unknown command {other:?}")),
+/// The program name clap shows in usage and help, whatever `argv[0]` was.
+const PROGRAM: &str = "modelgate";
+
+/// Parses the arguments after the program name. The error is clap's: `Error::exit` prints it
+/// (help and the version on stdout with status 0, a usage error on stderr with status 2).
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, clap::Error> {
+    let cli = Cli::try_parse_from(std::iter::once(PROGRAM.to_owned()).chain(args))?;
+    Ok(match cli.command {
+        Sub::Serve(ConfigArg { config }) => Command::Serve { config },
+        Sub::Check(ConfigArg { config }) => Command::Check { config },
+        Sub::Test(test) => Command::Test(policy_test::Options {
+            paths: test.paths,
+            wasm: test.wasm,
+            junit: test.junit,
+            filter: test.filter,
+        }),
+        Sub::Token(TokenCommand(args)) => Command::Token(args),
+        Sub::CompileModule => Command::CompileModule,
+    })
+}
+
+#[derive(Parser)]
+#[command(
+    name = PROGRAM,
+    version,
+    about = "A local Envoy stand-in that runs Proxy-Wasm filters (modelgate.wasm) in front of upstream clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Run the gateway (SIGTERM drains and exits, SIGHUP reloads)
+    Serve(ConfigArg),
+    /// Parse the config, load every wasm module and run `on_configure`; print OK or every error
+    Check(ConfigArg),
+    /// Run policy test files (*.test.yaml; docs/policy-tests.md); exit 1 if a case fails
+    Test(TestArgs),
+    /// Mint a signed test token (prints it); iat is now unless given
+    Token(TokenCommand),
+    /// Internal: compile one module for `serve`, which runs itself with this.
+    #[command(name = COMPILE_MODULE, hide = true)]
+    CompileModule,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The host config (docs/host-config.md)
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    /// Test files and directories of them
+    #[arg(required = true, value_name = "FILE_OR_DIR")]
+    paths: Vec<PathBuf>,
+    /// The module under test instead of the embedded modelgate.wasm
+    #[arg(long, value_name = "FILE")]
+    wasm: Option<PathBuf>,
+    // `help` rather than a doc comment: the help text has no Markdown backticks.
+    #[arg(long, value_name = "FILE", help = "Also write a JUnit XML report here")]
+    junit: Option<PathBuf>,
+    /// Run only the cases whose `FILE: NAME` matches this regex
+    #[arg(long, value_name = "PATTERN")]
+    filter: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct TokenCli {
+    /// Private key: PEM (RSA, EC P-256/P-384, Ed25519) or a private JWK
+    #[arg(long, value_name = "FILE", conflicts_with = "hmac_secret_file")]
+    key: Option<PathBuf>,
+    /// HMAC secret: the file's bytes as they are
+    #[arg(long, value_name = "FILE")]
+    hmac_secret_file: Option<PathBuf>,
+    #[arg(
+        long,
+        value_name = "ALG",
+        help = "Signing algorithm (default: RS256, ES256/ES384, EdDSA or HS256 after the key)"
+    )]
+    alg: Option<String>,
+    /// The header's kid (default: the JWK's kid, if any)
+    #[arg(long, value_name = "KID")]
+    kid: Option<String>,
+    /// Claims as one JSON object (repeatable; merged with --claim in command-line order)
+    #[arg(long, value_name = "JSON|@FILE")]
+    claims: Vec<String>,
+    /// One claim, VALUE as JSON when it parses, else as a string (repeatable)
+    #[arg(long, value_name = "NAME=VALUE", value_parser = name_value)]
+    claim: Vec<(String, String)>,
+    /// exp = now + DURATION (30s, 15m, 1h) unless exp is given
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::units::parse_duration)]
+    expires_in: Duration,
+}
+
+impl TokenCli {
+    /// The token's arguments, with `--claims` and `--claim` in the order they were given (a
+    /// later one overrides an earlier claim of the same name).
+    fn into_args(self, matches: &ArgMatches) -> Result<TokenArgs, String> {
+        let key = match (self.key, self.hmac_secret_file) {
+            (Some(path), _) => KeyFile::Key(path),
+            (None, Some(path)) => KeyFile::HmacSecret(path),
+            (None, None) => return Err("one of --key and --hmac-secret-file is required".into()),
+        };
+        let positions = |id: &str| matches.indices_of(id).into_iter().flatten();
+        let objects = positions("claims").zip(self.claims.into_iter().map(ClaimArg::Object));
+        let ones = positions("claim").zip(
+            self.claim
+                .into_iter()
+                .map(|(name, value)| ClaimArg::One(name, value)),
+        );
+        let mut claims: Vec<(usize, ClaimArg)> = objects.chain(ones).collect();
+        claims.sort_by_key(|(position, _)| *position);
+        Ok(TokenArgs {
+            key,
+            algorithm: self.alg,
+            kid: self.kid,
+            claims: claims.into_iter().map(|(_, claim)| claim).collect(),
+            expires_in: self.expires_in,
+        })
     }
 }
 
-/// `modelgate test` options: `--wasm`, `--junit`, `--filter` (each also as `--name=value`),
-/// then the files and directories.
-fn parse_test(args: impl Iterator<Item = String>) -> Result<policy_test::Options, String> {
-    let mut options = policy_test::Options::default();
-    let mut args = args.peekable();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                (name.to_owned(), Some(value.to_owned()))
-            }
-            _ => (arg.clone(), None),
-        };
-        let slot = match name.as_str() {
-            "--wasm" => &mut options.wasm,
-            "--junit" => &mut options.junit,
-            "--filter" => {
-                let value = inline
-                    .or_else(|| args.next())
-                    .ok_or("--filter needs a pattern")?;
-                options.filter = Some(value);
-                continue;
-            }
-            other if other.starts_with('-') && other.len() > 1 => {
-                return Err(format!("unexpected argument {other:?}"));
-            }
-            _ => {
-                options.paths.push(PathBuf::from(arg));
-                continue;
-            }
-        };
-        let value = inline
-            .or_else(|| args.next())
-            .ok_or_else(|| format!("{name} needs a file"))?;
-        *slot = Some(PathBuf::from(value));
+/// `modelgate token`'s arguments as [`TokenArgs`]: clap parses [`TokenCli`], then
+/// [`TokenCli::into_args`] orders the claims by position, which only the `ArgMatches` know.
+struct TokenCommand(TokenArgs);
+
+impl clap::Args for TokenCommand {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        TokenCli::augment_args(command)
     }
-    if options.paths.is_empty() {
-        return Err("test needs at least one test file or directory".into());
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        TokenCli::augment_args_for_update(command)
     }
-    Ok(options)
+}
+
+impl FromArgMatches for TokenCommand {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        TokenCli::from_arg_matches(matches)?
+            .into_args(matches)
+            .map(Self)
+            .map_err(|message| {
+                // Formatted here, so that the usage line shown is `token`'s.
+                TokenCli::augment_args(clap::Command::new("token"))
+                    .bin_name(format!("{PROGRAM} token"))
+                    .error(ErrorKind::MissingRequiredArgument, message)
+            })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+/// `--claim NAME=VALUE`.
+fn name_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| "not NAME=VALUE".to_owned())
 }
 
 /// `modelgate check`: everything `serve` does before it binds sockets.
@@ -142,33 +220,48 @@ mod tests {
         list.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    fn parsed(list: &[&str]) -> Command {
+        parse(args(list)).unwrap_or_else(|e| panic!("{list:?}: {e}"))
+    }
+
+    /// The error for `list`: its kind and the text `modelgate` prints.
+    fn refused(list: &[&str]) -> (ErrorKind, String) {
+        let error = parse(args(list)).expect_err("refused");
+        (error.kind(), error.to_string())
+    }
+
     #[test]
     fn parses_both_commands_and_config_spellings() {
+        for (list, config) in [
+            (&["serve", "--config", "a.yaml"][..], "a.yaml"),
+            (&["serve", "-c", "a.yaml"], "a.yaml"),
+        ] {
+            assert_eq!(
+                parsed(list),
+                Command::Serve {
+                    config: config.into()
+                }
+            );
+        }
         assert_eq!(
-            parse(args(&["serve", "--config", "a.yaml"])),
-            Ok(Command::Serve {
-                config: "a.yaml".into()
-            })
-        );
-        assert_eq!(
-            parse(args(&["check", "--config=b.yaml"])),
-            Ok(Command::Check {
+            parsed(&["check", "--config=b.yaml"]),
+            Command::Check {
                 config: "b.yaml".into()
-            })
+            }
         );
         assert_eq!(
-            parse(args(&["check", "-c", "c.yaml"])),
-            Ok(Command::Check {
+            parsed(&["check", "-c", "c.yaml"]),
+            Command::Check {
                 config: "c.yaml".into()
-            })
+            }
         );
-        assert_eq!(parse(args(&["--help"])), Ok(Command::Help));
+        assert_eq!(parsed(&[COMPILE_MODULE]), Command::CompileModule);
     }
 
     #[test]
     fn parses_test_options_and_paths() {
         assert_eq!(
-            parse(args(&[
+            parsed(&[
                 "test",
                 "--junit",
                 "r.xml",
@@ -177,46 +270,145 @@ mod tests {
                 "--wasm",
                 "m.wasm",
                 "dir",
-            ])),
-            Ok(Command::Test(policy_test::Options {
+            ]),
+            Command::Test(policy_test::Options {
                 paths: vec!["a.test.yaml".into(), "dir".into()],
                 wasm: Some("m.wasm".into()),
                 junit: Some("r.xml".into()),
                 filter: Some("quota".into()),
-            }))
+            })
         );
         assert_eq!(
-            parse(args(&["test"])),
-            Err("test needs at least one test file or directory".into())
+            refused(&["test"]).0,
+            ErrorKind::MissingRequiredArgument,
+            "test needs at least one file or directory"
         );
         assert_eq!(
-            parse(args(&["test", "a", "--junit"])),
-            Err("--junit needs a file".into())
+            refused(&["test", "a", "--junit"]).0,
+            ErrorKind::InvalidValue
         );
         assert_eq!(
-            parse(args(&["test", "--verbose", "a"])),
-            Err("unexpected argument \"--verbose\"".into())
+            refused(&["test", "--verbose", "a"]).0,
+            ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn token_claims_keep_their_command_line_order() {
+        let Command::Token(token) = parsed(&[
+            "token",
+            "--claim",
+            "sub=alice",
+            "--hmac-secret-file",
+            "s",
+            "--claims",
+            r#"{"sub":"bob"}"#,
+            "--claim",
+            "n=1",
+            "--kid",
+            "k",
+        ]) else {
+            panic!("not a token command");
+        };
+        assert_eq!(
+            token,
+            TokenArgs {
+                key: KeyFile::HmacSecret("s".into()),
+                algorithm: None,
+                kid: Some("k".into()),
+                claims: vec![
+                    ClaimArg::One("sub".into(), "alice".into()),
+                    ClaimArg::Object(r#"{"sub":"bob"}"#.into()),
+                    ClaimArg::One("n".into(), "1".into()),
+                ],
+                expires_in: Duration::from_hours(1),
+            }
         );
     }
 
     #[test]
     fn rejects_bad_command_lines() {
-        assert_eq!(parse(args(&[])), Err("missing command".into()));
         assert_eq!(
-            parse(args(&["serve"])),
-            Err("--config FILE is required".into())
+            refused(&[]).0,
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
         );
+        assert_eq!(refused(&["serve"]).0, ErrorKind::MissingRequiredArgument);
         assert_eq!(
-            parse(args(&["run", "--config", "a"])),
-            Err("unknown command \"run\"".into())
+            refused(&["run", "--config", "a"]).0,
+            ErrorKind::InvalidSubcommand
         );
+        assert_eq!(refused(&["serve", "--config"]).0, ErrorKind::InvalidValue);
         assert_eq!(
-            parse(args(&["serve", "--config"])),
-            Err("--config needs a file".into())
+            refused(&["serve", "--verbose"]).0,
+            ErrorKind::UnknownArgument
         );
-        assert_eq!(
-            parse(args(&["serve", "--verbose"])),
-            Err("unexpected argument \"--verbose\"".into())
+        for list in [&["serve"][..], &["run"], &["serve", "--verbose"]] {
+            let error = parse(args(list)).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{list:?} is a usage error");
+        }
+    }
+
+    #[test]
+    fn a_mistyped_flag_or_command_gets_a_suggestion() {
+        let (kind, text) = refused(&["serve", "--confg", "a.yaml"]);
+        assert_eq!(kind, ErrorKind::UnknownArgument);
+        assert!(
+            text.contains("tip: a similar argument exists: '--config'"),
+            "{text}"
         );
+        let (_, text) = refused(&["token", "--hmac-secret", "s"]);
+        assert!(text.contains("'--hmac-secret-file'"), "{text}");
+        let (kind, text) = refused(&["chek", "-c", "a.yaml"]);
+        assert_eq!(kind, ErrorKind::InvalidSubcommand);
+        assert!(
+            text.contains("tip: a similar subcommand exists: 'check'"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn version_and_help_per_command() {
+        let (kind, text) = refused(&["--version"]);
+        assert_eq!(kind, ErrorKind::DisplayVersion);
+        assert_eq!(text, format!("modelgate {}\n", env!("CARGO_PKG_VERSION")));
+        let (kind, top) = refused(&["--help"]);
+        assert_eq!(kind, ErrorKind::DisplayHelp);
+        for command in ["serve", "check", "test", "token"] {
+            assert!(
+                top.contains(&format!("\n  {command} ")),
+                "{command} in {top}"
+            );
+        }
+        assert!(
+            !top.contains(COMPILE_MODULE),
+            "the internal command stays hidden"
+        );
+        for (command, flags) in [
+            ("serve", &["--config <FILE>"][..]),
+            ("check", &["--config <FILE>"]),
+            (
+                "test",
+                &["--wasm <FILE>", "--junit <FILE>", "--filter <PATTERN>"],
+            ),
+            (
+                "token",
+                &[
+                    "--key <FILE>",
+                    "--hmac-secret-file <FILE>",
+                    "--claim <NAME=VALUE>",
+                ],
+            ),
+        ] {
+            let (kind, help) = refused(&["help", command]);
+            assert_eq!(kind, ErrorKind::DisplayHelp);
+            assert_eq!(refused(&[command, "--help"]).1, help, "help {command}");
+            assert!(
+                help.contains(&format!("Usage: modelgate {command} ")),
+                "{help}"
+            );
+            for flag in flags {
+                assert!(help.contains(flag), "{flag} in {help}");
+            }
+        }
     }
 }

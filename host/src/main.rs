@@ -6,13 +6,8 @@ use modelgate_host::cli::{self, Command};
 use modelgate_host::gateway::Gateway;
 
 fn main() -> ExitCode {
-    let command = match cli::parse(std::env::args().skip(1)) {
-        Ok(command) => command,
-        Err(e) => {
-            eprintln!("modelgate: {e}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
-        }
-    };
+    // Help and the version print on stdout and exit 0; a usage error exits 2.
+    let command = cli::parse(std::env::args().skip(1)).unwrap_or_else(|e| e.exit());
     // A test run shows what explains a failure (the filter rejecting its config logs the
     // field path at error), not every request's info line.
     let level = if matches!(command, Command::Test(_)) {
@@ -34,14 +29,6 @@ fn main() -> ExitCode {
         })
         .init();
     match command {
-        Command::Help => {
-            print!("{}", cli::USAGE);
-            ExitCode::SUCCESS
-        }
-        Command::TokenHelp => {
-            print!("{}", modelgate_host::token::USAGE);
-            ExitCode::SUCCESS
-        }
         Command::Token(args) => {
             match modelgate_host::token::mint(&args, std::time::SystemTime::now()) {
                 Ok(token) => {

@@ -16,21 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 
-pub const USAGE: &str = "usage: modelgate token (--key FILE | --hmac-secret-file FILE) [options]
-
-  --key FILE               private key: PEM (RSA, EC P-256/P-384, Ed25519) or a private JWK
-  --hmac-secret-file FILE  HMAC secret: the file's bytes as they are
-  --alg ALG                signing algorithm (default: RS256, ES256/ES384, EdDSA or HS256
-                           after the key)
-  --kid KID                the header's kid (default: the JWK's kid, if any)
-  --claims JSON|@FILE      claims as one JSON object
-  --claim NAME=VALUE       one claim (VALUE as JSON when it parses, else as a string);
-                           repeatable, applied after --claims
-  --expires-in DURATION    exp = now + DURATION (30s, 15m, 1h; default 1h) unless exp is given
-
-Prints the token. iat is now unless given.
-";
-
 /// What `modelgate token` was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenArgs {
@@ -57,56 +42,6 @@ pub enum ClaimArg {
     Object(String),
     /// `--claim NAME=VALUE`.
     One(String, String),
-}
-
-/// Parse the arguments after `token`.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<TokenArgs, String> {
-    let mut args = args.into_iter();
-    let mut key = None;
-    let mut algorithm = None;
-    let mut kid = None;
-    let mut claims = Vec::new();
-    let mut expires_in = Duration::from_hours(1);
-    while let Some(flag) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        match flag.as_str() {
-            "--key" => set_key(&mut key, KeyFile::Key(value("--key")?.into()))?,
-            "--hmac-secret-file" => set_key(
-                &mut key,
-                KeyFile::HmacSecret(value("--hmac-secret-file")?.into()),
-            )?,
-            "--alg" => algorithm = Some(value("--alg")?),
-            "--kid" => kid = Some(value("--kid")?),
-            "--claims" => claims.push(ClaimArg::Object(value("--claims")?)),
-            "--claim" => {
-                let pair = value("--claim")?;
-                let (name, v) = pair
-                    .split_once('=')
-                    .ok_or(format!("--claim {pair:?} is not NAME=VALUE"))?;
-                claims.push(ClaimArg::One(name.to_owned(), v.to_owned()));
-            }
-            "--expires-in" => {
-                let text = value("--expires-in")?;
-                expires_in = crate::units::parse_duration(&text)
-                    .map_err(|e| format!("--expires-in: {e}"))?;
-            }
-            other => return Err(format!("unexpected argument {other:?}")),
-        }
-    }
-    Ok(TokenArgs {
-        key: key.ok_or("one of --key and --hmac-secret-file is required")?,
-        algorithm,
-        kid,
-        claims,
-        expires_in,
-    })
-}
-
-fn set_key(slot: &mut Option<KeyFile>, key: KeyFile) -> Result<(), String> {
-    if slot.replace(key).is_some() {
-        return Err("give one of --key and --hmac-secret-file, once".to_owned());
-    }
-    Ok(())
 }
 
 /// A signing key and what it signs with unless told otherwise.

@@ -155,7 +155,41 @@ fn check_reports_an_unreadable_config_file() {
 fn bad_command_lines_exit_with_usage() {
     let output = Command::new(BINARY).args(["serve"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("usage: modelgate"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Usage: modelgate serve --config <FILE>"),
+        "{stderr}"
+    );
+    let output = Command::new(BINARY)
+        .args(["check", "--confg", "a.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("similar argument exists: '--config'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_and_help_print_on_stdout_and_exit_0() {
+    let output = Command::new(BINARY).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("modelgate {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let output = Command::new(BINARY)
+        .args(["help", "serve"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("Usage: modelgate serve --config <FILE>"),
+        "{stdout}"
+    );
 }
 
 /// A `modelgate serve` child process; killed on drop if still running.

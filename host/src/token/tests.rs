@@ -44,6 +44,15 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// `modelgate token ARGS` through the real command line; the error as clap prints it.
+fn parse_args(list: Vec<String>) -> Result<TokenArgs, String> {
+    match crate::cli::parse(std::iter::once("token".to_owned()).chain(list)) {
+        Ok(crate::cli::Command::Token(args)) => Ok(args),
+        Ok(other) => panic!("not a token command: {other:?}"),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn write(dir: &std::path::Path, name: &str, content: &[u8]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
@@ -183,23 +192,31 @@ fn claims_merge_in_order_and_keep_a_given_exp() {
 
 #[test]
 fn bad_input_gets_a_clear_error() {
-    assert_eq!(
-        parse_args(args(&["--claim", "a=b"])).unwrap_err(),
-        "one of --key and --hmac-secret-file is required"
-    );
-    assert_eq!(
-        parse_args(args(&["--claim", "ab"])).unwrap_err(),
-        "--claim \"ab\" is not NAME=VALUE"
-    );
-    assert_eq!(
-        parse_args(args(&["--key"])).unwrap_err(),
-        "--key needs a value"
-    );
-    assert!(parse_args(args(&["--key", "a", "--hmac-secret-file", "b"])).is_err());
+    let error = |list: &[&str]| parse_args(args(list)).unwrap_err();
+    assert!(error(&["--claim", "a=b"]).starts_with(
+        "error: one of --key and --hmac-secret-file is required\n\nUsage: modelgate token "
+    ));
     assert!(
-        parse_args(args(&["--key", "a", "--expires-in", "soon"]))
-            .unwrap_err()
-            .starts_with("--expires-in: ")
+        error(&["--claim", "ab"])
+            .starts_with("error: invalid value 'ab' for '--claim <NAME=VALUE>': not NAME=VALUE"),
+        "{}",
+        error(&["--claim", "ab"])
+    );
+    assert!(
+        error(&["--key"]).starts_with("error: a value is required for '--key <FILE>'"),
+        "{}",
+        error(&["--key"])
+    );
+    assert!(
+        error(&["--key", "a", "--hmac-secret-file", "b"]).starts_with(
+            "error: the argument '--key <FILE>' cannot be used with '--hmac-secret-file <FILE>'"
+        )
+    );
+    assert!(
+        error(&["--key", "a", "--expires-in", "soon"])
+            .starts_with("error: invalid value 'soon' for '--expires-in <DURATION>': "),
+        "{}",
+        error(&["--key", "a", "--expires-in", "soon"])
     );
 
     let dir = tempdir();
