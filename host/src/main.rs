@@ -60,7 +60,11 @@ fn main() -> ExitCode {
             }
             serve(&config)
         }
-        Command::Test(options) => modelgate_host::policy_test::main(&options),
+        Command::Test(options) => {
+            // A test run is mostly the module's compile: on every core, and cached.
+            modelgate_runtime::compile_for_a_short_run();
+            modelgate_host::policy_test::main(&options)
+        }
         Command::CompileModule => match modelgate_runtime::serve_compile_request() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -28,7 +28,7 @@ mod stream;
 mod vm;
 
 pub use clock::{Clock, ManualClock};
-pub use engine::{compile_in_child, serve_compile_request};
+pub use engine::{compile_for_a_short_run, compile_in_child, serve_compile_request};
 pub use metrics::ENVOY_HISTOGRAM_BUCKETS;
 pub use plugin::{Plugin, set_worker_index, worker_index};
 pub use runtime::{

@@ -210,13 +210,8 @@ impl Runtime {
 
     /// Compile (one Module + `InstancePre` per distinct wasm), build `vm_count` VMs, run
     /// `_initialize`/`_start`, `on_context_create(root)`, `on_vm_start`, `on_configure`.
-    ///
-    /// Compiling is a burst of temporary allocations that glibc keeps in its arenas, so the
-    /// heap is trimmed afterwards, whether the load succeeded or not.
     pub fn load(&self, spec: PluginSpec) -> Result<Plugin, LoadError> {
-        let loaded = Plugin::load(&self.shared, spec);
-        trim_heap();
-        loaded
+        Plugin::load(&self.shared, spec)
     }
 
     /// Every metric filters defined, named as the filter gave it.
@@ -254,20 +249,5 @@ impl Runtime {
     /// VMs of every plugin that failed at run time (a trap, the deadline, the memory limit).
     pub fn vm_failures(&self) -> u64 {
         self.plugin_stats().iter().map(|(_, s)| s.vm_failures).sum()
-    }
-}
-
-/// Give the free pages of every malloc arena back to the kernel.
-///
-/// Cranelift frees most of what it allocates to compile a module, but glibc keeps those pages:
-/// for the full-policy gateway idle RSS was 58.3 MiB after start-up and 31.8 MiB after
-/// `malloc_trim(0)` (the 1,000-connection peak fell from 123 to 102 MiB with it). Elsewhere
-/// than glibc this does nothing.
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[expect(unsafe_code, reason = "FFI into glibc")]
-    // SAFETY: malloc_trim has no preconditions; it walks glibc's arenas under their locks.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
