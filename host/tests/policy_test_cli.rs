@@ -247,3 +247,43 @@ fn bad_command_lines_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--filter"));
 }
+
+/// A policy that holds the request headers for the body (`openai.holdHeadersForBody`): with
+/// `allowOnHeadersStopIteration` as the deployment sets it, the body's model routes; without
+/// it the request stalls as it would under Envoy's default, and the case fails as stalled
+/// (with the setting named) instead of the run hanging.
+#[test]
+fn a_request_the_filter_never_resumes_fails_as_stalled_and_the_setting_routes_it() {
+    let dir = scratch("hold");
+    std::fs::write(
+        dir.join("policy.json"),
+        r#"{"version": 1, "openai": {"holdHeadersForBody": true},
+            "models": {"llm": {"protocols": ["openai"], "openai": {"maxTokens": 512}}}}"#,
+    )
+    .expect("policy");
+    let suite = |allow: bool| {
+        format!(
+            "policy: {{file: policy.json}}\n\
+             allowOnHeadersStopIteration: {allow}\n\
+             tests:\n\
+             \x20 - name: chat\n\
+             \x20   request: {{method: POST, path: /openai/v1/chat/completions,\n\
+             \x20     body: {{model: llm, messages: [{{role: user, content: hi}}]}}}}\n\
+             \x20   expect: {{status: 200, routedTo: llm}}\n"
+        )
+    };
+    std::fs::write(dir.join("allowed.test.yaml"), suite(true)).expect("suite");
+    std::fs::write(dir.join("envoy-default.test.yaml"), suite(false)).expect("suite");
+
+    let (passed, out) = run_here(&[dir.join("allowed.test.yaml")], None, None);
+    assert!(passed, "{out}");
+
+    let (passed, out) = run_here(&[dir.join("envoy-default.test.yaml")], None, None);
+    assert!(!passed, "{out}");
+    assert!(
+        out.contains("tests[0].request: stalled: no answer after 5s"),
+        "{out}"
+    );
+    assert!(out.contains("allowOnHeadersStopIteration: true"), "{out}");
+    assert_eq!(last_line(&out), "0 passed, 1 failed", "{out}");
+}

@@ -34,6 +34,10 @@ const DEFAULT_ROUTING_HEADER: &str = "x-gateway-model-name";
 /// As the gateway's defaults for a filter (host/src/config.rs).
 const MEMORY_LIMIT: usize = 256 << 20;
 const CALLBACK_DEADLINE: Duration = Duration::from_secs(1);
+/// How long a request may make no progress before the case fails as stalled. Nothing in a
+/// test run waits on the outside world, so a request still open after this is one the filter
+/// paused and never resumed; Envoy would hold it until a timeout.
+const STALL: Duration = Duration::from_secs(5);
 
 /// What the runner shares across files: the runtime (whose guests read `clock`) and the
 /// module under test.
@@ -153,7 +157,7 @@ impl Suite {
                 } else {
                     FailurePolicy::FailClosed
                 },
-                allow_on_headers_stop_iteration: false,
+                allow_on_headers_stop_iteration: self.spec.allow_on_headers_stop_iteration,
                 env: self.policy.env.clone(),
                 vm_count: 1,
                 memory_limit_bytes: MEMORY_LIMIT,
@@ -179,15 +183,11 @@ impl Suite {
                 {
                     runner.clock.advance(by);
                 }
+                let sent = exchange::send(&chain, &request, &stub, runner.clock.now(), n);
                 let outcome = runner
                     .executor
-                    .block_on(exchange::send(
-                        &chain,
-                        &request,
-                        &stub,
-                        runner.clock.now(),
-                        n,
-                    ))
+                    .block_on(async { tokio::time::timeout(STALL, sent).await })
+                    .map_err(|_| stalled(&step.path, self.spec.allow_on_headers_stop_iteration))?
                     .map_err(|e| format!("    {}.request: {e}\n", step.path))?;
                 let mismatches: Vec<Mismatch> =
                     expect::compare(step.expect, &self.routing_header, &outcome);
@@ -295,6 +295,23 @@ static NO_EXPECTATION: Expect = Expect {
     routed_to: None,
     upstream: None,
 };
+
+/// The failure of a request the filter paused and never resumed.
+fn stalled(step: &str, allow_on_headers_stop_iteration: bool) -> String {
+    let hint = if allow_on_headers_stop_iteration {
+        ""
+    } else {
+        " A filter that pauses the request headers to read the body (modelgate's \
+         `openai.holdHeadersForBody`) gets no body under Envoy unless the plugin config sets \
+         `allow_on_headers_stop_iteration`: set `allowOnHeadersStopIteration: true` in this \
+         file when your deployment sets it (docs/deploy.md)."
+    };
+    format!(
+        "    {step}.request: stalled: no answer after {}s, the filter paused the request and \
+         never resumed it (Envoy would hold it until a timeout).{hint}\n",
+        STALL.as_secs()
+    )
+}
 
 /// The steps of a case; a case without `steps` is one step.
 fn steps_of<'a>(at: &str, case: &'a CaseSpec) -> Vec<Step<'a>> {

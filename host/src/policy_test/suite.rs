@@ -29,6 +29,10 @@ pub(super) struct SuiteSpec {
     /// The request header that names where the request is routed (`expect.routedTo`).
     #[serde(default)]
     pub(super) routing_header: Option<String>,
+    /// Envoy's `PluginConfig.allow_on_headers_stop_iteration`, as the deployment sets it
+    /// (false by default, as in Envoy).
+    #[serde(default)]
+    pub(super) allow_on_headers_stop_iteration: bool,
     /// Request fields every case starts from.
     #[serde(default)]
     pub(super) defaults: RequestSpec,
