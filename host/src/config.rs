@@ -125,6 +125,10 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// The Gateway listener's `hostname`: routes attached here serve the hostnames they share
+    /// with it (Envoy Gateway's `computeHosts`, `route::hosts`); none means any host.
+    #[serde(default)]
+    pub hostname: Option<String>,
     /// Path answered by the gateway itself with 200 `{"status":"ok"}`; `null` turns it off.
     #[serde(default = "default_health_path")]
     pub health_path: Option<String>,
@@ -271,6 +275,15 @@ impl Default for OutlierConfig {
 pub struct RouteConfig {
     #[serde(default)]
     pub name: Option<String>,
+    /// Names of the listeners the route attaches to (Gateway API's `parentRefs[].sectionName`);
+    /// empty attaches it to every listener.
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// The hosts the route serves (Gateway API's `hostnames`): exact names or a leading
+    /// wildcard (`*.example.com`), matched on `:authority` without its port as Envoy matches a
+    /// virtual host's domains; empty means the listener's `hostname`, else any host.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
     #[serde(rename = "match")]
     pub matcher: RouteMatchConfig,
     pub cluster: String,
@@ -691,6 +704,11 @@ impl Config {
             {
                 errors.push(format!("listeners[{i}].healthPath: must start with '/'"));
             }
+            if let Some(host) = &listener.hostname
+                && let Err(e) = check_hostname(host)
+            {
+                errors.push(format!("listeners[{i}].hostname: {e}"));
+            }
             for (field, value) in [
                 ("headerReadTimeout", listener.header_read_timeout),
                 ("tlsHandshakeTimeout", listener.tls_handshake_timeout),
@@ -731,8 +749,10 @@ impl Config {
                 ));
             }
         }
+        let listener_names: std::collections::HashSet<&str> =
+            self.listeners.iter().map(|l| l.name.as_str()).collect();
         for (i, route) in self.routes.iter().enumerate() {
-            check_route(i, route, &cluster_names, &mut errors);
+            check_route(i, route, &cluster_names, &listener_names, &mut errors);
         }
         let mut filter_names = std::collections::HashSet::new();
         for (i, filter) in self.filters.iter().enumerate() {
@@ -768,8 +788,21 @@ fn check_route(
     i: usize,
     route: &RouteConfig,
     clusters: &std::collections::HashSet<&str>,
+    listeners: &std::collections::HashSet<&str>,
     errors: &mut Vec<String>,
 ) {
+    for (j, name) in route.listeners.iter().enumerate() {
+        if !listeners.contains(name.as_str()) {
+            errors.push(format!(
+                "routes[{i}].listeners[{j}]: unknown listener {name:?}"
+            ));
+        }
+    }
+    for (j, host) in route.hostnames.iter().enumerate() {
+        if let Err(e) = check_hostname(host) {
+            errors.push(format!("routes[{i}].hostnames[{j}]: {e}"));
+        }
+    }
     let m = &route.matcher;
     let kinds = [m.path.is_some(), m.prefix.is_some(), m.regex.is_some()];
     if kinds.iter().filter(|k| **k).count() != 1 {
@@ -842,6 +875,33 @@ fn check_route(
             }
         }
     }
+}
+
+/// A hostname as a virtual host's domain: `*`, a name, or a name after a leading `*`
+/// (`*.example.com`), without a port. Envoy also takes prefix wildcards (`example.*`);
+/// Gateway API hostnames have none, so they are refused here.
+fn check_hostname(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    let name = host.strip_prefix('*').unwrap_or(host);
+    if host != "*" && name.is_empty() {
+        return Err(format!("{host:?}: a wildcard needs a suffix"));
+    }
+    if name.contains('*') {
+        return Err(format!(
+            "{host:?}: only a leading wildcard is supported (`*.example.com` or `*`)"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(format!(
+            "{host:?}: {c:?} is not allowed (a hostname has no port, path or spaces)"
+        ));
+    }
+    Ok(())
 }
 
 /// Compiles a regex, with a one-line error (the regex crate's is a multi-line drawing).
@@ -972,5 +1032,22 @@ mod tests {
     fn rejects_other_versions() {
         let errors = errors_of("version: 2\nlisteners: [{address: 127.0.0.1:0}]\n");
         assert_eq!(errors, ["version: unsupported version 2, expected 1"]);
+    }
+
+    #[test]
+    fn route_listener_and_hostname_errors_name_their_field() {
+        let yaml = format!(
+            "version: 1\nlisteners: [{{name: public, address: 127.0.0.1:0, hostname: 'a.*.com'}}]\n{}",
+            "clusters: [{name: c, endpoints: [127.0.0.1:1]}]\nroutes:\n  - {listeners: [public, privat], hostnames: ['*', 'x.com:80', '*'], match: {prefix: /}, cluster: c}\n"
+        );
+        let errors = errors_of(&yaml);
+        assert_eq!(
+            errors,
+            [
+                "listeners[0].hostname: \"a.*.com\": only a leading wildcard is supported (`*.example.com` or `*`)",
+                "routes[0].listeners[1]: unknown listener \"privat\"",
+                "routes[0].hostnames[1]: \"x.com:80\": ':' is not allowed (a hostname has no port, path or spaces)",
+            ]
+        );
     }
 }

@@ -1,13 +1,15 @@
-//! The route table: path (exact, prefix, whole-path regex), header and method matches, first
+//! The route table: per listener, virtual hosts by domain as Envoy Gateway builds them, each
+//! with its routes (path: exact, prefix, whole-path regex; header and method matches), first
 //! match wins, compiled once per config.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use modelgate_runtime::Headers;
 use regex::Regex;
 
-use crate::config::{HeaderMutations, RetryConfig, RouteConfig};
+use crate::config::{Config, HeaderMutations, RetryConfig};
 use crate::headers;
 
 /// One compiled route.
@@ -53,13 +55,175 @@ fn whole(pattern: &str) -> Result<Regex, String> {
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
+    /// Every route, in config order.
     routes: Vec<Route>,
+    /// Per listener (config order), its virtual hosts.
+    listeners: Vec<VirtualHosts>,
+}
+
+/// The virtual hosts of one listener. Envoy Gateway makes one per hostname a route serves on
+/// the listener, with that hostname as its only domain (`internal/xds/translator/translator.go`,
+/// `addRouteToRouteConfig`), and sets `ignore_port_in_host_matching` on the route config
+/// (same file). Envoy picks the virtual host by the request's host without its port, lower
+/// case: an exact domain, else the longest matching suffix wildcard, else `*`, else none,
+/// which is a 404 (`source/common/router/config_impl.cc`, `RouteMatcher::findVirtualHost`).
+#[derive(Debug, Default)]
+struct VirtualHosts {
+    /// Exact domains, lower case, and the routes (indices, config order) that serve each.
+    exact: HashMap<Box<[u8]>, Vec<usize>>,
+    /// Suffix wildcards without their `*` (`*.example.com` is `.example.com`), longest first.
+    suffixes: Vec<(Box<[u8]>, Vec<usize>)>,
+    /// The `*` virtual host.
+    any: Option<Vec<usize>>,
+}
+
+impl VirtualHosts {
+    fn add(&mut self, domain: &str, route: usize) {
+        let routes = if domain == "*" {
+            self.any.get_or_insert_with(Vec::new)
+        } else if let Some(suffix) = domain.strip_prefix('*') {
+            let suffix = suffix.as_bytes();
+            let known = self.suffixes.iter().position(|(s, _)| &**s == suffix);
+            let at = known.unwrap_or_else(|| {
+                // Longest first; among equals the order does not matter, as two suffixes of
+                // one length that both match a host are the same suffix.
+                let at = self
+                    .suffixes
+                    .partition_point(|(s, _)| s.len() >= suffix.len());
+                self.suffixes.insert(at, (suffix.into(), Vec::new()));
+                at
+            });
+            &mut self.suffixes[at].1
+        } else {
+            self.exact.entry(domain.as_bytes().into()).or_default()
+        };
+        routes.push(route);
+    }
+
+    /// The routes of the virtual host `authority` selects.
+    fn select(&self, authority: Option<&[u8]>) -> Option<&[usize]> {
+        // Envoy's fast path: with only a `*` virtual host the host is not even read.
+        if self.exact.is_empty() && self.suffixes.is_empty() {
+            return self.any.as_deref();
+        }
+        // No host, no virtual host (an empty `:authority` is an absent one).
+        let authority = authority.filter(|a| !a.is_empty())?;
+        let host = without_port(authority);
+        let lowered;
+        let host = if host.iter().any(u8::is_ascii_uppercase) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_slice()
+        } else {
+            host
+        };
+        if let Some(routes) = self.exact.get(host) {
+            return Some(routes);
+        }
+        // The wildcard must stand for at least one character.
+        let by_suffix = self
+            .suffixes
+            .iter()
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix));
+        match by_suffix {
+            Some((_, routes)) => Some(routes),
+            None => self.any.as_deref(),
+        }
+    }
+}
+
+/// The host without its port, as Envoy's `HeaderUtility::getPortStart` finds the port: after
+/// the last `:`, unless that `:` is inside an IPv6 literal's brackets.
+fn without_port(host: &[u8]) -> &[u8] {
+    let Some(colon) = host.iter().rposition(|&b| b == b':') else {
+        return host;
+    };
+    match host.iter().rposition(|&b| b == b']') {
+        Some(bracket) if bracket > colon => host,
+        _ => &host[..colon],
+    }
+}
+
+/// The domains a route serves on a listener, as Envoy Gateway computes them from the route's
+/// hostnames and the listener's (`internal/gatewayapi/helpers.go`, `computeHosts` and
+/// `wildcardHostnameMatchesHostname`): the route's, narrowed to those the listener's hostname
+/// admits; the listener's when the route names none; `*` when neither does. Empty: the route
+/// does not attach to that listener. Both inputs are lower case.
+pub(crate) fn hosts(route: &[String], listener: Option<&str>) -> BTreeSet<String> {
+    let mut hosts = BTreeSet::new();
+    let listener = listener.filter(|l| !l.is_empty());
+    if route.is_empty() {
+        hosts.insert(listener.unwrap_or("*").to_owned());
+        return hosts;
+    }
+    for host in route {
+        let host = host.as_str();
+        match listener {
+            None => {
+                hosts.insert(host.to_owned());
+            }
+            Some(l) if l == host => {
+                hosts.insert(host.to_owned());
+            }
+            Some(l) if l.starts_with('*') && host.starts_with('*') => {
+                if wildcard_admits(host, l) {
+                    hosts.insert(l.to_owned());
+                }
+                if wildcard_admits(l, host) {
+                    hosts.insert(host.to_owned());
+                }
+            }
+            Some(l) if l.starts_with('*') => {
+                if wildcard_admits(l, host) {
+                    hosts.insert(host.to_owned());
+                }
+            }
+            Some(l) if host.starts_with('*') => {
+                if wildcard_admits(host, l) {
+                    hosts.insert(l.to_owned());
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    hosts
+}
+
+/// Envoy Gateway's `wildcardHostnameMatchesHostname`: `*.example.com` admits
+/// `foo.example.com`, and `*.com` admits the narrower wildcard `*.example.com`.
+fn wildcard_admits(wildcard: &str, host: &str) -> bool {
+    let suffix = wildcard.trim_start_matches('*');
+    match host.strip_prefix('*') {
+        None => host.len() > suffix.len() && host.ends_with(suffix),
+        Some(narrower) => narrower
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.starts_with('.')),
+    }
 }
 
 impl RouteTable {
-    /// Compiles the routes; the config has already been checked, so errors here only repeat
-    /// what [`crate::config::Config::parse`] reported.
-    pub fn compile(routes: &[RouteConfig]) -> Result<RouteTable, String> {
+    /// Compiles the routes and each listener's virtual hosts; the config has already been
+    /// checked, so errors here only repeat what [`crate::config::Config::parse`] reported.
+    pub fn compile(config: &Config) -> Result<RouteTable, String> {
+        let routes = &config.routes;
+        let mut listeners: Vec<VirtualHosts> = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let listener_host = listener.hostname.as_ref().map(|h| h.to_ascii_lowercase());
+            let mut hosts_of = VirtualHosts::default();
+            for (i, route) in routes.iter().enumerate() {
+                if !route.listeners.is_empty() && !route.listeners.contains(&listener.name) {
+                    continue;
+                }
+                let names: Vec<String> = route
+                    .hostnames
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect();
+                for host in hosts(&names, listener_host.as_deref()) {
+                    hosts_of.add(&host, i);
+                }
+            }
+            listeners.push(hosts_of);
+        }
         let mut compiled = Vec::with_capacity(routes.len());
         for (i, route) in routes.iter().enumerate() {
             let m = &route.matcher;
@@ -111,27 +275,36 @@ impl RouteTable {
                 method: m.method.as_ref().map(|s| s.to_ascii_uppercase()),
             });
         }
-        Ok(RouteTable { routes: compiled })
+        Ok(RouteTable {
+            routes: compiled,
+            listeners,
+        })
     }
 
-    /// The first route matching the request headers (`:path`, `:method` and the rest).
-    pub fn find(&self, request: &Headers) -> Option<&Route> {
-        self.position(request).map(|i| &self.routes[i])
+    /// The first route of the listener's virtual host for the request that matches its
+    /// headers (`:authority`, `:path`, `:method` and the rest).
+    pub fn find(&self, listener: usize, request: &Headers) -> Option<&Route> {
+        self.position(listener, request).map(|i| &self.routes[i])
     }
 
     pub fn get(&self, index: usize) -> Option<&Route> {
         self.routes.get(index)
     }
 
-    /// The index of the first matching route.
-    pub fn position(&self, request: &Headers) -> Option<usize> {
+    /// The index of the first matching route on listener `listener` (config order).
+    pub fn position(&self, listener: usize, request: &Headers) -> Option<usize> {
+        let candidates = self
+            .listeners
+            .get(listener)?
+            .select(headers::get(request, ":authority"))?;
         let full = headers::get_str(request, ":path").unwrap_or("/");
         // Envoy matches the path with the query string removed.
         let path = full.split_once('?').map_or(full, |(p, _)| p);
         let method = headers::get_str(request, ":method").unwrap_or("");
-        self.routes
+        candidates
             .iter()
-            .position(|route| route.matches(path, method, request))
+            .copied()
+            .find(|&i| self.routes[i].matches(path, method, request))
     }
 }
 
@@ -167,10 +340,14 @@ mod tests {
     use crate::config::Config;
 
     fn table(routes: &str) -> RouteTable {
+        table_with("[{address: 127.0.0.1:0}]", routes)
+    }
+
+    fn table_with(listeners: &str, routes: &str) -> RouteTable {
         let yaml = format!(
-            "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters: [{{name: a, endpoints: [127.0.0.1:1]}}, {{name: b, endpoints: [127.0.0.1:2]}}]\nroutes:\n{routes}"
+            "version: 1\nlisteners: {listeners}\nclusters: [{{name: a, endpoints: [127.0.0.1:1]}}, {{name: b, endpoints: [127.0.0.1:2]}}]\nroutes:\n{routes}"
         );
-        RouteTable::compile(&Config::parse(&yaml).unwrap().routes).unwrap()
+        RouteTable::compile(&Config::parse(&yaml).unwrap()).unwrap()
     }
 
     fn request(method: &str, path: &str, extra: &[(&str, &str)]) -> Headers {
@@ -187,7 +364,13 @@ mod tests {
     }
 
     fn routed(table: &RouteTable, headers: &Headers) -> Option<String> {
-        table.find(headers).map(|r| r.name.to_string())
+        table.find(0, headers).map(|r| r.name.to_string())
+    }
+
+    /// The route a GET of `/` to `authority` takes on listener `listener`.
+    fn by_host(table: &RouteTable, listener: usize, authority: &str) -> Option<String> {
+        let request = request("GET", "/", &[(":authority", authority)]);
+        table.find(listener, &request).map(|r| r.name.to_string())
     }
 
     #[test]
@@ -237,5 +420,146 @@ mod tests {
             Some("present")
         );
         assert_eq!(routed(&t, &request("GET", "/b", &[])), None);
+    }
+
+    // Envoy's domain search order (`RouteMatcher::findVirtualHost`): exact, then the longest
+    // suffix wildcard, then `*`; the port is ignored and case does not matter.
+    #[test]
+    fn virtual_hosts_exact_then_longest_suffix_then_any() {
+        let t = table(
+            "  - {name: any, match: {prefix: /}, cluster: a}\n  - {name: short, hostnames: ['*.com'], match: {prefix: /}, cluster: a}\n  - {name: long, hostnames: ['*.example.com'], match: {prefix: /}, cluster: a}\n  - {name: exact, hostnames: [api.example.com], match: {prefix: /}, cluster: b}\n",
+        );
+        assert_eq!(by_host(&t, 0, "api.example.com").as_deref(), Some("exact"));
+        assert_eq!(
+            by_host(&t, 0, "API.Example.com:8080").as_deref(),
+            Some("exact")
+        );
+        assert_eq!(by_host(&t, 0, "web.example.com").as_deref(), Some("long"));
+        assert_eq!(
+            by_host(&t, 0, "a.b.example.com:80").as_deref(),
+            Some("long")
+        );
+        assert_eq!(by_host(&t, 0, "example.com").as_deref(), Some("short"));
+        // The wildcard stands for at least one character.
+        assert_eq!(by_host(&t, 0, ".com").as_deref(), Some("any"));
+        assert_eq!(by_host(&t, 0, "example.org").as_deref(), Some("any"));
+        assert_eq!(by_host(&t, 0, "[::1]:8080").as_deref(), Some("any"));
+        // Without a host no virtual host is chosen once there is more than `*`.
+        let no_host = request("GET", "/", &[]);
+        assert_eq!(t.find(0, &no_host).map(|r| r.name.to_string()), None);
+    }
+
+    #[test]
+    fn a_host_no_virtual_host_serves_has_no_route_and_a_port_is_not_part_of_the_host() {
+        let t =
+            table("  - {name: iris, hostnames: [iris.local], match: {prefix: /}, cluster: a}\n");
+        assert_eq!(by_host(&t, 0, "iris.local:8080").as_deref(), Some("iris"));
+        assert_eq!(by_host(&t, 0, "wine.local"), None);
+        assert_eq!(by_host(&t, 0, "iris.local.evil"), None);
+        // Only `*`: Envoy does not read the host at all.
+        let any = table("  - {name: any, match: {prefix: /}, cluster: a}\n");
+        assert_eq!(
+            any.find(0, &request("GET", "/", &[]))
+                .map(|r| r.name.to_string())
+                .as_deref(),
+            Some("any")
+        );
+        assert_eq!(without_port(b"[::1]"), b"[::1]");
+        assert_eq!(without_port(b"[::1]:80"), b"[::1]");
+    }
+
+    #[test]
+    fn first_match_wins_within_the_virtual_host_in_config_order() {
+        let t = table(
+            "  - {name: iris-models, hostnames: [iris.local], match: {prefix: /v1}, cluster: a}\n  - {name: any-models, match: {prefix: /v1}, cluster: a}\n  - {name: iris-rest, hostnames: [iris.local], match: {prefix: /}, cluster: b}\n",
+        );
+        let get = |host: &str, path: &str| {
+            t.find(0, &request("GET", path, &[(":authority", host)]))
+                .map(|r| r.name.to_string())
+        };
+        assert_eq!(get("iris.local", "/v1/x").as_deref(), Some("iris-models"));
+        assert_eq!(get("iris.local", "/v2").as_deref(), Some("iris-rest"));
+        // `any-models` serves `*`, a virtual host of its own: iris.local never reaches it.
+        assert_eq!(get("wine.local", "/v1/x").as_deref(), Some("any-models"));
+        assert_eq!(get("wine.local", "/v2"), None);
+    }
+
+    #[test]
+    fn routes_attach_to_the_listeners_they_name() {
+        let t = table_with(
+            "[{name: public, address: 127.0.0.1:0}, {name: internal, address: 127.0.0.1:0}]",
+            "  - {name: internal-only, listeners: [internal], match: {prefix: /admin}, cluster: a}\n  - {name: both, match: {prefix: /}, cluster: b}\n",
+        );
+        let admin = request("GET", "/admin", &[]);
+        assert_eq!(
+            t.find(0, &admin).map(|r| r.name.to_string()).as_deref(),
+            Some("both")
+        );
+        assert_eq!(
+            t.find(1, &admin).map(|r| r.name.to_string()).as_deref(),
+            Some("internal-only")
+        );
+        assert!(t.find(2, &admin).is_none());
+    }
+
+    #[test]
+    fn a_listener_hostname_narrows_the_routes_hostnames() {
+        let t = table_with(
+            "[{name: web, address: 127.0.0.1:0, hostname: '*.example.com'}]",
+            "  - {name: inside, hostnames: [a.example.com, b.other.org], match: {prefix: /}, cluster: a}\n  - {name: outside, hostnames: [x.other.org], match: {prefix: /}, cluster: a}\n  - {name: broad, hostnames: ['*.com'], match: {prefix: /}, cluster: b}\n  - {name: none, match: {prefix: /}, cluster: b}\n",
+        );
+        assert_eq!(by_host(&t, 0, "a.example.com").as_deref(), Some("inside"));
+        // b.other.org and x.other.org are outside the listener's hostname.
+        assert_eq!(by_host(&t, 0, "b.other.org"), None);
+        assert_eq!(by_host(&t, 0, "x.other.org"), None);
+        // `*.com` narrowed to the listener's `*.example.com`, which `none` serves too: first wins.
+        assert_eq!(by_host(&t, 0, "c.example.com").as_deref(), Some("broad"));
+        assert_eq!(by_host(&t, 0, "c.example.org"), None);
+    }
+
+    // Envoy Gateway's `computeHosts` as its comments describe each case
+    // (`internal/gatewayapi/helpers.go`).
+    #[test]
+    fn hosts_intersect_as_envoy_gateway_computes_them() {
+        let hosts_of = |route: &[&str], listener: Option<&str>| -> Vec<String> {
+            let route: Vec<String> = route.iter().map(|h| (*h).to_owned()).collect();
+            hosts(&route, listener).into_iter().collect()
+        };
+        assert_eq!(hosts_of(&[], None), ["*"]);
+        assert_eq!(hosts_of(&[], Some("*.example.com")), ["*.example.com"]);
+        assert_eq!(hosts_of(&["a.example.com"], None), ["a.example.com"]);
+        assert_eq!(
+            hosts_of(&["a.example.com"], Some("a.example.com")),
+            ["a.example.com"]
+        );
+        assert_eq!(
+            hosts_of(&["a.example.com"], Some("*.example.com")),
+            ["a.example.com"]
+        );
+        assert_eq!(
+            hosts_of(&["example.com"], Some("*.example.com")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            hosts_of(&["*.example.com"], Some("a.example.com")),
+            ["a.example.com"]
+        );
+        assert_eq!(
+            hosts_of(&["*.com"], Some("*.example.com")),
+            ["*.example.com"]
+        );
+        assert_eq!(
+            hosts_of(&["*.example.com"], Some("*.com")),
+            ["*.example.com"]
+        );
+        assert_eq!(
+            hosts_of(&["*.example.com"], Some("*.example.com")),
+            ["*.example.com"]
+        );
+        assert_eq!(
+            hosts_of(&["*.org"], Some("*.example.com")),
+            Vec::<String>::new()
+        );
+        assert_eq!(hosts_of(&["b.org"], Some("a.org")), Vec::<String>::new());
     }
 }

@@ -42,7 +42,7 @@ impl Snapshot {
         services: &GatewayServices,
     ) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
-        let routes = RouteTable::compile(&config.routes).unwrap_or_else(|e| {
+        let routes = RouteTable::compile(&config).unwrap_or_else(|e| {
             errors.push(e);
             RouteTable::default()
         });

@@ -217,3 +217,80 @@ async fn bodies_larger_than_the_buffer_limit_stream_both_ways() {
     assert_eq!(answer.body.len(), big);
     assert_eq!(upstream.last().body, body);
 }
+
+/// A GET of `path` on `address` with the given `Host` header.
+async fn get_with_host(
+    address: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> gateway_support::Answer {
+    let request = Request::get(format!("http://{address}{path}"))
+        .header("host", host)
+        .body(Full::default())
+        .unwrap();
+    send(&client(), request).await.unwrap()
+}
+
+// Virtual hosts as Envoy Gateway builds them (one per hostname, `ignore_port_in_host_matching`)
+// and Envoy picks them (exact, longest suffix wildcard, `*`); routes attached by listener name.
+#[tokio::test]
+async fn hostnames_pick_the_virtual_host_and_routes_attach_to_named_listeners() {
+    let (iris, wine, admin) = (
+        Upstream::start("iris").await,
+        Upstream::start("wine").await,
+        Upstream::start("admin").await,
+    );
+    let yaml = format!(
+        "version: 1
+listeners:
+  - {{name: public, address: 127.0.0.1:0}}
+  - {{name: internal, address: 127.0.0.1:0, hostname: '*.internal'}}
+clusters:
+{}{}{}routes:
+  - name: iris
+    hostnames: [iris.example.com]
+    match: {{prefix: /}}
+    cluster: iris
+  - name: any-example
+    hostnames: ['*.example.com']
+    match: {{prefix: /}}
+    cluster: wine
+  - name: admin
+    listeners: [internal]
+    match: {{prefix: /admin}}
+    cluster: admin
+",
+        cluster("iris", &[&iris]),
+        cluster("wine", &[&wine]),
+        cluster("admin", &[&admin]),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let public = gw.address;
+    let internal = gw.gateway.listeners()[1].1;
+    let upstream_of =
+        |answer: &gateway_support::Answer| answer.header("x-upstream").map(str::to_owned);
+    let answer = get_with_host(public, "IRIS.example.com:8080", "/v1/models/iris").await;
+    assert_eq!(upstream_of(&answer).as_deref(), Some("iris"));
+    let answer = get_with_host(public, "wine.example.com", "/v1/models/wine").await;
+    assert_eq!(upstream_of(&answer).as_deref(), Some("wine"));
+    // No virtual host for the host: Envoy's 404, and nothing reaches an upstream.
+    let answer = get_with_host(public, "example.org", "/v1/models/iris").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        answer.json(),
+        serde_json::json!({"error": "no route for /v1/models/iris"})
+    );
+    // The admin route is on the internal listener only, for hosts its hostname admits.
+    let answer = get_with_host(public, "wine.example.com", "/admin").await;
+    assert_eq!(upstream_of(&answer).as_deref(), Some("wine"));
+    let answer = get_with_host(internal, "ops.internal", "/admin").await;
+    assert_eq!(upstream_of(&answer).as_deref(), Some("admin"));
+    let answer = get_with_host(internal, "ops.elsewhere", "/admin").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    // The example.com routes are outside the internal listener's hostname.
+    let answer = get_with_host(internal, "iris.example.com", "/v1/models/iris").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!((iris.count(), wine.count(), admin.count()), (1, 2, 1));
+    // The upstream sees the client's host as sent.
+    assert_eq!(iris.last().headers["host"], "IRIS.example.com:8080");
+}

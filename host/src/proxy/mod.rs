@@ -163,7 +163,10 @@ impl Exchange {
         self.log.request_id = request_id;
         self.grpc = headers::is_grpc(&request_headers);
         // Envoy picks the route before the filters run and re-picks it when they clear the cache.
-        let mut route = self.snapshot.routes.position(&request_headers);
+        let mut route = self
+            .snapshot
+            .routes
+            .position(self.conn.listener_index, &request_headers);
         let limit = self.snapshot.config.request_timeout.0;
         let phase = self.request_phase(&mut request_headers, body, &mut route);
         match tokio::time::timeout(limit, phase).await {
@@ -188,7 +191,10 @@ impl Exchange {
             Flow::Continue => false,
         };
         if !held && self.chain.take_route_cache_cleared() {
-            *route = self.snapshot.routes.position(request_headers);
+            *route = self
+                .snapshot
+                .routes
+                .position(self.conn.listener_index, request_headers);
         }
         let body = if end {
             RequestBody::Complete {
@@ -202,7 +208,10 @@ impl Exchange {
             *request_headers = released;
         }
         if self.chain.take_route_cache_cleared() {
-            *route = self.snapshot.routes.position(request_headers);
+            *route = self
+                .snapshot
+                .routes
+                .position(self.conn.listener_index, request_headers);
         }
         Ok(body)
     }
