@@ -286,7 +286,19 @@ pub struct RouteConfig {
     pub hostnames: Vec<String>,
     #[serde(rename = "match")]
     pub matcher: RouteMatchConfig,
-    pub cluster: String,
+    /// The upstream cluster. A route gives exactly one of `cluster`, `backends` and `redirect`.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Clusters picked at random by weight per request (Envoy's `weighted_clusters`, from an
+    /// `HTTPRoute` rule's weighted `backendRefs`).
+    #[serde(default)]
+    pub backends: Vec<WeightedBackend>,
+    /// Answer with a redirect instead of forwarding (`HTTPRoute`'s `RequestRedirect` filter).
+    #[serde(default)]
+    pub redirect: Option<RedirectConfig>,
+    /// Rewrite the host or path on the way upstream (`HTTPRoute`'s `URLRewrite` filter).
+    #[serde(default)]
+    pub rewrite: Option<RewriteConfig>,
     /// Whole-request deadline upstream (headers and body); 504 when it passes first.
     #[serde(default = "default_route_timeout")]
     pub timeout: ConfigDuration,
@@ -298,6 +310,110 @@ pub struct RouteConfig {
     pub response_headers: HeaderMutations,
 }
 
+/// A route with every default: no match, no action (for code that builds configs).
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            name: None,
+            listeners: Vec::new(),
+            hostnames: Vec::new(),
+            matcher: RouteMatchConfig::default(),
+            cluster: None,
+            backends: Vec::new(),
+            redirect: None,
+            rewrite: None,
+            timeout: default_route_timeout(),
+            retry: RetryConfig::default(),
+            request_headers: HeaderMutations::default(),
+            response_headers: HeaderMutations::default(),
+        }
+    }
+}
+
+impl RouteConfig {
+    /// The clusters a route may send to, with the field path of each.
+    pub fn clusters(&self) -> Vec<(String, &str)> {
+        let mut clusters: Vec<(String, &str)> = self
+            .cluster
+            .iter()
+            .map(|c| ("cluster".to_owned(), c.as_str()))
+            .collect();
+        for (j, backend) in self.backends.iter().enumerate() {
+            clusters.push((format!("backends[{j}].cluster"), backend.cluster.as_str()));
+        }
+        clusters
+    }
+}
+
+/// One of a route's weighted clusters.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WeightedBackend {
+    pub cluster: String,
+    /// Share of the requests, relative to the other backends' (Gateway API's default 1); a
+    /// backend of weight 0 gets none.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// `HTTPRoute`'s `HTTPRequestRedirectFilter`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RedirectConfig {
+    /// The `Location`'s scheme; the request's when absent.
+    #[serde(default)]
+    pub scheme: Option<RedirectScheme>,
+    /// The `Location`'s host; the request's when absent.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The `Location`'s port; 80 and 443 are never written (Envoy Gateway drops them).
+    #[serde(default)]
+    pub port: Option<std::num::NonZeroU16>,
+    #[serde(default)]
+    pub path: Option<PathModifier>,
+    /// 301 or 302.
+    #[serde(default = "default_redirect_status")]
+    pub status_code: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedirectScheme {
+    Http,
+    Https,
+}
+
+impl RedirectScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedirectScheme::Http => "http",
+            RedirectScheme::Https => "https",
+        }
+    }
+}
+
+/// `HTTPRoute`'s `HTTPURLRewriteFilter`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RewriteConfig {
+    /// The host sent upstream (`:authority`); the client's goes to `x-forwarded-host`.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub path: Option<PathModifier>,
+}
+
+/// `HTTPRoute`'s `HTTPPathModifier`: exactly one of the two.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PathModifier {
+    #[serde(default)]
+    pub replace_full_path: Option<String>,
+    /// Replaces the prefix the route matched: needs a `prefix` or `pathPrefix` match.
+    #[serde(default)]
+    pub replace_prefix_match: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteMatchConfig {
@@ -305,12 +421,33 @@ pub struct RouteMatchConfig {
     pub path: Option<String>,
     #[serde(default)]
     pub prefix: Option<String>,
+    /// Gateway API's `PathPrefix` as Envoy Gateway gives it to Envoy: `/` is the prefix `/`;
+    /// any other value, less one trailing `/`, matches whole path segments (Envoy's
+    /// `path_separated_prefix`: `/api` matches `/api` and `/api/x`, not `/apix`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
     #[serde(default)]
     pub regex: Option<String>,
     #[serde(default)]
     pub headers: Vec<HeaderMatchConfig>,
+    /// Query parameters (Envoy's `query_parameters`), all of which must match.
+    #[serde(default)]
+    pub query_params: Vec<QueryParamMatchConfig>,
     #[serde(default)]
     pub method: Option<String>,
+}
+
+/// A query parameter match: the first value of the parameter, as sent (not
+/// percent-decoded), equal to `exact` or wholly matching `regex`; an absent parameter never
+/// matches (Envoy's `QueryParameterMatcher` with a `string_match`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct QueryParamMatchConfig {
+    pub name: String,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -545,6 +682,12 @@ fn default_max_ejection_time() -> ConfigDuration {
 }
 fn default_max_ejection_percent() -> u8 {
     50
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_redirect_status() -> u16 {
+    301
 }
 fn default_route_timeout() -> ConfigDuration {
     ConfigDuration::from_millis(15_000)
@@ -803,48 +946,8 @@ fn check_route(
             errors.push(format!("routes[{i}].hostnames[{j}]: {e}"));
         }
     }
-    let m = &route.matcher;
-    let kinds = [m.path.is_some(), m.prefix.is_some(), m.regex.is_some()];
-    if kinds.iter().filter(|k| **k).count() != 1 {
-        errors.push(format!(
-            "routes[{i}].match: give exactly one of path, prefix and regex"
-        ));
-    }
-    if let Some(regex) = &m.regex
-        && let Err(e) = compile_regex(regex)
-    {
-        errors.push(format!("routes[{i}].match.regex: {e}"));
-    }
-    for (j, header) in m.headers.iter().enumerate() {
-        let at = format!("routes[{i}].match.headers[{j}]");
-        let kinds = [
-            header.exact.is_some(),
-            header.regex.is_some(),
-            header.present.is_some(),
-        ];
-        if kinds.iter().filter(|k| **k).count() != 1 {
-            errors.push(format!(
-                "{at}: give exactly one of exact, regex and present"
-            ));
-        }
-        if let Some(regex) = &header.regex
-            && let Err(e) = compile_regex(regex)
-        {
-            errors.push(format!("{at}.regex: {e}"));
-        }
-        if hyper::header::HeaderName::from_bytes(header.name.as_bytes()).is_err() {
-            errors.push(format!(
-                "{at}.name: {:?} is not a valid header name",
-                header.name
-            ));
-        }
-    }
-    if !clusters.contains(route.cluster.as_str()) {
-        errors.push(format!(
-            "routes[{i}].cluster: unknown cluster {:?}",
-            route.cluster
-        ));
-    }
+    check_match(i, &route.matcher, errors);
+    check_action(i, route, clusters, errors);
     if route.timeout.0.is_zero() {
         errors.push(format!("routes[{i}].timeout: must be greater than 0"));
     }
@@ -875,6 +978,172 @@ fn check_route(
             }
         }
     }
+}
+
+fn check_match(i: usize, m: &RouteMatchConfig, errors: &mut Vec<String>) {
+    let kinds = [
+        m.path.is_some(),
+        m.prefix.is_some(),
+        m.path_prefix.is_some(),
+        m.regex.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        errors.push(format!(
+            "routes[{i}].match: give exactly one of path, prefix, pathPrefix and regex"
+        ));
+    }
+    if let Some(prefix) = &m.path_prefix
+        && !prefix.starts_with('/')
+    {
+        errors.push(format!("routes[{i}].match.pathPrefix: must start with '/'"));
+    }
+    if let Some(regex) = &m.regex
+        && let Err(e) = compile_regex(regex)
+    {
+        errors.push(format!("routes[{i}].match.regex: {e}"));
+    }
+    for (j, header) in m.headers.iter().enumerate() {
+        let at = format!("routes[{i}].match.headers[{j}]");
+        let kinds = [
+            header.exact.is_some(),
+            header.regex.is_some(),
+            header.present.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            errors.push(format!(
+                "{at}: give exactly one of exact, regex and present"
+            ));
+        }
+        if let Some(regex) = &header.regex
+            && let Err(e) = compile_regex(regex)
+        {
+            errors.push(format!("{at}.regex: {e}"));
+        }
+        if hyper::header::HeaderName::from_bytes(header.name.as_bytes()).is_err() {
+            errors.push(format!(
+                "{at}.name: {:?} is not a valid header name",
+                header.name
+            ));
+        }
+    }
+    for (j, param) in m.query_params.iter().enumerate() {
+        let at = format!("routes[{i}].match.queryParams[{j}]");
+        if param.exact.is_some() == param.regex.is_some() {
+            errors.push(format!("{at}: give exactly one of exact and regex"));
+        }
+        if param.name.is_empty() {
+            errors.push(format!("{at}.name: must not be empty"));
+        }
+        if let Some(regex) = &param.regex
+            && let Err(e) = compile_regex(regex)
+        {
+            errors.push(format!("{at}.regex: {e}"));
+        }
+    }
+}
+
+/// What the route does: forward to a cluster or weighted clusters, or redirect; and rewrite.
+fn check_action(
+    i: usize,
+    route: &RouteConfig,
+    clusters: &std::collections::HashSet<&str>,
+    errors: &mut Vec<String>,
+) {
+    let actions = [
+        route.cluster.is_some(),
+        !route.backends.is_empty(),
+        route.redirect.is_some(),
+    ];
+    if actions.iter().filter(|a| **a).count() != 1 {
+        errors.push(format!(
+            "routes[{i}]: give exactly one of cluster, backends and redirect"
+        ));
+    }
+    for (field, cluster) in route.clusters() {
+        if !clusters.contains(cluster) {
+            errors.push(format!("routes[{i}].{field}: unknown cluster {cluster:?}"));
+        }
+    }
+    let total: u64 = route.backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total > u64::from(u32::MAX) {
+        errors.push(format!(
+            "routes[{i}].backends: the weights add up to more than {}",
+            u32::MAX
+        ));
+    }
+    let prefix_match = route.matcher.prefix.is_some() || route.matcher.path_prefix.is_some();
+    if let Some(redirect) = &route.redirect {
+        if route.rewrite.is_some() {
+            errors.push(format!(
+                "routes[{i}]: give at most one of redirect and rewrite"
+            ));
+        }
+        if !matches!(redirect.status_code, 301 | 302) {
+            errors.push(format!(
+                "routes[{i}].redirect.statusCode: must be 301 or 302"
+            ));
+        }
+        if let Some(host) = &redirect.hostname
+            && let Err(e) = check_exact_hostname(host)
+        {
+            errors.push(format!("routes[{i}].redirect.hostname: {e}"));
+        }
+        check_path_modifier(
+            &format!("routes[{i}].redirect.path"),
+            redirect.path.as_ref(),
+            prefix_match,
+            errors,
+        );
+    }
+    if let Some(rewrite) = &route.rewrite {
+        if let Some(host) = &rewrite.hostname
+            && let Err(e) = check_exact_hostname(host)
+        {
+            errors.push(format!("routes[{i}].rewrite.hostname: {e}"));
+        }
+        check_path_modifier(
+            &format!("routes[{i}].rewrite.path"),
+            rewrite.path.as_ref(),
+            prefix_match,
+            errors,
+        );
+    }
+}
+
+fn check_path_modifier(
+    at: &str,
+    modifier: Option<&PathModifier>,
+    prefix_match: bool,
+    errors: &mut Vec<String>,
+) {
+    let Some(modifier) = modifier else {
+        return;
+    };
+    match (&modifier.replace_full_path, &modifier.replace_prefix_match) {
+        (Some(path), None) => {
+            if !path.starts_with('/') {
+                errors.push(format!("{at}.replaceFullPath: must start with '/'"));
+            }
+        }
+        (None, Some(_)) => {
+            if !prefix_match {
+                errors.push(format!(
+                    "{at}.replacePrefixMatch: needs a prefix or pathPrefix match"
+                ));
+            }
+        }
+        _ => errors.push(format!(
+            "{at}: give exactly one of replaceFullPath and replacePrefixMatch"
+        )),
+    }
+}
+
+/// A hostname for a redirect or rewrite: a name, with no wildcard.
+fn check_exact_hostname(host: &str) -> Result<(), String> {
+    if host.starts_with('*') {
+        return Err(format!("{host:?}: a wildcard is not a host"));
+    }
+    check_hostname(host)
 }
 
 /// A hostname as a virtual host's domain: `*`, a name, or a name after a leading `*`
@@ -987,7 +1256,8 @@ mod tests {
         );
         assert!(
             errors.contains(
-                &"routes[0].match: give exactly one of path, prefix and regex".to_owned()
+                &"routes[0].match: give exactly one of path, prefix, pathPrefix and regex"
+                    .to_owned()
             ),
             "{errors:?}"
         );
@@ -1048,6 +1318,53 @@ mod tests {
                 "routes[0].listeners[1]: unknown listener \"privat\"",
                 "routes[0].hostnames[1]: \"x.com:80\": ':' is not allowed (a hostname has no port, path or spaces)",
             ]
+        );
+    }
+
+    #[test]
+    fn route_action_and_rewrite_errors_name_their_field() {
+        let routes = "routes:
+  - {match: {path: /a}}
+  - {match: {path: /b, queryParams: [{name: q}, {name: '', regex: '('}]}, cluster: c, backends: [{cluster: nope}]}
+  - {match: {regex: /c}, redirect: {statusCode: 307, hostname: '*.x.com', path: {replacePrefixMatch: /}}, rewrite: {}}
+  - {match: {pathPrefix: d}, cluster: c, rewrite: {hostname: 'a b', path: {replaceFullPath: x, replacePrefixMatch: /y}}}
+  - {match: {pathPrefix: /e}, cluster: c, rewrite: {path: {replaceFullPath: x}}}
+";
+        let yaml = format!(
+            "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters: [{{name: c, endpoints: [127.0.0.1:1]}}]\n{routes}"
+        );
+        let errors = errors_of(&yaml);
+        let expected = [
+            "routes[0]: give exactly one of cluster, backends and redirect",
+            "routes[1].match.queryParams[0]: give exactly one of exact and regex",
+            "routes[1].match.queryParams[1].name: must not be empty",
+            "routes[1]: give exactly one of cluster, backends and redirect",
+            "routes[1].backends[0].cluster: unknown cluster \"nope\"",
+            "routes[2]: give at most one of redirect and rewrite",
+            "routes[2].redirect.statusCode: must be 301 or 302",
+            "routes[2].redirect.hostname: \"*.x.com\": a wildcard is not a host",
+            "routes[2].redirect.path.replacePrefixMatch: needs a prefix or pathPrefix match",
+            "routes[3].match.pathPrefix: must start with '/'",
+            "routes[3].rewrite.path: give exactly one of replaceFullPath and replacePrefixMatch",
+            "routes[4].rewrite.path.replaceFullPath: must start with '/'",
+        ];
+        for e in expected {
+            assert!(
+                errors.contains(&e.to_owned()),
+                "missing {e:?} in {errors:#?}"
+            );
+        }
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("routes[1].match.queryParams[1].regex: ")),
+            "{errors:#?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("routes[3].rewrite.hostname: ")),
+            "{errors:#?}"
         );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! It knows nothing of models, JWT or `KServe`: it listens (HTTP/1.1, h2c, TLS with ALPN),
 //! reaches clusters over HTTP/1.1 or HTTP/2 (h2c, or TLS with ALPN `h2`),
-//! runs every request through the configured filter chain, routes it by path, headers and
-//! method to a cluster of endpoints, and reports on an admin listener. The one exception is
+//! runs every request through the configured filter chain, routes it by listener, host, path,
+//! headers, query and method to a cluster of endpoints (or one of several by weight, or
+//! answers with a redirect), and reports on an admin listener. The one exception is
 //! `policy_test::tokens`, which signs the test tokens a `modelgate test` case describes and
 //! never verifies one.
 //!
@@ -29,6 +30,7 @@ pub mod plugin_source;
 pub mod policy_test;
 pub mod proxy;
 pub mod reload;
+pub mod rewrite;
 pub mod route;
 pub mod services;
 pub mod snapshot;

@@ -1,7 +1,9 @@
 //! The route table: per listener, virtual hosts by domain as Envoy Gateway builds them, each
-//! with its routes (path: exact, prefix, whole-path regex; header and method matches), first
-//! match wins, compiled once per config.
+//! with its routes (path: exact, prefix, path-separated prefix, whole-path regex; header,
+//! query parameter and method matches), first match wins, compiled once per config. A route
+//! forwards to a cluster, or to one of several by weight, or answers with a redirect.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,28 +11,111 @@ use std::time::Duration;
 use modelgate_runtime::Headers;
 use regex::Regex;
 
-use crate::config::{Config, HeaderMutations, RetryConfig};
+use crate::config::{Config, HeaderMutations, RetryConfig, RouteConfig, RouteMatchConfig};
 use crate::headers;
+use crate::rewrite::{MatchedPrefix, Redirect, Rewrite};
 
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
     /// Shared so each request's access entry takes the names without copying them.
     pub name: Arc<str>,
-    pub cluster: Arc<str>,
+    pub action: Action,
+    /// The URL rewrite the router applies on the way upstream.
+    pub rewrite: Option<Rewrite>,
     pub timeout: Duration,
     pub retry: RetryConfig,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
     path: PathMatch,
     headers: Vec<HeaderMatch>,
+    query: Vec<QueryMatch>,
     method: Option<String>,
+}
+
+/// What a matched route does.
+#[derive(Debug)]
+pub enum Action {
+    Forward(Backends),
+    Redirect(Redirect),
+}
+
+/// The clusters a route forwards to, as Envoy's `weighted_clusters` picks among them: a
+/// random number below the total weight, then the first cluster whose running total exceeds
+/// it (`source/common/router/config_impl.cc`, `WeightedClusterEntry` selection). Clusters of
+/// weight 0 are left out, as Envoy Gateway leaves out a zero-weight `backendRef`
+/// (`internal/gatewayapi/route.go`, `processHTTPRouteRules`).
+#[derive(Debug)]
+pub struct Backends {
+    clusters: Vec<(Arc<str>, u32)>,
+    total: u64,
+}
+
+impl Backends {
+    /// `cluster` alone, or `backends` without those of weight 0.
+    fn compile(route: &RouteConfig) -> Backends {
+        let clusters: Vec<(Arc<str>, u32)> = route
+            .cluster
+            .iter()
+            .map(|c| (c.as_str().into(), 1))
+            .chain(
+                route
+                    .backends
+                    .iter()
+                    .filter(|b| b.weight > 0)
+                    .map(|b| (b.cluster.as_str().into(), b.weight)),
+            )
+            .collect();
+        let total = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
+        Backends { clusters, total }
+    }
+
+    /// The cluster for one request; `None` when every weight is 0, which Envoy Gateway turns
+    /// into a direct 500 answer (`route.go`: "all valid destinations having 0 weight").
+    pub fn pick(&self) -> Option<&Arc<str>> {
+        match self.clusters.as_slice() {
+            [] => None,
+            [(only, _)] => Some(only),
+            several => {
+                let mut value = random() % self.total;
+                for (cluster, weight) in several {
+                    let weight = u64::from(*weight);
+                    if value < weight {
+                        return Some(cluster);
+                    }
+                    value -= weight;
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A per-thread xorshift64* generator seeded from the standard library's random hash keys:
+/// a weighted pick needs an even spread, not secrecy, and no lock or system call.
+fn random() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            use std::hash::BuildHasher as _;
+            std::collections::hash_map::RandomState::new().hash_one(0x9e37_79b9_u64) | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
 }
 
 #[derive(Debug)]
 enum PathMatch {
     Exact(String),
     Prefix(String),
+    /// Envoy's `path_separated_prefix`: the prefix, then the end of the path or a `/`.
+    SeparatedPrefix(String),
     Regex(Regex),
 }
 
@@ -45,6 +130,38 @@ enum HeaderRule {
     Exact(Vec<u8>),
     Regex(Regex),
     Present(bool),
+}
+
+/// Envoy's `QueryParameterMatcher` with a `string_match`: the parameter's first value in the
+/// query string as sent (`QueryParamsMulti::parseQueryString`, which does not decode), equal
+/// or wholly matching; a parameter without `=` has the value "".
+#[derive(Debug)]
+struct QueryMatch {
+    name: String,
+    rule: QueryRule,
+}
+
+#[derive(Debug)]
+enum QueryRule {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl QueryMatch {
+    fn matches(&self, query: Option<&str>) -> bool {
+        let Some(query) = query else {
+            return false;
+        };
+        let first = query.split('&').find_map(|param| {
+            let (name, value) = param.split_once('=').unwrap_or((param, ""));
+            (name == self.name).then_some(value)
+        });
+        match (&self.rule, first) {
+            (_, None) => false,
+            (QueryRule::Exact(expected), Some(value)) => value == expected,
+            (QueryRule::Regex(r), Some(value)) => r.is_match(value),
+        }
+    }
 }
 
 /// Anchors a regex so it must match the whole subject, as Envoy's `safe_regex` does.
@@ -224,57 +341,11 @@ impl RouteTable {
             }
             listeners.push(hosts_of);
         }
-        let mut compiled = Vec::with_capacity(routes.len());
-        for (i, route) in routes.iter().enumerate() {
-            let m = &route.matcher;
-            let path = match (&m.path, &m.prefix, &m.regex) {
-                (Some(p), None, None) => PathMatch::Exact(p.clone()),
-                (None, Some(p), None) => PathMatch::Prefix(p.clone()),
-                (None, None, Some(r)) => {
-                    PathMatch::Regex(whole(r).map_err(|e| format!("routes[{i}].match.regex: {e}"))?)
-                }
-                _ => {
-                    return Err(format!(
-                        "routes[{i}].match: give exactly one of path, prefix and regex"
-                    ));
-                }
-            };
-            let mut header_matches = Vec::new();
-            for (j, h) in m.headers.iter().enumerate() {
-                let rule = match (&h.exact, &h.regex, h.present) {
-                    (Some(v), None, None) => HeaderRule::Exact(v.as_bytes().to_vec()),
-                    (None, Some(r), None) => HeaderRule::Regex(
-                        whole(r)
-                            .map_err(|e| format!("routes[{i}].match.headers[{j}].regex: {e}"))?,
-                    ),
-                    (None, None, Some(p)) => HeaderRule::Present(p),
-                    _ => {
-                        return Err(format!(
-                            "routes[{i}].match.headers[{j}]: give exactly one of exact, regex and present"
-                        ));
-                    }
-                };
-                header_matches.push(HeaderMatch {
-                    name: h.name.to_ascii_lowercase(),
-                    rule,
-                });
-            }
-            compiled.push(Route {
-                name: route
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("route{i}"))
-                    .into(),
-                cluster: route.cluster.as_str().into(),
-                timeout: route.timeout.0,
-                retry: route.retry.clone(),
-                request_headers: route.request_headers.clone(),
-                response_headers: route.response_headers.clone(),
-                path,
-                headers: header_matches,
-                method: m.method.as_ref().map(|s| s.to_ascii_uppercase()),
-            });
-        }
+        let compiled = routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| Route::compile(i, route))
+            .collect::<Result<_, _>>()?;
         Ok(RouteTable {
             routes: compiled,
             listeners,
@@ -299,26 +370,141 @@ impl RouteTable {
             .select(headers::get(request, ":authority"))?;
         let full = headers::get_str(request, ":path").unwrap_or("/");
         // Envoy matches the path with the query string removed.
-        let path = full.split_once('?').map_or(full, |(p, _)| p);
+        let (path, query) = match full.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (full, None),
+        };
         let method = headers::get_str(request, ":method").unwrap_or("");
         candidates
             .iter()
             .copied()
-            .find(|&i| self.routes[i].matches(path, method, request))
+            .find(|&i| self.routes[i].matches(path, query, method, request))
     }
 }
 
 impl Route {
-    fn matches(&self, path: &str, method: &str, request: &Headers) -> bool {
+    /// Compiles one route; the config has been checked, so errors repeat what it reported.
+    fn compile(i: usize, route: &RouteConfig) -> Result<Route, String> {
+        let m = &route.matcher;
+        let (path, matched) = path_match(i, m)?;
+        let mut header_matches = Vec::new();
+        for (j, h) in m.headers.iter().enumerate() {
+            let rule = match (&h.exact, &h.regex, h.present) {
+                (Some(v), None, None) => HeaderRule::Exact(v.as_bytes().to_vec()),
+                (None, Some(r), None) => HeaderRule::Regex(
+                    whole(r).map_err(|e| format!("routes[{i}].match.headers[{j}].regex: {e}"))?,
+                ),
+                (None, None, Some(p)) => HeaderRule::Present(p),
+                _ => {
+                    return Err(format!(
+                        "routes[{i}].match.headers[{j}]: give exactly one of exact, regex and present"
+                    ));
+                }
+            };
+            header_matches.push(HeaderMatch {
+                name: h.name.to_ascii_lowercase(),
+                rule,
+            });
+        }
+        let mut query = Vec::new();
+        for (j, q) in m.query_params.iter().enumerate() {
+            let at = format!("routes[{i}].match.queryParams[{j}]");
+            let rule = match (&q.exact, &q.regex) {
+                (Some(v), None) => QueryRule::Exact(v.clone()),
+                (None, Some(r)) => {
+                    QueryRule::Regex(whole(r).map_err(|e| format!("{at}.regex: {e}"))?)
+                }
+                _ => return Err(format!("{at}: give exactly one of exact and regex")),
+            };
+            query.push(QueryMatch {
+                name: q.name.clone(),
+                rule,
+            });
+        }
+        let action = if let Some(redirect) = &route.redirect {
+            Action::Redirect(
+                Redirect::compile(redirect, matched.as_ref())
+                    .map_err(|e| format!("routes[{i}].redirect.{e}"))?,
+            )
+        } else {
+            Action::Forward(Backends::compile(route))
+        };
+        let rewrite = route
+            .rewrite
+            .as_ref()
+            .map(|r| Rewrite::compile(r, matched.as_ref()))
+            .transpose()
+            .map_err(|e| format!("routes[{i}].rewrite.{e}"))?;
+        Ok(Route {
+            name: route
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("route{i}"))
+                .into(),
+            action,
+            rewrite,
+            timeout: route.timeout.0,
+            retry: route.retry.clone(),
+            request_headers: route.request_headers.clone(),
+            response_headers: route.response_headers.clone(),
+            path,
+            headers: header_matches,
+            query,
+            method: m.method.as_ref().map(|s| s.to_ascii_uppercase()),
+        })
+    }
+
+    fn matches(&self, path: &str, query: Option<&str>, method: &str, request: &Headers) -> bool {
         let path_ok = match &self.path {
             PathMatch::Exact(p) => path == p,
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::SeparatedPrefix(p) => path
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
             PathMatch::Regex(r) => r.is_match(path),
         };
         path_ok
             && self.method.as_deref().is_none_or(|m| m == method)
             && self.headers.iter().all(|h| h.matches(request))
+            && self.query.iter().all(|q| q.matches(query))
     }
+}
+
+/// The path match, and the prefix a `replacePrefixMatch` replaces. `pathPrefix` is Gateway
+/// API's `PathPrefix` as Envoy Gateway gives it to Envoy (`internal/xds/translator/route.go`,
+/// `buildPathMatch`): `/` stays a plain prefix; anything else, less one trailing `/`, is a
+/// `path_separated_prefix`.
+fn path_match(
+    i: usize,
+    m: &RouteMatchConfig,
+) -> Result<(PathMatch, Option<MatchedPrefix>), String> {
+    let prefix = |matched: &str, written: &str| MatchedPrefix {
+        matched: matched.to_owned(),
+        written: written.to_owned(),
+    };
+    Ok(match (&m.path, &m.prefix, &m.path_prefix, &m.regex) {
+        (Some(p), None, None, None) => (PathMatch::Exact(p.clone()), None),
+        (None, Some(p), None, None) => (PathMatch::Prefix(p.clone()), Some(prefix(p, p))),
+        (None, None, Some(p), None) if p == "/" => {
+            (PathMatch::Prefix(p.clone()), Some(prefix(p, p)))
+        }
+        (None, None, Some(p), None) => {
+            let trimmed = p.strip_suffix('/').unwrap_or(p);
+            (
+                PathMatch::SeparatedPrefix(trimmed.to_owned()),
+                Some(prefix(trimmed, p)),
+            )
+        }
+        (None, None, None, Some(r)) => (
+            PathMatch::Regex(whole(r).map_err(|e| format!("routes[{i}].match.regex: {e}"))?),
+            None,
+        ),
+        _ => {
+            return Err(format!(
+                "routes[{i}].match: give exactly one of path, prefix, pathPrefix and regex"
+            ));
+        }
+    })
 }
 
 impl HeaderMatch {
@@ -561,5 +747,94 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(hosts_of(&["b.org"], Some("a.org")), Vec::<String>::new());
+    }
+
+    // Gateway API's PathPrefix as Envoy Gateway emits it: whole segments, `/` a plain prefix.
+    #[test]
+    fn path_prefix_matches_whole_segments() {
+        let t = table(
+            "  - {name: api, match: {pathPrefix: /api/}, cluster: a}\n  - {name: v1, match: {pathPrefix: /v1}, cluster: a}\n  - {name: root, match: {pathPrefix: /}, cluster: b}\n",
+        );
+        for (path, route) in [
+            ("/api", "api"),
+            ("/api/", "api"),
+            ("/api/x?q=1", "api"),
+            ("/apix", "root"),
+            ("/v1", "v1"),
+            ("/v1/models", "v1"),
+            ("/v1x", "root"),
+            ("/", "root"),
+        ] {
+            assert_eq!(
+                routed(&t, &request("GET", path, &[])).as_deref(),
+                Some(route),
+                "{path}"
+            );
+        }
+    }
+
+    // Envoy's `query_parameters` with a `string_match`: the first value as sent, whole-value
+    // regexes, no match when absent.
+    #[test]
+    fn query_parameters_match_the_first_raw_value() {
+        let t = table(
+            "  - {name: exact, match: {prefix: /, queryParams: [{name: version, exact: v2}]}, cluster: a}\n  - {name: regex, match: {prefix: /, queryParams: [{name: model, regex: 'ir[a-z]s'}]}, cluster: a}\n  - {name: both, match: {prefix: /, queryParams: [{name: a, exact: ''}, {name: b, exact: 'x%20y'}]}, cluster: a}\n  - {name: rest, match: {prefix: /}, cluster: b}\n",
+        );
+        for (path, route) in [
+            ("/p?version=v2", "exact"),
+            ("/p?x=1&version=v2", "exact"),
+            ("/p?version=v1&version=v2", "regex-or-rest"),
+            ("/p?version=V2", "regex-or-rest"),
+            ("/p?model=iris", "regex"),
+            ("/p?model=iris2", "regex-or-rest"),
+            ("/p?a&b=x%20y", "both"),
+            ("/p?a=&b=x y", "regex-or-rest"),
+            ("/p", "regex-or-rest"),
+            ("/p?versionv2", "regex-or-rest"),
+        ] {
+            let want = if route == "regex-or-rest" {
+                "rest"
+            } else {
+                route
+            };
+            assert_eq!(
+                routed(&t, &request("GET", path, &[])).as_deref(),
+                Some(want),
+                "{path}"
+            );
+        }
+    }
+
+    fn backends(routes: &str) -> Vec<Option<String>> {
+        let t = table(routes);
+        let Action::Forward(backends) = &t.routes[0].action else {
+            panic!("not a forwarding route");
+        };
+        (0..1000)
+            .map(|_| backends.pick().map(ToString::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn weighted_backends_split_by_weight_and_skip_weight_zero() {
+        let picks = backends(
+            "  - {match: {prefix: /}, backends: [{cluster: a, weight: 9}, {cluster: b, weight: 1}]}\n",
+        );
+        let to_b = picks.iter().filter(|c| c.as_deref() == Some("b")).count();
+        let to_a = picks.iter().filter(|c| c.as_deref() == Some("a")).count();
+        assert_eq!(to_a + to_b, 1000);
+        // Binomial(1000, 0.1): a standard deviation of 9.5, so this is more than 5 of them.
+        assert!(
+            (50..=150).contains(&to_b),
+            "{to_b} of 1000 to the weight-1 backend"
+        );
+        let picks = backends(
+            "  - {match: {prefix: /}, backends: [{cluster: a, weight: 0}, {cluster: b}]}\n",
+        );
+        assert!(picks.iter().all(|c| c.as_deref() == Some("b")));
+        let picks = backends(
+            "  - {match: {prefix: /}, backends: [{cluster: a, weight: 0}, {cluster: b, weight: 0}]}\n",
+        );
+        assert!(picks.iter().all(Option::is_none));
     }
 }

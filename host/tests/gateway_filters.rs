@@ -537,3 +537,56 @@ async fn by_default_a_filter_that_pauses_headers_for_its_body_stalls_until_the_r
     assert_eq!(answer.status, StatusCode::REQUEST_TIMEOUT);
     assert_eq!(by_body.count() + tagged.count(), 0);
 }
+
+// Envoy rewrites and redirects in the router, after the filter chain
+// (`RouteEntryImplBase::finalizeRequestHeaders`, the router's direct response): the filter
+// sees the client's path and host, the upstream the rewritten ones, and a redirect passes the
+// filter's response callbacks like any local reply.
+#[tokio::test]
+async fn the_filter_sees_the_clients_url_and_the_router_rewrites_or_redirects_after_it() {
+    let upstream = Upstream::start("models").await;
+    let yaml = format!(
+        "version: 1
+listeners: [{{address: 127.0.0.1:0}}]
+clusters:
+{}routes:
+  - match: {{pathPrefix: /api}}
+    cluster: models
+    rewrite: {{hostname: models.internal, path: {{replacePrefixMatch: /v1/models}}}}
+  - match: {{pathPrefix: /go}}
+    redirect: {{scheme: https, hostname: elsewhere.example.com}}
+filters:
+  - name: conformance
+    wasm: {}
+    rootId: conformance
+",
+        cluster("models", &[&upstream]),
+        test_filter("conformance").display()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let request = Request::get(gw.url("/api/iris?x=1"))
+        .header("host", "gw.example.com")
+        .header("x-case", "properties")
+        .body(Full::default())
+        .unwrap();
+    let answer = send(&client(), request).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/v1/models/iris?x=1");
+    assert_eq!(seen.headers["host"], "models.internal");
+    // What the filter read in its request callback, forwarded as headers.
+    assert_eq!(seen.headers["x-p-request-path"], "/api/iris?x=1");
+    assert_eq!(seen.headers["x-p-request-host"], "gw.example.com");
+    let request = Request::get(gw.url("/go/there"))
+        .header("host", "gw.example.com")
+        .body(Full::default())
+        .unwrap();
+    let answer = send(&client(), request).await.unwrap();
+    assert_eq!(answer.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        answer.header("location"),
+        Some("https://elsewhere.example.com/go/there")
+    );
+    assert_eq!(answer.header("x-seen-status"), Some("301"));
+    assert_eq!(upstream.count(), 1);
+}

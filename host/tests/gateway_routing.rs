@@ -294,3 +294,178 @@ clusters:
     // The upstream sees the client's host as sent.
     assert_eq!(iris.last().headers["host"], "IRIS.example.com:8080");
 }
+
+/// A gateway whose routes are `routes` (YAML list items) over clusters `iris` and `wine`.
+async fn with_routes(routes: &str) -> (Upstream, Upstream, TestGateway) {
+    let (iris, wine) = (Upstream::start("iris").await, Upstream::start("wine").await);
+    let yaml = format!(
+        "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters:\n{}{}routes:\n{routes}",
+        cluster("iris", &[&iris]),
+        cluster("wine", &[&wine]),
+    );
+    (iris, wine, TestGateway::start(&yaml).await)
+}
+
+// Envoy's `query_parameters` (Gateway API `queryParams`, Exact and RegularExpression) and
+// Gateway API's `PathPrefix` as Envoy Gateway emits it (`path_separated_prefix`).
+#[tokio::test]
+async fn query_parameters_and_path_prefixes_route_as_envoy_matches_them() {
+    let (iris, wine, gw) = with_routes(
+        "  - {match: {pathPrefix: /v1/models/, queryParams: [{name: model, exact: wine}]}, cluster: wine}
+  - {match: {pathPrefix: /v1/models/, queryParams: [{name: canary, regex: '[0-9]+'}]}, cluster: wine}
+  - {match: {pathPrefix: /v1/models/}, cluster: iris}
+",
+    )
+    .await;
+    let c = client();
+    let upstream = |path: &str| {
+        let url = gw.url(path);
+        let c = c.clone();
+        async move { get(&c, &url).await.header("x-upstream").map(str::to_owned) }
+    };
+    assert_eq!(
+        upstream("/v1/models/m?model=wine").await.as_deref(),
+        Some("wine")
+    );
+    assert_eq!(
+        upstream("/v1/models?canary=42").await.as_deref(),
+        Some("wine")
+    );
+    // The first value counts; a regex matches the whole value; names are case-sensitive.
+    assert_eq!(
+        upstream("/v1/models/m?model=iris&model=wine")
+            .await
+            .as_deref(),
+        Some("iris")
+    );
+    assert_eq!(
+        upstream("/v1/models/m?canary=4x2").await.as_deref(),
+        Some("iris")
+    );
+    assert_eq!(
+        upstream("/v1/models/m?Model=wine").await.as_deref(),
+        Some("iris")
+    );
+    // A path prefix matches whole segments only.
+    let answer = get(&c, &gw.url("/v1/modelsx?model=wine")).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!((wine.count(), iris.count()), (2, 3));
+    assert_eq!(wine.last().path, "/v1/models?canary=42");
+}
+
+// Envoy's `weighted_clusters` as Envoy Gateway emits them from weighted backendRefs: a random
+// pick by weight per request, weight 0 left out, and Envoy Gateway's direct 500 when every
+// weight is 0 (internal/gatewayapi/route.go).
+#[tokio::test]
+async fn weighted_backends_split_traffic_and_all_zero_weights_answer_500() {
+    let (iris, wine, gw) = with_routes(
+        "  - {name: split, match: {path: /split}, backends: [{cluster: iris, weight: 3}, {cluster: wine, weight: 1}]}
+  - {name: zero-one, match: {path: /one}, backends: [{cluster: iris, weight: 0}, {cluster: wine}]}
+  - {name: all-zero, match: {path: /none}, backends: [{cluster: iris, weight: 0}, {cluster: wine, weight: 0}]}
+",
+    )
+    .await;
+    let c = client();
+    for _ in 0..400 {
+        assert_eq!(get(&c, &gw.url("/split")).await.status, StatusCode::OK);
+    }
+    let (to_iris, to_wine) = (iris.count(), wine.count());
+    assert_eq!(to_iris + to_wine, 400);
+    // Binomial(400, 1/4): mean 100, standard deviation 8.7; these bounds are 5 of them out.
+    assert!(
+        (57..=143).contains(&to_wine),
+        "{to_wine} of 400 went to weight 1 of 4"
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            get(&c, &gw.url("/one")).await.header("x-upstream"),
+            Some("wine")
+        );
+    }
+    assert_eq!((iris.count(), wine.count()), (to_iris, to_wine + 20));
+    let answer = get(&c, &gw.url("/none")).await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        answer.json(),
+        serde_json::json!({"error": "route all-zero has no backend with a weight above 0"})
+    );
+    assert_eq!(iris.count() + wine.count(), 420);
+}
+
+/// A GET of `path` with `Host: host`, answered without following a redirect.
+async fn location_of(gw: &TestGateway, host: &str, path: &str) -> (StatusCode, Option<String>) {
+    let answer = get_with_host(gw.address, host, path).await;
+    (answer.status, answer.header("location").map(str::to_owned))
+}
+
+// Gateway API `RequestRedirect` as Envoy Gateway translates it and Envoy answers it
+// (`Utility::newUri`): scheme, host and port handling, path replacement, 301/302.
+#[tokio::test]
+async fn redirects_answer_with_envoys_location() {
+    let (iris, wine, gw) = with_routes(
+        "  - {match: {pathPrefix: /secure}, redirect: {scheme: https}, responseHeaders: {set: {x-redirected: 'yes'}}}
+  - {match: {pathPrefix: /moved}, redirect: {hostname: new.example.com, port: 8443, statusCode: 302}}
+  - {match: {pathPrefix: /old/}, redirect: {path: {replacePrefixMatch: /new}}}
+  - {match: {path: /page}, redirect: {path: {replaceFullPath: /other}, port: 443}}
+",
+    )
+    .await;
+    let moved = StatusCode::MOVED_PERMANENTLY;
+    let location = |url: &str| (moved, Some(url.to_owned()));
+    // http -> https drops the default port of http and keeps any other.
+    assert_eq!(
+        location_of(&gw, "a.example.com:80", "/secure/x?q=1").await,
+        location("https://a.example.com/secure/x?q=1")
+    );
+    assert_eq!(
+        location_of(&gw, "a.example.com:8080", "/secure").await,
+        location("https://a.example.com:8080/secure")
+    );
+    assert_eq!(
+        location_of(&gw, "a.example.com", "/moved/x").await,
+        (
+            StatusCode::FOUND,
+            Some("http://new.example.com:8443/moved/x".to_owned())
+        )
+    );
+    assert_eq!(
+        location_of(&gw, "a.example.com", "/old/m?v=2").await,
+        location("http://a.example.com/new/m?v=2")
+    );
+    // Port 443 is never written; the request's port stays as the scheme does not change.
+    assert_eq!(
+        location_of(&gw, "a.example.com:9000", "/page?x").await,
+        location("http://a.example.com:9000/other?x")
+    );
+    let answer = get_with_host(gw.address, "a.example.com", "/secure").await;
+    assert_eq!(answer.header("x-redirected"), Some("yes"));
+    assert_eq!(answer.body, "");
+    assert_eq!(iris.count() + wine.count(), 0);
+}
+
+// Gateway API `URLRewrite` as Envoy Gateway translates it: the router rewrites the path
+// (prefix, or the whole path with the query kept) and host, and appends the client's host
+// to `x-forwarded-host` (append_x_forwarded_host).
+#[tokio::test]
+async fn rewrites_change_the_upstream_request_only() {
+    let (iris, wine, gw) = with_routes(
+        "  - {match: {pathPrefix: /api/v1}, cluster: iris, rewrite: {path: {replacePrefixMatch: /v1/models}, hostname: iris.internal}}
+  - {match: {pathPrefix: /strip}, cluster: iris, rewrite: {path: {replacePrefixMatch: /}}}
+  - {match: {path: /predict}, cluster: wine, rewrite: {path: {replaceFullPath: '/v1/models/wine:predict'}}}
+",
+    )
+    .await;
+    let answer = get_with_host(gw.address, "gw.example.com:8080", "/api/v1/iris?verbose=1").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = iris.last();
+    assert_eq!(seen.path, "/v1/models/iris?verbose=1");
+    assert_eq!(seen.headers["host"], "iris.internal");
+    assert_eq!(seen.headers["x-forwarded-host"], "gw.example.com:8080");
+    get_with_host(gw.address, "gw.example.com", "/strip/x/y").await;
+    let seen = iris.last();
+    assert_eq!(seen.path, "/x/y");
+    assert_eq!(seen.headers["host"], "gw.example.com");
+    assert!(!seen.headers.contains_key("x-forwarded-host"));
+    get_with_host(gw.address, "gw.example.com", "/predict?trace=1").await;
+    assert_eq!(wine.last().path, "/v1/models/wine:predict?trace=1");
+}

@@ -24,6 +24,7 @@ use crate::body::{GatewayBody, ReplayBody, json_error};
 use crate::gateway::Shared;
 use crate::global_ratelimit::Verdict;
 use crate::headers;
+use crate::route::Action;
 use crate::snapshot::Snapshot;
 
 use request_body::{BodyError, RequestBody, RequestPump};
@@ -271,8 +272,22 @@ impl Exchange {
             return Box::pin(self.gateway_reply(StatusCode::NOT_FOUND, &message, "no_route")).await;
         };
         self.log.route = Arc::clone(&route.name);
-        self.log.cluster = Arc::clone(&route.cluster);
-        let Some(cluster) = snapshot.clusters.get(&*route.cluster).cloned() else {
+        // Redirects and direct answers are the router's, after the filters and before the
+        // rate limit filter, which skips routes without a cluster.
+        let backends = match &route.action {
+            Action::Forward(backends) => backends,
+            Action::Redirect(redirect) => {
+                let location = redirect.location(&request_headers);
+                return Box::pin(self.redirect(route, redirect.status, location)).await;
+            }
+        };
+        let Some(cluster_name) = backends.pick() else {
+            let status = StatusCode::INTERNAL_SERVER_ERROR;
+            let message = format!("route {} has no backend with a weight above 0", route.name);
+            return Box::pin(self.gateway_reply(status, &message, "direct_response")).await;
+        };
+        self.log.cluster = Arc::clone(cluster_name);
+        let Some(cluster) = snapshot.clusters.get(&**cluster_name).cloned() else {
             let status = StatusCode::SERVICE_UNAVAILABLE;
             return Box::pin(self.gateway_reply(status, "no healthy upstream", "no_cluster")).await;
         };
@@ -292,6 +307,11 @@ impl Exchange {
             }
         }
         headers::apply_mutations(&mut request_headers, &route.request_headers);
+        // Envoy's router rewrites after the route's header mutations
+        // (`RouteEntryImplBase::finalizeRequestHeaders`), so no filter sees the rewritten URL.
+        if let Some(rewrite) = &route.rewrite {
+            rewrite.apply(&mut request_headers);
+        }
         let target = Target {
             route,
             cluster: &cluster,
@@ -310,7 +330,7 @@ impl Exchange {
             }
         };
         let (status, message, detail) = match upstream {
-            Ok(upstream) => return self.respond(route, upstream).await,
+            Ok(upstream) => return self.respond(route, cluster_name, upstream).await,
             Err(ForwardError::NoHealthy) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy upstream",

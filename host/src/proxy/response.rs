@@ -20,6 +20,7 @@ impl Exchange {
     pub(super) async fn respond(
         mut self,
         route: &Route,
+        cluster: &str,
         upstream: Upstream,
     ) -> Response<GatewayBody> {
         let Upstream {
@@ -28,12 +29,10 @@ impl Exchange {
             deadline,
         } = upstream;
         if let Some(elapsed) = self.log.upstream {
-            self.shared
-                .metrics
-                .observe_upstream(&route.cluster, elapsed);
+            self.shared.metrics.observe_upstream(cluster, elapsed);
         }
         self.chain
-            .set_upstream(&route.cluster, in_flight.endpoint().address);
+            .set_upstream(cluster, in_flight.endpoint().address);
         let (parts, body) = response.into_parts();
         let mut response_headers = headers::response_headers(parts.status, &parts.headers);
         headers::apply_mutations(&mut response_headers, &route.response_headers);
@@ -56,6 +55,28 @@ impl Exchange {
             return self.send_local_through_chain(grpc, Vec::new()).await;
         }
         self.send_local_through_chain(response_headers, json_error(message))
+            .await
+    }
+
+    /// A redirect route's answer, as Envoy's router sends it (`router.cc`, the direct
+    /// response): the status, `location`, the route's response headers, no body; through
+    /// the filters' response callbacks like any local reply.
+    pub(super) async fn redirect(
+        mut self,
+        route: &Route,
+        status: StatusCode,
+        location: String,
+    ) -> Response<GatewayBody> {
+        self.log.detail = Some("direct_response");
+        let mut response_headers = vec![
+            (":status".to_owned(), status.as_str().as_bytes().to_vec()),
+            ("location".to_owned(), location.into_bytes()),
+        ];
+        headers::apply_mutations(&mut response_headers, &route.response_headers);
+        if self.grpc {
+            response_headers = headers::grpc_local_reply(response_headers, b"", None);
+        }
+        self.send_local_through_chain(response_headers, Vec::new())
             .await
     }
 
