@@ -286,7 +286,8 @@ pub struct RouteConfig {
     pub hostnames: Vec<String>,
     #[serde(rename = "match")]
     pub matcher: RouteMatchConfig,
-    /// The upstream cluster. A route gives exactly one of `cluster`, `backends` and `redirect`.
+    /// The upstream cluster. A route gives exactly one of `cluster`, `backends`, `redirect`
+    /// and `directResponse`.
     #[serde(default)]
     pub cluster: Option<String>,
     /// Clusters picked at random by weight per request (Envoy's `weighted_clusters`, from an
@@ -296,6 +297,10 @@ pub struct RouteConfig {
     /// Answer with a redirect instead of forwarding (`HTTPRoute`'s `RequestRedirect` filter).
     #[serde(default)]
     pub redirect: Option<RedirectConfig>,
+    /// Answer with this status and body instead of forwarding (Envoy's `direct_response`,
+    /// from Envoy Gateway's `HTTPRouteFilter` `directResponse`).
+    #[serde(default)]
+    pub direct_response: Option<DirectResponseConfig>,
     /// Rewrite the host or path on the way upstream (`HTTPRoute`'s `URLRewrite` filter).
     #[serde(default)]
     pub rewrite: Option<RewriteConfig>,
@@ -321,6 +326,7 @@ impl Default for RouteConfig {
             cluster: None,
             backends: Vec::new(),
             redirect: None,
+            direct_response: None,
             rewrite: None,
             timeout: default_route_timeout(),
             retry: RetryConfig::default(),
@@ -354,6 +360,20 @@ pub struct WeightedBackend {
     /// backend of weight 0 gets none.
     #[serde(default = "default_weight")]
     pub weight: u32,
+}
+
+/// Envoy Gateway's `HTTPRouteFilter` `directResponse`: its `contentType` is a
+/// `responseHeaders.set` of `content-type` on the route, as Envoy Gateway adds it
+/// (`internal/gatewayapi/filters.go`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DirectResponseConfig {
+    /// Envoy Gateway's default is 200.
+    #[serde(default = "default_direct_status")]
+    pub status_code: u16,
+    /// The inline body; none sends an empty one.
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 /// `HTTPRoute`'s `HTTPRequestRedirectFilter`.
@@ -685,6 +705,9 @@ fn default_max_ejection_percent() -> u8 {
 }
 fn default_weight() -> u32 {
     1
+}
+fn default_direct_status() -> u16 {
+    200
 }
 fn default_redirect_status() -> u16 {
     301
@@ -1053,11 +1076,25 @@ fn check_action(
         route.cluster.is_some(),
         !route.backends.is_empty(),
         route.redirect.is_some(),
+        route.direct_response.is_some(),
     ];
     if actions.iter().filter(|a| **a).count() != 1 {
         errors.push(format!(
-            "routes[{i}]: give exactly one of cluster, backends and redirect"
+            "routes[{i}]: give exactly one of cluster, backends, redirect and directResponse"
         ));
+    }
+    if let Some(direct) = &route.direct_response {
+        // Envoy's `DirectResponseAction.status` range.
+        if !(100..=599).contains(&direct.status_code) {
+            errors.push(format!(
+                "routes[{i}].directResponse.statusCode: must be between 100 and 599"
+            ));
+        }
+        if route.rewrite.is_some() {
+            errors.push(format!(
+                "routes[{i}]: give at most one of directResponse and rewrite"
+            ));
+        }
     }
     for (field, cluster) in route.clusters() {
         if !clusters.contains(cluster) {
@@ -1329,16 +1366,17 @@ mod tests {
   - {match: {regex: /c}, redirect: {statusCode: 307, hostname: '*.x.com', path: {replacePrefixMatch: /}}, rewrite: {}}
   - {match: {pathPrefix: d}, cluster: c, rewrite: {hostname: 'a b', path: {replaceFullPath: x, replacePrefixMatch: /y}}}
   - {match: {pathPrefix: /e}, cluster: c, rewrite: {path: {replaceFullPath: x}}}
+  - {match: {path: /f}, directResponse: {statusCode: 600}, rewrite: {}}
 ";
         let yaml = format!(
             "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters: [{{name: c, endpoints: [127.0.0.1:1]}}]\n{routes}"
         );
         let errors = errors_of(&yaml);
         let expected = [
-            "routes[0]: give exactly one of cluster, backends and redirect",
+            "routes[0]: give exactly one of cluster, backends, redirect and directResponse",
             "routes[1].match.queryParams[0]: give exactly one of exact and regex",
             "routes[1].match.queryParams[1].name: must not be empty",
-            "routes[1]: give exactly one of cluster, backends and redirect",
+            "routes[1]: give exactly one of cluster, backends, redirect and directResponse",
             "routes[1].backends[0].cluster: unknown cluster \"nope\"",
             "routes[2]: give at most one of redirect and rewrite",
             "routes[2].redirect.statusCode: must be 301 or 302",
@@ -1347,6 +1385,8 @@ mod tests {
             "routes[3].match.pathPrefix: must start with '/'",
             "routes[3].rewrite.path: give exactly one of replaceFullPath and replacePrefixMatch",
             "routes[4].rewrite.path.replaceFullPath: must start with '/'",
+            "routes[5].directResponse.statusCode: must be between 100 and 599",
+            "routes[5]: give at most one of directResponse and rewrite",
         ];
         for e in expected {
             assert!(

@@ -1,13 +1,15 @@
 //! The route table: per listener, virtual hosts by domain as Envoy Gateway builds them, each
 //! with its routes (path: exact, prefix, path-separated prefix, whole-path regex; header,
 //! query parameter and method matches), first match wins, compiled once per config. A route
-//! forwards to a cluster, or to one of several by weight, or answers with a redirect.
+//! forwards to a cluster, or to one of several by weight, or answers itself (a redirect or a
+//! direct response).
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::StatusCode;
 use modelgate_runtime::Headers;
 use regex::Regex;
 
@@ -38,6 +40,8 @@ pub struct Route {
 pub enum Action {
     Forward(Backends),
     Redirect(Redirect),
+    /// Envoy's `direct_response`: this status and body.
+    DirectResponse(StatusCode, bytes::Bytes),
 }
 
 /// The clusters a route forwards to, as Envoy's `weighted_clusters` picks among them: a
@@ -426,6 +430,11 @@ impl Route {
                 Redirect::compile(redirect, matched.as_ref())
                     .map_err(|e| format!("routes[{i}].redirect.{e}"))?,
             )
+        } else if let Some(direct) = &route.direct_response {
+            let status = StatusCode::from_u16(direct.status_code)
+                .map_err(|e| format!("routes[{i}].directResponse.statusCode: {e}"))?;
+            let body = direct.body.clone().unwrap_or_default();
+            Action::DirectResponse(status, body.into())
         } else {
             Action::Forward(Backends::compile(route))
         };

@@ -469,3 +469,36 @@ async fn rewrites_change_the_upstream_request_only() {
     get_with_host(gw.address, "gw.example.com", "/predict?trace=1").await;
     assert_eq!(wine.last().path, "/v1/models/wine:predict?trace=1");
 }
+
+// Envoy Gateway's `HTTPRouteFilter` `directResponse` (deploy/gateway/model-fallback.yaml):
+// Envoy's `direct_response` with the body, `text/plain` unless the filter's `contentType`
+// (a response header Envoy Gateway sets on the route) says otherwise.
+#[tokio::test]
+async fn direct_responses_answer_without_an_upstream() {
+    let (iris, wine, gw) = with_routes(
+        "  - {match: {pathPrefix: /v1}, directResponse: {statusCode: 404, body: '{\"error\":\"no model route for this request\"}'}, responseHeaders: {set: {content-type: application/json}}}
+  - {match: {path: /teapot}, directResponse: {statusCode: 418, body: short and stout}}
+  - {match: {path: /empty}, directResponse: {}}
+",
+    )
+    .await;
+    let c = client();
+    let answer = get(&c, &gw.url("/v1/models/nope:predict")).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    assert_eq!(
+        answer.json(),
+        serde_json::json!({"error": "no model route for this request"})
+    );
+    let answer = get(&c, &gw.url("/teapot")).await;
+    assert_eq!(answer.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(answer.header("content-type"), Some("text/plain"));
+    assert_eq!(answer.body, "short and stout");
+    let answer = get(&c, &gw.url("/empty")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        (answer.header("content-type"), answer.body.as_str()),
+        (None, "")
+    );
+    assert_eq!(iris.count() + wine.count(), 0);
+}

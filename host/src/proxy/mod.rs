@@ -277,8 +277,16 @@ impl Exchange {
         let backends = match &route.action {
             Action::Forward(backends) => backends,
             Action::Redirect(redirect) => {
-                let location = redirect.location(&request_headers);
-                return Box::pin(self.redirect(route, redirect.status, location)).await;
+                let location = vec![(
+                    "location".to_owned(),
+                    redirect.location(&request_headers).into_bytes(),
+                )];
+                let reply = self.direct_response(route, redirect.status, location, Bytes::new());
+                return Box::pin(reply).await;
+            }
+            Action::DirectResponse(status, body) => {
+                let reply = self.direct_response(route, *status, Vec::new(), body.clone());
+                return Box::pin(reply).await;
             }
         };
         let Some(cluster_name) = backends.pick() else {

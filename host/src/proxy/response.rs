@@ -58,25 +58,31 @@ impl Exchange {
             .await
     }
 
-    /// A redirect route's answer, as Envoy's router sends it (`router.cc`, the direct
-    /// response): the status, `location`, the route's response headers, no body; through
-    /// the filters' response callbacks like any local reply.
-    pub(super) async fn redirect(
+    /// A route's own answer, a redirect or a direct response, as Envoy's router sends it
+    /// (`router.cc`, the direct response): the status, the given headers (a redirect's
+    /// `location`), `content-type: text/plain` when there is a body (the local reply's
+    /// default), then the route's response headers; through the filters' response callbacks
+    /// like any local reply.
+    pub(super) async fn direct_response(
         mut self,
         route: &Route,
         status: StatusCode,
-        location: String,
+        extra: Headers,
+        body: Bytes,
     ) -> Response<GatewayBody> {
         self.log.detail = Some("direct_response");
-        let mut response_headers = vec![
-            (":status".to_owned(), status.as_str().as_bytes().to_vec()),
-            ("location".to_owned(), location.into_bytes()),
-        ];
+        let mut response_headers = Vec::with_capacity(extra.len() + 2);
+        response_headers.push((":status".to_owned(), status.as_str().as_bytes().to_vec()));
+        response_headers.extend(extra);
+        if !body.is_empty() {
+            response_headers.push(("content-type".to_owned(), b"text/plain".to_vec()));
+        }
         headers::apply_mutations(&mut response_headers, &route.response_headers);
         if self.grpc {
-            response_headers = headers::grpc_local_reply(response_headers, b"", None);
+            let grpc = headers::grpc_local_reply(response_headers, &body, None);
+            return self.send_local_through_chain(grpc, Vec::new()).await;
         }
-        self.send_local_through_chain(response_headers, Vec::new())
+        self.send_local_through_chain(response_headers, body.to_vec())
             .await
     }
 
