@@ -104,7 +104,11 @@ mod tests {
             Arc::clone(&services) as Arc<dyn modelgate_runtime::HostServices>
         )
         .unwrap();
-        let shared = Shared::new(runtime, services, std::path::Path::new("unused.yaml"));
+        let shared = Shared::new(
+            runtime,
+            services,
+            crate::source::ConfigSource::File("unused.yaml".into()),
+        );
         assert_eq!(
             answer(&shared, "/ready").status(),
             StatusCode::SERVICE_UNAVAILABLE

@@ -1,4 +1,6 @@
-//! The command line, parsed by clap: `modelgate serve|check --config FILE`, `modelgate test
+//! The command line, parsed by clap: `modelgate serve|check --config FILE`, `modelgate
+//! serve|check --manifests PATH... [--backend ...] [--listener ...] [--wasm ...] [--admin ...]`
+//! (docs/manifests.md), `modelgate test
 //! [--wasm FILE] [--junit FILE] [--filter PATTERN] FILE_OR_DIR...`, `modelgate token ...` (see
 //! [`crate::token`]), `--version`, `help [COMMAND]` and `COMMAND --help`. A usage error exits
 //! with status 2 (clap's), naming the flag it would have expected.
@@ -10,20 +12,24 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Args as _, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::ConfigErrors;
+use crate::manifests::{self, BackendMapping};
 use crate::policy_test;
 use crate::services::GatewayServices;
 use crate::snapshot::Snapshot;
+use crate::source::{ConfigSource, Loaded};
 use crate::token::{ClaimArg, KeyFile, TokenArgs};
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Serve {
-        config: PathBuf,
+        source: ConfigSource,
     },
     Check {
-        config: PathBuf,
+        source: ConfigSource,
+        /// Also print the host config the manifests became.
+        print_config: bool,
     },
     Test(policy_test::Options),
     /// `modelgate token`: mint a test token.
@@ -43,8 +49,16 @@ const PROGRAM: &str = "modelgate";
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, clap::Error> {
     let cli = Cli::try_parse_from(std::iter::once(PROGRAM.to_owned()).chain(args))?;
     Ok(match cli.command {
-        Sub::Serve(ConfigArg { config }) => Command::Serve { config },
-        Sub::Check(ConfigArg { config }) => Command::Check { config },
+        Sub::Serve(args) => Command::Serve {
+            source: args.into_source(true),
+        },
+        Sub::Check(CheckArgs {
+            source,
+            print_config,
+        }) => Command::Check {
+            source: source.into_source(false),
+            print_config,
+        },
         Sub::Test(test) => Command::Test(policy_test::Options {
             paths: test.paths,
             wasm: test.wasm,
@@ -70,9 +84,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Sub {
     /// Run the gateway (SIGTERM drains and exits, SIGHUP reloads)
-    Serve(ConfigArg),
-    /// Parse the config, load every wasm module and run `on_configure`; print OK or every error
-    Check(ConfigArg),
+    Serve(SourceArgs),
+    /// Parse the config, load every wasm module and run `on_configure`; print OK (and what the
+    /// manifests hold that is not emulated) or every error
+    Check(CheckArgs),
     /// Run policy test files (*.test.yaml; docs/policy-tests.md); exit 1 if a case fails
     Test(TestArgs),
     /// Mint a signed test token (prints it); iat is now unless given
@@ -83,10 +98,77 @@ enum Sub {
 }
 
 #[derive(clap::Args)]
-struct ConfigArg {
+struct SourceArgs {
     /// The host config (docs/host-config.md)
-    #[arg(short, long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "manifests"
+    )]
+    config: Option<PathBuf>,
+    /// Kubernetes manifests instead (files, directories, kustomizations; docs/manifests.md)
+    #[arg(long, value_name = "PATH", num_args = 1.., conflicts_with = "config")]
+    manifests: Vec<PathBuf>,
+    /// Where a Service is on this machine (without PORT: every port of it)
+    #[arg(
+        long,
+        value_name = "SERVICE.NAMESPACE[:PORT]=HOST:PORT",
+        conflicts_with = "config"
+    )]
+    backend: Vec<BackendMapping>,
+    /// The local address of a Gateway listener (default: any free port, logged)
+    #[arg(long, value_name = "NAME=HOST:PORT", conflicts_with = "config", value_parser = listener_address)]
+    listener: Vec<(String, std::net::SocketAddr)>,
+    /// The local module of an EnvoyExtensionPolicy wasm entry (NAME may be left out when there is one)
+    #[arg(long, value_name = "[NAME=]FILE", conflicts_with = "config", value_parser = wasm_file)]
+    wasm: Vec<(Option<String>, PathBuf)>,
+    /// The admin listener's address (/ready, /metrics, /config_dump)
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "config")]
+    admin: Option<std::net::SocketAddr>,
+}
+
+impl SourceArgs {
+    /// `serving`: for `serve`, where a Service without a local address is an error.
+    fn into_source(self, serving: bool) -> ConfigSource {
+        match self.config {
+            Some(config) => ConfigSource::File(config),
+            None => ConfigSource::Manifests(manifests::Options {
+                paths: self.manifests,
+                backends: self.backend,
+                listeners: self.listener,
+                wasm: self.wasm,
+                admin: self.admin,
+                serving,
+            }),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Print the host config the manifests become (YAML)
+    #[arg(long, conflicts_with = "config")]
+    print_config: bool,
+}
+
+/// `--listener NAME=HOST:PORT`.
+fn listener_address(text: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let (name, address) = name_value(text)?;
+    let address = address
+        .parse()
+        .map_err(|e| format!("the address {address:?}: {e}"))?;
+    Ok((name, address))
+}
+
+/// `--wasm [NAME=]FILE`.
+fn wasm_file(text: &str) -> Result<(Option<String>, PathBuf), String> {
+    Ok(match text.split_once('=') {
+        Some((name, file)) => (Some(name.to_owned()), file.into()),
+        None => (None, text.into()),
+    })
 }
 
 #[derive(clap::Args)]
@@ -201,15 +283,18 @@ fn name_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| "not NAME=VALUE".to_owned())
 }
 
-/// `modelgate check`: everything `serve` does before it binds sockets.
-pub fn check(config_path: &std::path::Path) -> Result<(), ConfigErrors> {
-    let config = Config::load(config_path)?;
+/// `modelgate check`: everything `serve` does before it binds sockets. The loaded config
+/// comes back with what the manifests hold that is not emulated.
+pub fn check(source: &ConfigSource) -> Result<Loaded, ConfigErrors> {
+    let loaded = source.load()?;
+    let config = loaded.config.clone();
     let services = Arc::new(GatewayServices::default());
     let runtime = modelgate_runtime::Runtime::new(
         Arc::clone(&services) as Arc<dyn modelgate_runtime::HostServices>
     )
     .map_err(|e| ConfigErrors(vec![format!("runtime: {e}")]))?;
-    Snapshot::build(config, &runtime, &services).map(drop)
+    Snapshot::build(config, &runtime, &services)?;
+    Ok(loaded)
 }
 
 #[cfg(test)]
@@ -239,23 +324,73 @@ mod tests {
             assert_eq!(
                 parsed(list),
                 Command::Serve {
-                    config: config.into()
+                    source: ConfigSource::File(config.into())
                 }
             );
         }
         assert_eq!(
             parsed(&["check", "--config=b.yaml"]),
             Command::Check {
-                config: "b.yaml".into()
-            }
-        );
-        assert_eq!(
-            parsed(&["check", "-c", "c.yaml"]),
-            Command::Check {
-                config: "c.yaml".into()
+                source: ConfigSource::File("b.yaml".into()),
+                print_config: false,
             }
         );
         assert_eq!(parsed(&[COMPILE_MODULE]), Command::CompileModule);
+    }
+
+    #[test]
+    fn parses_manifests_and_their_local_addresses() {
+        let Command::Serve {
+            source: ConfigSource::Manifests(options),
+        } = parsed(&[
+            "serve",
+            "--manifests",
+            "deploy",
+            "overlay",
+            "--backend",
+            "iris-predictor.ml:80=127.0.0.1:9000",
+            "--listener",
+            "https=127.0.0.1:8443",
+            "--wasm",
+            "m.wasm",
+            "--wasm",
+            "other=o.wasm",
+            "--admin",
+            "127.0.0.1:9901",
+        ])
+        else {
+            panic!("not serve --manifests");
+        };
+        assert_eq!(options.paths, [PathBuf::from("deploy"), "overlay".into()]);
+        assert_eq!(options.backends[0].service, "iris-predictor");
+        assert_eq!(options.backends[0].port, Some(80));
+        assert_eq!(
+            options.listeners,
+            [("https".to_owned(), "127.0.0.1:8443".parse().unwrap())]
+        );
+        assert_eq!(
+            options.wasm,
+            [
+                (None, PathBuf::from("m.wasm")),
+                (Some("other".to_owned()), "o.wasm".into())
+            ]
+        );
+        assert_eq!(options.admin, Some("127.0.0.1:9901".parse().unwrap()));
+        let Command::Check { print_config, .. } =
+            parsed(&["check", "--manifests", "d", "--print-config"])
+        else {
+            panic!("not check");
+        };
+        assert!(print_config);
+        for list in [
+            &["serve", "--config", "a", "--manifests", "d"][..],
+            &["serve", "--config", "a", "--backend", "s.n=127.0.0.1:1"],
+            &["check", "--manifests", "d", "--backend", "svc=127.0.0.1:1"],
+            &["serve", "--manifests", "d", "--listener", "https"],
+        ] {
+            let error = parse(args(list)).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{list:?}: {error}");
+        }
     }
 
     #[test]
@@ -384,8 +519,18 @@ mod tests {
             "the internal command stays hidden"
         );
         for (command, flags) in [
-            ("serve", &["--config <FILE>"][..]),
-            ("check", &["--config <FILE>"]),
+            (
+                "serve",
+                &[
+                    "--config <FILE>",
+                    "--manifests <PATH>...",
+                    "--backend <SERVICE.NAMESPACE[:PORT]=HOST:PORT>",
+                ][..],
+            ),
+            (
+                "check",
+                &["--config <FILE>", "--manifests <PATH>...", "--print-config"],
+            ),
             (
                 "test",
                 &["--wasm <FILE>", "--junit <FILE>", "--filter <PATTERN>"],

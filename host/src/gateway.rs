@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
@@ -17,6 +18,7 @@ use crate::listener;
 use crate::metrics::HostMetrics;
 use crate::services::GatewayServices;
 use crate::snapshot::Snapshot;
+use crate::source::{ConfigSource, Loaded};
 use crate::worker::{Stopped, Workers};
 
 /// State every connection and the admin listener share.
@@ -25,7 +27,9 @@ pub struct Shared {
     pub services: Arc<GatewayServices>,
     pub metrics: HostMetrics,
     state: ArcSwapOption<Snapshot>,
-    config_path: PathBuf,
+    source: ConfigSource,
+    /// The files the config was last read from (`ConfigSource::load`), watched for changes.
+    source_files: Mutex<Vec<PathBuf>>,
     next_connection_id: AtomicU64,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
@@ -33,13 +37,14 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state with no config serving yet (`/ready` answers 503).
-    pub fn new(runtime: Runtime, services: Arc<GatewayServices>, config_path: &Path) -> Shared {
+    pub fn new(runtime: Runtime, services: Arc<GatewayServices>, source: ConfigSource) -> Shared {
         Shared {
             runtime,
             services,
             metrics: HostMetrics::default(),
             state: ArcSwapOption::empty(),
-            config_path: config_path.to_path_buf(),
+            source,
+            source_files: Mutex::default(),
             next_connection_id: AtomicU64::new(0),
             reloading: tokio::sync::Mutex::new(()),
         }
@@ -54,15 +59,36 @@ impl Shared {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Reads the config file again and swaps in the new routes, clusters and filters; on any
+    /// Loads the config from its source, logging what the manifests leave out and keeping the
+    /// list of files to watch.
+    fn load(&self) -> Result<Loaded, ConfigErrors> {
+        let loaded = self.source.load()?;
+        for warning in &loaded.warnings {
+            log::warn!("{warning}");
+        }
+        if let Ok(mut files) = self.source_files.lock() {
+            files.clone_from(&loaded.files);
+        }
+        Ok(loaded)
+    }
+
+    /// The files the config was last read from.
+    pub fn source_files(&self) -> Vec<PathBuf> {
+        self.source_files
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default()
+    }
+
+    /// Reads the config again and swaps in the new routes, clusters and filters; on any
     /// error the running config stays and the errors are returned (and logged).
     pub async fn reload(self: &Arc<Self>) -> Result<(), ConfigErrors> {
         let _one_at_a_time = self.reloading.lock().await;
         let shared = Arc::clone(self);
         // Compiling wasm and running on_configure is CPU work: keep it off the reactor.
         let built = tokio::task::spawn_blocking(move || {
-            let config = Config::load(&shared.config_path)?;
-            Snapshot::build(config, &shared.runtime, &shared.services)
+            let loaded = shared.load()?;
+            Snapshot::build(loaded.config, &shared.runtime, &shared.services)
         })
         .await
         .unwrap_or_else(|e| Err(ConfigErrors(vec![format!("reload task failed: {e}")])));
@@ -73,14 +99,14 @@ impl Shared {
                 }
                 self.state.store(Some(Arc::new(snapshot)));
                 self.metrics.count_reload(true);
-                log::info!("reloaded {}", self.config_path.display());
+                log::info!("reloaded {}", self.source.describe());
                 Ok(())
             }
             Err(errors) => {
                 self.metrics.count_reload(false);
                 log::error!(
                     "reload of {} failed, keeping the running config:\n{errors}",
-                    self.config_path.display()
+                    self.source.describe()
                 );
                 Err(errors)
             }
@@ -137,15 +163,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Loads the config, starts the admin listener (answering `/ready` 503), configures the
-    /// filters, then binds the listeners.
+    /// Loads the config file, starts the admin listener (answering `/ready` 503), configures
+    /// the filters, then binds the listeners.
     pub async fn start(config_path: &Path) -> Result<Gateway, StartError> {
-        let config = Config::load(config_path)?;
+        Gateway::start_from(ConfigSource::File(config_path.to_path_buf())).await
+    }
+
+    /// [`Gateway::start`] from any source of configuration.
+    pub async fn start_from(source: ConfigSource) -> Result<Gateway, StartError> {
         let services = Arc::new(GatewayServices::default());
         let runtime =
             Runtime::new(Arc::clone(&services) as Arc<dyn modelgate_runtime::HostServices>)
                 .map_err(|e| StartError::Runtime(e.to_string()))?;
-        let shared = Arc::new(Shared::new(runtime, services, config_path));
+        let shared = Arc::new(Shared::new(runtime, services, source));
+        let config = shared.load()?.config;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut admin = None;
@@ -215,7 +246,6 @@ impl Gateway {
         if watch {
             tasks.push(tokio::spawn(crate::reload::watch_files(
                 Arc::clone(&shared),
-                config_path.to_path_buf(),
                 stopped,
             )));
         }

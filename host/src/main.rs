@@ -41,24 +41,36 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => match cli::check(&config) {
-            Ok(()) => {
+        Command::Check {
+            source,
+            print_config,
+        } => match cli::check(&source) {
+            Ok(loaded) => {
                 println!("OK");
+                if print_config && let Some(yaml) = &loaded.host_yaml {
+                    println!("# the host config {} became\n{yaml}", source.describe());
+                }
+                if !loaded.warnings.is_empty() {
+                    println!("warnings ({}):", loaded.warnings.len());
+                    for warning in &loaded.warnings {
+                        println!("  {warning}");
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {
                 for error in &errors.0 {
-                    println!("{}: {error}", config.display());
+                    println!("{}: {error}", source.describe());
                 }
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config } => {
+        Command::Serve { source } => {
             // Cranelift then runs in a child process: its memory never joins the gateway's.
             if let Ok(program) = std::env::current_exe() {
                 modelgate_runtime::compile_in_child(program, vec![cli::COMPILE_MODULE.into()]);
             }
-            serve(&config)
+            serve(source)
         }
         Command::Test(options) => {
             // A test run is mostly the module's compile: on every core, and cached.
@@ -75,7 +87,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: &std::path::Path) -> ExitCode {
+fn serve(source: modelgate_host::source::ConfigSource) -> ExitCode {
     // The main thread accepts, serves the admin listener and reloads; the worker threads
     // (`concurrency`) serve the connections.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -89,7 +101,7 @@ fn serve(config: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let gateway = match Gateway::start(config).await {
+        let gateway = match Gateway::start_from(source).await {
             Ok(gateway) => gateway,
             Err(e) => {
                 log::error!("cannot start: {e}");

@@ -1,4 +1,4 @@
-//! Reload on file change: the config file and every file it names are polled for a new
+//! Reload on file change: the config file (or the manifests) and every file it names are polled for a new
 //! modification time or size (polling needs no platform watcher and sees editors' renames).
 
 use std::path::{Path, PathBuf};
@@ -16,8 +16,8 @@ fn stamp(path: &Path) -> Stamp {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn stamps(config: &Path, shared: &Shared) -> Vec<(PathBuf, Stamp)> {
-    let mut files = vec![config.to_path_buf()];
+fn stamps(shared: &Shared) -> Vec<(PathBuf, Stamp)> {
+    let mut files = shared.source_files();
     if let Some(snapshot) = shared.snapshot() {
         files.extend(snapshot.watched.iter().cloned());
     }
@@ -31,8 +31,8 @@ fn stamps(config: &Path, shared: &Shared) -> Vec<(PathBuf, Stamp)> {
 }
 
 /// Polls until `stop` turns true; reloads when a watched file changed.
-pub async fn watch_files(shared: Arc<Shared>, config: PathBuf, mut stop: watch::Receiver<bool>) {
-    let mut known = stamps(&config, &shared);
+pub async fn watch_files(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut known = stamps(&shared);
     loop {
         let interval = shared
             .snapshot()
@@ -43,13 +43,13 @@ pub async fn watch_files(shared: Arc<Shared>, config: PathBuf, mut stop: watch::
             () = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
-        let now = stamps(&config, &shared);
+        let now = stamps(&shared);
         if now != known {
-            log::info!("{} or a file it names changed: reloading", config.display());
+            log::info!("a config file or a file it names changed: reloading");
             // A failed reload is logged by `reload`; the new stamps are kept either way so a
             // broken file is not retried until it changes again.
             let _ = shared.reload().await;
-            known = stamps(&config, &shared);
+            known = stamps(&shared);
         }
     }
 }

@@ -127,6 +127,11 @@ pub fn from_envoy_proxy(path: &Path) -> Result<Vec<TagSpecifier>, String> {
         .iter()
         .find(|d| d["kind"] == "EnvoyProxy")
         .ok_or_else(|| format!("{}: no EnvoyProxy in the file", path.display()))?;
+    from_envoy_proxy_document(proxy)
+}
+
+/// [`from_envoy_proxy`] over an `EnvoyProxy` object already read (`modelgate --manifests`).
+pub fn from_envoy_proxy_document(proxy: &serde_json::Value) -> Result<Vec<TagSpecifier>, String> {
     let patches = proxy["spec"]["bootstrap"]["jsonPatches"]
         .as_array()
         .cloned()

@@ -1,0 +1,123 @@
+//! The EnvoyProxy that parameterizes the Gateways (through their GatewayClass's
+//! `parametersRef`, or a Gateway's own `spec.infrastructure.parametersRef`): its stats tag
+//! rules (read as `admin.statsTagsFromEnvoyProxy` reads them, `stats_tags.rs`) and Envoy's
+//! worker count.
+
+use serde_json::Value;
+
+use super::Translator;
+
+#[derive(Default)]
+pub(super) struct ProxySettings {
+    /// The admin config's `statsTags`.
+    pub tags: Vec<Value>,
+    /// `spec.concurrency`: worker threads, as Envoy's `--concurrency`.
+    pub concurrency: Option<u64>,
+}
+
+pub(super) fn read(t: &Translator<'_>) -> ProxySettings {
+    let mut proxies = Vec::new();
+    for gateway in t.of_kind("Gateway") {
+        let object = &t.objects[gateway];
+        let spec = t.root(gateway).get("spec");
+        if let Some(reference) = spec
+            .as_ref()
+            .and_then(|s| s.get("infrastructure"))
+            .and_then(|i| i.get("parametersRef"))
+        {
+            reference.accept("group");
+            reference.accept("kind");
+            let name = reference.str("name").unwrap_or_default();
+            match t.find("EnvoyProxy", &object.namespace, &name) {
+                Some(proxy) => proxies.push(proxy),
+                None => t.error(
+                    gateway,
+                    reference.path(),
+                    format!(
+                        "EnvoyProxy {}/{name} is not in the manifests",
+                        object.namespace
+                    ),
+                ),
+            }
+            continue;
+        }
+        let class_name = object.doc["spec"]["gatewayClassName"]
+            .as_str()
+            .unwrap_or_default();
+        let Some(class) = t.find("GatewayClass", "", class_name) else {
+            t.warn(
+                gateway,
+                "spec.gatewayClassName",
+                format!(
+                    "GatewayClass {class_name} is not in the manifests, so no EnvoyProxy is read"
+                ),
+            );
+            continue;
+        };
+        let class_root = t.root(class);
+        let Some(class_spec) = class_root.get("spec") else {
+            continue;
+        };
+        class_spec.accept("controllerName");
+        class_spec.accept("description");
+        if let Some(reference) = class_spec.get("parametersRef") {
+            reference.accept("group");
+            reference.accept("kind");
+            let namespace = reference.str("namespace").unwrap_or_default();
+            let name = reference.str("name").unwrap_or_default();
+            match t.find("EnvoyProxy", &namespace, &name) {
+                Some(proxy) => proxies.push(proxy),
+                None => t.error(
+                    class,
+                    reference.path(),
+                    format!("EnvoyProxy {namespace}/{name} is not in the manifests"),
+                ),
+            }
+        }
+    }
+    proxies.sort_unstable();
+    proxies.dedup();
+    let mut settings = ProxySettings::default();
+    for (n, proxy) in proxies.into_iter().enumerate() {
+        let root = t.root(proxy);
+        let Some(spec) = root.get("spec") else {
+            continue;
+        };
+        if n > 0 {
+            t.warn(
+                proxy,
+                "spec",
+                "the host runs one Envoy: the first EnvoyProxy applies",
+            );
+            spec.take();
+            continue;
+        }
+        settings.concurrency = spec.u64("concurrency");
+        match crate::stats_tags::from_envoy_proxy_document(&t.objects[proxy].doc) {
+            Ok(tags) => {
+                settings.tags = tags
+                    .into_iter()
+                    .map(|tag| serde_json::json!({"tag_name": tag.tag_name, "regex": tag.regex}))
+                    .collect();
+            }
+            Err(e) => t.error(proxy, "", e),
+        }
+        if let Some(bootstrap) = spec.get("bootstrap") {
+            bootstrap.accept("type");
+            for patch in bootstrap.list("jsonPatches") {
+                if patch.take()["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/stats_config/stats_tags"))
+                {
+                    continue;
+                }
+                t.warn(
+                    proxy,
+                    patch.path(),
+                    "a bootstrap patch other than stats_tags",
+                );
+            }
+        }
+    }
+    settings
+}
