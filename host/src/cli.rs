@@ -84,9 +84,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Sub {
     /// Run the gateway (SIGTERM drains and exits, SIGHUP reloads)
+    #[command(override_usage = "modelgate serve --config <FILE>\n       \
+        modelgate serve --manifests <PATH>... [--backend <SERVICE.NAMESPACE[:PORT]=HOST:PORT>]... \
+        [--listener <NAME=HOST:PORT>]... [--wasm <[NAME=]FILE>]... [--admin <HOST:PORT>]")]
     Serve(SourceArgs),
     /// Parse the config, load every wasm module and run `on_configure`; print OK (and what the
     /// manifests hold that is not emulated) or every error
+    #[command(override_usage = "modelgate check --config <FILE>\n       \
+        modelgate check --manifests <PATH>... [--print-config] [--backend ...]... [--wasm ...]...")]
     Check(CheckArgs),
     /// Run policy test files (*.test.yaml; docs/policy-tests.md); exit 1 if a case fails
     Test(TestArgs),
@@ -120,11 +125,20 @@ struct SourceArgs {
     /// The local address of a Gateway listener (default: any free port, logged)
     #[arg(long, value_name = "NAME=HOST:PORT", conflicts_with = "config", value_parser = listener_address)]
     listener: Vec<(String, std::net::SocketAddr)>,
-    /// The local module of an EnvoyExtensionPolicy wasm entry (NAME may be left out when there is one)
-    #[arg(long, value_name = "[NAME=]FILE", conflicts_with = "config", value_parser = wasm_file)]
+    #[arg(
+        long,
+        value_name = "[NAME=]FILE",
+        conflicts_with = "config",
+        value_parser = wasm_file,
+        help = "The local module of an EnvoyExtensionPolicy wasm entry (NAME may be left out when there is one)"
+    )]
     wasm: Vec<(Option<String>, PathBuf)>,
-    /// The admin listener's address (/ready, /metrics, /config_dump)
-    #[arg(long, value_name = "HOST:PORT", conflicts_with = "config")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        conflicts_with = "config",
+        help = "The admin listener's address (/ready, /metrics, /config_dump)"
+    )]
     admin: Option<std::net::SocketAddr>,
 }
 
@@ -164,6 +178,10 @@ fn listener_address(text: &str) -> Result<(String, std::net::SocketAddr), String
 }
 
 /// `--wasm [NAME=]FILE`.
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "clap's value_parser takes a function that can fail"
+)]
 fn wasm_file(text: &str) -> Result<(Option<String>, PathBuf), String> {
     Ok(match text.split_once('=') {
         Some((name, file)) => (Some(name.to_owned()), file.into()),

@@ -1,8 +1,8 @@
 //! The Services routes send to: where each one is on this machine (`--backend`), and which
-//! ones the manifests define (Service manifests, and the Services KServe makes for an
-//! InferenceService: `<isvc>-predictor`, `<isvc>-explainer` and `<isvc>-transformer` on port
-//! 80, KServe's pkg/constants `PredictorServiceName` etc. and, in Standard mode, each further
-//! container port of the component under its own number: service_reconciler.go
+//! ones the manifests define (Service manifests, and the Services `KServe` makes for an
+//! `InferenceService`: `<isvc>-predictor`, `<isvc>-explainer` and `<isvc>-transformer` on port
+//! 80, `KServe`'s pkg/constants `PredictorServiceName` etc. and, in Standard mode, each further
+//! container port of the component under its own number: `service_reconciler.go`
 //! `createDefaultSvc`).
 
 use std::collections::BTreeMap;
@@ -164,46 +164,40 @@ impl Backends {
             .iter()
             .filter(|m| m.service == name && m.namespace == namespace)
             .find(|m| m.port.is_none_or(|p| u64::from(p) == port));
-        match mapping {
-            Some(mapping) => Some(Backend {
+        if let Some(mapping) = mapping {
+            return Some(Backend {
                 address: mapping.address,
                 app_protocol: defined.and_then(|d| d.ports.get(&port).cloned().flatten()),
-            }),
-            None => {
-                let hint = format!("give one with --backend {name}.{namespace}:{port}=HOST:PORT");
-                match defined {
-                    Some(d) => {
-                        t.missing(
-                            route,
-                            node.path(),
-                            format!(
-                                "Service {namespace}/{name} (from {}) port {port} has no local address: {hint}",
-                                d.by
-                            ),
-                        );
-                        // `check` goes on with the discard port, which no request reaches.
-                        Some(Backend {
-                            address: SocketAddr::from(([127, 0, 0, 1], 9)),
-                            app_protocol: None,
-                        })
-                    }
-                    None => {
-                        t.error(
-                            route,
-                            node.path(),
-                            format!(
-                                "Service {namespace}/{name} is not in the manifests (a Service, or an InferenceService's predictor, explainer or transformer) and has no local address: {hint}"
-                            ),
-                        );
-                        None
-                    }
-                }
-            }
+            });
         }
+        let hint = format!("give one with --backend {name}.{namespace}:{port}=HOST:PORT");
+        let Some(defined) = defined else {
+            t.error(
+                route,
+                node.path(),
+                format!(
+                    "Service {namespace}/{name} is not in the manifests (a Service, or an InferenceService's predictor, explainer or transformer) and has no local address: {hint}"
+                ),
+            );
+            return None;
+        };
+        t.missing(
+            route,
+            node.path(),
+            format!(
+                "Service {namespace}/{name} (from {}) port {port} has no local address: {hint}",
+                defined.by
+            ),
+        );
+        // `check` goes on with the discard port, which no request reaches.
+        Some(Backend {
+            address: SocketAddr::from(([127, 0, 0, 1], 9)),
+            app_protocol: None,
+        })
     }
 }
 
-/// The container ports of an InferenceService component (`<framework>.ports` or
+/// The container ports of an `InferenceService` component (`<framework>.ports` or
 /// `containers[0].ports`), in order.
 fn container_ports(component: &Node<'_>) -> Vec<u64> {
     let value = component.take();

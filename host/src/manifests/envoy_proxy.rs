@@ -1,4 +1,4 @@
-//! The EnvoyProxy that parameterizes the Gateways (through their GatewayClass's
+//! The `EnvoyProxy` that parameterizes the Gateways (through their `GatewayClass`'s
 //! `parametersRef`, or a Gateway's own `spec.infrastructure.parametersRef`): its stats tag
 //! rules (read as `admin.statsTagsFromEnvoyProxy` reads them, `stats_tags.rs`) and Envoy's
 //! worker count.
@@ -16,6 +16,28 @@ pub(super) struct ProxySettings {
 }
 
 pub(super) fn read(t: &Translator<'_>) -> ProxySettings {
+    let mut settings = ProxySettings::default();
+    for (n, proxy) in proxies(t).into_iter().enumerate() {
+        let root = t.root(proxy);
+        let Some(spec) = root.get("spec") else {
+            continue;
+        };
+        if n > 0 {
+            t.warn(
+                proxy,
+                "spec",
+                "the host runs one Envoy: the first EnvoyProxy applies",
+            );
+            spec.take();
+            continue;
+        }
+        settings = read_proxy(t, proxy, &spec);
+    }
+    settings
+}
+
+/// The `EnvoyProxy` objects the Gateways name, each once.
+fn proxies(t: &Translator<'_>) -> Vec<usize> {
     let mut proxies = Vec::new();
     for gateway in t.of_kind("Gateway") {
         let object = &t.objects[gateway];
@@ -77,46 +99,37 @@ pub(super) fn read(t: &Translator<'_>) -> ProxySettings {
     }
     proxies.sort_unstable();
     proxies.dedup();
-    let mut settings = ProxySettings::default();
-    for (n, proxy) in proxies.into_iter().enumerate() {
-        let root = t.root(proxy);
-        let Some(spec) = root.get("spec") else {
-            continue;
-        };
-        if n > 0 {
+    proxies
+}
+
+fn read_proxy(t: &Translator<'_>, proxy: usize, spec: &super::fields::Node<'_>) -> ProxySettings {
+    let mut settings = ProxySettings {
+        concurrency: spec.u64("concurrency"),
+        ..ProxySettings::default()
+    };
+    match crate::stats_tags::from_envoy_proxy_document(&t.objects[proxy].doc) {
+        Ok(tags) => {
+            settings.tags = tags
+                .into_iter()
+                .map(|tag| serde_json::json!({"tag_name": tag.tag_name, "regex": tag.regex}))
+                .collect();
+        }
+        Err(e) => t.error(proxy, "", e),
+    }
+    if let Some(bootstrap) = spec.get("bootstrap") {
+        bootstrap.accept("type");
+        for patch in bootstrap.list("jsonPatches") {
+            if patch.take()["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/stats_config/stats_tags"))
+            {
+                continue;
+            }
             t.warn(
                 proxy,
-                "spec",
-                "the host runs one Envoy: the first EnvoyProxy applies",
+                patch.path(),
+                "a bootstrap patch other than stats_tags",
             );
-            spec.take();
-            continue;
-        }
-        settings.concurrency = spec.u64("concurrency");
-        match crate::stats_tags::from_envoy_proxy_document(&t.objects[proxy].doc) {
-            Ok(tags) => {
-                settings.tags = tags
-                    .into_iter()
-                    .map(|tag| serde_json::json!({"tag_name": tag.tag_name, "regex": tag.regex}))
-                    .collect();
-            }
-            Err(e) => t.error(proxy, "", e),
-        }
-        if let Some(bootstrap) = spec.get("bootstrap") {
-            bootstrap.accept("type");
-            for patch in bootstrap.list("jsonPatches") {
-                if patch.take()["path"]
-                    .as_str()
-                    .is_some_and(|p| p.starts_with("/stats_config/stats_tags"))
-                {
-                    continue;
-                }
-                t.warn(
-                    proxy,
-                    patch.path(),
-                    "a bootstrap patch other than stats_tags",
-                );
-            }
         }
     }
     settings

@@ -1,7 +1,7 @@
-//! EnvoyExtensionPolicy `spec.wasm[]` entries as the host's `filters`, read as
-//! `fromEnvoyExtensionPolicy` reads them (plugin_source.rs): `config` delivered to
+//! `EnvoyExtensionPolicy` `spec.wasm[]` entries as the host's `filters`, read as
+//! `fromEnvoyExtensionPolicy` reads them (`plugin_source.rs`): `config` delivered to
 //! `on_configure` as a JSON string, `rootID`, `failOpen`, `env.hostKeys`; each entry its own
-//! VM, as Envoy Gateway gives each its own vm_id.
+//! VM, as Envoy Gateway gives each its own `vm_id`.
 //!
 //! The module is a local file (`--wasm [NAME=]FILE`) standing for `code`. For `code.type:
 //! HTTP` the file must have the manifest's `sha256`, as Envoy Gateway checks the download. For
@@ -174,5 +174,9 @@ fn check_code(t: &Translator<'_>, index: usize, code: &Node<'_>, file: &std::pat
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }

@@ -21,6 +21,8 @@ pub(super) struct Listener {
     /// Gateways use the same section name.
     pub host_name: String,
     pub port: u64,
+    /// The listener's `hostname`: its routes serve the names they share with it.
+    hostname: Option<String>,
     allowed: Allowed,
     address: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
@@ -28,7 +30,7 @@ pub(super) struct Listener {
 
 struct Allowed {
     namespaces: From,
-    /// `allowedRoutes.kinds`; empty means the protocol's defaults (HTTPRoute, GRPCRoute).
+    /// `allowedRoutes.kinds`; empty means the protocol's defaults (`HTTPRoute`, `GRPCRoute`).
     kinds: Vec<String>,
 }
 
@@ -62,6 +64,9 @@ impl Gateways {
                     "address": l.address.to_string(),
                     "healthPath": null,
                 });
+                if let Some(hostname) = &l.hostname {
+                    listener["hostname"] = json!(hostname);
+                }
                 if let Some((cert, key)) = &l.tls {
                     listener["tls"] = json!({"certFile": cert, "keyFile": key});
                 }
@@ -162,11 +167,6 @@ impl Gateways {
         }
         attached
     }
-
-    /// Every host listener's name.
-    pub(super) fn names(&self) -> Vec<String> {
-        self.listeners.iter().map(|l| l.host_name.clone()).collect()
-    }
 }
 
 /// A namespace's labels, with the `kubernetes.io/metadata.name` label Kubernetes sets on
@@ -266,14 +266,7 @@ fn read_listener(t: &Translator<'_>, gateway: usize, node: &Node<'_>) -> Option<
         node.take();
         return None;
     }
-    if node.get("hostname").is_some() {
-        t.warn(
-            gateway,
-            &node.path_of("hostname"),
-            "the host serves every host name on this listener",
-        );
-        node.accept("hostname");
-    }
+    let hostname = node.str("hostname");
     let allowed = read_allowed(node.get("allowedRoutes"));
     let tls = if protocol == "HTTPS" {
         read_tls(t, gateway, node, &section)
@@ -285,6 +278,7 @@ fn read_listener(t: &Translator<'_>, gateway: usize, node: &Node<'_>) -> Option<
         host_name: section.clone(),
         section,
         port,
+        hostname,
         allowed,
         // A listener given no --listener address takes any free port (logged at start-up):
         // the manifest's ports (80, 443) are privileged on a laptop.
@@ -316,13 +310,13 @@ fn read_allowed(node: Option<Node<'_>>) -> Allowed {
             Some("Selector") => {
                 let mut selector = Selector::default();
                 if let Some(s) = ns.get("selector") {
-                    if let Some(labels) = s.get("matchLabels") {
-                        if let Some(map) = labels.take().as_object() {
-                            for (k, v) in map {
-                                selector
-                                    .labels
-                                    .insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
-                            }
+                    if let Some(labels) = s.get("matchLabels")
+                        && let Some(map) = labels.take().as_object()
+                    {
+                        for (k, v) in map {
+                            selector
+                                .labels
+                                .insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
                         }
                     }
                     for e in s.list("matchExpressions") {

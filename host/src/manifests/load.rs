@@ -85,15 +85,13 @@ fn read_path(path: &Path, loaded: &mut Loaded) -> Result<(), String> {
             .iter()
             .map(|name| path.join(name))
             .find(|p| p.is_file());
-        match kustomization {
-            Some(file) => read_kustomization(&file, loaded),
-            None => {
-                for file in yaml_files(path)? {
-                    read_file(&file, loaded)?;
-                }
-                Ok(())
-            }
+        if let Some(file) = kustomization {
+            return read_kustomization(&file, loaded);
         }
+        for file in yaml_files(path)? {
+            read_file(&file, loaded)?;
+        }
+        Ok(())
     } else {
         read_file(path, loaded)
     }
@@ -201,9 +199,9 @@ fn apply_patch(
     let text = match (patch.str("patch"), patch.str("path")) {
         (Some(text), None) => text,
         (None, Some(relative)) => {
-            let path = base.join(relative);
-            loaded.files.push(path.clone());
-            std::fs::read_to_string(&path).map_err(|e| format!("{at}.path: {e}"))?
+            let file = base.join(relative);
+            loaded.files.push(file.clone());
+            std::fs::read_to_string(&file).map_err(|e| format!("{at}.path: {e}"))?
         }
         _ => return Err(format!("{at}: give exactly one of patch and path")),
     };

@@ -1,5 +1,5 @@
 //! `modelgate serve|check --manifests`: the host's configuration built from Kubernetes
-//! manifests (Gateway API, Envoy Gateway's policies, KServe's InferenceServices) with Envoy
+//! manifests (Gateway API, Envoy Gateway's policies, `KServe`'s `InferenceServices`) with Envoy
 //! Gateway's semantics, so that the routes, listeners, limits and filter a user deploys are
 //! the ones the host runs. docs/manifests.md lists what is emulated and where upstream does
 //! it.
@@ -12,11 +12,11 @@
 //! and the field.
 //!
 //! Modules: `load` (files, directories, kustomizations), `fields` (which fields were read),
-//! `gateway` (listeners, TLS Secrets, which routes a listener takes), `routes` (HTTPRoute and
-//! GRPCRoute rules to routes and clusters), `precedence` (Envoy Gateway's route order),
-//! `backends` (Services: `--backend` mappings, Service manifests, InferenceService
-//! components), `traffic` (ClientTrafficPolicy, BackendTrafficPolicy), `extension`
-//! (EnvoyExtensionPolicy to filters), `envoy_proxy` (the EnvoyProxy's stats tags).
+//! `gateway` (listeners, TLS Secrets, which routes a listener takes), `routes` (`HTTPRoute` and
+//! `GRPCRoute` rules to routes and clusters), `precedence` (Envoy Gateway's route order),
+//! `backends` (Services: `--backend` mappings, Service manifests, `InferenceService`
+//! components), `traffic` (`ClientTrafficPolicy`, `BackendTrafficPolicy`), `extension`
+//! (`EnvoyExtensionPolicy` to filters), `envoy_proxy` (the `EnvoyProxy`'s stats tags).
 
 mod backends;
 mod envoy_proxy;
@@ -52,7 +52,7 @@ pub struct Options {
     pub backends: Vec<BackendMapping>,
     /// `--listener NAME=HOST:PORT`: the local address of a Gateway listener.
     pub listeners: Vec<(String, SocketAddr)>,
-    /// `--wasm [NAME=]FILE`: the local module of an EnvoyExtensionPolicy `spec.wasm[]` entry.
+    /// `--wasm [NAME=]FILE`: the local module of an `EnvoyExtensionPolicy` `spec.wasm[]` entry.
     pub wasm: Vec<(Option<String>, PathBuf)>,
     /// `--admin HOST:PORT`: the admin listener (`/ready`, `/metrics`, `/config_dump`).
     pub admin: Option<SocketAddr>,
@@ -208,7 +208,7 @@ impl<'a> Translator<'a> {
             // Envoy Gateway's per-connection buffer limit, 32 KiB unless a
             // ClientTrafficPolicy sets `connection.bufferLimit`.
             "bufferLimit": traffic.client.buffer_limit,
-            "clientTraffic": traffic.client.client_traffic,
+            "clientTraffic": traffic.client.headers_and_ip,
         });
         if let Some(timeout) = &traffic.client.request_timeout {
             document["requestTimeout"] = json!(timeout);
@@ -295,7 +295,7 @@ fn quantity_bytes(text: &str) -> Result<u64, String> {
 }
 
 /// A Gateway API duration (`60s`, `1h30m`, `500ms`: one to four number-unit parts,
-/// gateway-api apis/v1/shared_types.go `Duration`) as the host's `<n>ms`.
+/// gateway-api `apis/v1/shared_types.go` `Duration`) as the host's `<n>ms`.
 fn duration(node: &Node<'_>) -> Result<String, String> {
     let text = node.text().unwrap_or_default();
     let bad = || format!("{text:?} is not a Gateway API duration (such as 60s, 1h30m or 500ms)");

@@ -3,18 +3,18 @@
 //!
 //! Envoy Gateway (internal/gatewayapi/sort.go, `XdsIRRoutes.Less`, sorted with
 //! `sort.Stable(sort.Reverse(...))` unless `PreserveRouteOrder` is set) ranks one generated
-//! route per HTTPRoute match, most specific first, by:
-//! 1. the path match type: Exact > RegularExpression > PathPrefix;
+//! route per `HTTPRoute` match, most specific first, by:
+//! 1. the path match type: Exact > `RegularExpression` > `PathPrefix`;
 //! 2. the length of the path value (a `PathPrefix` of `/` counts as 0);
 //! 3. the number of header matches (a `method` match is a header match on `:method`,
 //!    internal/gatewayapi/route.go `processHTTPRouteRule`), then how many of them are Exact;
 //! 4. the number of query parameter matches, then how many of them are Exact.
 //!
 //! Routes equal on all of these keep the order they were translated in, which is Gateway
-//! API's tie-break (HTTPRouteRule, "Route Precedence"): the oldest HTTPRoute first
+//! API's tie-break (`HTTPRouteRule`, "Route Precedence"): the oldest `HTTPRoute` first
 //! (`creationTimestamp`), then alphabetically by `namespace/name` (internal/gatewayapi/resource/
 //! resource.go `Resources.Sort`), then rule order and match order within a route; every
-//! HTTPRoute before any GRPCRoute.
+//! `HTTPRoute` before any `GRPCRoute`.
 
 /// Path match types in Envoy Gateway's rank, least specific first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,7 +58,7 @@ impl Rank {
 /// Where a route came from, for the tie-break.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Origin {
-    /// Envoy Gateway translates every HTTPRoute before any GRPCRoute
+    /// Envoy Gateway translates every `HTTPRoute` before any `GRPCRoute`
     /// (internal/gatewayapi/translator.go, `ProcessHTTPRoutes` then `ProcessGRPCRoutes`).
     pub grpc: bool,
     /// `metadata.creationTimestamp` (RFC 3339 as Kubernetes writes it, so text order is time

@@ -1,4 +1,4 @@
-//! HTTPRoute and GRPCRoute rules as the host's routes and clusters, named and ordered as
+//! `HTTPRoute` and `GRPCRoute` rules as the host's routes and clusters, named and ordered as
 //! Envoy Gateway names and orders them: one route per match
 //! (`httproute/<ns>/<name>/rule/<i>/match/<j>`, internal/gatewayapi/helpers.go `irRouteName`),
 //! one cluster per rule (`httproute/<ns>/<name>/rule/<i>`, `irRouteDestinationName`), sorted
@@ -17,7 +17,7 @@ use super::{Translator, duration};
 /// `tcpClusterPerConnectTimeout`).
 const CONNECT_TIMEOUT: &str = "10s";
 
-/// gRPC service and method names as Envoy Gateway matches them when a GRPCRoute leaves one
+/// gRPC service and method names as Envoy Gateway matches them when a `GRPCRoute` leaves one
 /// out (internal/gatewayapi/route.go, `validServiceName`, `validMethodName`).
 const VALID_SERVICE_NAME: &str = r"(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*";
 const VALID_METHOD_NAME: &str = "[A-Za-z_][A-Za-z_0-9]*";
@@ -70,49 +70,13 @@ fn read_route(
         t.error(index, "spec", "missing");
         return;
     };
-    let mut listeners = Vec::new();
-    let mut parent_gateways = Vec::new();
-    for parent in spec.list("parentRefs") {
-        for name in gateways.attach(t, index, &parent, &object.kind) {
-            if !listeners.contains(&name) {
-                listeners.push(name);
-            }
-        }
-        let namespace = parent
-            .str("namespace")
-            .unwrap_or_else(|| object.namespace.clone());
-        if let Some(g) = t.find(
-            "Gateway",
-            &namespace,
-            &parent.str("name").unwrap_or_default(),
-        ) {
-            parent_gateways.push(g);
-        }
-    }
-    if let Some(hostnames) = spec.get("hostnames") {
-        hostnames.take();
-        t.warn(
-            index,
-            "spec.hostnames",
-            "the host serves the route for every host name",
-        );
-    }
+    let (listeners, parent_gateways) = parents(t, index, &spec, gateways);
+    let hostnames: Vec<String> = spec
+        .list("hostnames")
+        .iter()
+        .filter_map(Node::text)
+        .collect();
     let attached = !listeners.is_empty();
-    if attached && listeners.len() < gateways.listeners.len() {
-        t.warn(
-            index,
-            "spec.parentRefs",
-            format!(
-                "the host serves every route on every listener, this one on {} too",
-                gateways
-                    .names()
-                    .into_iter()
-                    .filter(|n| !listeners.contains(n))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-    }
     let policy = traffic.for_route(
         &object.kind,
         &object.namespace,
@@ -169,6 +133,8 @@ fn read_route(
         for (match_index, (rank, matcher)) in matches.into_iter().enumerate() {
             let mut route = json!({
                 "name": format!("{cluster_name}/match/{match_index}"),
+                "listeners": listeners,
+                "hostnames": hostnames,
                 "match": matcher,
                 "cluster": cluster_name,
                 "retry": retry,
@@ -194,7 +160,34 @@ fn read_route(
     }
 }
 
-/// The HTTPRoute matches of a rule, with Gateway API's defaults (no matches, or a match
+/// The host listeners a route attaches to, and the Gateways its `parentRefs` name.
+fn parents(
+    t: &Translator<'_>,
+    index: usize,
+    spec: &Node<'_>,
+    gateways: &Gateways,
+) -> (Vec<String>, Vec<usize>) {
+    let object = &t.objects[index];
+    let mut listeners = Vec::new();
+    let mut parent_gateways = Vec::new();
+    for parent in spec.list("parentRefs") {
+        for name in gateways.attach(t, index, &parent, &object.kind) {
+            if !listeners.contains(&name) {
+                listeners.push(name);
+            }
+        }
+        let namespace = parent
+            .str("namespace")
+            .unwrap_or_else(|| object.namespace.clone());
+        let name = parent.str("name").unwrap_or_default();
+        if let Some(g) = t.find("Gateway", &namespace, &name) {
+            parent_gateways.push(g);
+        }
+    }
+    (listeners, parent_gateways)
+}
+
+/// The `HTTPRoute` matches of a rule, with Gateway API's defaults (no matches, or a match
 /// without a path, is `PathPrefix /`).
 fn http_matches(t: &Translator<'_>, index: usize, rule: &Node<'_>) -> Vec<(Rank, Value)> {
     let nodes = rule.list("matches");
@@ -266,7 +259,7 @@ fn header_matches(m: &Node<'_>, rank: &mut Rank) -> Vec<Value> {
         .collect()
 }
 
-/// GRPCRoute matches as Envoy Gateway turns them into path and header matches
+/// `GRPCRoute` matches as Envoy Gateway turns them into path and header matches
 /// (internal/gatewayapi/route.go, `processGRPCRouteMethodExact` and
 /// `processGRPCRouteMethodRegularExpression`).
 fn grpc_matches(_t: &Translator<'_>, _index: usize, rule: &Node<'_>) -> Vec<(Rank, Value)> {

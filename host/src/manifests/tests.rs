@@ -51,6 +51,14 @@ fn deploy_becomes_its_routes_in_envoy_gateways_order_with_its_client_policy() {
             "httproute/ml-models/sklearn-mnist/rule/1/match/1",
         ]
     );
+    // The model routes attach to the HTTPS listener only (sectionName: https); the gRPC route
+    // serves its own host name.
+    assert!(config.routes.iter().all(|r| r.listeners == ["https"]));
+    assert_eq!(
+        config.routes[1].hostnames,
+        ["sklearn-iris-grpc.models.example.com"]
+    );
+    assert!(config.routes[0].hostnames.is_empty());
     // deploy/gateway/clienttrafficpolicy.yaml: connection.bufferLimit 2Mi, PreserveOrGenerate.
     assert_eq!(config.buffer_limit.as_usize(), 2 << 20);
     assert_eq!(

@@ -1,7 +1,7 @@
-//! Envoy Gateway's ClientTrafficPolicy (the listeners' side) and BackendTrafficPolicy (the
+//! Envoy Gateway's `ClientTrafficPolicy` (the listeners' side) and `BackendTrafficPolicy` (the
 //! routes' and clusters' side), with Envoy Gateway's defaults where no policy says otherwise
-//! (api/v1alpha1/clienttrafficpolicy_types.go, backendtrafficpolicy_types.go; the xDS they
-//! become: internal/xds/translator/listener.go, cluster.go, route.go).
+//! (`api/v1alpha1/clienttrafficpolicy_types.go`, `backendtrafficpolicy_types.go`; the xDS they
+//! become: `internal/xds/translator/listener.go`, `cluster.go`, `route.go`).
 
 use serde_json::{Map, Value, json};
 
@@ -9,7 +9,7 @@ use super::fields::Node;
 use super::gateway::Gateways;
 use super::{Translator, duration, quantity_bytes, target_refs};
 
-/// Envoy Gateway's per-connection buffer limit when no ClientTrafficPolicy sets
+/// Envoy Gateway's per-connection buffer limit when no `ClientTrafficPolicy` sets
 /// `connection.bufferLimit` (internal/xds/translator/listener.go,
 /// `tcpListenerPerConnectionBufferLimitBytes = 32768`): a body a filter buffers past it
 /// gets 413.
@@ -19,11 +19,11 @@ pub(super) const DEFAULT_BUFFER_LIMIT: u64 = 32_768;
 pub(super) struct Client {
     pub buffer_limit: u64,
     /// The host config's `clientTraffic` section.
-    pub client_traffic: Value,
+    pub headers_and_ip: Value,
     pub request_timeout: Option<String>,
 }
 
-/// One BackendTrafficPolicy, as fields of the routes and clusters it covers.
+/// One `BackendTrafficPolicy`, as fields of the routes and clusters it covers.
 pub(super) struct BackendPolicy {
     /// `(kind, namespace, name)` of a targeted route, or `None` for a Gateway target.
     route: Option<(String, String, String)>,
@@ -103,7 +103,7 @@ fn target_gateway(
 fn read_client(t: &Translator<'_>, gateways: &Gateways) -> Client {
     let mut client = Client {
         buffer_limit: DEFAULT_BUFFER_LIMIT,
-        client_traffic: json!({}),
+        headers_and_ip: json!({}),
         request_timeout: None,
     };
     let mut applied = false;
@@ -164,17 +164,15 @@ fn read_client(t: &Translator<'_>, gateways: &Gateways) -> Client {
                 "the host applies connection.bufferLimit to HTTP/2 streams too (Envoy Gateway's default stream window is 64 KiB)",
             );
         }
-        if let Some(headers) = spec.get("headers") {
-            if let Some(id) = headers.str("requestID") {
-                client.client_traffic["headers"] = json!({"requestID": id});
-            }
+        if let Some(id) = spec.get("headers").and_then(|h| h.str("requestID")) {
+            client.headers_and_ip["headers"] = json!({"requestID": id});
         }
         if let Some(hops) = spec
             .get("clientIPDetection")
             .and_then(|c| c.get("xForwardedFor"))
             .and_then(|x| x.u64("numTrustedHops"))
         {
-            client.client_traffic["clientIPDetection"] =
+            client.headers_and_ip["clientIPDetection"] =
                 json!({"xForwardedFor": {"numTrustedHops": hops}});
         }
         if let Some(received) = spec
@@ -210,71 +208,80 @@ fn read_backend(t: &Translator<'_>, index: usize) -> Option<BackendPolicy> {
         );
     }
     let target = targets.first()?;
-    match target.kind.as_str() {
-        "Gateway" => match t.find("Gateway", &object.namespace, &target.name) {
-            Some(g) => policy.gateway = Some(g),
-            None => {
-                t.error(
-                    index,
-                    &target.path,
-                    format!(
-                        "Gateway {}/{} is not in the manifests",
-                        object.namespace, target.name
-                    ),
-                );
-                return None;
-            }
-        },
-        kind @ ("HTTPRoute" | "GRPCRoute") => {
-            if t.find(kind, &object.namespace, &target.name).is_none() {
-                t.error(
-                    index,
-                    &target.path,
-                    format!(
-                        "{kind} {}/{} is not in the manifests",
-                        object.namespace, target.name
-                    ),
-                );
-                return None;
-            }
-            policy.route = Some((
-                kind.to_owned(),
-                object.namespace.clone(),
-                target.name.clone(),
-            ));
-        }
-        other => {
-            t.error(
-                index,
-                &target.path,
-                format!("a {other} target is not supported"),
-            );
-            return None;
-        }
+    let kind = target.kind.as_str();
+    if !matches!(kind, "Gateway" | "HTTPRoute" | "GRPCRoute") {
+        t.error(
+            index,
+            &target.path,
+            format!("a {kind} target is not supported"),
+        );
+        return None;
+    }
+    let Some(found) = t.find(kind, &object.namespace, &target.name) else {
+        t.error(
+            index,
+            &target.path,
+            format!(
+                "{kind} {}/{} is not in the manifests",
+                object.namespace, target.name
+            ),
+        );
+        return None;
+    };
+    if kind == "Gateway" {
+        policy.gateway = Some(found);
+    } else {
+        policy.route = Some((
+            kind.to_owned(),
+            object.namespace.clone(),
+            target.name.clone(),
+        ));
     }
     if let Some(timeout) = spec.get("timeout") {
-        if let Some(request) = timeout.get("http").and_then(|h| h.get("requestTimeout")) {
-            match duration(&request) {
-                Ok(d) => {
-                    policy.route_fields.insert("timeout".into(), json!(d));
-                }
-                Err(e) => t.error(index, request.path(), e),
-            }
-        }
-        if let Some(connect) = timeout.get("tcp").and_then(|h| h.get("connectTimeout")) {
-            match duration(&connect) {
-                Ok(d) => {
-                    policy
-                        .cluster_fields
-                        .insert("connectTimeout".into(), json!(d));
-                }
-                Err(e) => t.error(index, connect.path(), e),
-            }
-        }
+        read_timeouts(t, index, &timeout, &mut policy);
     }
     if let Some(retry) = spec.get("retry") {
         read_retry(t, index, &retry, &mut policy);
     }
+    read_cluster_fields(t, index, &spec, &mut policy);
+    Some(policy)
+}
+
+/// `timeout.http.requestTimeout` (the route's) and `timeout.tcp.connectTimeout` (the
+/// cluster's).
+fn read_timeouts(t: &Translator<'_>, index: usize, timeout: &Node<'_>, policy: &mut BackendPolicy) {
+    for (section, field, target, key) in [
+        (
+            "http",
+            "requestTimeout",
+            &mut policy.route_fields,
+            "timeout",
+        ),
+        (
+            "tcp",
+            "connectTimeout",
+            &mut policy.cluster_fields,
+            "connectTimeout",
+        ),
+    ] {
+        if let Some(node) = timeout.get(section).and_then(|s| s.get(field)) {
+            match duration(&node) {
+                Ok(d) => {
+                    target.insert(key.into(), json!(d));
+                }
+                Err(e) => t.error(index, node.path(), e),
+            }
+        }
+    }
+}
+
+/// `circuitBreaker`, `healthCheck.passive` and `loadBalancer.type`.
+fn read_cluster_fields(
+    t: &Translator<'_>,
+    index: usize,
+    spec: &Node<'_>,
+    policy: &mut BackendPolicy,
+) {
     if let Some(breaker) = spec.get("circuitBreaker") {
         let mut breakers = Map::new();
         for field in ["maxConnections", "maxPendingRequests"] {
@@ -307,25 +314,22 @@ fn read_backend(t: &Translator<'_>, index: usize) -> Option<BackendPolicy> {
             .insert("outlierDetection".into(), Value::Object(outlier));
     }
     if let Some(kind) = spec.get("loadBalancer").and_then(|l| l.get("type")) {
-        match kind.text().as_deref() {
-            Some("RoundRobin") => {
-                policy
-                    .cluster_fields
-                    .insert("lbPolicy".into(), json!("roundRobin"));
+        let policy_name = match kind.text().as_deref() {
+            Some("RoundRobin") => "roundRobin",
+            Some("LeastRequest") => "leastRequest",
+            other => {
+                t.warn(
+                    index,
+                    kind.path(),
+                    format!("{other:?} (the host balances RoundRobin or LeastRequest)"),
+                );
+                return;
             }
-            Some("LeastRequest") => {
-                policy
-                    .cluster_fields
-                    .insert("lbPolicy".into(), json!("leastRequest"));
-            }
-            other => t.warn(
-                index,
-                kind.path(),
-                format!("{other:?} (the host balances RoundRobin or LeastRequest)"),
-            ),
-        }
+        };
+        policy
+            .cluster_fields
+            .insert("lbPolicy".into(), json!(policy_name));
     }
-    Some(policy)
 }
 
 /// `retry`: the host retries on `connect-failure`, `reset` and `5xx`.
@@ -333,29 +337,26 @@ fn read_retry(t: &Translator<'_>, index: usize, retry: &Node<'_>, policy: &mut B
     // Envoy Gateway's default number of retries (api/v1alpha1/retry_types.go).
     let num = retry.u64("numRetries").unwrap_or(2);
     let mut on = Vec::new();
-    match retry.get("retryOn") {
-        Some(retry_on) => {
-            for trigger in retry_on.list("triggers") {
-                match trigger.text().as_deref() {
-                    Some(name @ ("connect-failure" | "reset" | "5xx")) => on.push(name.to_owned()),
-                    other => t.warn(
-                        index,
-                        trigger.path(),
-                        format!(
-                            "trigger {other:?} (the host retries on connect-failure, reset and 5xx)"
-                        ),
+    if let Some(retry_on) = retry.get("retryOn") {
+        for trigger in retry_on.list("triggers") {
+            match trigger.text().as_deref() {
+                Some(name @ ("connect-failure" | "reset" | "5xx")) => on.push(name.to_owned()),
+                other => t.warn(
+                    index,
+                    trigger.path(),
+                    format!(
+                        "trigger {other:?} (the host retries on connect-failure, reset and 5xx)"
                     ),
-                }
+                ),
             }
         }
-        None => {
-            on.push("connect-failure".to_owned());
-            t.warn(
-                index,
-                &retry.path_of("retryOn"),
-                "Envoy Gateway's default triggers (refused-stream, unavailable, cancelled, retriable-status-codes 503): the host retries on connect-failure",
-            );
-        }
+    } else {
+        on.push("connect-failure".to_owned());
+        t.warn(
+            index,
+            &retry.path_of("retryOn"),
+            "Envoy Gateway's default triggers (refused-stream, unavailable, cancelled, retriable-status-codes 503): the host retries on connect-failure",
+        );
     }
     policy
         .route_fields

@@ -1,13 +1,15 @@
-//! Route precedence, case by case: each table gives HTTPRoutes in an order that is not the
+//! Route precedence, case by case: each table gives `HTTPRoutes` in an order that is not the
 //! answer and the order Envoy Gateway's rules give, derived by hand from
 //! internal/gatewayapi/sort.go (`XdsIRRoutes.Less`, a stable descending sort),
 //! internal/gatewayapi/resource/resource.go (`Resources.Sort`: creation time, then
-//! namespace/name) and Gateway API's "Route Precedence" (HTTPRouteRule, apis/v1/
-//! httproute_types.go).
+//! namespace/name) and Gateway API's "Route Precedence" (`HTTPRouteRule`, apis/v1/
+//! `httproute_types.go`).
+
+use std::fmt::Write as _;
 
 use super::super::testing::{routes_in_order, serve_options};
 
-/// One HTTPRoute of a case: namespace, name, creation time ("" for none), and its rules'
+/// One `HTTPRoute` of a case: namespace, name, creation time ("" for none), and its rules'
 /// `matches` lists as YAML flow sequences.
 struct Route<'a> {
     namespace: &'a str,
@@ -40,12 +42,13 @@ fn manifests(routes: &[Route<'_>]) -> String {
                 format!("      - matches: {m}\n        backendRefs: [{{name: svc, port: 80}}]\n")
             })
             .collect();
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {}, namespace: {}{created}}}\nspec:\n  parentRefs: [{{name: gw, namespace: gw}}]\n  rules:\n{}",
             r.name,
             r.namespace,
             rules.concat()
-        ));
+        );
     }
     out
 }
@@ -249,7 +252,7 @@ fn an_exact_explain_rule_wins_over_the_predict_prefix_in_either_rule_order() {
     let predict = "[{path: {type: PathPrefix, value: /v1/models}, headers: [{name: x-gateway-model-name, value: m}]}]";
     for rules in [[explain, predict], [predict, explain]] {
         let first = order(&[route("m", &rules)])[0].clone();
-        let explain_rule = if rules[0] == explain { 0 } else { 1 };
+        let explain_rule = usize::from(rules[0] != explain);
         assert_eq!(first, format!("m/rule/{explain_rule}/match/0"), "{rules:?}");
     }
 }
