@@ -96,12 +96,16 @@ fn read_route(
     for (rule_index, rule) in spec.list("rules").iter().enumerate() {
         rule.accept("name");
         let cluster_name = format!("{prefix}/rule/{rule_index}");
-        let Some(mutations) = read_filters(t, index, rule) else {
+        let Some(actions) = read_filters(t, index, rule) else {
             // The warning about the filter covers the rest of the rule.
             rule.take();
             continue;
         };
-        let Some(mut cluster) = read_backends(t, index, rule, backends, &cluster_name, grpc) else {
+        let Some(RuleBackends {
+            clusters: rule_clusters,
+            target,
+        }) = rule_backends(t, index, rule, &actions, backends, &cluster_name, grpc)
+        else {
             continue;
         };
         let mut timeout = policy.and_then(|p| p.route_fields.get("timeout").cloned());
@@ -118,29 +122,32 @@ fn read_route(
         let retry = policy
             .and_then(|p| p.route_fields.get("retry").cloned())
             .unwrap_or_else(|| json!({"on": [], "numRetries": 0}));
-        if let Some(p) = policy {
-            cluster.extend(p.cluster_fields.clone());
-        }
+        let rule_clusters = rule_clusters.into_iter().map(|mut cluster| {
+            if let Some(p) = policy {
+                cluster.extend(p.cluster_fields.clone());
+            }
+            Value::Object(cluster)
+        });
         let matches = if grpc {
-            grpc_matches(t, index, rule)
+            grpc_matches(rule)
         } else {
-            http_matches(t, index, rule)
+            http_matches(rule)
         };
         if !attached {
             continue;
         }
-        clusters.push(Value::Object(cluster));
+        clusters.extend(rule_clusters);
         for (match_index, (rank, matcher)) in matches.into_iter().enumerate() {
             let mut route = json!({
                 "name": format!("{cluster_name}/match/{match_index}"),
                 "listeners": listeners,
                 "hostnames": hostnames,
                 "match": matcher,
-                "cluster": cluster_name,
                 "retry": retry,
-                "requestHeaders": mutations.0,
-                "responseHeaders": mutations.1,
             });
+            for (key, value) in target.iter().chain(&actions.fields) {
+                route[key] = value.clone();
+            }
             if let Some(timeout) = &timeout {
                 route["timeout"] = timeout.clone();
             }
@@ -189,10 +196,13 @@ fn parents(
 
 /// The `HTTPRoute` matches of a rule, with Gateway API's defaults (no matches, or a match
 /// without a path, is `PathPrefix /`).
-fn http_matches(t: &Translator<'_>, index: usize, rule: &Node<'_>) -> Vec<(Rank, Value)> {
+fn http_matches(rule: &Node<'_>) -> Vec<(Rank, Value)> {
     let nodes = rule.list("matches");
     if nodes.is_empty() {
-        return vec![(Rank::of_path(PathKind::Prefix, "/"), json!({"prefix": "/"}))];
+        return vec![(
+            Rank::of_path(PathKind::Prefix, "/"),
+            json!({"pathPrefix": "/"}),
+        )];
     }
     nodes
         .iter()
@@ -209,10 +219,12 @@ fn http_matches(t: &Translator<'_>, index: usize, rule: &Node<'_>) -> Vec<(Rank,
                 None => (PathKind::Prefix, "/".to_owned()),
             };
             let mut rank = Rank::of_path(kind, &value);
+            // Gateway API's PathPrefix matches whole path segments (Envoy Gateway's
+            // `path_separated_prefix`), the host's `pathPrefix`.
             let key = match kind {
                 PathKind::Exact => "path",
                 PathKind::RegularExpression => "regex",
-                PathKind::Prefix => "prefix",
+                PathKind::Prefix => "pathPrefix",
             };
             let mut matcher = Map::new();
             matcher.insert(key.into(), json!(value));
@@ -224,18 +236,19 @@ fn http_matches(t: &Translator<'_>, index: usize, rule: &Node<'_>) -> Vec<(Rank,
                 matcher.insert("method".into(), json!(method));
             }
             matcher.insert("headers".into(), Value::Array(headers));
+            let mut queries = Vec::new();
             for query in m.list("queryParams") {
                 rank.query_params += 1;
-                if query.get("type").and_then(|q| q.text()).is_none_or(|q| q == "Exact") {
+                let name = query.str("name").unwrap_or_default();
+                let value = query.str("value").unwrap_or_default();
+                if query.str("type").as_deref() == Some("RegularExpression") {
+                    queries.push(json!({"name": name, "regex": value}));
+                } else {
                     rank.exact_query_params += 1;
+                    queries.push(json!({"name": name, "exact": value}));
                 }
-                query.take();
-                t.warn(
-                    index,
-                    query.path(),
-                    "the host does not match query parameters: the route matches without it (its precedence counts it)",
-                );
             }
+            matcher.insert("queryParams".into(), Value::Array(queries));
             (rank, Value::Object(matcher))
         })
         .collect()
@@ -262,7 +275,7 @@ fn header_matches(m: &Node<'_>, rank: &mut Rank) -> Vec<Value> {
 /// `GRPCRoute` matches as Envoy Gateway turns them into path and header matches
 /// (internal/gatewayapi/route.go, `processGRPCRouteMethodExact` and
 /// `processGRPCRouteMethodRegularExpression`).
-fn grpc_matches(_t: &Translator<'_>, _index: usize, rule: &Node<'_>) -> Vec<(Rank, Value)> {
+fn grpc_matches(rule: &Node<'_>) -> Vec<(Rank, Value)> {
     let nodes = rule.list("matches");
     if nodes.is_empty() {
         return vec![(Rank::of_path(PathKind::Prefix, "/"), json!({"prefix": "/"}))];
@@ -309,73 +322,166 @@ fn regex_escape(text: &str) -> String {
     regex::escape(text)
 }
 
-/// A rule's filters as `(requestHeaders, responseHeaders)`; `None` when the rule does
-/// something the host cannot (redirect, rewrite, direct response), which is then reported
-/// and left out.
-fn read_filters(t: &Translator<'_>, index: usize, rule: &Node<'_>) -> Option<(Value, Value)> {
-    let mut request = json!({});
+/// What a rule's filters make of its route: header changes and, at most one, a redirect, a
+/// URL rewrite or a direct response (the route's fields of those names).
+struct Actions {
+    fields: Map<String, Value>,
+}
+
+impl Actions {
+    /// A redirect or a direct response: the route answers without a backend.
+    fn answers_itself(&self) -> bool {
+        self.fields.contains_key("redirect") || self.fields.contains_key("directResponse")
+    }
+}
+
+/// A rule's filters as the host route's fields; `None` when a filter is something the host
+/// cannot do, which is then reported and the rule left out.
+fn read_filters(t: &Translator<'_>, index: usize, rule: &Node<'_>) -> Option<Actions> {
+    let mut fields = Map::new();
     let mut response = json!({});
     let mut servable = true;
     for filter in rule.list("filters") {
         let kind = filter.str("type").unwrap_or_default();
         match kind.as_str() {
-            "RequestHeaderModifier" | "ResponseHeaderModifier" => {
-                let key = if kind == "RequestHeaderModifier" {
-                    "requestHeaderModifier"
-                } else {
-                    "responseHeaderModifier"
-                };
-                let target = if kind == "RequestHeaderModifier" {
-                    &mut request
-                } else {
-                    &mut response
-                };
-                if let Some(modifier) = filter.get(key) {
-                    *target = header_modifier(&modifier);
+            "RequestHeaderModifier" => {
+                if let Some(modifier) = filter.get("requestHeaderModifier") {
+                    fields.insert("requestHeaders".into(), header_modifier(&modifier));
+                }
+            }
+            "ResponseHeaderModifier" => {
+                if let Some(modifier) = filter.get("responseHeaderModifier") {
+                    merge(&mut response, &header_modifier(&modifier));
+                }
+            }
+            "RequestRedirect" => {
+                if let Some(redirect) = filter.get("requestRedirect") {
+                    let mut out = Map::new();
+                    for key in ["scheme", "hostname"] {
+                        if let Some(v) = redirect.str(key) {
+                            out.insert(key.into(), json!(v));
+                        }
+                    }
+                    for key in ["port", "statusCode"] {
+                        if let Some(v) = redirect.u64(key) {
+                            out.insert(key.into(), json!(v));
+                        }
+                    }
+                    if let Some(path) = redirect.get("path") {
+                        out.insert("path".into(), path_modifier(&path));
+                    }
+                    fields.insert("redirect".into(), Value::Object(out));
+                }
+            }
+            "URLRewrite" => {
+                if let Some(rewrite) = filter.get("urlRewrite") {
+                    let mut out = Map::new();
+                    if let Some(host) = rewrite.str("hostname") {
+                        out.insert("hostname".into(), json!(host));
+                    }
+                    if let Some(path) = rewrite.get("path") {
+                        out.insert("path".into(), path_modifier(&path));
+                    }
+                    fields.insert("rewrite".into(), Value::Object(out));
                 }
             }
             "ExtensionRef" => {
                 let Some(reference) = filter.get("extensionRef") else {
                     continue;
                 };
-                reference.accept("group");
-                let ref_kind = reference.str("kind").unwrap_or_default();
-                let name = reference.str("name").unwrap_or_default();
-                let namespace = &t.objects[index].namespace;
-                let Some(target) = t.find(&ref_kind, namespace, &name) else {
-                    t.error(
-                        index,
-                        reference.path(),
-                        format!("{ref_kind} {namespace}/{name} is not in the manifests"),
-                    );
-                    servable = false;
-                    continue;
-                };
-                // The referenced filter is read here, as part of this rule.
-                t.root(target).get("spec").map(|s| s.take());
-                t.warn(
-                    index,
-                    filter.path(),
-                    format!(
-                        "{ref_kind} {name} (a direct response or other extension): the rule is left out, and a request only it would match gets the host's own 404 (the filters still run first)"
-                    ),
-                );
-                servable = false;
+                match extension_ref(t, index, &reference, &mut response) {
+                    Some(direct) => {
+                        fields.insert("directResponse".into(), direct);
+                    }
+                    None => servable = false,
+                }
             }
             other => {
                 filter.take();
                 t.warn(
                     index,
                     filter.path(),
-                    format!(
-                        "{other}: the host has no such route action yet, so the rule is left out"
-                    ),
+                    format!("{other}: the host has no such route action, so the rule is left out"),
                 );
                 servable = false;
             }
         }
     }
-    servable.then_some((request, response))
+    fields.insert("responseHeaders".into(), response);
+    servable.then_some(Actions { fields })
+}
+
+/// Adds one header modifier's `set`, `add` and `remove` to another's.
+fn merge(into: &mut Value, from: &Value) {
+    for (key, value) in from.as_object().into_iter().flatten() {
+        match (into.get_mut(key), value) {
+            (Some(Value::Object(a)), Value::Object(b)) => a.extend(b.clone()),
+            (Some(Value::Array(a)), Value::Array(b)) => a.extend(b.iter().cloned()),
+            _ => into[key] = value.clone(),
+        }
+    }
+}
+
+/// Gateway API's `HTTPPathModifier` as the host's `{replaceFullPath}` or
+/// `{replacePrefixMatch}`.
+fn path_modifier(path: &Node<'_>) -> Value {
+    path.accept("type");
+    let mut out = Map::new();
+    for key in ["replaceFullPath", "replacePrefixMatch"] {
+        if let Some(v) = path.str(key) {
+            out.insert(key.into(), json!(v));
+        }
+    }
+    Value::Object(out)
+}
+
+/// An `ExtensionRef` filter: Envoy Gateway's `HTTPRouteFilter` with a `directResponse` (its
+/// `contentType` a `content-type` response header, as `internal/gatewayapi/filters.go` adds
+/// it). `None` when it is missing (an error) or holds something else (reported).
+fn extension_ref(
+    t: &Translator<'_>,
+    index: usize,
+    reference: &Node<'_>,
+    response: &mut Value,
+) -> Option<Value> {
+    reference.accept("group");
+    let kind = reference.str("kind").unwrap_or_default();
+    let name = reference.str("name").unwrap_or_default();
+    let namespace = &t.objects[index].namespace;
+    let Some(target) = t.find(&kind, namespace, &name) else {
+        t.error(
+            index,
+            reference.path(),
+            format!("{kind} {namespace}/{name} is not in the manifests"),
+        );
+        return None;
+    };
+    let root = t.root(target);
+    let direct = (kind == "HTTPRouteFilter")
+        .then(|| root.get("spec").and_then(|s| s.get("directResponse")))
+        .flatten();
+    let Some(direct) = direct else {
+        t.warn(
+            index,
+            reference.path(),
+            format!("{kind} {name} holds no directResponse (the one extension the host runs): the rule is left out"),
+        );
+        return None;
+    };
+    let mut out = Map::new();
+    if let Some(status) = direct.u64("statusCode") {
+        out.insert("statusCode".into(), json!(status));
+    }
+    if let Some(body) = direct.get("body") {
+        body.accept("type");
+        if let Some(inline) = body.str("inline") {
+            out.insert("body".into(), json!(inline));
+        }
+    }
+    if let Some(content_type) = direct.str("contentType") {
+        merge(response, &json!({"set": {"content-type": content_type}}));
+    }
+    Some(Value::Object(out))
 }
 
 fn header_modifier(modifier: &Node<'_>) -> Value {
@@ -400,16 +506,48 @@ fn header_modifier(modifier: &Node<'_>) -> Value {
     json!({"set": pairs("set"), "add": pairs("add"), "remove": remove})
 }
 
-/// The rule's cluster: the endpoints of its backendRefs (weight 0 left out). `None` when the
-/// rule has no backend, which Envoy Gateway answers with 500 and the host leaves out.
+/// A rule's clusters, and the route fields that send to them (`cluster` or `backends`).
+struct RuleBackends {
+    clusters: Vec<Map<String, Value>>,
+    target: Map<String, Value>,
+}
+
+/// A rule's backends, none when it answers itself (a redirect or direct response never
+/// reaches one).
+fn rule_backends(
+    t: &Translator<'_>,
+    index: usize,
+    rule: &Node<'_>,
+    actions: &Actions,
+    backends: &Backends,
+    rule_name: &str,
+    grpc: bool,
+) -> Option<RuleBackends> {
+    if actions.answers_itself() {
+        if let Some(refs) = rule.get("backendRefs") {
+            refs.take();
+        }
+        return Some(RuleBackends {
+            clusters: Vec::new(),
+            target: Map::new(),
+        });
+    }
+    read_backends(t, index, rule, backends, rule_name, grpc)
+}
+
+/// The rule's clusters and the route fields that send to them: one backend is the cluster
+/// `<rule>`; several are Envoy's weighted clusters (`backends`), one cluster
+/// `<rule>/backend/<j>` each with its `weight` (a weight of 0 gets nothing, as Envoy Gateway
+/// leaves it out). `None` when the rule has no backend, which Envoy Gateway answers with 500
+/// and the host leaves out.
 fn read_backends(
     t: &Translator<'_>,
     index: usize,
     rule: &Node<'_>,
     backends: &Backends,
-    cluster_name: &str,
+    rule_name: &str,
     grpc: bool,
-) -> Option<Map<String, Value>> {
+) -> Option<RuleBackends> {
     let refs = rule.list("backendRefs");
     if refs.is_empty() {
         t.warn(
@@ -420,10 +558,9 @@ fn read_backends(
         return None;
     }
     let namespace = t.objects[index].namespace.clone();
-    let mut endpoints = Vec::new();
-    let mut weights = Vec::new();
-    let mut app_protocol = grpc.then(|| "grpc".to_owned());
-    for reference in &refs {
+    let mut clusters = Vec::new();
+    let mut weighted = Vec::new();
+    for (j, reference) in refs.iter().enumerate() {
         reference.accept("group");
         let kind = reference
             .str("kind")
@@ -438,10 +575,6 @@ fn read_backends(
             continue;
         }
         let weight = reference.u64("weight").unwrap_or(1);
-        if weight == 0 {
-            reference.take();
-            continue;
-        }
         if let Some(filters) = reference.get("filters") {
             filters.take();
             t.warn(index, filters.path(), "per-backend filters");
@@ -451,32 +584,40 @@ fn read_backends(
             .unwrap_or_else(|| namespace.clone());
         let name = reference.str("name").unwrap_or_default();
         let port = reference.u64("port");
-        if let Some(backend) = backends.resolve(t, index, reference, &ref_namespace, &name, port) {
-            endpoints.push(json!(backend.address.to_string()));
-            weights.push(weight);
-            if app_protocol.is_none() {
-                app_protocol = backend.app_protocol;
-            }
+        let Some(backend) = backends.resolve(t, index, reference, &ref_namespace, &name, port)
+        else {
+            continue;
+        };
+        let cluster_name = if refs.len() == 1 {
+            rule_name.to_owned()
+        } else {
+            format!("{rule_name}/backend/{j}")
+        };
+        let mut cluster = Map::new();
+        cluster.insert("name".into(), json!(cluster_name));
+        cluster.insert("endpoints".into(), json!([backend.address.to_string()]));
+        cluster.insert("connectTimeout".into(), json!(CONNECT_TIMEOUT));
+        // Envoy Gateway turns on outlier detection only when a BackendTrafficPolicy asks.
+        cluster.insert("outlierDetection".into(), json!({"consecutiveErrors": 0}));
+        let protocol = if grpc {
+            Some("grpc".to_owned())
+        } else {
+            backend.app_protocol
+        };
+        if let Some(protocol) = protocol {
+            cluster.insert("appProtocol".into(), json!(protocol));
         }
+        clusters.push(cluster);
+        weighted.push(json!({"cluster": cluster_name, "weight": weight}));
     }
-    if weights.windows(2).any(|w| w[0] != w[1]) {
-        t.warn(
-            index,
-            &rule.path_of("backendRefs"),
-            "weights: the host spreads requests evenly over the backends",
-        );
-    }
-    if endpoints.is_empty() {
+    if clusters.is_empty() {
         return None;
     }
-    let mut cluster = Map::new();
-    cluster.insert("name".into(), json!(cluster_name));
-    cluster.insert("endpoints".into(), Value::Array(endpoints));
-    cluster.insert("connectTimeout".into(), json!(CONNECT_TIMEOUT));
-    // Envoy Gateway turns on outlier detection only when a BackendTrafficPolicy asks.
-    cluster.insert("outlierDetection".into(), json!({"consecutiveErrors": 0}));
-    if let Some(protocol) = app_protocol {
-        cluster.insert("appProtocol".into(), json!(protocol));
+    let mut target = Map::new();
+    if refs.len() == 1 && weighted[0]["weight"] != 0 {
+        target.insert("cluster".into(), json!(rule_name));
+    } else {
+        target.insert("backends".into(), Value::Array(weighted));
     }
-    Some(cluster)
+    Some(RuleBackends { clusters, target })
 }

@@ -38,8 +38,8 @@ fn deploy_becomes_its_routes_in_envoy_gateways_order_with_its_client_policy() {
         .collect();
     // The explain rule (Exact) before every prefix; then the gRPC service's longer prefix
     // (`/inference.GRPCInferenceService`); the /v1/models and /v2/models prefixes tie (same
-    // length, one Exact header each) and keep namespace/name, rule and match order. The
-    // fallback's /v1 and /v2 rule is left out (its direct response is not emulated).
+    // length, one Exact header each) and keep namespace/name, rule and match order; then the
+    // fallback's shorter /v1 and /v2, then the redirect's `PathPrefix /` (length 0).
     assert_eq!(
         names,
         [
@@ -49,11 +49,30 @@ fn deploy_becomes_its_routes_in_envoy_gateways_order_with_its_client_policy() {
             "httproute/ml-models/sklearn-iris/rule/0/match/1",
             "httproute/ml-models/sklearn-mnist/rule/1/match/0",
             "httproute/ml-models/sklearn-mnist/rule/1/match/1",
+            "httproute/kserve/model-fallback/rule/0/match/0",
+            "httproute/kserve/model-fallback/rule/0/match/1",
+            "httproute/kserve/https-redirect/rule/0/match/0",
         ]
     );
     // The model routes attach to the HTTPS listener only (sectionName: https); the gRPC route
     // serves its own host name.
-    assert!(config.routes.iter().all(|r| r.listeners == ["https"]));
+    let (redirect, model_routes) = config.routes.split_last().unwrap();
+    assert!(model_routes.iter().all(|r| r.listeners == ["https"]));
+    assert_eq!(redirect.listeners, ["http"]);
+    let location = redirect.redirect.as_ref().unwrap();
+    assert_eq!(location.status_code, 301);
+    assert_eq!(location.scheme, Some(crate::config::RedirectScheme::Https));
+    let fallback = &config.routes[6];
+    let direct = fallback.direct_response.as_ref().unwrap();
+    assert_eq!(direct.status_code, 404);
+    assert_eq!(
+        direct.body.as_deref(),
+        Some(r#"{"error":"no model route for this request"}"#)
+    );
+    assert_eq!(
+        fallback.response_headers.set["content-type"],
+        "application/json"
+    );
     assert_eq!(
         config.routes[1].hostnames,
         ["sklearn-iris-grpc.models.example.com"]
@@ -161,4 +180,42 @@ fn a_tls_secret_becomes_the_listeners_certificate_and_must_exist_to_serve() {
     };
     let warnings = translate_text(gateway, &check).unwrap().warnings;
     assert!(warnings[0].ends_with("(serve needs it)"), "{warnings:?}");
+}
+
+#[test]
+fn weights_query_matches_and_rewrites_become_the_hosts_route_fields() {
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ml}\nspec:\n  parentRefs: [{name: gw, namespace: gw}]\n  rules:\n    - matches: [{path: {type: PathPrefix, value: /api}, queryParams: [{name: v, value: '2'}]}]\n      filters: [{type: URLRewrite, urlRewrite: {hostname: svc.internal, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}]\n      backendRefs: [{name: svc, port: 80, weight: 1}, {name: svc, port: 81, weight: 3}]\n";
+    let translation = translate_text(route, &serve_options()).unwrap();
+    assert!(
+        translation.warnings.len() == 1,
+        "{:?}",
+        translation.warnings
+    );
+    let route = &translation.config.routes[0];
+    assert_eq!(route.matcher.path_prefix.as_deref(), Some("/api"));
+    assert_eq!(route.matcher.query_params[0].name, "v");
+    assert_eq!(route.matcher.query_params[0].exact.as_deref(), Some("2"));
+    let weights: Vec<(String, u32)> = route
+        .backends
+        .iter()
+        .map(|b| (b.cluster.clone(), b.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("httproute/ml/r/rule/0/backend/0".to_owned(), 1),
+            ("httproute/ml/r/rule/0/backend/1".to_owned(), 3)
+        ]
+    );
+    let rewrite = route.rewrite.as_ref().unwrap();
+    assert_eq!(rewrite.hostname.as_deref(), Some("svc.internal"));
+    assert_eq!(
+        rewrite
+            .path
+            .as_ref()
+            .unwrap()
+            .replace_prefix_match
+            .as_deref(),
+        Some("/v2")
+    );
 }
