@@ -23,10 +23,12 @@ demo: setup build ## run modelgate in front of real KServe model servers
 demo-llm: setup-llm build ## the demo plus KServe's OpenAI server: chat, streaming, token budgets
 	scripts/demo.sh --llm
 
-lint:
+lint:            ## rustfmt, clippy (native and wasm32; policies/ and filter/ deny clocks and panics), module circles
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p modelgate-filter --target wasm32-wasip1 -- -D warnings
+	python3 scripts/module_cycles.py
+	.venv/bin/python -m pytest -q -p no:cacheprovider scripts/test_module_cycles.py
 
 test: setup-llm wasm lint test-rust test-policy test-deploy test-e2e test-reliability test-fuzz test-bench-report test-mutants ## every test, green
 

@@ -40,7 +40,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType, Status};
 
 use crate::body::{BodyStep, body_step};
-use crate::root::Configured;
+use crate::configured::Configured;
 use crate::store::{HostRequestHeaders, HostSharedData, request_header, response_header};
 
 /// Filter state keys for the access log (one path segment each, so Envoy and the `modelgate`

@@ -19,6 +19,7 @@
 )]
 
 mod body;
+mod configured;
 mod gen_ai;
 mod http;
 mod jwks;

@@ -1,5 +1,5 @@
 //! `FilterRoot`: the per-VM root context. It compiles the plugin configuration into
-//! [`Policies`] and defines the metrics, once per `on_configure`, and hands both to every stream.
+//! [`Policies`] (`crate::configured`) and defines the metrics, once per `on_configure`, and hands both to every stream.
 //!
 //! Callback contracts:
 //!
@@ -15,23 +15,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use log::{error, info};
-use modelgate_policies::{LogLevel, Policies};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::ContextType;
 
-use crate::gen_ai::GenAiMetrics;
+use crate::configured::{Configured, configure};
 use crate::http::{HttpFilter, current_time};
 use crate::jwks::{JwksFetcher, TICK};
-use crate::metrics::Metrics;
-
-/// What `on_configure` builds and every stream of this VM shares.
-#[derive(Debug)]
-pub(crate) struct Configured {
-    pub(crate) policies: Policies,
-    pub(crate) metrics: Metrics,
-    pub(crate) gen_ai: GenAiMetrics,
-}
 
 /// The root context of one VM.
 pub(crate) struct FilterRoot {
@@ -64,33 +54,6 @@ impl FilterRoot {
         }
         self.jwks.poll(&configured.policies, current_time());
     }
-}
-
-/// Read, compile and apply the plugin configuration of this VM.
-fn configure() -> Result<Configured, String> {
-    let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-        Ok(Some(config)) => config,
-        Ok(None) => Vec::new(),
-        Err(status) => return Err(format!("cannot read the plugin configuration: {status:?}")),
-    };
-    // `kFromEnv` secrets come from the VM's WASI environment, which holds exactly the
-    // variables the host lets through (Envoy Gateway's `env.hostKeys`, Istio's `vmConfig.env`).
-    let policies = Policies::from_json_with_env(&config, &|name| std::env::var(name).ok())
-        .map_err(|e| format!("invalid configuration: {e}"))?;
-    proxy_wasm::set_log_level(log_level(policies.log_level()));
-    let metrics = Metrics::define(policies.model_names(), hostcalls::define_metric)
-        .map_err(|status| format!("cannot define metrics: {status:?}"))?;
-    let gen_ai = GenAiMetrics::define(
-        policies.openai_model_names(),
-        policies.caller_classes(),
-        hostcalls::define_metric,
-    )
-    .map_err(|status| format!("cannot define the GenAI metrics: {status:?}"))?;
-    Ok(Configured {
-        policies,
-        metrics,
-        gen_ai,
-    })
 }
 
 impl Context for FilterRoot {
@@ -139,18 +102,5 @@ impl RootContext for FilterRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-/// The SDK's level for the configured one.
-fn log_level(level: LogLevel) -> proxy_wasm::types::LogLevel {
-    use proxy_wasm::types::LogLevel as Sdk;
-    match level {
-        LogLevel::Trace => Sdk::Trace,
-        LogLevel::Debug => Sdk::Debug,
-        LogLevel::Info => Sdk::Info,
-        LogLevel::Warn => Sdk::Warn,
-        LogLevel::Error => Sdk::Error,
-        LogLevel::Critical => Sdk::Critical,
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hyper::Method;
 use serde_json::{Map, Value};
 
-use crate::proxy::ConnInfo;
+use crate::conn_info::ConnInfo;
 
 /// What one request did; filled in along the data path. Every request fills one, with the
 /// access log on or off, so the fields it always sets are cheap to copy: the method and the

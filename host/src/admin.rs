@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{GatewayBody, ReplayBody};
-use crate::gateway::Shared;
+use crate::shared::Shared;
 use crate::stats_tags::TagExtractors;
 
 pub async fn serve(socket: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {

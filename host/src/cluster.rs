@@ -231,7 +231,7 @@ impl Cluster {
     /// The pooled client of the calling thread's worker.
     pub fn client(&self) -> &UpstreamClient {
         let last = self.clients.len() - 1;
-        let index = crate::worker::current().map_or(last, |w| w % last.max(1));
+        let index = modelgate_runtime::worker_index().map_or(last, |w| w % last.max(1));
         &self.clients[index]
     }
 

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::stats_tags::TagSpecifier;
 use crate::units::{ByteSize, ConfigDuration};
 
+pub mod global_ratelimit;
+
 /// The only config version this gateway reads.
 const VERSION: u32 = 1;
 
@@ -51,7 +53,7 @@ pub struct Config {
     pub client_traffic: ClientTrafficConfig,
     /// Envoy Gateway's global rate limit, counted in Redis (`global_ratelimit`).
     #[serde(default)]
-    pub global_rate_limit: Option<crate::global_ratelimit::GlobalRateLimitConfig>,
+    pub global_rate_limit: Option<global_ratelimit::GlobalRateLimitConfig>,
 }
 
 /// The request-header settings of Envoy Gateway's `ClientTrafficPolicy` spec, with its field
@@ -1021,7 +1023,7 @@ fn check_match(i: usize, m: &RouteMatchConfig, errors: &mut Vec<String>) {
         errors.push(format!("routes[{i}].match.pathPrefix: must start with '/'"));
     }
     if let Some(regex) = &m.regex
-        && let Err(e) = compile_regex(regex)
+        && let Err(e) = crate::pattern::compile_regex(regex)
     {
         errors.push(format!("routes[{i}].match.regex: {e}"));
     }
@@ -1038,7 +1040,7 @@ fn check_match(i: usize, m: &RouteMatchConfig, errors: &mut Vec<String>) {
             ));
         }
         if let Some(regex) = &header.regex
-            && let Err(e) = compile_regex(regex)
+            && let Err(e) = crate::pattern::compile_regex(regex)
         {
             errors.push(format!("{at}.regex: {e}"));
         }
@@ -1058,7 +1060,7 @@ fn check_match(i: usize, m: &RouteMatchConfig, errors: &mut Vec<String>) {
             errors.push(format!("{at}.name: must not be empty"));
         }
         if let Some(regex) = &param.regex
-            && let Err(e) = compile_regex(regex)
+            && let Err(e) = crate::pattern::compile_regex(regex)
         {
             errors.push(format!("{at}.regex: {e}"));
         }
@@ -1208,20 +1210,6 @@ fn check_hostname(host: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Compiles a regex, with a one-line error (the regex crate's is a multi-line drawing).
-pub fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
-    regex::Regex::new(pattern).map_err(|e| {
-        let text = e.to_string();
-        let reason = text
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim_start_matches("error: ")
-            .to_owned();
-        format!("invalid regex {pattern:?}: {reason}")
-    })
 }
 
 #[cfg(test)]

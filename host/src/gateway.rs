@@ -2,139 +2,21 @@
 //! current [`Snapshot`] behind an atomic pointer, reloads, and draining shutdown.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use arc_swap::ArcSwapOption;
 use modelgate_runtime::Runtime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::ConfigErrors;
 use crate::listener;
-use crate::metrics::HostMetrics;
 use crate::services::GatewayServices;
+use crate::shared::Shared;
 use crate::snapshot::Snapshot;
-use crate::source::{ConfigSource, Loaded};
+use crate::source::ConfigSource;
 use crate::worker::{Stopped, Workers};
-
-/// State every connection and the admin listener share.
-pub struct Shared {
-    pub runtime: Runtime,
-    pub services: Arc<GatewayServices>,
-    pub metrics: HostMetrics,
-    state: ArcSwapOption<Snapshot>,
-    source: ConfigSource,
-    /// The files the config was last read from (`ConfigSource::load`), watched for changes.
-    source_files: Mutex<Vec<PathBuf>>,
-    next_connection_id: AtomicU64,
-    /// One reload at a time.
-    reloading: tokio::sync::Mutex<()>,
-}
-
-impl Shared {
-    /// Shared state with no config serving yet (`/ready` answers 503).
-    pub fn new(runtime: Runtime, services: Arc<GatewayServices>, source: ConfigSource) -> Shared {
-        Shared {
-            runtime,
-            services,
-            metrics: HostMetrics::default(),
-            state: ArcSwapOption::empty(),
-            source,
-            source_files: Mutex::default(),
-            next_connection_id: AtomicU64::new(0),
-            reloading: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// The config requests start with now; `None` until the filters are configured.
-    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        self.state.load_full()
-    }
-
-    pub fn next_connection_id(&self) -> u64 {
-        self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Loads the config from its source, logging what the manifests leave out and keeping the
-    /// list of files to watch.
-    fn load(&self) -> Result<Loaded, ConfigErrors> {
-        let loaded = self.source.load()?;
-        for warning in &loaded.warnings {
-            log::warn!("{warning}");
-        }
-        if let Ok(mut files) = self.source_files.lock() {
-            files.clone_from(&loaded.files);
-        }
-        Ok(loaded)
-    }
-
-    /// The files the config was last read from.
-    pub fn source_files(&self) -> Vec<PathBuf> {
-        self.source_files
-            .lock()
-            .map(|f| f.clone())
-            .unwrap_or_default()
-    }
-
-    /// Reads the config again and swaps in the new routes, clusters and filters; on any
-    /// error the running config stays and the errors are returned (and logged).
-    pub async fn reload(self: &Arc<Self>) -> Result<(), ConfigErrors> {
-        let _one_at_a_time = self.reloading.lock().await;
-        let shared = Arc::clone(self);
-        // Compiling wasm and running on_configure is CPU work: keep it off the reactor.
-        let built = tokio::task::spawn_blocking(move || {
-            let loaded = shared.load()?;
-            Snapshot::build(loaded.config, &shared.runtime, &shared.services)
-        })
-        .await
-        .unwrap_or_else(|e| Err(ConfigErrors(vec![format!("reload task failed: {e}")])));
-        match built {
-            Ok(snapshot) => {
-                if let Some(old) = self.snapshot() {
-                    warn_about_fixed_fields(&old.config, &snapshot.config);
-                }
-                self.state.store(Some(Arc::new(snapshot)));
-                self.metrics.count_reload(true);
-                log::info!("reloaded {}", self.source.describe());
-                Ok(())
-            }
-            Err(errors) => {
-                self.metrics.count_reload(false);
-                log::error!(
-                    "reload of {} failed, keeping the running config:\n{errors}",
-                    self.source.describe()
-                );
-                Err(errors)
-            }
-        }
-    }
-}
-
-/// Sockets are bound once; say so when a reload asks to move them.
-fn warn_about_fixed_fields(old: &Config, new: &Config) {
-    let addresses = |c: &Config| {
-        let mut a: Vec<String> = c
-            .listeners
-            .iter()
-            .map(|l| format!("{}={} tls={}", l.name, l.address, l.tls.is_some()))
-            .collect();
-        a.extend(c.admin.as_ref().map(|a| format!("admin={}", a.address)));
-        a
-    };
-    if addresses(old) != addresses(new) {
-        log::warn!(
-            "listener and admin addresses, and whether a listener uses TLS, change only on \
-             restart; keeping the bound sockets"
-        );
-    }
-    if old.workers() != new.workers() {
-        log::warn!("concurrency changes only on restart; keeping the worker threads");
-    }
-}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +105,7 @@ impl Gateway {
         };
         let watch = snapshot.config.reload.watch;
         let worker_count = snapshot.config.workers();
-        shared.state.store(Some(Arc::new(snapshot)));
+        shared.serve(snapshot);
         let (workers, workers_stopped) = Workers::start(worker_count, &shared, &stopped)
             .map_err(|e| StartError::Runtime(format!("cannot start the worker threads: {e}")))?;
         let workers = Arc::new(workers);
@@ -235,7 +117,7 @@ impl Gateway {
                 if tls { " (TLS)" } else { "" }
             );
             listeners.push((name.clone(), address));
-            let info = listener::ListenerInfo { index, name, tls };
+            let info = crate::conn_info::ListenerInfo { index, name, tls };
             tasks.push(tokio::spawn(listener::serve(
                 socket,
                 info,

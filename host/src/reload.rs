@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-use crate::gateway::Shared;
+use crate::shared::Shared;
 
 type Stamp = Option<(SystemTime, u64)>;
 

@@ -170,8 +170,8 @@ impl QueryMatch {
 
 /// Anchors a regex so it must match the whole subject, as Envoy's `safe_regex` does.
 fn whole(pattern: &str) -> Result<Regex, String> {
-    crate::config::compile_regex(pattern)?;
-    crate::config::compile_regex(&format!("^(?:{pattern})$"))
+    crate::pattern::compile_regex(pattern)?;
+    crate::pattern::compile_regex(&format!("^(?:{pattern})$"))
 }
 
 #[derive(Debug, Default)]

@@ -62,7 +62,7 @@ impl Snapshot {
             let acceptor = listener
                 .tls
                 .as_ref()
-                .map(crate::listener::tls_acceptor)
+                .map(crate::tls::tls_acceptor)
                 .transpose();
             tls.push(acceptor.unwrap_or_else(|reason| {
                 errors.push(format!("listeners[{i}].tls: {reason}"));

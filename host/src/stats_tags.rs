@@ -51,7 +51,7 @@ impl TagExtractors {
             .iter()
             .enumerate()
             .map(|(i, spec)| {
-                crate::config::compile_regex(&spec.regex)
+                crate::pattern::compile_regex(&spec.regex)
                     .map(|regex| (spec.tag_name.clone(), regex))
                     .map_err(|e| format!("{at}[{i}].regex: {e}"))
             })

@@ -14,15 +14,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::gateway::Shared;
-use crate::listener::{self, ListenerInfo};
-
-/// The index of the worker running on this thread; `None` off the workers (the main runtime
-/// with the admin listener, reloads and the filters' timers). The runtime keeps it, as it
-/// pins each worker's streams to that worker's VM.
-pub fn current() -> Option<usize> {
-    modelgate_runtime::worker_index()
-}
+use crate::conn_info::ListenerInfo;
+use crate::connection;
+use crate::shared::Shared;
 
 /// An accepted connection on its way to a worker.
 struct Handoff {
@@ -120,7 +114,7 @@ async fn serve(
                     Ok(stream) => {
                         let watcher = graceful.watcher();
                         let shared = Arc::clone(&shared);
-                        tokio::spawn(listener::connection(stream, listener, shared, watcher));
+                        tokio::spawn(connection::serve(stream, listener, shared, watcher));
                     }
                     Err(e) => log::warn!("listener {}: cannot take a connection: {e}", listener.name),
                 }

@@ -6,8 +6,12 @@
 
 use std::sync::Arc;
 
-use crate::engine::Pending;
-use crate::openai::OpenAiExchange;
+use crate::config::Protocol;
+use crate::jwt::Identity;
+use crate::models::ModelId;
+use crate::openai::request::Kind;
+use crate::openai::{Caller, OpenAiExchange};
+use crate::routing::Endpoint;
 
 /// The outcome of one request, as counted in metrics (`as_str` is the label value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -219,5 +223,55 @@ impl BodyDecision {
             BodyDecision::Reply(r) => r.verdict.subject = subject,
         }
         self
+    }
+}
+
+/// State carried from the header phase to the body phase.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) max_bytes: usize,
+    /// The authenticated subject, stamped on the body decision's verdict.
+    pub(crate) subject: Option<Arc<str>>,
+    pub(crate) stage: Stage,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Stage {
+    /// The model is known and every header-time check passed: validate, then forward.
+    Validate {
+        model: ModelId,
+        name: Arc<str>,
+        protocol: Protocol,
+        /// A V1 `:explain` (checked by the model's explain format).
+        explain: bool,
+        binary_header: Option<String>,
+        forward: Continue,
+    },
+    /// The model comes from the body: authorize and rate limit once it is known.
+    BodyModel {
+        identity: Option<Arc<Identity>>,
+        limit_key: String,
+    },
+    /// An OpenAI request (`openai`): its body names the model.
+    OpenAi { kind: Kind, caller: Caller },
+    /// A gRPC call whose message names the model, for the REST `endpoint` it stands for.
+    Grpc {
+        endpoint: Endpoint,
+        identity: Option<Arc<Identity>>,
+        limit_key: String,
+    },
+}
+
+impl Pending {
+    pub(crate) fn model_name(&self) -> Option<&Arc<str>> {
+        match &self.stage {
+            Stage::Validate { name, .. } => Some(name),
+            Stage::BodyModel { .. } | Stage::OpenAi { .. } | Stage::Grpc { .. } => None,
+        }
+    }
+
+    /// True for a request on an OpenAI path (its replies use OpenAI's error shape).
+    pub(crate) fn is_openai(&self) -> bool {
+        matches!(self.stage, Stage::OpenAi { .. })
     }
 }

@@ -6,6 +6,7 @@
 //! calls to KServe's inference service, whose message names the model (`grpc_model`).
 
 mod grpc_model;
+pub(crate) mod openai_steps;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,18 +16,17 @@ use crate::config::{
     ExplainFormat, FailureMode, LogLevel, LookalikeHeaders, Protocol, UnknownModel,
 };
 use crate::decision::{
-    BodyDecision, Continue, HeaderEdits, HeadersDecision, NeedBody, Outcome, PendingRequest, Reply,
-    Verdict,
+    BodyDecision, Continue, HeaderEdits, HeadersDecision, NeedBody, Outcome, Pending,
+    PendingRequest, Reply, Stage, Verdict,
 };
 use crate::jwt::{AuthError, Identity, Verifier};
 use crate::models::{Model, ModelId, Models};
-use crate::openai::request::Kind;
-use crate::openai::{Caller, OpenAiRoutes};
+use crate::openai::OpenAiRoutes;
 use crate::ratelimit::{Check, QuotaStanding};
 use crate::request::RequestView;
 use crate::routing::{self, Endpoint, Target};
 use crate::store::SharedStore;
-use crate::{body_model, grpc, kserve_art, kserve_headers, kserve_v1, kserve_v2, openai, reply};
+use crate::{body_model, grpc, kserve_art, kserve_headers, kserve_v1, kserve_v2, reply};
 
 /// The compiled policy set.
 #[derive(Debug)]
@@ -99,56 +99,6 @@ pub(crate) enum LimitKey {
     Claim(String),
     Header(String),
     ClientAddress,
-}
-
-/// State carried from the header phase to the body phase.
-#[derive(Debug, Clone)]
-pub(crate) struct Pending {
-    pub(crate) max_bytes: usize,
-    /// The authenticated subject, stamped on the body decision's verdict.
-    pub(crate) subject: Option<Arc<str>>,
-    pub(crate) stage: Stage,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) enum Stage {
-    /// The model is known and every header-time check passed: validate, then forward.
-    Validate {
-        model: ModelId,
-        name: Arc<str>,
-        protocol: Protocol,
-        /// A V1 `:explain` (checked by the model's explain format).
-        explain: bool,
-        binary_header: Option<String>,
-        forward: Continue,
-    },
-    /// The model comes from the body: authorize and rate limit once it is known.
-    BodyModel {
-        identity: Option<Arc<Identity>>,
-        limit_key: String,
-    },
-    /// An OpenAI request (`openai`): its body names the model.
-    OpenAi { kind: Kind, caller: Caller },
-    /// A gRPC call whose message names the model, for the REST `endpoint` it stands for.
-    Grpc {
-        endpoint: Endpoint,
-        identity: Option<Arc<Identity>>,
-        limit_key: String,
-    },
-}
-
-impl Pending {
-    pub(crate) fn model_name(&self) -> Option<&Arc<str>> {
-        match &self.stage {
-            Stage::Validate { name, .. } => Some(name),
-            Stage::BodyModel { .. } | Stage::OpenAi { .. } | Stage::Grpc { .. } => None,
-        }
-    }
-
-    /// True for a request on an OpenAI path (its replies use OpenAI's error shape).
-    pub(crate) fn is_openai(&self) -> bool {
-        matches!(self.stage, Stage::OpenAi { .. })
-    }
 }
 
 /// Seconds and the full duration since the Unix epoch (0 for times before it).
@@ -317,7 +267,7 @@ impl Engine {
         store: &dyn SharedStore,
     ) -> BodyDecision {
         if body.len() > pending.max_bytes {
-            return BodyDecision::Reply(openai::payload_too_large(pending));
+            return BodyDecision::Reply(openai_steps::payload_too_large(pending));
         }
         match &pending.stage {
             Stage::Validate {
@@ -397,7 +347,9 @@ impl Engine {
     /// A refusal made before the path is looked at, in OpenAI's error shape on OpenAI paths.
     fn shaped_for(&self, path: &str, reply: Reply) -> Reply {
         match &self.openai {
-            Some(openai) if openai.classify(path).is_some() => openai::openai_reply(reply, None),
+            Some(openai) if openai.classify(path).is_some() => {
+                openai_steps::openai_reply(reply, None)
+            }
             _ => reply,
         }
     }

@@ -251,7 +251,7 @@ impl Policies {
     /// The 413 reply for a body larger than [`PendingRequest::max_body_bytes`]: the adapter
     /// sends it as soon as the buffered size passes the limit, without reading the body.
     pub fn reject_oversized_body(&self, pending: &PendingRequest) -> Reply {
-        let mut reply = openai::payload_too_large(&pending.0);
+        let mut reply = engine::openai_steps::payload_too_large(&pending.0);
         reply.verdict.subject.clone_from(&pending.0.subject);
         reply
     }

@@ -7,8 +7,8 @@ use crate::authz::Requirements;
 use crate::config::{ExplainFormat, Protocol};
 use crate::kserve_v1::V1Rules;
 use crate::kserve_v2::V2Rules;
-use crate::openai::ModelOpenAi;
 use crate::ratelimit::Quota;
+use crate::token_budget::TokenBudget;
 
 /// Index of a model in [`Models`].
 pub(crate) type ModelId = usize;
@@ -83,4 +83,14 @@ impl Models {
         name.and_then(|n| self.lookup(n))
             .map(|id| Arc::clone(&self.models[id].name))
     }
+}
+
+/// A model's compiled OpenAI settings.
+#[derive(Debug)]
+pub(crate) struct ModelOpenAi {
+    pub(crate) max_tokens: Option<u64>,
+    pub(crate) default_max_tokens: u64,
+    pub(crate) max_n: u64,
+    pub(crate) bytes_per_token: u64,
+    pub(crate) budget: Option<TokenBudget>,
 }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::decision::Pending;
 use crate::decision::{Outcome, Reply, Verdict};
-use crate::engine::Pending;
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 

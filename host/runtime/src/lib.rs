@@ -24,6 +24,7 @@ mod plugin;
 mod runtime;
 mod services;
 mod shared;
+mod status;
 mod stream;
 mod vm;
 

@@ -2,10 +2,9 @@
 //! every plugin with that `vm_id` (as Envoy shares them across worker threads).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use crate::abi::Status;
-use crate::plugin::VmCell;
+use crate::status::Status;
 
 type Space = HashMap<Vec<u8>, (Vec<u8>, u32)>;
 
@@ -77,13 +76,20 @@ struct QueueTable {
 
 struct Queue {
     items: VecDeque<Vec<u8>>,
-    owner: Weak<VmCell>,
+    owner: Weak<dyn QueueReady>,
     owner_generation: u64,
+}
+
+/// What a queue's owner is told when the queue has data: the owning VM's slot, which runs
+/// `on_queue_ready` if the VM of `generation` still lives. A trait so shared state knows
+/// nothing of VMs.
+pub(crate) trait QueueReady: Send + Sync {
+    fn queue_ready(self: Arc<Self>, generation: u64, token: u32);
 }
 
 /// Who to tell that a queue has data.
 pub(crate) struct QueueOwner {
-    pub(crate) cell: Weak<VmCell>,
+    pub(crate) cell: Weak<dyn QueueReady>,
     pub(crate) generation: u64,
 }
 
@@ -166,9 +172,14 @@ mod tests {
 
     #[test]
     fn queues_resolve_by_vm_id_and_name_and_report_empty() {
+        /// An owner that is gone: these queues are never read by a VM.
+        struct Gone;
+        impl QueueReady for Gone {
+            fn queue_ready(self: Arc<Self>, _: u64, _: u32) {}
+        }
         let queues = Queues::default();
         let owner = || QueueOwner {
-            cell: Weak::new(),
+            cell: Weak::<Gone>::new(),
             generation: 0,
         };
         let token = queues.register("vm", "q", owner());

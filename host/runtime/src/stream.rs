@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::abi::local_reply;
 use crate::context::{StreamCtx, StreamMeta};
-use crate::plugin::VmCell;
+use crate::vm::cell::VmCell;
 use crate::vm::{ROOT_CONTEXT_ID, StreamCallback};
 use crate::{FailurePolicy, Headers, Plugin, header_map};
 

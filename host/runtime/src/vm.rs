@@ -15,7 +15,9 @@ use crate::context::StreamCtx;
 use crate::grpc::callouts::Callouts;
 use crate::grpc::{self, Callback};
 use crate::metrics::Metric;
-use crate::plugin::{PluginShared, VmCell};
+use cell::{PluginShared, VmCell};
+
+pub(crate) mod cell;
 
 /// Context id of the root context; Envoy gives each VM's root context the first id.
 pub(crate) const ROOT_CONTEXT_ID: u32 = 1;

@@ -10,7 +10,6 @@ mod response;
 mod upstream;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -21,25 +20,15 @@ use modelgate_runtime::{ChainStream, Flow, Headers, StreamInfo};
 
 use crate::access_log::AccessEntry;
 use crate::body::{GatewayBody, ReplayBody, json_error};
-use crate::gateway::Shared;
+use crate::conn_info::ConnInfo;
 use crate::global_ratelimit::Verdict;
 use crate::headers;
 use crate::route::Action;
+use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
 use request_body::{BodyError, RequestBody, RequestPump};
 use upstream::{ForwardError, Target};
-
-/// The connection a request arrived on.
-#[derive(Debug)]
-pub struct ConnInfo {
-    pub listener: String,
-    pub listener_index: usize,
-    pub source: SocketAddr,
-    pub destination: SocketAddr,
-    pub connection_id: u64,
-    pub tls: bool,
-}
 
 /// Serves one request; never fails (errors become responses).
 pub async fn handle(

@@ -11,11 +11,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{Engine, Pending, Stage, since_epoch};
+use super::{Engine, since_epoch};
 use crate::config::Protocol;
 use crate::decision::{
-    BodyDecision, Continue, HeaderEdits, HeadersDecision, NeedBody, Outcome, PendingRequest,
-    Verdict,
+    BodyDecision, Continue, HeaderEdits, HeadersDecision, NeedBody, Outcome, Pending,
+    PendingRequest, Stage, Verdict,
 };
 use crate::jwt::Identity;
 use crate::request::RequestView;

@@ -1,4 +1,6 @@
 use super::*;
+use crate::engine::openai_steps::openai_reply;
+use crate::reply;
 
 fn routes(prefix: &str) -> OpenAiRoutes {
     OpenAiRoutes {

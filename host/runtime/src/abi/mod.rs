@@ -26,19 +26,7 @@ use crate::vm::VmState;
 
 pub(crate) type Caller<'a> = wasmtime::Caller<'a, VmState>;
 
-/// Proxy-Wasm `WasmResult` codes, as Envoy returns them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub(crate) enum Status {
-    Ok = 0,
-    NotFound = 1,
-    BadArgument = 2,
-    ParseFailure = 4,
-    InvalidMemoryAccess = 6,
-    Empty = 7,
-    CasMismatch = 8,
-    InternalFailure = 10,
-}
+pub(crate) use crate::status::Status;
 
 /// Either a status for the guest or a trap (guest allocator trapped, deadline hit).
 pub(crate) enum AbiError {

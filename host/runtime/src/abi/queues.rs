@@ -48,7 +48,7 @@ fn enqueue(caller: &mut Caller<'_>, token: u32, value: (u32, u32)) -> AbiResult 
     let owner = runtime.queues.enqueue(token, value)?;
     runtime.handle.spawn(async move {
         if let Some(cell) = owner.cell.upgrade() {
-            cell.deliver_queue_ready(owner.generation, token);
+            cell.queue_ready(owner.generation, token);
         }
     });
     Ok(())
