@@ -54,6 +54,9 @@ pub struct Config {
     /// Envoy Gateway's global rate limit, counted in Redis (`global_ratelimit`).
     #[serde(default)]
     pub global_rate_limit: Option<global_ratelimit::GlobalRateLimitConfig>,
+    /// Tracing as Envoy Gateway's `EnvoyProxy.spec.telemetry.tracing` sets it up (`tracing`).
+    #[serde(default)]
+    pub tracing: Option<crate::tracing::TracingConfig>,
 }
 
 /// The request-header settings of Envoy Gateway's `ClientTrafficPolicy` spec, with its field
@@ -819,6 +822,13 @@ impl Config {
         {
             join(file);
         }
+        if let Some(file) = self
+            .tracing
+            .as_mut()
+            .and_then(|t| t.from_envoy_proxy.as_mut())
+        {
+            join(file);
+        }
     }
 
     /// Files whose change should trigger a reload, besides the config itself.
@@ -847,6 +857,11 @@ impl Config {
             self.admin
                 .as_ref()
                 .and_then(|a| a.stats_tags_from_envoy_proxy.clone()),
+        );
+        files.extend(
+            self.tracing
+                .as_ref()
+                .and_then(|t| t.from_envoy_proxy.clone()),
         );
         files
     }

@@ -43,6 +43,7 @@ pub mod source;
 pub mod stats_tags;
 pub mod tls;
 pub mod token;
+pub mod tracing;
 pub mod units;
 pub mod upstream_h2;
 pub mod worker;

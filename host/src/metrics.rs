@@ -19,6 +19,44 @@ use modelgate_runtime::{ENVOY_HISTOGRAM_BUCKETS, MetricSnapshot, MetricValue, Pl
 use crate::cluster::Clusters;
 use crate::stats_tags::{TagExtractors, Tags};
 
+/// The tracer's counters: Envoy's `tracing.opentelemetry.*` stats, and the spans the
+/// gateway's bounded export queue dropped (`tracing::export`).
+fn render_tracing(out: &mut String) {
+    let stats = &crate::tracing::STATS;
+    for (name, help, value) in [
+        (
+            "envoy_tracing_opentelemetry_spans_sent",
+            "Spans handed to an OTLP export.",
+            &stats.spans_sent,
+        ),
+        (
+            "envoy_tracing_opentelemetry_timer_flushed",
+            "Span flushes by the flush interval.",
+            &stats.timer_flushed,
+        ),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
+    let name = "modelgate_tracing_spans_dropped_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Spans not exported: the queue to the exporter was full, or the export failed.",
+    );
+    for (reason, value) in [
+        ("queue_full", &stats.dropped_queue_full),
+        ("export_failed", &stats.dropped_export_failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"{reason}\"}} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
+}
+
 /// Envoy's label for the HTTP connection manager's stat prefix; the gateway's is the listener
 /// name (under Envoy Gateway it is `http-<port>` or `https-<port>`).
 const HCM_PREFIX: &str = "envoy_http_conn_manager_prefix";
@@ -241,6 +279,7 @@ impl HostMetrics {
             "modelgate_config_reloads_total{{result=\"failure\"}} {}",
             self.reloads_failed.load(Ordering::Relaxed)
         );
+        render_tracing(&mut out);
         render_filter_metrics(&mut out, filter_metrics, tags);
         out
     }

@@ -14,6 +14,7 @@ use crate::plugin_source::{self, ResolvedPlugin};
 use crate::route::RouteTable;
 use crate::services::GatewayServices;
 use crate::stats_tags::TagExtractors;
+use crate::tracing::Tracer;
 
 pub struct Snapshot {
     pub config: Config,
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub stats_tags: TagExtractors,
     /// The cluster-wide limit, when `globalRateLimit` is set.
     pub global_rate_limit: Option<GlobalRateLimit>,
+    /// Spans and trace propagation, when `tracing` is set.
+    pub tracer: Option<Tracer>,
 }
 
 impl Snapshot {
@@ -73,6 +76,15 @@ impl Snapshot {
             errors.push(e);
             TagExtractors::default()
         });
+        let tracer = config
+            .tracing
+            .as_ref()
+            .map(Tracer::new)
+            .transpose()
+            .unwrap_or_else(|e| {
+                errors.push(e);
+                None
+            });
         let mut resolved = Vec::new();
         for (i, filter) in config.filters.iter().enumerate() {
             match plugin_source::resolve(i, filter) {
@@ -111,6 +123,7 @@ impl Snapshot {
             watched,
             stats_tags,
             global_rate_limit,
+            tracer,
         })
     }
 }

@@ -26,6 +26,7 @@ use crate::headers;
 use crate::route::Action;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
+use crate::tracing::{self, Finished, RequestTrace};
 
 use request_body::{BodyError, RequestBody, RequestPump};
 use upstream::{ForwardError, Target};
@@ -102,6 +103,7 @@ pub async fn handle(
         log,
         started: Instant::now(),
         grpc: false,
+        trace: None,
     };
     Ok(exchange.run(request).await)
 }
@@ -136,6 +138,8 @@ struct Exchange {
     started: Instant,
     /// A gRPC request: its local replies are gRPC trailers-only answers, as Envoy sends them.
     grpc: bool,
+    /// The request's spans, when the config traces (`tracing`).
+    trace: Option<RequestTrace>,
 }
 
 impl Exchange {
@@ -152,6 +156,12 @@ impl Exchange {
         drop(parts);
         self.log.request_id = request_id;
         self.grpc = headers::is_grpc(&request_headers);
+        if let Some(tracer) = &self.snapshot.tracer {
+            // Envoy's connection manager starts the span before the filters run, on the
+            // headers with its request id (`ConnectionManagerImpl::ActiveStream::traceRequest`).
+            let start = self.log.start.unwrap_or_else(SystemTime::now);
+            self.trace = tracer.start(&request_headers, start);
+        }
         // Envoy picks the route before the filters run and re-picks it when they clear the cache.
         let mut route = self
             .snapshot
@@ -372,6 +382,7 @@ impl Exchange {
             mut log,
             started,
             grpc: _,
+            trace,
         } = self;
         log.status = status;
         log.bytes_sent = bytes_sent;
@@ -381,13 +392,31 @@ impl Exchange {
             .count_request(&conn.listener, &log.cluster, status);
         shared.metrics.request_finished(&conn.listener);
         let access = &snapshot.config.access_log;
+        let traced = trace.is_some() && snapshot.tracer.is_some();
+        if !access.enabled && !traced {
+            chain.finish();
+            return;
+        }
+        // Filter state is read before `finish` consumes the stream.
+        let state = chain.filter_state();
+        chain.finish();
+        if let (Some(trace), Some(tracer)) = (trace, &snapshot.tracer) {
+            tracer.finish(
+                &trace,
+                &Finished {
+                    status,
+                    response_flags: tracing::response_flags(log.detail),
+                    cluster: &log.cluster,
+                    protocol: log.protocol,
+                    peer: conn.source.ip(),
+                    bytes_received: log.bytes_received,
+                    bytes_sent,
+                    filter_state: &state,
+                },
+            );
+        }
         if access.enabled {
-            // Filter state is read before `finish` consumes the stream.
-            let state = chain.filter_state();
-            chain.finish();
             log.write(&conn, &access.filter_state, &state);
-        } else {
-            chain.finish();
         }
     }
 }

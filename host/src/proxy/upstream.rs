@@ -13,10 +13,11 @@ use tokio::time::timeout_at;
 use super::Exchange;
 use super::request_body::{BodyError, RequestPump};
 use crate::body::{ChannelBody, GatewayBody, ReplayBody};
-use crate::cluster::{Cluster, InFlight, Refused};
+use crate::cluster::{Cluster, InFlight, Refused, UpstreamClient};
 use crate::config::RetryOn;
 use crate::headers;
 use crate::route::Route;
+use crate::tracing::{self, RequestTrace};
 
 /// The upstream answer and what it took to get it.
 pub(super) struct Upstream {
@@ -59,10 +60,21 @@ impl Exchange {
             }
             let sent_at = Instant::now();
             let last_attempt = attempt + 1 == attempts;
-            let result = target
+            let traced;
+            let attempt_target = match &mut self.trace {
+                Some(trace) => {
+                    traced = target.traced(trace, in_flight.endpoint().address);
+                    target.with_request(&traced)
+                }
+                None => target.with_request(target.request),
+            };
+            let result = attempt_target
                 .send(body.clone().boxed(), in_flight, last_attempt)
                 .await;
             self.log.upstream = Some(sent_at.elapsed());
+            if let Some(trace) = &mut self.trace {
+                end_attempt(trace, &result);
+            }
             match result {
                 Ok(upstream) => return Ok(upstream),
                 Err((error, retry)) => {
@@ -93,11 +105,20 @@ impl Exchange {
             chain,
             log,
             snapshot,
+            trace,
             ..
         } = self;
         if snapshot.config.access_log.enabled {
             log.endpoint = in_flight.endpoint().address.to_string();
         }
+        let traced;
+        let target = match trace {
+            Some(trace) => {
+                traced = target.traced(trace, in_flight.endpoint().address);
+                target.with_request(&traced)
+            }
+            None => target.with_request(target.request),
+        };
         let sent_at = Instant::now();
         // The route deadline bounds the feeding too: an upstream that answered without
         // reading the rest would otherwise hold this request forever.
@@ -110,12 +131,29 @@ impl Exchange {
             target.send(GatewayBody::new(body), in_flight, true)
         );
         log.upstream = Some(sent_at.elapsed());
+        if let Some(trace) = trace {
+            end_attempt(trace, &sent);
+        }
         fed.unwrap_or(Ok(()))?;
         Ok(sent.map_err(|(e, _)| e))
     }
 }
 
+/// Records how an upstream attempt ended on its CLIENT span: an answer keeps the span open
+/// until the request ends; a failure ends it now.
+fn end_attempt(trace: &mut RequestTrace, result: &Result<Upstream, (ForwardError, bool)>) {
+    match result {
+        Ok(upstream) => trace.end_attempt(Some(upstream.response.status().as_u16()), None, false),
+        Err((ForwardError::Timeout, _)) => trace.end_attempt(None, Some("UT"), true),
+        Err((ForwardError::NoHealthy, _)) => trace.end_attempt(None, Some("UH"), true),
+        Err((ForwardError::Failed(detail), _)) => {
+            trace.end_attempt(None, Some(tracing::response_flags(Some(detail))), true);
+        }
+    }
+}
+
 /// Where one request goes: the matched route, its cluster, the filtered headers, the deadline.
+#[derive(Clone, Copy)]
 pub(super) struct Target<'a> {
     pub(super) route: &'a Route,
     pub(super) cluster: &'a Arc<Cluster>,
@@ -123,7 +161,24 @@ pub(super) struct Target<'a> {
     pub(super) deadline: tokio::time::Instant,
 }
 
-impl Target<'_> {
+impl<'a> Target<'a> {
+    /// The same target with other request headers (an attempt's, with its trace context).
+    fn with_request<'b>(&self, request: &'b Headers) -> Target<'b>
+    where
+        'a: 'b,
+    {
+        Target { request, ..*self }
+    }
+
+    /// The request headers of a traced attempt on `address`: its CLIENT span opened and its
+    /// context in `traceparent`/`tracestate`.
+    fn traced(&self, trace: &mut RequestTrace, address: std::net::SocketAddr) -> Headers {
+        let mut headers = self.request.clone();
+        let http2 = matches!(self.cluster.client(), UpstreamClient::Http2(_));
+        trace.start_attempt(&mut headers, address, http2);
+        headers
+    }
+
     /// One try on one endpoint. The error says whether the route allows a retry; on the last
     /// attempt a 5xx answer is the answer.
     pub(super) async fn send(
