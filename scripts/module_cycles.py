@@ -17,10 +17,6 @@ would check, in a hundred lines.
 
     scripts/module_cycles.py [CRATE_SRC_DIR ...]     default: every workspace crate's src/
 Prints each cycle as `crate: a -> b -> a (a.rs:12 uses b::X; b.rs:40 uses a::Y)` and exits 1.
-
-`scripts/module_cycles.allow` lists the edges still known to close a circle, each with its
-reason; they are left out of the graph, so any new circle fails. An allowed edge that no longer
-exists fails too, so the list only shrinks.
 """
 
 from __future__ import annotations
@@ -31,22 +27,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CRATES = ["policies/src", "filter/src", "host/src", "host/runtime/src"]
-ALLOW = Path(__file__).with_suffix(".allow")
-
-
-def allowed_edges() -> dict[str, set[tuple[tuple[str, ...], tuple[str, ...]]]]:
-    """`crate/src: a -> b  # why` lines, by crate."""
-    allowed: dict[str, set] = {}
-    if not ALLOW.exists():
-        return allowed
-    for line in ALLOW.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        crate, edge = line.split(":", 1)
-        a, b = (tuple(m.strip().split("::")) for m in edge.split("->"))
-        allowed.setdefault(crate.strip(), set()).add((a, b))
-    return allowed
 
 USE_RE = re.compile(r"\buse\s+((?:crate|super|self)\b[^;]*);", re.S)
 # `pub use` of a module's own item tree (lib.rs's `pub use plugin::{Plugin, ...}`): a path
@@ -115,7 +95,7 @@ def resolve(
     return target
 
 
-def check(src: Path, allowed: set | None = None) -> list[str]:
+def check(src: Path) -> list[str]:
     files = [
         f
         for f in sorted(src.rglob("*.rs"))
@@ -160,13 +140,10 @@ def check(src: Path, allowed: set | None = None) -> list[str]:
             line = text.count("\n", 0, pos) + 1
             edges.setdefault((a, b), f"{f.relative_to(src)}:{line} uses {path}")
 
-    stale = [f"allowed edge {'::'.join(a)} -> {'::'.join(b)} no longer exists: remove it from {ALLOW.name}"
-             for a, b in sorted(allowed or ()) if (a, b) not in edges]
     graph: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
     for a, b in edges:
-        if (a, b) not in (allowed or ()):
-            graph.setdefault(a, set()).add(b)
-    return stale + [describe(cycle, members, edges) for cycle, members in cycles(graph)]
+        graph.setdefault(a, set()).add(b)
+    return [describe(cycle, members, edges) for cycle, members in cycles(graph)]
 
 
 def cycles(graph: dict) -> list[list]:
@@ -229,10 +206,9 @@ def describe(cycle, members, edges) -> str:
 
 def main(argv: list[str]) -> int:
     failures = 0
-    allowed = allowed_edges()
     for crate in argv or CRATES:
         src = (ROOT / crate) if not Path(crate).is_absolute() else Path(crate)
-        for cycle in check(src, allowed.get(crate)):
+        for cycle in check(src):
             print(f"{crate}: module circle: {cycle}")
             failures += 1
     if failures:

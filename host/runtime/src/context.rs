@@ -6,7 +6,22 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::{Headers, LocalReply, StreamInfo};
+use std::time::SystemTime;
+
+use crate::Headers;
+use crate::local_reply::LocalReply;
+
+/// Connection facts a stream exposes as properties.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub connection_id: u64,
+    pub tls: bool,
+    /// `"HTTP/1.1"` or `"HTTP/2"`.
+    pub protocol: &'static str,
+    pub start_time: SystemTime,
+}
 
 /// Facts about a stream shared by all its plugin contexts (properties read them).
 pub(crate) struct StreamMeta {

@@ -19,25 +19,29 @@ mod context;
 mod engine;
 mod grpc;
 mod header_map;
+mod host_state;
+mod local_reply;
 mod metrics;
 mod plugin;
 mod runtime;
 mod services;
 mod shared;
+mod spec;
 mod status;
 mod stream;
 mod vm;
 
 pub use clock::{Clock, ManualClock};
+pub use context::StreamInfo;
 pub use engine::{compile_for_a_short_run, compile_in_child, serve_compile_request};
+pub use local_reply::LocalReply;
 pub use metrics::ENVOY_HISTOGRAM_BUCKETS;
+pub use metrics::{MetricSnapshot, MetricValue};
 pub use plugin::{Plugin, set_worker_index, worker_index};
-pub use runtime::{
-    DEFAULT_RELOAD_BASE_INTERVAL, FailurePolicy, LoadError, MetricSnapshot, MetricValue,
-    PluginSpec, PluginStats, Runtime, RuntimeError,
-};
+pub use runtime::{Runtime, RuntimeError};
 pub use services::{HostServices, HttpCallRequest, HttpCallResponse, NoClusters, StreamEvent};
-pub use stream::{ChainStream, DEFAULT_BUFFER_LIMIT, FilterChain, Flow, LocalReply, StreamInfo};
+pub use spec::{DEFAULT_RELOAD_BASE_INTERVAL, FailurePolicy, LoadError, PluginSpec, PluginStats};
+pub use stream::{ChainStream, DEFAULT_BUFFER_LIMIT, FilterChain, Flow};
 
 /// Log target of guest lines at Proxy-Wasm's `critical` level (other guest lines use `wasm`).
 /// Envoy logs them at its own `critical` level; the `log` crate stops at `Error`, so the target

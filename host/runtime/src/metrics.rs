@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::{MetricSnapshot, MetricValue};
-
 /// Envoy's default histogram bucket bounds (`Stats::HistogramSettingsImpl::defaultBuckets`).
 pub const ENVOY_HISTOGRAM_BUCKETS: [f64; 19] = [
     0.5,
@@ -167,4 +165,23 @@ impl MetricRegistry {
         let metrics = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
         metrics.iter().map(|m| m.snapshot()).collect()
     }
+}
+
+/// One metric a filter defined, named as the filter gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSnapshot {
+    pub name: String,
+    pub value: MetricValue,
+}
+
+/// A metric's current value. Histogram buckets are cumulative `(upper bound, count)` pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricValue {
+    Counter(u64),
+    Gauge(i64),
+    Histogram {
+        buckets: Vec<(f64, u64)>,
+        sum: f64,
+        count: u64,
+    },
 }

@@ -6,10 +6,11 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::runtime::RuntimeShared;
+use crate::engine::{EPOCH_TICK, EngineHost};
+use crate::host_state::RuntimeShared;
+use crate::spec::{LoadError, PluginSpec};
 use crate::vm::StartError;
 use crate::vm::cell::{PluginShared, VmCell};
-use crate::{LoadError, PluginSpec};
 
 /// A loaded plugin: its VMs and configuration. Cheap to clone.
 #[derive(Clone)]
@@ -50,12 +51,12 @@ impl PluginInner {
 
 impl Plugin {
     pub(crate) fn load(
+        engine: &EngineHost,
         runtime: &Arc<RuntimeShared>,
         spec: PluginSpec,
     ) -> Result<Plugin, LoadError> {
         let name = spec.name.clone();
-        let pre = runtime
-            .engine
+        let pre = engine
             .instance_pre(&spec.wasm)
             .map_err(|err| LoadError::Compile {
                 plugin: name.clone(),
@@ -65,7 +66,7 @@ impl Plugin {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        let tick = crate::engine::EPOCH_TICK.as_millis().max(1);
+        let tick = EPOCH_TICK.as_millis().max(1);
         // One extra tick: the deadline may start just before the epoch advances.
         let deadline_ticks = u64::try_from(spec.callback_deadline.as_millis().div_ceil(tick))
             .unwrap_or(u64::MAX)

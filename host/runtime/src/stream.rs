@@ -14,12 +14,11 @@
 use std::mem;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
-use crate::abi::local_reply;
-use crate::context::{StreamCtx, StreamMeta};
+use crate::context::{StreamCtx, StreamInfo, StreamMeta};
+use crate::local_reply::LocalReply;
 use crate::vm::cell::VmCell;
 use crate::vm::{ROOT_CONTEXT_ID, StreamCallback};
 use crate::{FailurePolicy, Headers, Plugin, header_map};
@@ -41,18 +40,6 @@ struct ChainInner {
     buffer_limit: usize,
 }
 
-/// Connection facts a stream exposes as properties.
-#[derive(Debug, Clone)]
-pub struct StreamInfo {
-    pub source: SocketAddr,
-    pub destination: SocketAddr,
-    pub connection_id: u64,
-    pub tls: bool,
-    /// `"HTTP/1.1"` or `"HTTP/2"`.
-    pub protocol: &'static str,
-    pub start_time: SystemTime,
-}
-
 /// What the gateway does next after a phase.
 #[derive(Debug)]
 pub enum Flow {
@@ -63,20 +50,6 @@ pub enum Flow {
     /// Send this instead of going upstream (or instead of the upstream response); the chain's
     /// response callbacks have already run over it.
     LocalReply(LocalReply),
-}
-
-/// A response produced by the runtime or a filter rather than the upstream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LocalReply {
-    pub status: u16,
-    /// Without `:status`.
-    pub headers: Headers,
-    pub body: Vec<u8>,
-    /// Envoy's response code details for it (`%RESPONSE_CODE_DETAILS%` in an access log).
-    pub details: &'static str,
-    /// The gRPC status a gRPC client gets for it; `None` maps the HTTP status as Envoy's
-    /// `Grpc::Utility::httpToGrpcStatus` does.
-    pub grpc_status: Option<u32>,
 }
 
 impl FilterChain {
@@ -456,14 +429,14 @@ impl ChainStream {
     }
 
     async fn request_too_large(&mut self, i: usize) -> Flow {
-        let mut reply = local_reply(413, Headers::new(), b"Payload Too Large".to_vec());
+        let mut reply = LocalReply::new(413, Headers::new(), b"Payload Too Large".to_vec());
         // Envoy's StreamInfo::ResponseCodeDetails::RequestPayloadTooLarge.
         reply.details = "request_payload_too_large";
         Flow::LocalReply(self.reply_through(i + 1, reply).await)
     }
 
     async fn response_too_large(&mut self, i: usize) -> Flow {
-        let mut reply = local_reply(500, Headers::new(), b"Internal Server Error".to_vec());
+        let mut reply = LocalReply::new(500, Headers::new(), b"Internal Server Error".to_vec());
         reply.details = "response_payload_too_large";
         Flow::LocalReply(self.reply_through(i, reply).await)
     }

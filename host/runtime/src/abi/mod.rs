@@ -16,7 +16,6 @@ mod queues;
 mod shared_data;
 mod stream_control;
 
-pub(crate) use stream_control::local_reply;
 mod timers;
 mod wasi;
 

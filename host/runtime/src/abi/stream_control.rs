@@ -9,8 +9,9 @@ use wasmtime::Linker;
 
 use super::memory::{read, read_string};
 use super::{AbiResult, Caller, Status, status};
+use crate::header_map;
+use crate::local_reply::LocalReply;
 use crate::vm::{ROOT_CONTEXT_ID, VmState};
-use crate::{LocalReply, header_map};
 
 const STREAM_REQUEST: u32 = 0;
 const STREAM_RESPONSE: u32 = 1;
@@ -42,27 +43,6 @@ fn close_stream(state: &mut VmState, stream_type: u32) -> AbiResult {
     Ok(())
 }
 
-/// Build the reply Envoy's `sendLocalReply` would send: the filter's headers, then
-/// `content-length`, and `content-type: text/plain` for a non-empty body without one.
-pub(crate) fn local_reply(status: u16, mut headers: crate::Headers, body: Vec<u8>) -> LocalReply {
-    header_map::remove(&mut headers, ":status");
-    header_map::replace(
-        &mut headers,
-        "content-length".into(),
-        body.len().to_string().into_bytes(),
-    );
-    if !body.is_empty() && header_map::get(&headers, "content-type").is_none() {
-        headers.push(("content-type".into(), b"text/plain".to_vec()));
-    }
-    LocalReply {
-        status,
-        headers,
-        body,
-        details: "filter_reply",
-        grpc_status: None,
-    }
-}
-
 fn send_local_response(
     caller: &mut Caller<'_>,
     code: u32,
@@ -85,7 +65,7 @@ fn send_local_response(
     }
     let code = u16::try_from(code).map_err(|_| Status::BadArgument)?;
     log::debug!("wasm {plugin}: local reply {code} ({details})");
-    let mut reply = local_reply(code, headers, body);
+    let mut reply = LocalReply::new(code, headers, body);
     // -1 (the SDKs' "none") lets Envoy map the HTTP status for a gRPC client.
     reply.grpc_status = u32::try_from(grpc_status).ok();
     ctx.local_reply = Some(reply);

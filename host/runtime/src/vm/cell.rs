@@ -14,8 +14,9 @@ use wasmtime::{InstancePre, Trap};
 
 use super::{StartError, Vm, VmState};
 use crate::context::StreamCtx;
-use crate::runtime::{PluginCounters, RuntimeShared};
+use crate::host_state::RuntimeShared;
 use crate::shared::QueueReady;
+use crate::spec::PluginCounters;
 use crate::{FailurePolicy, HttpCallResponse, PluginSpec};
 
 /// What every VM of a plugin shares.
