@@ -117,6 +117,7 @@ def measure(wasm: Path, work: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wasm", type=Path, action="append", help="a module to measure (repeatable)")
+    parser.add_argument("--out", type=Path, help="append a JSON line per module here (for bench/report.py)")
     args = parser.parse_args()
     if not BINARY.exists():
         raise SystemExit(f"{BINARY} is missing: run `make build`")
@@ -127,6 +128,11 @@ def main() -> None:
             guest, total = measure(wasm.resolve(), work)
             print(f"{wasm} ({wasm.stat().st_size} bytes): {guest:,.0f} guest instructions per request, "
                   f"{total:,.0f} in all")
+            if args.out:
+                with args.out.open("a") as out:
+                    record = {"type": "guest_instructions", "wasm": str(wasm), "bytes": wasm.stat().st_size,
+                              "guest": guest, "total": total}
+                    out.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,10 @@ def load(path):
             rss[rec["case"]] = rec
         elif kind == "conn1000":
             conn1000[rec["case"]] = rec
+        elif kind == "filter_cost":
+            meta.setdefault("filter_cost", []).append(rec)
+        elif kind == "guest_instructions":
+            meta["guest_instructions"] = rec
         elif kind == "llm_stream":
             meta.setdefault("llm_stream", {})[rec["path"]] = rec
         elif kind == "end":
@@ -147,12 +151,79 @@ def targets(figs, meta, conn1000):
     else:
         rows.append(("RSS ≤ 64 MiB with 1,000 keep-alive connections", "not measured", None))
 
+    rows += filter_targets(meta)
+
     size = meta.get("wasm_bytes")
     if size:
         rows.append(("modelgate.wasm ≤ 1 MiB", f"{size / 1024:.0f} KiB ({size} bytes)", size <= MIB))
     else:
         rows.append(("modelgate.wasm ≤ 1 MiB", "not built", None))
     return rows
+
+
+# The filter's own targets (issue 18), for the full-policy one-instance V1 request.
+MAX_GUEST_INSTRUCTIONS = 20_000
+MAX_HOST_CALLS = 8
+
+
+def filter_targets(meta):
+    """The filter-cost targets: guest instructions, host calls, and its V8 time beside the floor."""
+    rows = []
+    guest = meta.get("guest_instructions")
+    name = f"filter ≤ {MAX_GUEST_INSTRUCTIONS:,} guest instructions (full-policy 1-instance V1)"
+    if guest:
+        rows.append((name, f"{guest['guest']:,.0f} (cachegrind, wasmtime)", guest["guest"] <= MAX_GUEST_INSTRUCTIONS))
+    else:
+        rows.append((name, "not measured", None))
+    costs = {(r["runtime"], r["case"]): r for r in meta.get("filter_cost", [])}
+    name = f"filter ≤ {MAX_HOST_CALLS} host calls (full-policy 1-instance V1)"
+    cached = costs.get(("v8", "v1-cached"))
+    if cached:
+        rows.append((name, f"{cached['host_calls']:.0f} (counted in the V8 shim)", cached["host_calls"] <= MAX_HOST_CALLS))
+    else:
+        rows.append((name, "not measured", None))
+    name = "filter's time under V8 beside wasmtime's and the floor filter's"
+    wasmtime = costs.get(("wasmtime", "v1-cached"))
+    if cached and wasmtime:
+        text = (f"V8 {cached['ns_per_request'] / 1000:.1f} µs ({cached['x_floor']:.1f}× floor),"
+                f" wasmtime {wasmtime['ns_per_request'] / 1000:.1f} µs ({wasmtime['x_floor']:.1f}× floor)")
+        rows.append((name, text, True))
+    else:
+        rows.append((name, "not measured", None))
+    return rows
+
+
+def filter_cost_section(meta):
+    """bench/filter_cost.py's figures: every case under V8 and wasmtime, as time and × floor."""
+    results = meta.get("filter_cost", [])
+    if not results:
+        return []
+    cases = list(dict.fromkeys(r["case"] for r in results))
+    by = {(r["runtime"], r["case"]): r for r in results}
+    out = [
+        "",
+        "## The filter's own cost (bench/filter_cost.py)",
+        "",
+        "Time per request of the filter alone (no sockets): V8 (Node.js, TurboFan only as in Envoy, through the"
+        " Proxy-Wasm shim bench/v8/shim.mjs) and wasmtime (the modelgate runtime), each also as a ratio to a"
+        " filter that reads one header and sets one (floor). Host calls are counted in the V8 shim."
+        f" Load average at its start: {results[0].get('loadavg', '?')}.",
+        "",
+        "| case | V8 µs | V8 × floor | wasmtime µs | wasmtime × floor | host calls |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for case in cases:
+        v8, wt = by.get(("v8", case)), by.get(("wasmtime", case))
+        cells = []
+        for r in (v8, wt):
+            cells += [f"{r['ns_per_request'] / 1000:.1f}", f"{r['x_floor']:.1f}×"] if r else ["–", "–"]
+        cells.append(f"{v8['host_calls']:.0f}" if v8 and "host_calls" in v8 else "–")
+        out.append(f"| {case} | " + " | ".join(cells) + " |")
+    guest = meta.get("guest_instructions")
+    if guest:
+        out += ["", f"Guest instructions per full-policy 1-instance V1 request (bench/guest_instructions.py,"
+                f" cachegrind over the modelgate runtime): {guest['guest']:,.0f}."]
+    return out
 
 
 def criterion_rows(criterion_dir):
@@ -244,6 +315,7 @@ def markdown(meta, figs, rss, conn1000, criterion):
             r = rss[case]
             out.append(f"| {LABEL[case]} | {r['vmhwm_kib'] / 1024:.1f} MiB | {r['processes']} |")
     out += llm_stream_section(meta.get("llm_stream", {}))
+    out += filter_cost_section(meta)
     failed = failures(figs)
     if failed:
         out += ["", "## Failed cases", "", "These runs saw errors; their figures are not comparable.", ""]

@@ -12,7 +12,11 @@
 #                   all cases alike (default 2)
 #   BENCH_CONNS     concurrencies (default "1 8 32 128")
 #   BENCH_CASES     subset of: direct nginx haproxy mg-nofilter mg-noop mg-full
-#                   ks-direct ks-nginx ks-mg-full llm-stream (default: all). llm-stream
+#                   ks-direct ks-nginx ks-mg-full llm-stream filter-cost (default: all).
+#                   filter-cost is not a wrk case either: bench/filter_cost.py times the filter
+#                   alone under V8 (Node.js) and wasmtime beside a minimal filter, counting its
+#                   host calls, and bench/guest_instructions.py counts its guest instructions
+#                   under cachegrind (BENCH_FILTER_REQUESTS requests per case, default 2000). llm-stream
 #                   is not a wrk case: bench/llm_stream.py times streamed chats against
 #                   KServe's OpenAI server (.venv-llm) directly and through modelgate
 #                   with the full policy (BENCH_LLM_REQUESTS streams each, default 100)
@@ -34,7 +38,7 @@ CONNS=${BENCH_CONNS:-"1 8 32 128"}
 if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
     CASES=${BENCH_CASES:-"nginx haproxy mg-nofilter mg-noop mg-full"}
 else
-    CASES=${BENCH_CASES:-"direct nginx haproxy mg-nofilter mg-noop mg-full ks-direct ks-nginx ks-mg-full llm-stream"}
+    CASES=${BENCH_CASES:-"direct nginx haproxy mg-nofilter mg-noop mg-full ks-direct ks-nginx ks-mg-full llm-stream filter-cost"}
 fi
 OUT=${BENCH_OUT:-$BENCH/results}
 PY=${BENCH_PYTHON:-$ROOT/.venv/bin/python}
@@ -68,6 +72,10 @@ install_missing_packages() {
     command -v wrk >/dev/null || missing+=(wrk)
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
     command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+    if wants filter-cost; then
+        command -v node >/dev/null || missing+=(nodejs)
+        command -v valgrind >/dev/null || missing+=(valgrind)
+    fi
     ((${#missing[@]} == 0)) && return
     log "installing ${missing[*]} from Debian packages"
     local sudo=()
@@ -90,7 +98,7 @@ ensure_python() {
 install_missing_packages
 export PATH=$PATH:/usr/sbin
 ensure_python
-if wants_any mg-nofilter mg-noop mg-full ks-mg-full llm-stream; then
+if wants_any mg-nofilter mg-noop mg-full ks-mg-full llm-stream filter-cost; then
     [[ -x $MODELGATE ]] || die "$MODELGATE missing: run 'make build' (or 'make bench')"
     [[ -f $WASM ]] || die "$WASM missing: run 'make wasm'"
 fi
@@ -474,7 +482,7 @@ if wants llm-stream; then setup_llm_case; fi
 
 ACTIVE=()
 for case in $CASES; do
-    [[ $case == llm-stream ]] && continue
+    [[ $case == llm-stream || $case == filter-cost ]] && continue
     [[ -n ${CASE_URL[$case]:-} ]] || die "case $case was not started"
     ACTIVE+=("$case")
 done
@@ -516,6 +524,11 @@ if wants llm-stream; then
     log "llm-stream: ${BENCH_LLM_REQUESTS:-100} streamed chats each, direct and through modelgate"
     "$PY" "$BENCH/llm_stream.py" "http://127.0.0.1:$P_OPENAI" "${CASE_URL[mg-llm]}" "$TOKEN" \
         --requests "${BENCH_LLM_REQUESTS:-100}" >>"$RESULTS"
+fi
+if wants filter-cost; then
+    log "filter-cost: the filter alone under V8 and wasmtime, then its guest instructions (cachegrind)"
+    "$PY" "$BENCH/filter_cost.py" --requests "${BENCH_FILTER_REQUESTS:-2000}" --out "$RESULTS" >&2
+    "$PY" "$BENCH/guest_instructions.py" --out "$RESULTS" >&2
 fi
 printf '{"type":"end","loadavg":"%s"}\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
 

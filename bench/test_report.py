@@ -71,3 +71,22 @@ def test_the_streamed_chat_case_reports_what_modelgate_adds_per_request_and_per_
     assert "5.400 ms per request" in text and "0.900 ms to the first byte" in text
     assert "0.150 ms per chunk" in text
     assert report.llm_stream_section({"direct": run("direct", 1, 2, 3)}) == []
+
+
+def test_the_filter_targets_come_from_the_guest_count_and_the_v8_shims_host_calls() -> None:
+    meta = {
+        "guest_instructions": {"guest": 19_500.0},
+        "filter_cost": [
+            {"runtime": "v8", "case": "v1-cached", "ns_per_request": 30_000, "x_floor": 6.0, "host_calls": 13},
+            {"runtime": "wasmtime", "case": "v1-cached", "ns_per_request": 12_000, "x_floor": 4.0},
+        ],
+    }
+    rows = {name: (text, met) for name, text, met in report.filter_targets(meta)}
+    assert rows["filter ≤ 20,000 guest instructions (full-policy 1-instance V1)"] == ("19,500 (cachegrind, wasmtime)", True)
+    assert rows["filter ≤ 8 host calls (full-policy 1-instance V1)"] == ("13 (counted in the V8 shim)", False)
+    assert rows["filter's time under V8 beside wasmtime's and the floor filter's"][1] is True
+    assert "| v1-cached | 30.0 | 6.0× | 12.0 | 4.0× | 13 |" in report.filter_cost_section(meta)
+
+
+def test_filter_targets_without_a_filter_run_are_not_measured() -> None:
+    assert all(met is None and text == "not measured" for _, text, met in report.filter_targets({}))
