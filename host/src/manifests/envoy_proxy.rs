@@ -13,6 +13,9 @@ pub(super) struct ProxySettings {
     pub tags: Vec<Value>,
     /// `spec.concurrency`: worker threads, as Envoy's `--concurrency`.
     pub concurrency: Option<u64>,
+    /// The access log's `filterState` (field -> filter state key): the JSON access-log
+    /// fields whose value is `%FILTER_STATE(KEY:PLAIN)%`.
+    pub access_log_filter_state: serde_json::Map<String, Value>,
 }
 
 pub(super) fn read(t: &Translator<'_>) -> ProxySettings {
@@ -116,6 +119,9 @@ fn read_proxy(t: &Translator<'_>, proxy: usize, spec: &super::fields::Node<'_>) 
         }
         Err(e) => t.error(proxy, "", e),
     }
+    if let Some(access_log) = spec.get("telemetry").and_then(|t| t.get("accessLog")) {
+        settings.access_log_filter_state = read_access_log(t, proxy, &access_log);
+    }
     if let Some(bootstrap) = spec.get("bootstrap") {
         bootstrap.accept("type");
         for patch in bootstrap.list("jsonPatches") {
@@ -133,4 +139,41 @@ fn read_proxy(t: &Translator<'_>, proxy: usize, spec: &super::fields::Node<'_>) 
         }
     }
     settings
+}
+
+/// `telemetry.accessLog`: the fields of a JSON format that name filter state become the host
+/// access log's `filterState` (its other fields are the host's own, Envoy's usual ones under
+/// its names); the format's other fields and the sinks are reported.
+fn read_access_log(
+    t: &Translator<'_>,
+    proxy: usize,
+    access_log: &super::fields::Node<'_>,
+) -> serde_json::Map<String, Value> {
+    let mut filter_state = serde_json::Map::new();
+    for setting in access_log.list("settings") {
+        let Some(format) = setting.get("format") else {
+            continue;
+        };
+        format.accept("type");
+        let Some(json) = format.get("json") else {
+            continue;
+        };
+        for (field, value) in json.take().as_object().into_iter().flatten() {
+            let key = value
+                .as_str()
+                .and_then(|v| v.strip_prefix("%FILTER_STATE("))
+                .and_then(|v| v.strip_suffix(":PLAIN)%"));
+            match key {
+                Some(key) => {
+                    filter_state.insert(field.clone(), Value::from(key));
+                }
+                None => t.warn(
+                    proxy,
+                    &format!("{}.{field}", json.path()),
+                    "the host writes its own access-log fields (docs/host-config.md); only %FILTER_STATE(KEY:PLAIN)% fields are taken",
+                ),
+            }
+        }
+    }
+    filter_state
 }

@@ -92,6 +92,15 @@ fn deploy_becomes_its_routes_in_envoy_gateways_order_with_its_client_policy() {
         "x-gateway-model-name"
     );
     assert_eq!(config.concurrency, 2);
+    // deploy/gateway/envoyproxy.yaml's JSON access log: its filter-state fields.
+    assert_eq!(
+        config.access_log.filter_state["model"],
+        "wasm.modelgate.model"
+    );
+    assert_eq!(
+        config.access_log.filter_state["subject"],
+        "wasm.modelgate.subject"
+    );
     assert!(
         translation
             .warnings
