@@ -16,6 +16,9 @@ pub(super) struct ProxySettings {
     /// The access log's `filterState` (field -> filter state key): the JSON access-log
     /// fields whose value is `%FILTER_STATE(KEY:PLAIN)%`.
     pub access_log_filter_state: serde_json::Map<String, Value>,
+    /// The host config's `tracing` section, when the `EnvoyProxy` traces and its collector
+    /// has a local address.
+    pub tracing: Option<Value>,
 }
 
 pub(super) fn read(t: &Translator<'_>) -> ProxySettings {
@@ -119,6 +122,9 @@ fn read_proxy(t: &Translator<'_>, proxy: usize, spec: &super::fields::Node<'_>) 
         }
         Err(e) => t.error(proxy, "", e),
     }
+    if let Some(tracing) = spec.get("telemetry").and_then(|t| t.get("tracing")) {
+        settings.tracing = read_tracing(t, proxy, &tracing);
+    }
     if let Some(access_log) = spec.get("telemetry").and_then(|t| t.get("accessLog")) {
         settings.access_log_filter_state = read_access_log(t, proxy, &access_log);
     }
@@ -176,4 +182,39 @@ fn read_access_log(
         }
     }
     filter_state
+}
+
+/// `telemetry.tracing`, read by the host's tracing (`tracing::config`, which checks it as
+/// `tracing.fromEnvoyProxy` does), with the collector's local address: the `--backend`
+/// mapping of the provider's first `backendRefs` Service. Without one there is nowhere to
+/// export to, so tracing is reported as not emulated rather than failing the run.
+fn read_tracing(t: &Translator<'_>, proxy: usize, node: &super::fields::Node<'_>) -> Option<Value> {
+    let mut section = node.take().clone();
+    let parsed = match crate::tracing::config::from_envoy_proxy_manifest(&t.objects[proxy].doc) {
+        Ok(parsed) => parsed?,
+        Err(e) => {
+            t.error(proxy, "", e);
+            return None;
+        }
+    };
+    let namespace = &t.objects[proxy].namespace;
+    let collector = parsed.provider.backend_refs.first().and_then(|backend| {
+        let backend_namespace = backend.namespace.as_deref().unwrap_or(namespace);
+        t.options
+            .backends
+            .iter()
+            .filter(|m| m.service == backend.name && m.namespace == backend_namespace)
+            .find(|m| m.port.is_none_or(|p| Some(p) == backend.port))
+            .map(|m| m.address)
+    });
+    let Some(collector) = collector else {
+        t.warn(
+            proxy,
+            node.path(),
+            "the collector (provider.backendRefs[0]) has no local address: map it with --backend NAME.NAMESPACE:PORT=HOST:PORT to export spans",
+        );
+        return None;
+    };
+    section["collector"] = Value::from(collector.to_string());
+    Some(section)
 }

@@ -213,6 +213,9 @@ impl<'a> Translator<'a> {
         if let Some(timeout) = &traffic.client.request_timeout {
             document["requestTimeout"] = json!(timeout);
         }
+        if let Some(tracing) = &stats_tags.tracing {
+            document["tracing"] = tracing.clone();
+        }
         if !stats_tags.access_log_filter_state.is_empty() {
             document["accessLog"] = json!({"filterState": stats_tags.access_log_filter_state});
         }

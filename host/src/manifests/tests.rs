@@ -92,6 +92,27 @@ fn deploy_becomes_its_routes_in_envoy_gateways_order_with_its_client_policy() {
         "x-gateway-model-name"
     );
     assert_eq!(config.concurrency, 2);
+    // Tracing needs the collector's local address, which these options do not give.
+    assert!(config.tracing.is_none());
+    assert!(
+        translation.warnings.iter().any(|w| w.starts_with(
+            "EnvoyProxy envoy-gateway-system/modelgate-proxy: spec.telemetry.tracing: not emulated: the collector"
+        )),
+        "{:#?}",
+        translation.warnings
+    );
+    let mut traced = deploy_options(false);
+    traced.backends.push(
+        "jaeger-collector.monitoring:4317=127.0.0.1:4317"
+            .parse()
+            .unwrap(),
+    );
+    let tracing = translate(&traced).unwrap().config.tracing.unwrap();
+    assert_eq!(tracing.collector, Some("127.0.0.1:4317".parse().unwrap()));
+    assert_eq!(
+        tracing.tags["modelgate.model"],
+        "%FILTER_STATE(wasm.modelgate.model:PLAIN)%"
+    );
     // deploy/gateway/envoyproxy.yaml's JSON access log: its filter-state fields.
     assert_eq!(
         config.access_log.filter_state["model"],
