@@ -250,7 +250,8 @@ pub fn from_envoy_proxy(path: &Path) -> Result<Option<ProxyTracing>, String> {
 }
 
 /// `spec.telemetry.tracing` of one parsed `EnvoyProxy` manifest; errors name the field path
-/// (`spec.telemetry.tracing.provider.type: ...`).
+/// (`spec.telemetry.tracing.provider.type: ...`). Serialized to JSON, with `collector` added,
+/// the value is the host's inline `tracing:` section (`--manifests` builds it so).
 pub fn from_envoy_proxy_manifest(
     proxy: &serde_json::Value,
 ) -> Result<Option<ProxyTracing>, String> {
@@ -325,6 +326,19 @@ mod tests {
             err.starts_with("spec.telemetry.tracing.provider.openTelemetry"),
             "{err}"
         );
+    }
+
+    /// How `--manifests` fills the host's `tracing:` section: the reader's value as JSON plus
+    /// the collector address, read back as the same spec.
+    #[test]
+    fn a_read_spec_is_the_inline_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway/envoyproxy.yaml");
+        let spec = from_envoy_proxy(&path).unwrap().unwrap();
+        let mut section = serde_json::to_value(&spec).unwrap();
+        section["collector"] = "127.0.0.1:4317".into();
+        let config: TracingConfig = serde_json::from_value(section).unwrap();
+        assert_eq!(config.proxy_tracing().unwrap(), spec);
+        assert_eq!(config.collector, Some("127.0.0.1:4317".parse().unwrap()));
     }
 
     #[test]
