@@ -11,6 +11,7 @@ copy of deploy/).
 Also:
 - `modelgate check --manifests deploy/` exits 0 and lists what the host does not emulate;
   a dangling reference fails naming the object and field;
+- `/metrics` names the filter's metrics by deploy/'s EnvoyProxy stats tag rules;
 - with no ClientTrafficPolicy, a 40 KiB body gets Envoy Gateway's 413 (its 32 KiB default
   buffer limit, internal/xds/translator/listener.go), while deploy/'s policy (2 MiB) lets the
   same body reach the filter;
@@ -178,7 +179,7 @@ class Gateway:
     ):
         self.http = free_port()
         self.https = free_port()
-        admin = free_port()
+        self.admin = admin = free_port()
         self.log = tmp / "modelgate.log"
         argv = [str(HOST_BIN), "serve", "--manifests", *map(str, paths), "--wasm", str(WASM),
                 "--listener", f"http=127.0.0.1:{self.http}", "--admin", f"127.0.0.1:{admin}"]  # fmt: skip
@@ -294,6 +295,18 @@ def test_deploy_serves_iris_predictions_from_the_real_model_server(deployed, iri
                       json={"instances": ROWS}, verify=str(deployed.ca), timeout=10)  # fmt: skip
     assert r.status_code == 401
     assert requests_seen(iris) == before + 1
+
+
+def test_metrics_are_named_by_deploys_envoy_proxy_stats_tags(deployed, hmac_secret):
+    assert predict(deployed, hmac_secret, {"instances": ROWS}).status_code == 200
+    metrics = requests.get(f"http://127.0.0.1:{deployed.admin}/metrics", timeout=5).text
+    # deploy/gateway/envoyproxy.yaml's tag rules, as Envoy's /stats/prometheus names them.
+    line = next(
+        (l for l in metrics.splitlines() if l.startswith('modelgate_requests{model="sklearn-iris",outcome="allowed"} ')),
+        None,
+    )
+    assert line is not None, metrics
+    assert float(line.split()[-1]) >= 1
 
 
 def test_the_http_listener_only_redirects_to_https(deployed, hmac_secret):
