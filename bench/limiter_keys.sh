@@ -14,7 +14,7 @@
 #   - after the flood, a fresh fixed key gets exactly its burst (5 × 200), then 429s.
 # The shared-data entry count itself is not observable from outside: the admin listener
 # (host/src/admin.rs) serves /ready, /metrics and /config_dump, none of which counts
-# shared data; the count is checked in-process by host/tests/modelgate_filter.rs
+# shared data; the count is checked in-process by filter/tests/modelgate_filter.rs
 # (rate_limit_state_stays_within_max_keys_however_many_keys_arrive).
 #
 #   bench/limiter_keys.sh                       # 1,000,000 keys, a few minutes
@@ -247,7 +247,7 @@ total=$((OK + FULL + LIMITED + OTHER))
     echo
     echo "Flood: $(commas "$total") keys answered ($(commas "$SENT") sent; wrk drops its last in-flight requests when a segment ends) in $(awk -v us="$FLOOD_US" 'BEGIN {printf "%.0f", us / 1e6}') s."
     echo "\"429 table full\" is the documented answer at the bound (docs/config.md, Bounded state): a new key whose bucket of 16 holds only other keys' live state; each admitted flood key keeps its record live for 1 s, so at these rates the table runs near full."
-    echo "Shared-data entries: not observable from outside the process (the admin listener serves /ready, /metrics, /config_dump; none counts shared data); the count is checked in-process by host/tests/modelgate_filter.rs, and here the bound shows as the RSS plateau."
+    echo "Shared-data entries: not observable from outside the process (the admin listener serves /ready, /metrics, /config_dump; none counts shared data); the count is checked in-process by filter/tests/modelgate_filter.rs, and here the bound shows as the RSS plateau."
     echo
     echo "Checks:"
     printf '%s\n' "${CHECKS[@]}"

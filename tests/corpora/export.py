@@ -1,5 +1,5 @@
 """Every input corpus the project has, as one JSON document of requests for the zero-trap run
-(host/tests/zero_traps.rs), which replays them through the production modelgate.wasm.
+(filter/tests/zero_traps.rs), which replays them through the production modelgate.wasm.
 
 A trap fails the filter's VM, and under Envoy's default failure policy that is an outage of
 the worker until the next config push (docs/failure-policy.md), so every corpus must pass
