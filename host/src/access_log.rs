@@ -16,7 +16,7 @@ use crate::conn_info::ConnInfo;
 /// route and cluster names are shared, not cloned `String`s (three allocations per request
 /// before), and the listener and client come from the connection when a line is written.
 #[derive(Debug, Default)]
-pub struct AccessEntry {
+pub(crate) struct AccessEntry {
     pub start: Option<SystemTime>,
     pub request_id: String,
     pub method: Method,
@@ -39,7 +39,7 @@ pub struct AccessEntry {
 impl AccessEntry {
     /// The JSON line of a request on `conn`, with `fields` (access-log field -> filter state
     /// key) looked up in `state`.
-    pub fn to_json(
+    pub(crate) fn to_json(
         &self,
         conn: &ConnInfo,
         fields: &BTreeMap<String, String>,
@@ -81,7 +81,7 @@ impl AccessEntry {
         Value::Object(line)
     }
 
-    pub fn write(
+    pub(crate) fn write(
         &self,
         conn: &ConnInfo,
         fields: &BTreeMap<String, String>,
@@ -99,7 +99,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 /// `YYYY-MM-DDThh:mm:ss.mmmZ` in UTC.
-pub fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let days = i64::try_from(secs / 86_400).unwrap_or(0);

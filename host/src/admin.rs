@@ -17,7 +17,11 @@ use crate::body::{GatewayBody, ReplayBody};
 use crate::shared::Shared;
 use crate::stats_tags::TagExtractors;
 
-pub async fn serve(socket: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    socket: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {

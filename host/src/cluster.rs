@@ -21,21 +21,21 @@ use crate::outlier::{Health, Verdict};
 use crate::upstream_h2::{H2Client, H2Error, UpstreamTls};
 
 /// A worker's client to one cluster, in the protocol the cluster speaks.
-pub enum UpstreamClient {
+pub(crate) enum UpstreamClient {
     Http1(Client<HttpConnector, GatewayBody>),
     Http2(H2Client),
 }
 
 /// Why an upstream request got no response.
 #[derive(Debug)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     Http1(hyper_util::client::legacy::Error),
     Http2(H2Error),
 }
 
 impl UpstreamError {
     /// No connection could be made (connect failure, refused, timed out).
-    pub fn is_connect(&self) -> bool {
+    pub(crate) fn is_connect(&self) -> bool {
         match self {
             UpstreamError::Http1(e) => e.is_connect(),
             UpstreamError::Http2(e) => matches!(e, H2Error::Connect(_)),
@@ -54,7 +54,7 @@ impl std::fmt::Display for UpstreamError {
 
 impl UpstreamClient {
     /// Sends `request` (built by `headers::to_upstream_request` for `endpoint`).
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         endpoint: SocketAddr,
         request: Request<GatewayBody>,
@@ -80,16 +80,16 @@ const MAX_IDLE_PER_ENDPOINT: usize = 64;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Clusters by name.
-pub type Clusters = HashMap<String, Arc<Cluster>>;
+pub(crate) type Clusters = HashMap<String, Arc<Cluster>>;
 
 #[derive(Debug)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub address: SocketAddr,
     active: AtomicUsize,
     health: Health,
 }
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
     /// One pooled client per worker thread, and a last one for the other threads: a
@@ -110,14 +110,14 @@ pub struct Cluster {
 
 /// Marks one request in flight on an endpoint until dropped (least-request counts these),
 /// with the connection slot it was admitted to.
-pub struct InFlight {
+pub(crate) struct InFlight {
     cluster: Arc<Cluster>,
     index: usize,
     slot: Option<OwnedSemaphorePermit>,
 }
 
 /// Why a request got no connection slot.
-pub enum Refused {
+pub(crate) enum Refused {
     /// `maxPendingRequests` were already waiting (Envoy's upstream overflow).
     Overflow,
     /// The deadline passed while it waited.
@@ -142,18 +142,18 @@ impl Drop for InFlight {
 }
 
 impl InFlight {
-    pub fn endpoint(&self) -> &Endpoint {
+    pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.cluster.endpoints[self.index]
     }
 
-    pub fn index(&self) -> usize {
+    pub(crate) fn index(&self) -> usize {
         self.index
     }
 
     /// Takes a connection slot for this request, waiting as one of at most
     /// `maxPendingRequests` until `deadline` when all are busy. The slot is given back when
     /// the request ends (its response body read, or an error).
-    pub async fn admit(&mut self, deadline: tokio::time::Instant) -> Result<(), Refused> {
+    pub(crate) async fn admit(&mut self, deadline: tokio::time::Instant) -> Result<(), Refused> {
         let cluster = &self.cluster;
         let permit = if let Ok(permit) = Arc::clone(&cluster.connections).try_acquire_owned() {
             permit
@@ -178,7 +178,7 @@ impl InFlight {
 
 impl Cluster {
     /// A cluster served by `workers` worker threads; the error is about its `tls`.
-    pub fn new(config: &ClusterConfig, workers: usize) -> Result<Cluster, String> {
+    pub(crate) fn new(config: &ClusterConfig, workers: usize) -> Result<Cluster, String> {
         let clients = if config.speaks_http2() {
             let tls = config.tls.as_ref().map(UpstreamTls::new).transpose()?;
             (0..=workers)
@@ -229,7 +229,7 @@ impl Cluster {
     }
 
     /// The pooled client of the calling thread's worker.
-    pub fn client(&self) -> &UpstreamClient {
+    pub(crate) fn client(&self) -> &UpstreamClient {
         let last = self.clients.len() - 1;
         let index = modelgate_runtime::worker_index().map_or(last, |w| w % last.max(1));
         &self.clients[index]
@@ -237,7 +237,7 @@ impl Cluster {
 
     /// Picks an available endpoint not in `tried` and marks a request in flight on it;
     /// `None` when every endpoint is ejected or tried.
-    pub fn pick(self: &Arc<Self>, tried: &[usize]) -> Option<InFlight> {
+    pub(crate) fn pick(self: &Arc<Self>, tried: &[usize]) -> Option<InFlight> {
         let now = Instant::now();
         let n = self.endpoints.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -259,12 +259,12 @@ impl Cluster {
         })
     }
 
-    pub fn record_success(&self, index: usize) {
+    pub(crate) fn record_success(&self, index: usize) {
         self.endpoints[index].health.record_success();
     }
 
     /// A connect failure or 5xx from endpoint `index`; may eject it.
-    pub fn record_failure(&self, index: usize) {
+    pub(crate) fn record_failure(&self, index: usize) {
         let now = Instant::now();
         let ejected = self
             .endpoints
@@ -289,21 +289,21 @@ impl Cluster {
         }
     }
 
-    pub fn count_retry(&self) {
+    pub(crate) fn count_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn retries(&self) -> u64 {
+    pub(crate) fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
 }
 
 impl Endpoint {
-    pub fn is_ejected(&self) -> bool {
+    pub(crate) fn is_ejected(&self) -> bool {
         self.health.is_ejected(Instant::now())
     }
 
-    pub fn ejections(&self) -> u32 {
+    pub(crate) fn ejections(&self) -> u32 {
         self.health.ejections()
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats_tags::TagSpecifier;
 use crate::units::{ByteSize, ConfigDuration};
 
-pub mod global_ratelimit;
+pub(crate) mod global_ratelimit;
 
 /// The only config version this gateway reads.
 const VERSION: u32 = 1;
@@ -584,6 +584,10 @@ pub struct FilterConfig {
 /// Envoy's `envoy.extensions.wasm.v3.FailurePolicy` values, spelled as in its JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the variants spell Envoy's FAIL_CLOSED, FAIL_OPEN and FAIL_RELOAD"
+)]
 pub enum FailurePolicyName {
     FailClosed,
     FailOpen,

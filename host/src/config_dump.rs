@@ -11,7 +11,7 @@ const REDACTED: &str = "[redacted]";
 
 /// The config with defaults filled in, each filter's effective root id, fail-open and plugin
 /// config (as the JSON it receives, or its text), and secrets redacted.
-pub fn dump(config: &Config, plugins: &[ResolvedPlugin]) -> Value {
+pub(crate) fn dump(config: &Config, plugins: &[ResolvedPlugin]) -> Value {
     let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
     if let Some(filters) = value.get_mut("filters").and_then(Value::as_array_mut) {
         for (filter, plugin) in filters.iter_mut().zip(plugins) {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 /// The connection a request arrived on.
 #[derive(Debug)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     pub listener: String,
     pub listener_index: usize,
     pub source: SocketAddr,
@@ -15,7 +15,7 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-pub struct ListenerInfo {
+pub(crate) struct ListenerInfo {
     pub index: usize,
     pub name: String,
     /// Whether connections start with a TLS handshake; the certificate is the current

@@ -21,7 +21,7 @@ use crate::cluster::Cluster;
 use crate::headers;
 
 /// Run one exchange to its end, reporting on `events`; `body` carries the request body.
-pub async fn exchange(
+pub(crate) async fn exchange(
     cluster: Arc<Cluster>,
     request: Headers,
     timeout: Option<Duration>,

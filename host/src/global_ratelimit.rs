@@ -38,9 +38,8 @@ mod resp;
 
 use resp::Redis;
 
-pub use crate::config::global_ratelimit::{
-    ClientSelector, GlobalRateLimitConfig, HeaderSelector, HeaderSelectorKind, LimitConfig,
-    RuleConfig, Unit,
+pub(crate) use crate::config::global_ratelimit::{
+    GlobalRateLimitConfig, HeaderSelectorKind, RuleConfig,
 };
 
 /// One descriptor entry: (key, value).
@@ -48,7 +47,7 @@ type Entry = (String, String);
 
 /// A descriptor and the limit the service configuration gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Descriptor {
+pub(crate) struct Descriptor {
     pub entries: Vec<Entry>,
     pub requests: u64,
     pub unit_seconds: u64,
@@ -56,7 +55,7 @@ pub struct Descriptor {
 
 impl Descriptor {
     /// envoyproxy/ratelimit's cache key (`GenerateCacheKey`, no `CACHE_KEY_PREFIX`).
-    pub fn cache_key(&self, domain: &str, now_secs: u64) -> String {
+    pub(crate) fn cache_key(&self, domain: &str, now_secs: u64) -> String {
         let mut key = format!("{domain}_");
         for (k, v) in &self.entries {
             key.push_str(k);
@@ -71,7 +70,7 @@ impl Descriptor {
 }
 
 /// The descriptors the rules produce for a request on `route`.
-pub fn descriptors(rules: &[RuleConfig], route: &str, request: &Headers) -> Vec<Descriptor> {
+pub(crate) fn descriptors(rules: &[RuleConfig], route: &str, request: &Headers) -> Vec<Descriptor> {
     let mut out = Vec::new();
     'rules: for (r, rule) in rules.iter().enumerate() {
         let mut entries = vec![(route.to_owned(), route.to_owned())];
@@ -124,7 +123,7 @@ fn all_values(request: &Headers, name: &str) -> Option<String> {
 
 /// What the limit says of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// No rule applies, or every descriptor is within its limit.
     Pass,
     /// A descriptor is over its limit: 429.
@@ -134,26 +133,26 @@ pub enum Verdict {
 }
 
 /// The compiled limit of one config snapshot, with its connections to Redis.
-pub struct GlobalRateLimit {
+pub(crate) struct GlobalRateLimit {
     config: GlobalRateLimitConfig,
     redis: Redis,
 }
 
 impl GlobalRateLimit {
     /// Connections are made by the requests that need them.
-    pub fn new(config: &GlobalRateLimitConfig) -> Self {
+    pub(crate) fn new(config: &GlobalRateLimitConfig) -> Self {
         Self {
             config: config.clone(),
             redis: Redis::new(&config.redis),
         }
     }
 
-    pub fn fail_closed(&self) -> bool {
+    pub(crate) fn fail_closed(&self) -> bool {
         self.config.fail_closed
     }
 
     /// Count the request on `route` of `listener` (the domain) against every rule it matches.
-    pub async fn check(&self, listener: &str, route: &str, request: &Headers) -> Verdict {
+    pub(crate) async fn check(&self, listener: &str, route: &str, request: &Headers) -> Verdict {
         let descriptors = descriptors(&self.config.rules, route, request);
         if descriptors.is_empty() {
             return Verdict::Pass;

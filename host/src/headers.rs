@@ -22,7 +22,7 @@ use modelgate_runtime::Headers;
 
 use crate::config::{ClientTrafficConfig, HeaderMutations, RequestIdAction};
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// Envoy sets it from the trusted client address on edge requests, replacing the client's.
 const EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
@@ -71,7 +71,7 @@ const HOP_BY_HOP: [&str; 5] = [
 /// (`gzip, chunked`, `chunked, chunked`, `identity, chunked`), so the host must refuse them
 /// itself or forward a body framed differently from what the client meant. Repeated fields
 /// count as their comma-joined list, as in Envoy's header map.
-pub fn unsupported_transfer_coding(map: &HeaderMap) -> Option<String> {
+pub(crate) fn unsupported_transfer_coding(map: &HeaderMap) -> Option<String> {
     let mut values = map.get_all(hyper::header::TRANSFER_ENCODING).iter();
     let first = values.next()?;
     let single = values.next().is_none();
@@ -115,7 +115,7 @@ fn is_hop_by_hop(name: &str, value: &HeaderValue, listed: &[String]) -> bool {
 /// client's headers in wire order (less hop-by-hop ones, `host`, and what Envoy strips from an
 /// external request), then what the gateway adds. Returns the headers and the request id
 /// (empty when there is none, as with `requestID: Preserve` and no client id).
-pub fn request_headers(
+pub(crate) fn request_headers(
     parts: &Parts,
     client: IpAddr,
     tls: bool,
@@ -231,7 +231,7 @@ fn nth_from_right(xff: &[u8], skip: u32) -> Option<IpAddr> {
 }
 
 /// A response as the filters see it: `:status` first, then its headers less hop-by-hop ones.
-pub fn response_headers(status: StatusCode, map: &HeaderMap) -> Headers {
+pub(crate) fn response_headers(status: StatusCode, map: &HeaderMap) -> Headers {
     let listed = connection_listed(map);
     // Sized up front: `extend` through a filter cannot know the length and regrows.
     let mut headers = Vec::with_capacity(map.len() + 1);
@@ -246,7 +246,7 @@ pub fn response_headers(status: StatusCode, map: &HeaderMap) -> Headers {
 
 /// Whether a request is gRPC, as Envoy's `Grpc::Common::isGrpcRequestHeaders` decides it:
 /// `content-type` is `application/grpc`, or that followed by `+` or `;`.
-pub fn is_grpc(headers: &Headers) -> bool {
+pub(crate) fn is_grpc(headers: &Headers) -> bool {
     get(headers, "content-type").is_some_and(|value| {
         value
             .strip_prefix(b"application/grpc")
@@ -259,7 +259,11 @@ pub fn is_grpc(headers: &Headers) -> bool {
 /// application/grpc`, `grpc-status` (the given one, else the HTTP status mapped by
 /// `Grpc::Utility::httpToGrpcStatus`) unless the reply already has one, and the body, less a
 /// trailing newline and percent-encoded, as `grpc-message`; no body and no `content-length`.
-pub fn grpc_local_reply(mut headers: Headers, body: &[u8], grpc_status: Option<u32>) -> Headers {
+pub(crate) fn grpc_local_reply(
+    mut headers: Headers,
+    body: &[u8],
+    grpc_status: Option<u32>,
+) -> Headers {
     let http_status = get_str(&headers, ":status")
         .and_then(|s| s.parse::<u16>().ok())
         .unwrap_or(500);
@@ -304,7 +308,7 @@ fn percent_encode_grpc(text: &[u8]) -> Vec<u8> {
 }
 
 /// The first value of `name` (lower case).
-pub fn get<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
+pub(crate) fn get<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
     headers
         .iter()
         .find(|(n, _)| n == name)
@@ -312,14 +316,14 @@ pub fn get<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
 }
 
 /// The first value of `name` as text, if it is UTF-8.
-pub fn get_str<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+pub(crate) fn get_str<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
     get(headers, name).and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// Sets `name` to `value`, replacing every earlier value; the entry goes last. The first
 /// earlier entry is reused, so setting a header that is there (each request's `x-request-id`)
 /// allocates nothing.
-pub fn set(headers: &mut Headers, name: &str, value: &[u8]) {
+pub(crate) fn set(headers: &mut Headers, name: &str, value: &[u8]) {
     let Some(first) = headers.iter().position(|(n, _)| n == name) else {
         headers.push((name.to_owned(), value.to_vec()));
         return;
@@ -333,7 +337,7 @@ pub fn set(headers: &mut Headers, name: &str, value: &[u8]) {
 
 /// Applies a route's `set`/`add`/`remove` mutations, in that order of precedence: removals
 /// first, so a `set` of a removed name still lands.
-pub fn apply_mutations(headers: &mut Headers, mutations: &HeaderMutations) {
+pub(crate) fn apply_mutations(headers: &mut Headers, mutations: &HeaderMutations) {
     for name in &mutations.remove {
         let name = name.to_ascii_lowercase();
         headers.retain(|(n, _)| *n != name);
@@ -348,7 +352,7 @@ pub fn apply_mutations(headers: &mut Headers, mutations: &HeaderMutations) {
 
 /// The regular (non-pseudo) headers as a hyper map. Entries a filter made invalid are dropped
 /// with a warning rather than failing the request, as Envoy drops invalid headers.
-pub fn to_header_map(headers: &Headers) -> HeaderMap {
+pub(crate) fn to_header_map(headers: &Headers) -> HeaderMap {
     header_map(
         headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
         headers.len(),
@@ -358,7 +362,7 @@ pub fn to_header_map(headers: &Headers) -> HeaderMap {
 
 /// [`to_header_map`] for a list that is no longer needed: each value's buffer becomes the
 /// header value as is, where [`to_header_map`] allocates a copy of every value.
-pub fn into_header_map(headers: Headers) -> HeaderMap {
+pub(crate) fn into_header_map(headers: Headers) -> HeaderMap {
     let len = headers.len();
     header_map(headers.into_iter(), len, |value| {
         HeaderValue::from_maybe_shared(Bytes::from(value))
@@ -401,7 +405,7 @@ fn header_name(name: &str) -> Result<HeaderName, InvalidHeaderName> {
 /// The upstream request for a filtered header list: `:method` and `:path` from the pseudo
 /// headers, `host` from `:authority`, every other header as is. The body decides the framing,
 /// so `content-length` is left to hyper.
-pub fn to_upstream_request(
+pub(crate) fn to_upstream_request(
     headers: &Headers,
     endpoint: SocketAddr,
     body: crate::body::GatewayBody,
@@ -447,7 +451,7 @@ fn upstream_uri(endpoint: SocketAddr, path: &str) -> Option<Uri> {
 }
 
 /// The `:status` of a response header list, 502 when a filter made it unreadable.
-pub fn status_of(headers: &Headers) -> StatusCode {
+pub(crate) fn status_of(headers: &Headers) -> StatusCode {
     get_str(headers, ":status")
         .and_then(|s| s.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())

@@ -12,7 +12,7 @@ use crate::worker::Workers;
 
 /// Accepts until `stop` turns true, dealing connections to the workers, which serve them
 /// and drain them on shutdown.
-pub async fn serve(
+pub(crate) async fn serve(
     socket: TcpListener,
     info: ListenerInfo,
     workers: Arc<Workers>,

@@ -63,7 +63,7 @@ const HCM_PREFIX: &str = "envoy_http_conn_manager_prefix";
 const CLUSTER_NAME: &str = "envoy_cluster_name";
 
 #[derive(Default)]
-pub struct HostMetrics {
+pub(crate) struct HostMetrics {
     /// Requests answered, by listener and status (`envoy_http_downstream_rq_*`).
     downstream: RwLock<StatusCounts>,
     /// Requests routed to a cluster, by cluster and status (`envoy_cluster_upstream_rq_*`).
@@ -129,14 +129,14 @@ fn count_status(counts: &RwLock<StatusCounts>, name: &str, status: u16) {
 impl HostMetrics {
     /// One answered request: counted for its listener, and for its cluster when it was routed
     /// to one (`cluster` is empty when the gateway or a filter answered without an upstream).
-    pub fn count_request(&self, listener: &str, cluster: &str, status: u16) {
+    pub(crate) fn count_request(&self, listener: &str, cluster: &str, status: u16) {
         count_status(&self.downstream, listener, status);
         if !cluster.is_empty() {
             count_status(&self.upstream, cluster, status);
         }
     }
 
-    pub fn observe_upstream(&self, cluster: &str, elapsed: Duration) {
+    pub(crate) fn observe_upstream(&self, cluster: &str, elapsed: Duration) {
         let millis = elapsed.as_secs_f64() * 1000.0;
         let mut histograms = lock(&self.upstream_latency);
         let h = slot(&mut histograms, cluster);
@@ -149,19 +149,19 @@ impl HostMetrics {
         h.count += 1;
     }
 
-    pub fn connection_opened(&self, listener: &str) {
+    pub(crate) fn connection_opened(&self, listener: &str) {
         *slot(&mut lock(&self.active_connections), listener) += 1;
     }
 
-    pub fn connection_closed(&self, listener: &str) {
+    pub(crate) fn connection_closed(&self, listener: &str) {
         *slot(&mut lock(&self.active_connections), listener) -= 1;
     }
 
-    pub fn request_started(&self, listener: &str) {
+    pub(crate) fn request_started(&self, listener: &str) {
         self.add_active(listener, 1);
     }
 
-    pub fn request_finished(&self, listener: &str) {
+    pub(crate) fn request_finished(&self, listener: &str) {
         self.add_active(listener, -1);
     }
 
@@ -175,7 +175,7 @@ impl HostMetrics {
         }
     }
 
-    pub fn count_reload(&self, ok: bool) {
+    pub(crate) fn count_reload(&self, ok: bool) {
         if ok {
             &self.reloads_ok
         } else {
@@ -185,7 +185,7 @@ impl HostMetrics {
     }
 
     /// Everything in Prometheus text format 0.0.4.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         clusters: &Clusters,
         plugin_stats: &[(String, PluginStats)],

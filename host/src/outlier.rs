@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::config::OutlierConfig;
 
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     state: Mutex<State>,
 }
 
@@ -20,14 +20,14 @@ struct State {
 
 /// What a failure did to the endpoint.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Kept,
     Ejected(Duration),
 }
 
 impl Health {
     /// Whether the endpoint may take traffic at `now`; an expired ejection ends here.
-    pub fn available(&self, now: Instant) -> bool {
+    pub(crate) fn available(&self, now: Instant) -> bool {
         let mut state = self.lock();
         match state.ejected_until {
             Some(until) if now < until => false,
@@ -40,13 +40,18 @@ impl Health {
         }
     }
 
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         self.lock().consecutive_errors = 0;
     }
 
     /// Counts a connect failure or 5xx; ejects when the threshold is reached and
     /// `may_eject` (the cluster's ejection cap) allows it.
-    pub fn record_failure(&self, config: &OutlierConfig, now: Instant, may_eject: bool) -> Verdict {
+    pub(crate) fn record_failure(
+        &self,
+        config: &OutlierConfig,
+        now: Instant,
+        may_eject: bool,
+    ) -> Verdict {
         let mut state = self.lock();
         state.consecutive_errors = state.consecutive_errors.saturating_add(1);
         if config.consecutive_errors == 0
@@ -68,11 +73,11 @@ impl Health {
     }
 
     /// Ejected right now (without ending an expired ejection).
-    pub fn is_ejected(&self, now: Instant) -> bool {
+    pub(crate) fn is_ejected(&self, now: Instant) -> bool {
         self.lock().ejected_until.is_some_and(|until| now < until)
     }
 
-    pub fn ejections(&self) -> u32 {
+    pub(crate) fn ejections(&self) -> u32 {
         self.lock().ejections
     }
 

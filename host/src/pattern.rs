@@ -1,7 +1,7 @@
 //! Regular expressions from configuration, compiled with the error a config reader names.
 
 /// Compiles a regex, with a one-line error (the regex crate's is a multi-line drawing).
-pub fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
+pub(crate) fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
     regex::Regex::new(pattern).map_err(|e| {
         let text = e.to_string();
         let reason = text

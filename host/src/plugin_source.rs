@@ -15,7 +15,7 @@ use crate::config::{FailurePolicyName, FilterConfig, PolicySource};
 
 /// A filter entry with every file read and every default applied.
 #[derive(Debug)]
-pub struct ResolvedPlugin {
+pub(crate) struct ResolvedPlugin {
     pub wasm: Arc<[u8]>,
     pub root_id: String,
     pub vm_id: String,
@@ -72,7 +72,7 @@ struct PolicyEnv {
 }
 
 /// Reads everything `filter` (at `filters[index]`) names. Errors name the field path.
-pub fn resolve(index: usize, filter: &FilterConfig) -> Result<ResolvedPlugin, String> {
+pub(crate) fn resolve(index: usize, filter: &FilterConfig) -> Result<ResolvedPlugin, String> {
     let at = format!("filters[{index}]");
     let wasm = std::fs::read(&filter.wasm)
         .map_err(|e| format!("{at}.wasm: cannot read {}: {e}", filter.wasm.display()))?;
@@ -150,7 +150,7 @@ fn failure_policy(filter: &FilterConfig, fail_open: bool) -> Result<FailurePolic
 
 /// What an `EnvoyExtensionPolicy` gives one `spec.wasm[]` entry, as the gateway reads it.
 #[derive(Debug)]
-pub struct PolicyPlugin {
+pub(crate) struct PolicyPlugin {
     pub root_id: Option<String>,
     pub fail_open: Option<bool>,
     /// `env.hostKeys`: the host variables the VM may read.
@@ -160,7 +160,7 @@ pub struct PolicyPlugin {
 }
 
 /// Reads the `spec.wasm[]` entry `source` names (as `fromEnvoyExtensionPolicy` does).
-pub fn read_policy(source: &PolicySource) -> Result<PolicyPlugin, String> {
+pub(crate) fn read_policy(source: &PolicySource) -> Result<PolicyPlugin, String> {
     let entry = policy_entry(source)?;
     Ok(PolicyPlugin {
         root_id: entry.root_id,

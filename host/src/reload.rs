@@ -31,7 +31,7 @@ fn stamps(shared: &Shared) -> Vec<(PathBuf, Stamp)> {
 }
 
 /// Polls until `stop` turns true; reloads when a watched file changed.
-pub async fn watch_files(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn watch_files(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut known = stamps(&shared);
     loop {
         let interval = shared

@@ -101,7 +101,7 @@ pub(crate) struct MatchedPrefix {
 
 /// A route's `rewrite`: Envoy's `host_rewrite_literal` and path rewrite.
 #[derive(Debug)]
-pub struct Rewrite {
+pub(crate) struct Rewrite {
     host: Option<Vec<u8>>,
     path: Option<PathRewrite>,
 }
@@ -127,7 +127,7 @@ impl Rewrite {
     /// the client's one is appended to `x-forwarded-host`, as Envoy Gateway asks
     /// (`append_x_forwarded_host`) and Envoy's `updateAuthority` does it: with a bare `,`,
     /// unless it is already the last entry.
-    pub fn apply(&self, request: &mut Headers) {
+    pub(crate) fn apply(&self, request: &mut Headers) {
         if let Some(host) = &self.host {
             let old = headers::get(request, ":authority")
                 .filter(|a| !a.is_empty())
@@ -165,7 +165,7 @@ fn replace_in_place(request: &mut Headers, name: &str, value: Vec<u8>) {
 
 /// A route's `redirect`: Envoy's `RedirectAction` as Envoy Gateway fills it in.
 #[derive(Debug)]
-pub struct Redirect {
+pub(crate) struct Redirect {
     scheme: Option<&'static str>,
     host: Option<String>,
     /// `:port`, or empty: Envoy Gateway leaves out ports 80 and 443 so that they never
@@ -207,7 +207,7 @@ impl Redirect {
     /// or the request's; the host given, or the request's less a port that the scheme change
     /// makes default, or any port when a port is given; the port given; the path rewritten
     /// (a prefix replaced, or the whole path with the query string kept) or the request's.
-    pub fn location(&self, request: &Headers) -> String {
+    pub(crate) fn location(&self, request: &Headers) -> String {
         let scheme = self
             .scheme
             .or_else(|| headers::get_str(request, ":scheme"))

@@ -19,7 +19,7 @@ use crate::rewrite::{MatchedPrefix, Redirect, Rewrite};
 
 /// One compiled route.
 #[derive(Debug)]
-pub struct Route {
+pub(crate) struct Route {
     /// Shared so each request's access entry takes the names without copying them.
     pub name: Arc<str>,
     pub action: Action,
@@ -37,7 +37,7 @@ pub struct Route {
 
 /// What a matched route does.
 #[derive(Debug)]
-pub enum Action {
+pub(crate) enum Action {
     Forward(Backends),
     Redirect(Redirect),
     /// Envoy's `direct_response`: this status and body.
@@ -50,7 +50,7 @@ pub enum Action {
 /// weight 0 are left out, as Envoy Gateway leaves out a zero-weight `backendRef`
 /// (`internal/gatewayapi/route.go`, `processHTTPRouteRules`).
 #[derive(Debug)]
-pub struct Backends {
+pub(crate) struct Backends {
     clusters: Vec<(Arc<str>, u32)>,
     total: u64,
 }
@@ -76,7 +76,7 @@ impl Backends {
 
     /// The cluster for one request; `None` when every weight is 0, which Envoy Gateway turns
     /// into a direct 500 answer (`route.go`: "all valid destinations having 0 weight").
-    pub fn pick(&self) -> Option<&Arc<str>> {
+    pub(crate) fn pick(&self) -> Option<&Arc<str>> {
         match self.clusters.as_slice() {
             [] => None,
             [(only, _)] => Some(only),
@@ -175,7 +175,7 @@ fn whole(pattern: &str) -> Result<Regex, String> {
 }
 
 #[derive(Debug, Default)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     /// Every route, in config order.
     routes: Vec<Route>,
     /// Per listener (config order), its virtual hosts.
@@ -324,7 +324,7 @@ fn wildcard_admits(wildcard: &str, host: &str) -> bool {
 impl RouteTable {
     /// Compiles the routes and each listener's virtual hosts; the config has already been
     /// checked, so errors here only repeat what [`crate::config::Config::parse`] reported.
-    pub fn compile(config: &Config) -> Result<RouteTable, String> {
+    pub(crate) fn compile(config: &Config) -> Result<RouteTable, String> {
         let routes = &config.routes;
         let mut listeners: Vec<VirtualHosts> = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
@@ -358,16 +358,17 @@ impl RouteTable {
 
     /// The first route of the listener's virtual host for the request that matches its
     /// headers (`:authority`, `:path`, `:method` and the rest).
-    pub fn find(&self, listener: usize, request: &Headers) -> Option<&Route> {
+    #[cfg(test)]
+    pub(crate) fn find(&self, listener: usize, request: &Headers) -> Option<&Route> {
         self.position(listener, request).map(|i| &self.routes[i])
     }
 
-    pub fn get(&self, index: usize) -> Option<&Route> {
+    pub(crate) fn get(&self, index: usize) -> Option<&Route> {
         self.routes.get(index)
     }
 
     /// The index of the first matching route on listener `listener` (config order).
-    pub fn position(&self, listener: usize, request: &Headers) -> Option<usize> {
+    pub(crate) fn position(&self, listener: usize, request: &Headers) -> Option<usize> {
         let candidates = self
             .listeners
             .get(listener)?

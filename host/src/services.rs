@@ -18,16 +18,16 @@ use crate::headers;
 
 /// The clusters filters may call. Swapped on reload together with the route table.
 #[derive(Default)]
-pub struct GatewayServices {
+pub(crate) struct GatewayServices {
     clusters: ArcSwap<Clusters>,
 }
 
 impl GatewayServices {
-    pub fn set_clusters(&self, clusters: Arc<Clusters>) {
+    pub(crate) fn set_clusters(&self, clusters: Arc<Clusters>) {
         self.clusters.store(clusters);
     }
 
-    pub fn clusters(&self) -> Arc<Clusters> {
+    pub(crate) fn clusters(&self) -> Arc<Clusters> {
         self.clusters.load_full()
     }
 }

@@ -15,7 +15,7 @@ use crate::snapshot::Snapshot;
 use crate::source::{ConfigSource, Loaded};
 
 /// State every connection and the admin listener share.
-pub struct Shared {
+pub(crate) struct Shared {
     pub runtime: Runtime,
     pub services: Arc<GatewayServices>,
     pub metrics: HostMetrics,
@@ -30,7 +30,11 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state with no config serving yet (`/ready` answers 503).
-    pub fn new(runtime: Runtime, services: Arc<GatewayServices>, source: ConfigSource) -> Shared {
+    pub(crate) fn new(
+        runtime: Runtime,
+        services: Arc<GatewayServices>,
+        source: ConfigSource,
+    ) -> Shared {
         Shared {
             runtime,
             services,
@@ -49,11 +53,11 @@ impl Shared {
     }
 
     /// The config requests start with now; `None` until the filters are configured.
-    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+    pub(crate) fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.state.load_full()
     }
 
-    pub fn next_connection_id(&self) -> u64 {
+    pub(crate) fn next_connection_id(&self) -> u64 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
@@ -71,7 +75,7 @@ impl Shared {
     }
 
     /// The files the config was last read from.
-    pub fn source_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn source_files(&self) -> Vec<PathBuf> {
         self.source_files
             .lock()
             .map(|f| f.clone())
@@ -80,7 +84,7 @@ impl Shared {
 
     /// Reads the config again and swaps in the new routes, clusters and filters; on any
     /// error the running config stays and the errors are returned (and logged).
-    pub async fn reload(self: &Arc<Self>) -> Result<(), ConfigErrors> {
+    pub(crate) async fn reload(self: &Arc<Self>) -> Result<(), ConfigErrors> {
         let _one_at_a_time = self.reloading.lock().await;
         let shared = Arc::clone(self);
         // Compiling wasm and running on_configure is CPU work: keep it off the reactor.

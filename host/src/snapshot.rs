@@ -16,7 +16,7 @@ use crate::services::GatewayServices;
 use crate::stats_tags::TagExtractors;
 use crate::tracing::Tracer;
 
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub config: Config,
     pub routes: RouteTable,
     pub clusters: Arc<Clusters>,
@@ -39,7 +39,7 @@ impl Snapshot {
     /// Compiles `config` and loads its filters (running `on_configure`). The runtime's
     /// `http_call` sees the new clusters while the filters configure; on failure the previous
     /// clusters are put back. Every error is reported, each naming its field.
-    pub fn build(
+    pub(crate) fn build(
         config: Config,
         runtime: &Runtime,
         services: &GatewayServices,

@@ -22,7 +22,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// Envoy's custom stat namespace for metrics a Wasm filter defines.
-pub const WASM_NAMESPACE: &str = "wasmcustom";
+pub(crate) const WASM_NAMESPACE: &str = "wasmcustom";
 
 /// One `stats_config.stats_tags[]` entry (`envoy.config.metrics.v3.TagSpecifier` with `regex`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -37,16 +37,16 @@ pub struct TagSpecifier {
 
 /// Compiled tag extractors, in configuration order.
 #[derive(Debug, Default)]
-pub struct TagExtractors {
+pub(crate) struct TagExtractors {
     extractors: Vec<(String, Regex)>,
 }
 
 /// Label pairs of one series, in extraction order.
-pub type Tags = Vec<(String, String)>;
+pub(crate) type Tags = Vec<(String, String)>;
 
 impl TagExtractors {
     /// Compiles `specs`; errors name `at[i].regex`.
-    pub fn compile(specs: &[TagSpecifier], at: &str) -> Result<TagExtractors, String> {
+    pub(crate) fn compile(specs: &[TagSpecifier], at: &str) -> Result<TagExtractors, String> {
         let extractors = specs
             .iter()
             .enumerate()
@@ -61,7 +61,7 @@ impl TagExtractors {
 
     /// Envoy's tag extraction over a full stat name: every extractor whose regex matches and
     /// has a capture group yields a tag, and the first group's span is removed from the name.
-    pub fn extract(&self, name: &str) -> (String, Tags) {
+    pub(crate) fn extract(&self, name: &str) -> (String, Tags) {
         let mut tags = Vec::new();
         let mut removed: Vec<(usize, usize)> = Vec::new();
         for (tag_name, regex) in &self.extractors {
@@ -87,7 +87,7 @@ impl TagExtractors {
 
     /// The Prometheus series name and labels Envoy's `/stats/prometheus` gives the metric a
     /// Wasm filter defined as `name`; `None` when Envoy would not export it.
-    pub fn wasm_series(&self, name: &str) -> Option<(String, Tags)> {
+    pub(crate) fn wasm_series(&self, name: &str) -> Option<(String, Tags)> {
         let (extracted, tags) = self.extract(&format!("{WASM_NAMESPACE}.{name}"));
         let stripped = extracted.strip_prefix(WASM_NAMESPACE)?.strip_prefix('.')?;
         let metric = sanitize(stripped);
@@ -100,7 +100,7 @@ impl TagExtractors {
 }
 
 /// Prometheus names allow only `[a-zA-Z0-9_]`; Envoy turns everything else into `_`.
-pub fn sanitize(name: &str) -> String {
+pub(crate) fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' {
@@ -116,7 +116,7 @@ pub fn sanitize(name: &str) -> String {
 /// `spec.bootstrap.jsonPatches[]` entry `{op: add, path: /stats_config/stats_tags/-, value}`.
 /// Patches to other paths are ignored (they do not touch tag extraction); a `stats_tags` patch
 /// of another shape is an error naming its index.
-pub fn from_envoy_proxy(path: &Path) -> Result<Vec<TagSpecifier>, String> {
+pub(crate) fn from_envoy_proxy(path: &Path) -> Result<Vec<TagSpecifier>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
@@ -131,7 +131,9 @@ pub fn from_envoy_proxy(path: &Path) -> Result<Vec<TagSpecifier>, String> {
 }
 
 /// [`from_envoy_proxy`] over an `EnvoyProxy` object already read (`modelgate --manifests`).
-pub fn from_envoy_proxy_document(proxy: &serde_json::Value) -> Result<Vec<TagSpecifier>, String> {
+pub(crate) fn from_envoy_proxy_document(
+    proxy: &serde_json::Value,
+) -> Result<Vec<TagSpecifier>, String> {
     let patches = proxy["spec"]["bootstrap"]["jsonPatches"]
         .as_array()
         .cloned()

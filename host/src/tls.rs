@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::TlsConfig;
 
 /// A TLS acceptor from PEM files, offering HTTP/2 and HTTP/1.1 through ALPN.
-pub fn tls_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
+pub(crate) fn tls_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert_file)
         .and_then(Iterator::collect)
         .map_err(|e| format!("certFile {}: {e}", config.cert_file.display()))?;

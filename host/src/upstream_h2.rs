@@ -32,7 +32,7 @@ use crate::config::UpstreamTlsConfig;
 
 /// TLS towards the endpoints: the trust roots and the name their certificate must carry.
 #[derive(Clone)]
-pub struct UpstreamTls {
+pub(crate) struct UpstreamTls {
     connector: TlsConnector,
     server_name: ServerName<'static>,
 }
@@ -41,7 +41,7 @@ impl UpstreamTls {
     /// Roots from `caFile` (PEM) and `hostname` as SNI and the name verified, as a
     /// `BackendTLSPolicy`'s `caCertificateRefs` and `hostname` set them. ALPN offers `h2` only:
     /// the cluster speaks HTTP/2.
-    pub fn new(config: &UpstreamTlsConfig) -> Result<UpstreamTls, String> {
+    pub(crate) fn new(config: &UpstreamTlsConfig) -> Result<UpstreamTls, String> {
         let roots = read_roots(&config.ca_file)?;
         let server_name = ServerName::try_from(config.hostname.clone())
             .map_err(|e| format!("hostname {:?}: {e}", config.hostname))?;
@@ -73,7 +73,7 @@ fn read_roots(file: &Path) -> Result<rustls::RootCertStore, String> {
 
 /// Why an HTTP/2 request got no response.
 #[derive(Debug)]
-pub enum H2Error {
+pub(crate) enum H2Error {
     /// No connection: TCP connect, TLS handshake or HTTP/2 preface failed or timed out.
     Connect(String),
     /// The connection failed while the request was on it (reset, GOAWAY, protocol error).
@@ -90,14 +90,14 @@ impl fmt::Display for H2Error {
 }
 
 /// HTTP/2 connections of one worker to a cluster's endpoints, one per endpoint.
-pub struct H2Client {
+pub(crate) struct H2Client {
     connect_timeout: Duration,
     tls: Option<UpstreamTls>,
     connections: Mutex<HashMap<SocketAddr, SendRequest<GatewayBody>>>,
 }
 
 impl H2Client {
-    pub fn new(connect_timeout: Duration, tls: Option<UpstreamTls>) -> Self {
+    pub(crate) fn new(connect_timeout: Duration, tls: Option<UpstreamTls>) -> Self {
         H2Client {
             connect_timeout,
             tls,
@@ -109,7 +109,7 @@ impl H2Client {
     /// the URI, the client's authority in `host`) to `endpoint`. On HTTP/2 the authority travels
     /// as `:authority`, so the URI is rewritten to carry it and `host` is dropped, as Envoy's
     /// HTTP/2 codec sends the request's host.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         endpoint: SocketAddr,
         mut request: Request<GatewayBody>,

@@ -25,18 +25,18 @@ struct Handoff {
 }
 
 /// The running workers; the listeners deal their connections through it.
-pub struct Workers {
+pub(crate) struct Workers {
     queues: Vec<mpsc::UnboundedSender<Handoff>>,
     next: AtomicUsize,
 }
 
 /// Resolves when every worker has drained its connections and stopped.
-pub struct Stopped(Vec<oneshot::Receiver<()>>);
+pub(crate) struct Stopped(Vec<oneshot::Receiver<()>>);
 
 impl Workers {
     /// Starts `count` worker threads; each stops accepting hand-offs when `stop` turns true and
     /// returns once its open connections finished their requests.
-    pub fn start(
+    pub(crate) fn start(
         count: usize,
         shared: &Arc<Shared>,
         stop: &watch::Receiver<bool>,
@@ -69,7 +69,7 @@ impl Workers {
     }
 
     /// Hands an accepted connection to the next worker.
-    pub fn dispatch(&self, stream: TcpStream, listener: &Arc<ListenerInfo>) {
+    pub(crate) fn dispatch(&self, stream: TcpStream, listener: &Arc<ListenerInfo>) {
         // Off this runtime's reactor; the worker registers it with its own.
         let stream = match stream.into_std() {
             Ok(stream) => stream,
@@ -92,7 +92,7 @@ impl Workers {
 }
 
 impl Stopped {
-    pub async fn wait(self) {
+    pub(crate) async fn wait(self) {
         for worker in self.0 {
             let _ = worker.await;
         }

@@ -15,19 +15,18 @@ use serde_json::Value;
 
 use super::fields::Fields;
 
-/// One Kubernetes object and where it came from.
+/// One Kubernetes object.
 #[derive(Clone, Debug)]
-pub struct Object {
+pub(crate) struct Object {
     pub kind: String,
     pub namespace: String,
     pub name: String,
-    pub file: PathBuf,
     pub doc: Value,
 }
 
 impl Object {
     /// `Kind namespace/name`, as errors and warnings name an object.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         if self.namespace.is_empty() {
             format!("{} {}", self.kind, self.name)
         } else {
@@ -46,7 +45,7 @@ const CLUSTER_SCOPED: &[&str] = &[
 
 /// The objects of every path, in order, and every file read (to watch for changes).
 #[derive(Debug, Default)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub objects: Vec<Object>,
     pub files: Vec<PathBuf>,
     /// Kustomization fields the reader does not apply.
@@ -64,7 +63,7 @@ impl Loaded {
     }
 }
 
-pub fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<String>> {
+pub(crate) fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<String>> {
     let mut loaded = Loaded::default();
     let mut errors = Vec::new();
     for path in paths {
@@ -150,7 +149,6 @@ fn read_file(file: &Path, loaded: &mut Loaded) -> Result<(), String> {
             kind,
             namespace,
             name,
-            file: file.to_path_buf(),
             doc,
         });
     }

@@ -23,8 +23,8 @@ mod envoy_proxy;
 mod extension;
 mod fields;
 mod gateway;
-pub mod load;
-pub mod precedence;
+pub(crate) mod load;
+pub(crate) mod precedence;
 mod routes;
 #[cfg(test)]
 mod testing;
@@ -42,7 +42,7 @@ use crate::config::{Config, ConfigErrors};
 use fields::{Fields, Node};
 use load::Object;
 
-pub use backends::BackendMapping;
+pub(crate) use backends::BackendMapping;
 
 /// What the command line gives besides the manifests: where things are on this machine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub struct Options {
 
 /// The host config the manifests describe, with what it leaves out.
 #[derive(Debug)]
-pub struct Translation {
+pub(crate) struct Translation {
     pub config: Config,
     /// The host config document, as YAML (`modelgate check --manifests --print-config`).
     pub host_yaml: String,
@@ -76,7 +76,7 @@ pub struct Translation {
 
 /// Reads the manifests and builds the host config; every error found, each naming its
 /// object and field.
-pub fn translate(options: &Options) -> Result<Translation, ConfigErrors> {
+pub(crate) fn translate(options: &Options) -> Result<Translation, ConfigErrors> {
     let loaded = load::load(&options.paths).map_err(ConfigErrors)?;
     let translator = Translator::new(options, &loaded.objects);
     let document = translator.run();

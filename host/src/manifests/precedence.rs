@@ -18,7 +18,7 @@
 
 /// Path match types in Envoy Gateway's rank, least specific first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PathKind {
+pub(crate) enum PathKind {
     Prefix,
     RegularExpression,
     Exact,
@@ -27,7 +27,7 @@ pub enum PathKind {
 /// What Envoy Gateway's sort compares, field by field in its order (the derived `Ord` is
 /// lexicographic, so it is `Less` read top to bottom).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Rank {
+pub(crate) struct Rank {
     pub path_kind: PathKind,
     pub path_len: usize,
     pub headers: usize,
@@ -38,7 +38,7 @@ pub struct Rank {
 
 impl Rank {
     /// The rank of a path match; `pathMatchCount` counts a `/` prefix as no path match.
-    pub fn of_path(kind: PathKind, value: &str) -> Rank {
+    pub(crate) fn of_path(kind: PathKind, value: &str) -> Rank {
         let path_len = if kind == PathKind::Prefix && value == "/" {
             0
         } else {
@@ -57,7 +57,7 @@ impl Rank {
 
 /// Where a route came from, for the tie-break.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// Envoy Gateway translates every `HTTPRoute` before any `GRPCRoute`
     /// (internal/gatewayapi/translator.go, `ProcessHTTPRoutes` then `ProcessGRPCRoutes`).
     pub grpc: bool,
@@ -72,7 +72,7 @@ pub struct Origin {
 
 /// Sorts `items` most specific first, as Envoy Gateway does: the tie-break order first, then
 /// a stable sort by rank, descending.
-pub fn sort<T>(items: &mut [T], key: impl Fn(&T) -> (&Rank, &Origin)) {
+pub(crate) fn sort<T>(items: &mut [T], key: impl Fn(&T) -> (&Rank, &Origin)) {
     items.sort_by(|a, b| key(a).1.cmp(key(b).1));
     items.sort_by(|a, b| key(b).0.cmp(key(a).0));
 }

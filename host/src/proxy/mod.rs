@@ -32,7 +32,7 @@ use request_body::{BodyError, RequestBody, RequestPump};
 use upstream::{ForwardError, Target};
 
 /// Serves one request; never fails (errors become responses).
-pub async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,

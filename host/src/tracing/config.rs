@@ -235,7 +235,7 @@ impl TracingConfig {
 
 /// `spec.telemetry.tracing` of the `EnvoyProxy` in the manifest file at `path` (the first
 /// `EnvoyProxy` of a multi-document file); `None` when it has no tracing section.
-pub fn from_envoy_proxy(path: &Path) -> Result<Option<ProxyTracing>, String> {
+pub(crate) fn from_envoy_proxy(path: &Path) -> Result<Option<ProxyTracing>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
@@ -252,7 +252,7 @@ pub fn from_envoy_proxy(path: &Path) -> Result<Option<ProxyTracing>, String> {
 /// `spec.telemetry.tracing` of one parsed `EnvoyProxy` manifest; errors name the field path
 /// (`spec.telemetry.tracing.provider.type: ...`). Serialized to JSON, with `collector` added,
 /// the value is the host's inline `tracing:` section (`--manifests` builds it so).
-pub fn from_envoy_proxy_manifest(
+pub(crate) fn from_envoy_proxy_manifest(
     proxy: &serde_json::Value,
 ) -> Result<Option<ProxyTracing>, String> {
     let tracing = &proxy["spec"]["telemetry"]["tracing"];

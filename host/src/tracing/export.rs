@@ -32,7 +32,7 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counters of the tracer, for `/metrics`: process-wide, so they survive reloads as Envoy's
 /// stats do.
-pub struct TracingStats {
+pub(crate) struct TracingStats {
     /// Spans handed to an export (Envoy's `tracing.opentelemetry.spans_sent`).
     pub spans_sent: AtomicU64,
     /// Flushes by the timer (Envoy's `tracing.opentelemetry.timer_flushed`).
@@ -43,7 +43,7 @@ pub struct TracingStats {
     pub dropped_export_failed: AtomicU64,
 }
 
-pub static STATS: TracingStats = TracingStats {
+pub(crate) static STATS: TracingStats = TracingStats {
     spans_sent: AtomicU64::new(0),
     timer_flushed: AtomicU64::new(0),
     dropped_queue_full: AtomicU64::new(0),

@@ -16,10 +16,10 @@
 //!
 //! The host knows no models here: a tag names a filter-state key, whatever a filter stored.
 
-pub mod config;
+pub(crate) mod config;
 mod context;
 mod export;
-pub mod otlp;
+pub(crate) mod otlp;
 mod tags;
 
 use std::net::{IpAddr, SocketAddr};
@@ -27,10 +27,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use modelgate_runtime::Headers;
 
-pub use config::{ProxyTracing, TracingConfig};
+pub(crate) use config::{ProxyTracing, TracingConfig};
 use context::Extracted;
+pub(crate) use export::STATS;
 use export::{ExportSettings, Exporter};
-pub use export::{STATS, TracingStats};
 use otlp::{SpanData, SpanKind};
 use tags::{Tag, TagInput};
 
@@ -38,7 +38,7 @@ use tags::{Tag, TagInput};
 const MAX_PATH_TAG_LENGTH: usize = 256;
 
 /// The compiled tracing config of one config version, with its exporter.
-pub struct Tracer {
+pub(crate) struct Tracer {
     /// Requests without a sampling decision of their own traced, per 10,000.
     sampling_per_10k: u64,
     tags: Vec<Tag>,
@@ -48,7 +48,7 @@ pub struct Tracer {
 
 impl Tracer {
     /// Compiles the `tracing:` section and starts its exporter. Errors name the field.
-    pub fn new(config: &TracingConfig) -> Result<Tracer, String> {
+    pub(crate) fn new(config: &TracingConfig) -> Result<Tracer, String> {
         let spec = config.proxy_tracing()?;
         Tracer::from_spec(&spec, config)
     }
@@ -126,7 +126,7 @@ impl Tracer {
 
     /// The trace of a request whose headers (as the gateway forwards them, request id set)
     /// are `headers`; `None` when Envoy would trace nothing (an unreadable `traceparent`).
-    pub fn start(&self, headers: &Headers, start: SystemTime) -> Option<RequestTrace> {
+    pub(crate) fn start(&self, headers: &Headers, start: SystemTime) -> Option<RequestTrace> {
         let mut ids = [0u8; 24];
         if getrandom::fill(&mut ids).is_err() {
             return None;
@@ -161,7 +161,7 @@ impl Tracer {
     }
 
     /// Ends the request's spans and queues the sampled ones for export.
-    pub fn finish(&self, trace: &RequestTrace, done: &Finished<'_>) {
+    pub(crate) fn finish(&self, trace: &RequestTrace, done: &Finished<'_>) {
         if !trace.sampled {
             return;
         }
@@ -359,7 +359,7 @@ fn unix_nanos(t: SystemTime) -> u64 {
 }
 
 /// One request's trace, from its headers to its last byte.
-pub struct RequestTrace {
+pub(crate) struct RequestTrace {
     trace_id: [u8; 16],
     /// The server span.
     span_id: [u8; 8],
@@ -384,13 +384,14 @@ struct Attempt {
 }
 
 impl RequestTrace {
-    pub fn trace_id(&self) -> [u8; 16] {
-        self.trace_id
-    }
-
     /// Opens the CLIENT span of an upstream attempt and sets its context into the upstream
     /// request's headers (`traceparent` replaced, `tracestate` passed on).
-    pub fn start_attempt(&mut self, headers: &mut Headers, address: SocketAddr, http2: bool) {
+    pub(crate) fn start_attempt(
+        &mut self,
+        headers: &mut Headers,
+        address: SocketAddr,
+        http2: bool,
+    ) {
         let mut span_id = [0u8; 8];
         if getrandom::fill(&mut span_id).is_err() {
             return;
@@ -415,7 +416,7 @@ impl RequestTrace {
 
     /// Closes the last attempt's span when it failed or was retried; an answered attempt
     /// ends with the request.
-    pub fn end_attempt(
+    pub(crate) fn end_attempt(
         &mut self,
         status: Option<u16>,
         response_flags: Option<&'static str>,
@@ -432,7 +433,7 @@ impl RequestTrace {
 }
 
 /// What the server span reads when the request is done.
-pub struct Finished<'a> {
+pub(crate) struct Finished<'a> {
     pub status: u16,
     pub response_flags: &'static str,
     pub cluster: &'a str,
@@ -445,7 +446,7 @@ pub struct Finished<'a> {
 
 /// Envoy's short response flag for the way the gateway answered (`detail` of the access
 /// log), `-` for none (`ResponseFlagUtils::toShortString`).
-pub fn response_flags(detail: Option<&str>) -> &'static str {
+pub(crate) fn response_flags(detail: Option<&str>) -> &'static str {
     match detail {
         Some("no_route") => "NR",
         Some("no_cluster") => "NC",

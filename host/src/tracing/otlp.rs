@@ -9,14 +9,14 @@
 
 /// `Span.SpanKind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SpanKind {
+pub(crate) enum SpanKind {
     Server = 2,
     Client = 3,
 }
 
 /// One finished span.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpanData {
+pub(crate) struct SpanData {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent_span_id: Option<[u8; 8]>,
@@ -33,7 +33,7 @@ pub struct SpanData {
 
 /// `ExportTraceServiceRequest` with one `ResourceSpans` (the resource's string attributes) and
 /// one `ScopeSpans` holding `spans`, as Envoy's `Tracer::flushSpans` builds it.
-pub fn export_request(resource: &[(String, String)], spans: &[SpanData]) -> Vec<u8> {
+pub(crate) fn export_request(resource: &[(String, String)], spans: &[SpanData]) -> Vec<u8> {
     let mut resource_msg = Vec::new();
     for (k, v) in resource {
         message(&mut resource_msg, 1, &key_value(k, v));
