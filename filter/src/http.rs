@@ -2,8 +2,8 @@
 //!
 //! Callback contracts (what each one does and what it returns to the host):
 //!
-//! - `on_http_request_headers`: builds a [`RequestView`] from single-header reads (the client
-//!   address only if a policy asks for it), asks the policies with the host's current time,
+//! - `on_http_request_headers`: builds a [`RequestView`] over the request headers, read in one
+//!   host call (the client address only if a policy asks for it), asks the policies with the host's current time,
 //!   and applies the decision: header edits (then `clear_route_cache` when the route may
 //!   change) and `Continue`; or a local reply and `Pause`; or, when the body is needed, the
 //!   header edits that come with `NeedBody` and `Continue` with buffering armed (see
@@ -41,7 +41,7 @@ use proxy_wasm::types::{Action, BufferType, MapType, Status};
 
 use crate::body::{BodyStep, body_step};
 use crate::configured::Configured;
-use crate::store::{HostRequestHeaders, HostSharedData, request_header, response_header};
+use crate::store::{HostSharedData, RequestHeaders, response_header};
 
 /// Filter state keys for the access log (one path segment each, so Envoy and the `modelgate`
 /// host both name them `wasm.modelgate.model` / `wasm.modelgate.outcome`).
@@ -102,9 +102,10 @@ impl HttpFilter {
         }
     }
 
-    /// Forward the request after applying the header edits of `decision`.
-    fn forward(&mut self, mut decision: Continue) -> Action {
-        apply_edits(&decision.headers, decision.route_changed);
+    /// Forward the request after applying the header edits of `decision` (`current`: the
+    /// request headers as the filter read them, while no edit has been applied yet).
+    fn forward(&mut self, mut decision: Continue, current: Option<&RequestHeaders>) -> Action {
+        apply_edits(&decision.headers, decision.route_changed, current);
         self.openai = decision.openai.take();
         self.settle_verdict(decision.verdict);
         Action::Continue
@@ -190,7 +191,13 @@ impl HttpFilter {
         body: &[u8],
         headers_editable: bool,
     ) -> Action {
-        let now = current_time();
+        // A body that is only validated needs no time: the host's clock is not read for it
+        // (one host call fewer per request), and the headers' arrival stands in.
+        let now = if pending.reads_clock() {
+            current_time()
+        } else {
+            self.started.unwrap_or(SystemTime::UNIX_EPOCH)
+        };
         match configured
             .policies
             .on_request_body(pending, body, now, &HostSharedData)
@@ -208,7 +215,7 @@ impl HttpFilter {
                     }
                 }
                 if headers_editable {
-                    return self.forward(decision);
+                    return self.forward(decision, None);
                 }
                 if !decision.headers.is_empty() {
                     // Envoy forwarded the request headers before the body arrived and no
@@ -256,23 +263,22 @@ impl HttpContext for HttpFilter {
         };
         let now = current_time();
         self.started = Some(now);
-        let method = request_header(":method").unwrap_or_default();
-        let path = request_header(":path").unwrap_or_default();
+        let headers = RequestHeaders::read();
         let view = RequestView {
-            method: &method,
-            path: &path,
-            headers: &HostRequestHeaders,
+            method: &headers.text(":method"),
+            path: &headers.text(":path"),
+            headers: &headers,
         };
         match configured
             .policies
             .on_request_headers(&view, now, &HostSharedData)
         {
-            HeadersDecision::Continue(decision) => self.forward(decision),
+            HeadersDecision::Continue(decision) => self.forward(decision, Some(&headers)),
             HeadersDecision::Reply(reply) => self.respond(reply),
             HeadersDecision::NeedBody(need) => {
                 // Now or never: once this phase continues, the route and the upstream
                 // request headers are fixed (see `NeedBody::headers`).
-                apply_edits(&need.headers, need.route_changed);
+                apply_edits(&need.headers, need.route_changed, Some(&headers));
                 if end_of_stream {
                     // No body will come: decide on the empty one while headers can still change.
                     self.decide_body(&configured, &need.pending, &[], true)
@@ -442,13 +448,26 @@ fn settle_openai(
 }
 
 /// Remove, then set, request headers; recompute the route when the routing header changed.
-fn apply_edits(edits: &HeaderEdits, route_changed: bool) {
+///
+/// A header the request already holds once with the very value to set is left alone (when
+/// `current`, the headers before any edit, is known): replacing it would change nothing, as
+/// Envoy replaces a value in place, and costs a host call; a client's `content-type:
+/// application/json` on a V1 predict is the common case.
+fn apply_edits(edits: &HeaderEdits, route_changed: bool, current: Option<&RequestHeaders>) {
     for name in &edits.remove {
         if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None) {
             warn!("modelgate: cannot remove request header {name}: {status:?}");
         }
     }
     for (name, value) in &edits.set {
+        let unchanged = current.is_some_and(|headers| headers.holds_only(name, value))
+            && !edits
+                .remove
+                .iter()
+                .any(|removed| removed.eq_ignore_ascii_case(name));
+        if unchanged {
+            continue;
+        }
         if let Err(status) =
             hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
         {

@@ -181,6 +181,13 @@ impl PendingRequest {
     pub fn model(&self) -> Option<&Arc<str>> {
         self.0.model_name()
     }
+
+    /// True when deciding on the body reads the time it is given (authorization and quotas
+    /// decided on the body's model, token budgets); false when the body is only validated,
+    /// so an adapter may skip reading the host's clock for it.
+    pub fn reads_clock(&self) -> bool {
+        self.0.reads_clock()
+    }
 }
 
 /// The decision after the request headers.
@@ -268,6 +275,12 @@ impl Pending {
             Stage::Validate { name, .. } => Some(name),
             Stage::BodyModel { .. } | Stage::OpenAi { .. } | Stage::Grpc { .. } => None,
         }
+    }
+
+    /// True unless the body is only validated: the other stages rate limit or budget tokens
+    /// at the time they are given.
+    pub(crate) fn reads_clock(&self) -> bool {
+        !matches!(self.stage, Stage::Validate { .. })
     }
 
     /// True for a request on an OpenAI path (its replies use OpenAI's error shape).

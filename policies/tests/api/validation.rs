@@ -130,6 +130,31 @@ fn bodies_past_the_limit_get_413() {
     ));
 }
 
+#[test]
+fn a_body_that_is_only_validated_reads_no_clock_and_one_routed_by_its_model_does() {
+    let mut cfg = base_config();
+    cfg["routing"] = json!({"bodyModel": {"paths": ["/openai/v1/chat/completions"]}});
+    let p = policies(&cfg);
+    let store = MemoryStore::new();
+    let need = |path: &str| {
+        let req = Req::post(path).bearer(&token("alice", "models:iris"));
+        match req.headers_decision(&p, at(NOW), &store) {
+            HeadersDecision::NeedBody(need) => need.pending,
+            other => panic!("{path} must buffer the body, got {other:?}"),
+        }
+    };
+    let predict = need("/v1/models/iris:predict");
+    assert!(!predict.reads_clock());
+    // The filter then hands it the headers' time, or none at all: the decision is the same.
+    for when in [at(NOW), std::time::SystemTime::UNIX_EPOCH] {
+        assert!(matches!(
+            p.on_request_body(&predict, IRIS_BODY, when, &store),
+            BodyDecision::Continue(_)
+        ));
+    }
+    assert!(need("/openai/v1/chat/completions").reads_clock());
+}
+
 /// The header decision for a body request to `path` with these headers.
 fn framing(path: &str, headers: &[(&str, &str)]) -> Result<Vec<(String, String)>, (u16, String)> {
     let p = policies(&base_config());
