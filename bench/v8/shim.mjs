@@ -374,8 +374,19 @@ function concat(a, b) {
 
 // The pairs wire format: u32 count, count x (u32 key length, u32 value length), then
 // `key\0value\0` for each pair.
+const names = new Map(); // header name -> its bytes: a map's names repeat on every request
+
+function nameBytes(name) {
+  let bytes = names.get(name);
+  if (bytes === undefined) {
+    bytes = encoder.encode(name);
+    names.set(name, bytes);
+  }
+  return bytes;
+}
+
 function serializePairs(pairs) {
-  const encoded = pairs.map(([k, v]) => [encoder.encode(k), v]);
+  const encoded = pairs.map(([k, v]) => [nameBytes(k), v]);
   let size = 4 + encoded.length * 8;
   for (const [k, v] of encoded) size += k.length + v.length + 2;
   const out = new Uint8Array(size);
