@@ -21,6 +21,7 @@ mod config;
 mod config_dump;
 mod conn_info;
 mod connection;
+mod envoy_proxy;
 mod filter_stream;
 pub mod gateway;
 mod global_ratelimit;

@@ -117,16 +117,7 @@ pub(crate) fn sanitize(name: &str) -> String {
 /// Patches to other paths are ignored (they do not touch tag extraction); a `stats_tags` patch
 /// of another shape is an error naming its index.
 pub(crate) fn from_envoy_proxy(path: &Path) -> Result<Vec<TagSpecifier>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
-        .map(serde_json::Value::deserialize)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let proxy = docs
-        .iter()
-        .find(|d| d["kind"] == "EnvoyProxy")
-        .ok_or_else(|| format!("{}: no EnvoyProxy in the file", path.display()))?;
+    let proxy = &crate::envoy_proxy::read(path)?;
     from_envoy_proxy_document(proxy)
 }
 

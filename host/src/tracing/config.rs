@@ -236,16 +236,7 @@ impl TracingConfig {
 /// `spec.telemetry.tracing` of the `EnvoyProxy` in the manifest file at `path` (the first
 /// `EnvoyProxy` of a multi-document file); `None` when it has no tracing section.
 pub(crate) fn from_envoy_proxy(path: &Path) -> Result<Option<ProxyTracing>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
-        .map(serde_json::Value::deserialize)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let proxy = docs
-        .iter()
-        .find(|d| d["kind"] == "EnvoyProxy")
-        .ok_or_else(|| format!("{}: no EnvoyProxy in the file", path.display()))?;
+    let proxy = &crate::envoy_proxy::read(path)?;
     from_envoy_proxy_manifest(proxy).map_err(|e| format!("{}: {e}", path.display()))
 }
 
