@@ -22,8 +22,6 @@ Also:
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import secrets
@@ -39,12 +37,12 @@ import jwt
 import pytest
 import requests
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from deploy_support import DEPLOY, HOST_BIN, REPO, WASM, run
+
+# The e2e suite's certificate helper (a P-256 certificate for a name and 127.0.0.1).
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+import keys  # noqa: E402
 
 OVERLAY = Path(__file__).resolve().parent / "local-overlay"
 MODEL_SERVER = REPO / "tests" / "e2e" / "model_server.py"
@@ -133,24 +131,8 @@ def requests_seen(port: int) -> int:
 def tls_secret_dir(tmp: Path) -> tuple[Path, Path]:
     """A directory holding the HTTPS listener's Secret `kserve/modelgate-tls` (in a cluster
     cert-manager makes it), and the certificate to trust."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelgate-local")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    cert_path, key_path = keys.self_signed_cert(str(tmp / "tls"), "modelgate-local")
+    cert_pem, key_pem = Path(cert_path).read_text(), Path(key_path).read_text()
     secret_dir = tmp / "secret"
     secret_dir.mkdir()
     secret = {
@@ -161,9 +143,7 @@ def tls_secret_dir(tmp: Path) -> tuple[Path, Path]:
         "stringData": {"tls.crt": cert_pem, "tls.key": key_pem},
     }
     (secret_dir / "modelgate-tls.yaml").write_text(yaml.safe_dump(secret))
-    ca = tmp / "ca.pem"
-    ca.write_text(cert_pem)
-    return secret_dir, ca
+    return secret_dir, Path(cert_path)
 
 
 class Gateway:
@@ -219,13 +199,20 @@ def backends(predictor: int, explainer: int | None = None) -> dict[str, int]:
     }
 
 
+def serve_over_https(tmp: Path, overlay: Path, iris: int, hmac_secret: str) -> Gateway:
+    """`overlay` served with a fresh TLS Secret in front of the iris predictor; `gateway.ca`
+    is the certificate to trust."""
+    secret_dir, ca = tls_secret_dir(tmp)
+    gateway = Gateway(tmp, [overlay, secret_dir], backends(iris), {"MODELGATE_JWT_HMAC_KEY": hmac_secret})
+    gateway.ca = ca
+    return gateway
+
+
 @pytest.fixture(scope="module")
 def deployed(built, iris, hmac_secret, tmp_path_factory):
     """deploy/ (through the local overlay) served in front of the iris predictor."""
     tmp = tmp_path_factory.mktemp("deployed")
-    secret_dir, ca = tls_secret_dir(tmp)
-    gateway = Gateway(tmp, [OVERLAY, secret_dir], backends(iris), {"MODELGATE_JWT_HMAC_KEY": hmac_secret})
-    gateway.ca = ca
+    gateway = serve_over_https(tmp, OVERLAY, iris, hmac_secret)
     yield gateway
     gateway.stop()
 
@@ -347,9 +334,7 @@ def deploy_copy(tmp: Path, drop: dict[str, str]) -> Path:
 
 def test_without_a_client_traffic_policy_a_40_kib_body_gets_envoy_gateways_413(built, iris, hmac_secret, tmp_path):
     overlay = deploy_copy(tmp_path, {"gateway/kustomization.yaml": "clienttrafficpolicy.yaml"})
-    secret_dir, ca = tls_secret_dir(tmp_path)
-    gateway = Gateway(tmp_path, [overlay, secret_dir], backends(iris), {"MODELGATE_JWT_HMAC_KEY": hmac_secret})
-    gateway.ca = ca
+    gateway = serve_over_https(tmp_path, overlay, iris, hmac_secret)
     try:
         before = requests_seen(iris)
         body = {"instances": [ROWS[0]] * 1900}
@@ -366,9 +351,7 @@ def test_without_a_client_traffic_policy_a_40_kib_body_gets_envoy_gateways_413(b
 
 def test_the_prediction_depends_on_deploys_iris_route(built, iris, hmac_secret, tmp_path):
     overlay = deploy_copy(tmp_path, {"kserve/kustomization.yaml": "httproute-sklearn-iris.yaml"})
-    secret_dir, ca = tls_secret_dir(tmp_path)
-    gateway = Gateway(tmp_path, [overlay, secret_dir], backends(iris), {"MODELGATE_JWT_HMAC_KEY": hmac_secret})
-    gateway.ca = ca
+    gateway = serve_over_https(tmp_path, overlay, iris, hmac_secret)
     try:
         before = requests_seen(iris)
         r = predict(gateway, hmac_secret, {"instances": ROWS})
