@@ -1,5 +1,5 @@
 //! The command line, parsed by clap: `modelgate serve|check --config FILE`, `modelgate
-//! serve|check --manifests PATH... [--backend ...] [--listener ...] [--wasm ...] [--admin ...]`
+//! serve|check --manifests PATH... [--backend ...] [--listener ...] [--wasm ...] [--admin ...] [--ratelimit-redis ...]`
 //! (docs/manifests.md), `modelgate test
 //! [--wasm FILE] [--junit FILE] [--filter PATTERN] FILE_OR_DIR...`, `modelgate token ...` (see
 //! [`crate::token`]), `--version`, `help [COMMAND]` and `COMMAND --help`. A usage error exits
@@ -86,7 +86,8 @@ enum Sub {
     /// Run the gateway (SIGTERM drains and exits, SIGHUP reloads)
     #[command(override_usage = "modelgate serve --config <FILE>\n       \
         modelgate serve --manifests <PATH>... [--backend <SERVICE.NAMESPACE[:PORT]=HOST:PORT>]... \
-        [--listener <NAME=HOST:PORT>]... [--wasm <[NAME=]FILE>]... [--admin <HOST:PORT>]")]
+        [--listener <NAME=HOST:PORT>]... [--wasm <[NAME=]FILE>]... [--admin <HOST:PORT>] \
+        [--ratelimit-redis <HOST:PORT>]")]
     Serve(SourceArgs),
     /// Parse the config, load every wasm module and run `on_configure`; print OK (and what the
     /// manifests hold that is not emulated) or every error
@@ -140,6 +141,13 @@ struct SourceArgs {
         help = "The admin listener's address (/ready, /metrics, /config_dump)"
     )]
     admin: Option<std::net::SocketAddr>,
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        conflicts_with = "config",
+        help = "The Redis a BackendTrafficPolicy's global rate limit counts in (Envoy Gateway's rateLimit.backend.redis.url)"
+    )]
+    ratelimit_redis: Option<String>,
 }
 
 impl SourceArgs {
@@ -153,6 +161,7 @@ impl SourceArgs {
                 listeners: self.listener,
                 wasm: self.wasm,
                 admin: self.admin,
+                ratelimit_redis: self.ratelimit_redis,
                 serving,
             }),
         }
@@ -375,6 +384,8 @@ mod tests {
             "other=o.wasm",
             "--admin",
             "127.0.0.1:9901",
+            "--ratelimit-redis",
+            "127.0.0.1:6379",
         ])
         else {
             panic!("not serve --manifests");
@@ -394,6 +405,7 @@ mod tests {
             ]
         );
         assert_eq!(options.admin, Some("127.0.0.1:9901".parse().unwrap()));
+        assert_eq!(options.ratelimit_redis.as_deref(), Some("127.0.0.1:6379"));
         let Command::Check { print_config, .. } =
             parsed(&["check", "--manifests", "d", "--print-config"])
         else {

@@ -18,6 +18,9 @@ Also:
 - an explain request reaches the explainer when its rule's match is Exact, whichever order the
   rules are written in, and the predictor when the explain rule's path is a shorter prefix
   (Envoy Gateway's internal/gatewayapi/sort.go).
+- two replicas serving deploy/ratelimit-global's BackendTrafficPolicy against one real
+  redis-server (`--ratelimit-redis`) admit a caller exactly the policy's number of times
+  between them, keyed on the headers the filter sets.
 """
 
 from __future__ import annotations
@@ -156,6 +159,7 @@ class Gateway:
         backends: dict[str, int],
         env: dict[str, str] | None = None,
         https: bool = True,
+        extra: tuple[str, ...] = (),
     ):
         self.http = free_port()
         self.https = free_port()
@@ -167,6 +171,7 @@ class Gateway:
             argv += ["--listener", f"https=127.0.0.1:{self.https}"]
         for service, port in backends.items():
             argv += ["--backend", f"{service}=127.0.0.1:{port}"]
+        argv += extra
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         wait_for(f"http://127.0.0.1:{admin}/ready", self.proc, self.log)
@@ -180,9 +185,9 @@ def hmac_secret() -> str:
     return secrets.token_urlsafe(48)
 
 
-def token(secret: str, scope: str = f"predict:{IRIS}") -> str:
+def token(secret: str, scope: str = f"predict:{IRIS}", sub: str = "alice") -> str:
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "scope": scope, "iat": now, "exp": now + 600}
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "scope": scope, "iat": now, "exp": now + 600}
     return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": "local-test"})
 
 
@@ -199,11 +204,11 @@ def backends(predictor: int, explainer: int | None = None) -> dict[str, int]:
     }
 
 
-def serve_over_https(tmp: Path, overlay: Path, iris: int, hmac_secret: str) -> Gateway:
+def serve_over_https(tmp: Path, overlay: Path, iris: int, hmac_secret: str, extra: tuple[str, ...] = ()) -> Gateway:
     """`overlay` served with a fresh TLS Secret in front of the iris predictor; `gateway.ca`
     is the certificate to trust."""
     secret_dir, ca = tls_secret_dir(tmp)
-    gateway = Gateway(tmp, [overlay, secret_dir], backends(iris), {"MODELGATE_JWT_HMAC_KEY": hmac_secret})
+    gateway = Gateway(tmp, [overlay, secret_dir], backends(iris), {"MODELGATE_JWT_HMAC_KEY": hmac_secret}, extra=extra)
     gateway.ca = ca
     return gateway
 
@@ -217,11 +222,11 @@ def deployed(built, iris, hmac_secret, tmp_path_factory):
     gateway.stop()
 
 
-def predict(gateway: Gateway, secret: str, body: object, port: int | None = None) -> requests.Response:
+def predict(gateway: Gateway, secret: str, body: object, port: int | None = None, sub: str = "alice") -> requests.Response:
     return requests.post(
         f"https://127.0.0.1:{port or gateway.https}/v1/models/{IRIS}:predict",
         json=body,
-        headers={"authorization": f"Bearer {token(secret)}"},
+        headers={"authorization": f"Bearer {token(secret, sub=sub)}"},
         verify=str(gateway.ca),
         timeout=10,
     )
@@ -425,3 +430,98 @@ def test_explain_reaches_the_explainer_when_its_match_is_exact(
         assert r.status_code == 200, r.text
     finally:
         gateway.stop()
+
+
+# --- deploy/ratelimit-global: one budget across replicas -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory) -> int:
+    """A real redis-server (Debian package) on a free port, as Envoy Gateway's rate limit
+    service would count in."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: run scripts/setup.sh")
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp)],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"redis-server on {port} did not answer")
+            time.sleep(0.1)
+    yield port
+    stop(proc)
+
+
+# Few requests, and an hour's window so the test never straddles a window's start; the
+# selectors (the model header and the caller key the filter sets) stay deploy/'s.
+GLOBAL_LIMIT = 4
+
+
+def global_limit_overlay(tmp: Path) -> Path:
+    overlay = tmp / "global-overlay"
+    overlay.mkdir()
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [str(OVERLAY), str(DEPLOY / "ratelimit-global")],
+        "patches": [
+            {
+                "target": {"group": "gateway.envoyproxy.io", "kind": "BackendTrafficPolicy",
+                           "name": "modelgate-global-ratelimit", "namespace": "kserve"},  # fmt: skip
+                "patch": yaml.safe_dump([
+                    {"op": "replace", "path": "/spec/rateLimit/global/rules/0/limit",
+                     "value": {"requests": GLOBAL_LIMIT, "unit": "Hour"}},
+                ]),  # fmt: skip
+            }
+        ],
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return overlay
+
+
+def test_replicas_serving_deploys_global_rate_limit_keep_one_budget_per_caller(
+    built, iris, hmac_secret, redis_port, tmp_path
+):
+    overlay = global_limit_overlay(tmp_path)
+    redis = ("--ratelimit-redis", f"127.0.0.1:{redis_port}")
+    replicas = []
+    try:
+        for name in ("replica-a", "replica-b"):
+            (tmp_path / name).mkdir()
+            replicas.append(serve_over_https(tmp_path / name, overlay, iris, hmac_secret, extra=redis))
+        before = requests_seen(iris)
+        answers = [predict(replicas[i % 2], hmac_secret, {"instances": ROWS}) for i in range(GLOBAL_LIMIT + 4)]
+        statuses = [r.status_code for r in answers]
+        # Round robin over two replicas, each with its own filter limit (burst 100): the
+        # shared Redis count lets exactly the policy's number through, the rest get Envoy's
+        # rate limit answer without reaching the model server.
+        assert statuses == [200] * GLOBAL_LIMIT + [429] * 4, statuses
+        assert all(r.headers.get("x-envoy-ratelimited") == "true" for r in answers[GLOBAL_LIMIT:])
+        assert requests_seen(iris) == before + GLOBAL_LIMIT
+        # Another caller has a budget of its own (the Distinct caller key).
+        assert predict(replicas[1], hmac_secret, {"instances": ROWS}, sub="bob").status_code == 200
+    finally:
+        for gateway in replicas:
+            gateway.stop()
+
+
+def test_check_of_deploys_global_rate_limit_says_serve_needs_its_redis(built):
+    result = run([str(HOST_BIN), "check", "--manifests", str(DEPLOY), str(DEPLOY / "ratelimit-global"), "--wasm", str(WASM)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any(
+        "BackendTrafficPolicy kserve/modelgate-global-ratelimit: spec.rateLimit.global:" in line
+        and "--ratelimit-redis" in line
+        for line in result.stdout.splitlines()
+    ), result.stdout

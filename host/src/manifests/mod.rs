@@ -16,13 +16,15 @@
 //! `GRPCRoute` rules to routes and clusters), `precedence` (Envoy Gateway's route order),
 //! `backends` (Services: `--backend` mappings, Service manifests, `InferenceService`
 //! components), `traffic` (`ClientTrafficPolicy`, `BackendTrafficPolicy`), `extension`
-//! (`EnvoyExtensionPolicy` to filters), `envoy_proxy` (the `EnvoyProxy`'s stats tags).
+//! (`EnvoyExtensionPolicy` to filters), `envoy_proxy` (the `EnvoyProxy`'s stats tags),
+//! `global_ratelimit` (a `BackendTrafficPolicy`'s global rate limit).
 
 mod backends;
 mod envoy_proxy;
 mod extension;
 mod fields;
 mod gateway;
+mod global_ratelimit;
 pub(crate) mod load;
 pub(crate) mod precedence;
 mod routes;
@@ -56,6 +58,9 @@ pub struct Options {
     pub wasm: Vec<(Option<String>, PathBuf)>,
     /// `--admin HOST:PORT`: the admin listener (`/ready`, `/metrics`, `/config_dump`).
     pub admin: Option<SocketAddr>,
+    /// `--ratelimit-redis HOST:PORT`: the Redis a global rate limit counts in (Envoy Gateway's
+    /// `rateLimit.backend.redis.url`, which its own config holds, not the manifests).
+    pub ratelimit_redis: Option<String>,
     /// Serving needs what exists only outside the manifests (a Service's local address, the
     /// TLS Secret cert-manager makes in the cluster): missing, it is an error. `check` only
     /// reports it.
@@ -193,6 +198,7 @@ impl<'a> Translator<'a> {
         let (routes, clusters) = routes::read(self, &gateways, &backends, &traffic);
         let filters = extension::read(self, &gateways);
         let stats_tags = envoy_proxy::read(self);
+        let global_rate_limit = global_ratelimit::read(self);
         for (index, object) in self.objects.iter().enumerate() {
             if object.kind == "Namespace" {
                 self.root(index);
@@ -218,6 +224,9 @@ impl<'a> Translator<'a> {
         }
         if !stats_tags.access_log_filter_state.is_empty() {
             document["accessLog"] = json!({"filterState": stats_tags.access_log_filter_state});
+        }
+        if let Some(section) = global_rate_limit {
+            document["globalRateLimit"] = section;
         }
         if let Some(concurrency) = stats_tags.concurrency {
             document["concurrency"] = json!(concurrency);
