@@ -56,8 +56,10 @@ test-bench-report: ## the bench reports' parsing (error responses are not throug
 bench: setup build
 	bench/run.sh
 
-bench-scale: setup build ## cost against models, keys, callers, tokens, body size and replicas (~9 min)
+bench-scale: setup build ## cost against models, keys, callers, tokens, body size and replicas (~12 min)
 	.venv/bin/python bench/scale/scale.py
+	command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+	.venv/bin/python bench/scale/instructions.py --out bench/results/scale-instructions.md
 
 soak: setup build
 	tests/reliability/soak.sh
