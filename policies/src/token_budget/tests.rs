@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 use crate::store::MemoryStore;
@@ -171,4 +172,90 @@ fn state_stays_in_the_bounded_table() {
     // 4 entries of 16, and the other 936 are refused rather than given state.
     assert_eq!(reserved, 64);
     assert_eq!(store.len(), 4, "{} entries", store.len());
+}
+
+#[test]
+fn the_tightest_window_is_reported_wherever_it_is_configured() {
+    let b = budget(&[(1000, BudgetWindow::Minute), (1200, BudgetWindow::Hour)]);
+    let store = MemoryStore::new();
+    // Minute 0 left, hour 200: the first window is the tightest.
+    let standing = reserved(b.reserve("alice", 1000, T0, &store));
+    assert_eq!(
+        (standing.per, standing.remaining),
+        (BudgetWindow::Minute, 0)
+    );
+    // A minute later the minute window has 900 left after 100 more, the hour window 120
+    // (3 s a token: 2,940 s owed plus 300 s): the second window is the tightest.
+    let standing = reserved(b.reserve("alice", 100, T0 + 60 * SEC, &store));
+    assert_eq!(
+        (standing.per, standing.limit, standing.remaining),
+        (BudgetWindow::Hour, 1200, 120)
+    );
+    assert_eq!(standing.reset_nanos, 3240 * SEC);
+}
+
+#[test]
+fn on_a_tie_the_first_configured_window_is_reported() {
+    // Both windows are spent (0 left): the headers name the first one, so the same state
+    // always gives the same headers.
+    let b = budget(&[(1000, BudgetWindow::Minute), (1000, BudgetWindow::Hour)]);
+    let store = MemoryStore::new();
+    let standing = reserved(b.reserve("alice", 1000, T0, &store));
+    assert_eq!(
+        (standing.per, standing.remaining, standing.reset_nanos),
+        (BudgetWindow::Minute, 0, 60 * SEC)
+    );
+}
+
+/// A store that counts its writes.
+#[derive(Default)]
+struct CountingWrites {
+    inner: MemoryStore,
+    sets: AtomicU32,
+}
+
+impl SharedStore for CountingWrites {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        self.sets.fetch_add(1, Ordering::Relaxed);
+        self.inner.set(key, value, cas)
+    }
+}
+
+#[test]
+fn a_refund_to_a_bucket_that_refilled_writes_nothing() {
+    // Settling a response that came after the window refilled costs no shared-data write.
+    let b = budget(&[(600, BudgetWindow::Minute)]);
+    let store = CountingWrites::default();
+    reserved(b.reserve("alice", 600, T0, &store));
+    let writes = store.sets.load(Ordering::Relaxed);
+    b.adjust("alice", -600, T0 + 60 * SEC, &store).unwrap();
+    b.adjust("alice", -600, T0 + 120 * SEC, &store).unwrap();
+    assert_eq!(store.sets.load(Ordering::Relaxed), writes);
+    // While the bucket still owes, a refund is written.
+    reserved(b.reserve("alice", 600, T0 + 120 * SEC, &store));
+    let writes = store.sets.load(Ordering::Relaxed);
+    b.adjust("alice", -300, T0 + 150 * SEC, &store).unwrap();
+    assert_eq!(store.sets.load(Ordering::Relaxed), writes + 1);
+}
+
+#[test]
+fn a_key_is_cut_as_request_quotas_cut_it() {
+    // 255 bytes, then a 2-byte char over byte 256: the key is its first 255 bytes, so two
+    // keys that differ only from that char on share one budget.
+    let head = format!("a{}", "\u{e9}".repeat(127));
+    let b = budget(&[(1000, BudgetWindow::Minute)]);
+    let store = MemoryStore::new();
+    reserved(b.reserve(&format!("{head}\u{e9}-one"), 1000, T0, &store));
+    assert!(matches!(
+        b.reserve(&format!("{head}\u{e8}-two"), 1, T0, &store),
+        Reserve::Limited { .. }
+    ));
+    // A key that differs within the first 255 bytes has a budget of its own.
+    assert_eq!(
+        reserved(b.reserve(&format!("b{}\u{e9}", &head[1..]), 1000, T0, &store)).remaining,
+        0
+    );
 }

@@ -146,3 +146,51 @@ fn an_event_without_a_blank_line_past_the_limit_is_passed_on_unread() {
     assert_eq!(meter.feed(USAGE.as_bytes(), true), None);
     assert_eq!(meter.usage(), None);
 }
+
+#[test]
+fn only_a_meter_that_strips_the_usage_chunk_rewrites_the_body() {
+    // The filter drops the response's content-length exactly when this is true.
+    assert!(ResponseMeter::new(200, Some("text/event-stream"), true).rewrites_body());
+    assert!(!ResponseMeter::new(200, Some("text/event-stream"), false).rewrites_body());
+    assert!(!ResponseMeter::new(200, Some("application/json"), true).rewrites_body());
+}
+
+/// A JSON body of exactly `len` bytes whose `usage` comes after `len` minus a few bytes of padding.
+fn padded_json(len: usize) -> Vec<u8> {
+    let usage = r#","usage":{"prompt_tokens":3,"completion_tokens":5}}"#;
+    let head = r#"{"pad":""#;
+    let pad = len - head.len() - 1 - usage.len();
+    let body = format!("{head}{}\"{usage}", "x".repeat(pad));
+    assert_eq!(body.len(), len);
+    body.into_bytes()
+}
+
+#[test]
+fn a_json_body_up_to_four_mebibytes_is_read_and_a_larger_one_is_not() {
+    let mut meter = ResponseMeter::new(200, Some("application/json"), false);
+    let body = padded_json(MAX_JSON_BYTES);
+    run(&mut meter, &body, &[MAX_JSON_BYTES / 2]);
+    assert_eq!(meter.usage().map(|u| u.completion_tokens), Some(5));
+
+    let mut meter = ResponseMeter::new(200, Some("application/json"), false);
+    let body = padded_json(MAX_JSON_BYTES + 1);
+    // Still passed on unchanged; only its usage is not read.
+    assert_eq!(run(&mut meter, &body, &[MAX_JSON_BYTES / 2]), body);
+    assert_eq!(meter.usage(), None);
+}
+
+#[test]
+fn an_event_of_up_to_a_mebibyte_is_still_read() {
+    // A content chunk whose first MAX_EVENT_BYTES bytes arrive without its blank line: it is
+    // held, not passed on unread, and the usage chunk after it is still removed.
+    let head = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"";
+    let tail = "\"}}]}\n\n";
+    let content = "y".repeat(MAX_EVENT_BYTES - head.len());
+    let event = format!("{head}{content}{tail}");
+    let body = [event.as_str(), USAGE, DONE].concat();
+    let mut meter = ResponseMeter::new(200, Some("text/event-stream"), true);
+    let out = run(&mut meter, body.as_bytes(), &[MAX_EVENT_BYTES]);
+    assert_eq!(out, [event.as_str(), DONE].concat().into_bytes());
+    assert_eq!(meter.usage().map(|u| u.prompt_tokens), Some(7));
+    assert_eq!(meter.content_events(), 1);
+}
