@@ -18,7 +18,6 @@ every request got the 200 it should.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import subprocess
 import tempfile
@@ -78,9 +77,10 @@ def suite(requests: int) -> dict:
     }
 
 
-def instructions(out_file: Path) -> tuple[int, int]:
-    """(instructions in code without symbols, all instructions) of a cachegrind output file."""
-    per_function: collections.Counter[tuple[str, str]] = collections.Counter()
+def events_per_function(out_file: Path) -> dict[tuple[str, str], list[int]]:
+    """Each (file, function)'s events of a cachegrind output file, summed over its lines, in the
+    file's `events:` order (Ir first)."""
+    per_function: dict[tuple[str, str], list[int]] = {}
     file = function = ""
     for line in out_file.read_text().splitlines():
         if line.startswith("fl="):
@@ -88,10 +88,17 @@ def instructions(out_file: Path) -> tuple[int, int]:
         elif line.startswith("fn="):
             function = line[3:]
         elif line[:1].isdigit():
-            fields = line.split()
-            if len(fields) >= 2:
-                per_function[(file, function)] += int(fields[1])
-    return per_function[("???", "???")], sum(per_function.values())
+            counts = [int(v) for v in line.split()[1:]]
+            sums = per_function.setdefault((file, function), [0] * len(counts))
+            for i, count in enumerate(counts):
+                sums[i] += count
+    return per_function
+
+
+def instructions(out_file: Path) -> tuple[int, int]:
+    """(instructions in code without symbols, all instructions) of a cachegrind output file."""
+    per_function = events_per_function(out_file)
+    return per_function.get(("???", "???"), [0])[0], sum(counts[0] for counts in per_function.values())
 
 
 def measure(wasm: Path, work: Path) -> tuple[float, float]:

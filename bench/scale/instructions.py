@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import guest_instructions  # noqa: E402  (its cachegrind reading)
 import scale  # noqa: E402  (the scale benchmark's policy, so both measure the same points)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,21 +98,9 @@ def suite(point: dict, kid: str, requests: int) -> dict:
 
 def totals(out_file: Path) -> tuple[dict[str, int], int]:
     """(every event summed, Ir in code without symbols: the guest's share)."""
-    sums = dict.fromkeys(EVENTS, 0)
-    guest = 0
-    file = function = ""
-    for line in out_file.read_text().splitlines():
-        if line.startswith("fl="):
-            file = line[3:]
-        elif line.startswith("fn="):
-            function = line[3:]
-        elif line[:1].isdigit():
-            counts = [int(v) for v in line.split()[1:]]
-            for event, count in zip(EVENTS, counts):
-                sums[event] += count
-            if (file, function) == ("???", "???") and counts:
-                guest += counts[0]
-    return sums, guest
+    per_function = guest_instructions.events_per_function(out_file)
+    sums = {event: sum(counts[i] for counts in per_function.values()) for i, event in enumerate(EVENTS)}
+    return sums, per_function.get(("???", "???"), [0])[0]
 
 
 def measure(work: Path, point: dict, jwks: list[dict], pem: bytes) -> dict[str, float]:
