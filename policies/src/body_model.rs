@@ -60,3 +60,37 @@ impl<'de> Visitor<'de> for Finder<'_> {
         Ok(found)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::find;
+
+    #[test]
+    fn the_model_field_is_read_and_each_kind_of_bad_body_says_what_it_is() {
+        assert_eq!(
+            find(br#"{"a": [1, {"b": null}], "model": "iris"}"#, "model"),
+            Ok("iris".to_owned())
+        );
+        assert_eq!(
+            find(br#"{"a": 1}"#, "model"),
+            Err("body: missing string field model".to_owned())
+        );
+        // A well-formed body of the wrong shape: serde's data error, naming what was expected.
+        let not_an_object = find(b"[1]", "model").unwrap_err();
+        assert!(
+            not_an_object.starts_with("body: invalid type: sequence, expected a JSON object"),
+            "{not_an_object}"
+        );
+        let not_a_string = find(br#"{"model": 5}"#, "model").unwrap_err();
+        assert!(
+            not_a_string.starts_with("body: invalid type: integer `5`, expected a string"),
+            "{not_a_string}"
+        );
+        // Not JSON at all: said so.
+        let cut_short = find(br#"{"model": "#, "model").unwrap_err();
+        assert!(
+            cut_short.starts_with("body: invalid JSON: EOF while parsing"),
+            "{cut_short}"
+        );
+    }
+}

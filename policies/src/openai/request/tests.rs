@@ -69,6 +69,7 @@ fn booleans_are_read_as_pydantic_lax_mode_reads_them() {
     for (text, want) in [
         ("true", true),
         ("1", true),
+        ("0", false),
         (r#""yes""#, true),
         (r#""Off""#, false),
         ("null", false),

@@ -41,6 +41,8 @@ fn a_json_body_passes_unchanged_and_its_usage_is_read_at_the_end() {
         })
     );
     assert!(!meter.is_stream());
+    // A success is settled from its usage, not as an error.
+    assert!(!meter.is_error());
 }
 
 #[test]
@@ -193,4 +195,27 @@ fn an_event_of_up_to_a_mebibyte_is_still_read() {
     assert_eq!(out, [event.as_str(), DONE].concat().into_bytes());
     assert_eq!(meter.usage().map(|u| u.prompt_tokens), Some(7));
     assert_eq!(meter.content_events(), 1);
+}
+
+#[test]
+fn an_event_ends_at_its_blank_line_whatever_the_line_endings_around_it() {
+    // The SSE spec lets every line end in LF or CRLF, and a line of one character (a `:`
+    // comment) is not a blank line: the usage event ends where its blank line does, so the
+    // client gets every other byte and nothing of it.
+    let usage = USAGE.trim_end_matches('\n');
+    for usage_event in [
+        format!("{usage}\n:\n\n"),
+        format!("{usage}\n\r\n"),
+        format!("{usage}\r\n\n"),
+    ] {
+        let body = [CHUNK_A, usage_event.as_str(), DONE].concat();
+        let mut meter = ResponseMeter::new(200, Some("text/event-stream"), true);
+        let out = run(&mut meter, body.as_bytes(), &[]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            [CHUNK_A, DONE].concat(),
+            "{usage_event:?}"
+        );
+        assert_eq!(meter.usage().map(|u| u.prompt_tokens), Some(7));
+    }
 }
