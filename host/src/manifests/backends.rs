@@ -13,7 +13,8 @@ use super::Translator;
 use super::fields::Node;
 
 /// `--backend SERVICE.NAMESPACE[:PORT]=HOST:PORT`: without a port, every port of the
-/// Service.
+/// Service. Several for one Service port are its endpoints (the pods behind it, which Envoy
+/// Gateway routes to directly).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendMapping {
     pub service: String,
@@ -57,7 +58,7 @@ struct Defined {
 
 /// Where a backend is, and how to speak to it.
 pub(super) struct Backend {
-    pub address: SocketAddr,
+    pub addresses: Vec<SocketAddr>,
     pub app_protocol: Option<String>,
 }
 
@@ -158,15 +159,17 @@ impl Backends {
             );
             return None;
         }
-        let mapping = t
+        let addresses: Vec<SocketAddr> = t
             .options
             .backends
             .iter()
             .filter(|m| m.service == name && m.namespace == namespace)
-            .find(|m| m.port.is_none_or(|p| u64::from(p) == port));
-        if let Some(mapping) = mapping {
+            .filter(|m| m.port.is_none_or(|p| u64::from(p) == port))
+            .map(|m| m.address)
+            .collect();
+        if !addresses.is_empty() {
             return Some(Backend {
-                address: mapping.address,
+                addresses,
                 app_protocol: defined.and_then(|d| d.ports.get(&port).cloned().flatten()),
             });
         }
@@ -191,7 +194,7 @@ impl Backends {
         );
         // `check` goes on with the discard port, which no request reaches.
         Some(Backend {
-            address: SocketAddr::from(([127, 0, 0, 1], 9)),
+            addresses: vec![SocketAddr::from(([127, 0, 0, 1], 9))],
             app_protocol: None,
         })
     }

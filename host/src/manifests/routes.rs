@@ -595,10 +595,14 @@ fn read_backends(
         };
         let mut cluster = Map::new();
         cluster.insert("name".into(), json!(cluster_name));
-        cluster.insert("endpoints".into(), json!([backend.address.to_string()]));
+        let endpoints: Vec<String> = backend.addresses.iter().map(ToString::to_string).collect();
+        cluster.insert("endpoints".into(), json!(endpoints));
         cluster.insert("connectTimeout".into(), json!(CONNECT_TIMEOUT));
         // Envoy Gateway turns on outlier detection only when a BackendTrafficPolicy asks.
         cluster.insert("outlierDetection".into(), json!({"consecutiveErrors": 0}));
+        // Envoy Gateway balances by least request unless a BackendTrafficPolicy's
+        // `loadBalancer` says otherwise (internal/xds/translator/cluster.go, buildXdsCluster).
+        cluster.insert("lbPolicy".into(), json!("leastRequest"));
         let protocol = if grpc {
             Some("grpc".to_owned())
         } else {

@@ -133,6 +133,26 @@ fn deploy_becomes_its_routes_in_envoy_gateways_order_with_its_client_policy() {
 }
 
 #[test]
+fn several_backend_mappings_of_one_service_are_its_endpoints_balanced_by_least_request() {
+    let mut options = deploy_options(false);
+    options.backends.push(
+        "sklearn-iris-predictor.ml-models:80=127.0.0.1:10"
+            .parse()
+            .unwrap(),
+    );
+    let config = translate(&options).unwrap_or_else(|e| panic!("{e}")).config;
+    let cluster = |name: &str| config.clusters.iter().find(|c| c.name == name).unwrap();
+    let iris = cluster("httproute/ml-models/sklearn-iris/rule/0");
+    let endpoints: Vec<String> = iris.endpoints.iter().map(ToString::to_string).collect();
+    assert_eq!(endpoints, ["127.0.0.1:9", "127.0.0.1:10"]);
+    // Envoy Gateway's default load balancer (no BackendTrafficPolicy in deploy/).
+    assert_eq!(iris.lb_policy, crate::config::LbPolicy::LeastRequest);
+    // The mapping without a port covers the gRPC port too; the one with :80 does not.
+    let grpc = cluster("grpcroute/ml-models/sklearn-iris-grpc/rule/0");
+    assert_eq!(grpc.endpoints.len(), 1);
+}
+
+#[test]
 fn without_a_client_traffic_policy_the_buffer_limit_is_envoy_gateways_32_kib() {
     let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ml}\nspec:\n  parentRefs: [{name: gw, namespace: gw}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n";
     let translation = translate_text(route, &serve_options()).unwrap();
