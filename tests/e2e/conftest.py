@@ -1,4 +1,9 @@
-"""One stack for the whole session: four real KServe servers and the modelgate gateway.
+"""One stack for the whole session: five real KServe servers and the modelgate gateway
+serving deploy/ (stack.py).
+
+The gateway's model routes are on deploy/'s HTTPS listener, with a certificate made for the
+run: the session trusts it for `requests` (REQUESTS_CA_BUNDLE) once the stack is up, so a
+test sends to `stack.gateway` as a client of the cluster would.
 
 If any part cannot start (a model server dies, the gateway is not built, a port is taken),
 every test errors with the reason and the part's log: the suite fails, it never skips.
@@ -39,6 +44,7 @@ def stack(tmp_path_factory) -> stack_mod.Stack:
     if failure is not None:
         s.stop()
         pytest.fail(f"the e2e stack did not start: {failure}", pytrace=False)
+    os.environ["REQUESTS_CA_BUNDLE"] = str(s.cert_path)
     yield s
     # A part that died mid-suite (a crash under hostile input) fails the run at teardown.
     dead = [f"{p.name}:\n{p.log_tail()}" for p in s.processes if not p.alive()]

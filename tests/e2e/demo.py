@@ -1,4 +1,9 @@
-"""`make demo`: modelgate in front of real KServe model servers, until Ctrl-C.
+"""`make demo`: modelgate serving deploy/ in front of real KServe model servers, until Ctrl-C.
+
+The gateway runs `modelgate serve --manifests` on deploy/ plus the local overlay stack.py
+writes into the run directory (demo_config.local_overlay): the routes, listeners, limits and
+policy a cluster gets. Model requests go to deploy/'s HTTPS listener ($GW, with the run's
+self-signed certificate in $CURL_CA_BUNDLE); its HTTP listener ($GW_HTTP) only redirects.
 
 `make demo-llm` (`--llm`) adds KServe's OpenAI server with two generative models
 (openai_server.py, in .venv-llm) and walks through chat, a streamed chat, the model list
@@ -13,6 +18,7 @@ process it started.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -22,6 +28,7 @@ import time
 from pathlib import Path
 
 import demo_config
+import digits
 import stack as stack_mod
 
 IRIS_ROW = "[5.1, 3.5, 1.4, 0.2]"
@@ -34,12 +41,19 @@ def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
     json_h = "-H 'Content-Type: application/json'"
     auth = '-H "Authorization: Bearer $TOKEN"'
     iris_v1 = f"-d '{{\"instances\": [{IRIS_ROW}]}}'"
+    if not s.manifests:
+        return legacy_examples(s)
+    # Answers the filter gives before the body has arrived (401, 403, 429) over HTTP/1.1:
+    # after such an early HTTP/2 answer the gateway resets the rest of the upload
+    # (RST_STREAM, RFC 9113 section 8.1), which curl 7.88 reports as a stream error.
+    early = "--http1.1"
+    mnist_h = "-H \"Authorization: Bearer $MNIST_TOKEN\""
     return [
-        ("Health of the gateway itself", f"curl -s {gw}/health"),
+        ("Is the gateway ready (its admin listener; deploy/'s listeners serve models only)", f"curl -s {admin}/ready"),
         ("List the models this token may call", f"curl -s {auth} {gw}/v1/models"),
         ("Model info (V1)", f"curl -s {auth} {gw}/v1/models/sklearn-iris"),
         (
-            "Predict iris (V1)",
+            "Predict iris (V1), over deploy/'s HTTPS listener",
             f"curl -s {auth} {json_h} {gw}/v1/models/sklearn-iris:predict {iris_v1}",
         ),
         (
@@ -49,13 +63,18 @@ def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
             f"\"datatype\": \"FP64\", \"data\": [{IRIS_ROW}]}}]}}'",
         ),
         (
-            "Predict wine, a second model routed by name",
-            f"curl -s {auth} {json_h} {gw}/v1/models/sklearn-wine:predict "
-            f"-d '{{\"instances\": [{WINE_ROW}]}}'",
+            "Predict sklearn-mnist, deploy/'s second model (a 28x28 digit, 784 features)",
+            f"curl -s {mnist_h} {json_h} {gw}/v1/models/sklearn-mnist:predict -d @$RUN/mnist-predict.json",
         ),
         (
-            "Explain iris (served by the explainer)",
-            f"curl -s {auth} {json_h} {gw}/v1/models/sklearn-iris:explain {iris_v1}",
+            "Explain that digit: deploy/'s Exact explain rule sends it to the ART explainer",
+            f"curl -s {mnist_h} {json_h} {gw}/v1/models/sklearn-mnist:explain -d @$RUN/mnist-explain.json "
+            "| grep -o '\"prediction\": *[0-9]*\\|\"adversarial_prediction\": *[0-9]*'",
+        ),
+        (
+            "Predict wine, the local overlay's model, routed by name",
+            f"curl -s {auth} {json_h} {gw}/v1/models/sklearn-wine:predict "
+            f"-d '{{\"instances\": [{WINE_ROW}]}}'",
         ),
         (
             "Load spread over the two iris replicas, from each replica's own request counter",
@@ -70,14 +89,14 @@ def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
             f"http://127.0.0.1:{s.ports.iris2}/debug/requests | grep -o '\"x-request-id\":\"req-456\"'",
         ),
         (
-            "HTTPS with the self-signed demo certificate",
-            f"curl -s --cacert $RUN/tls/server.pem {auth} {json_h} "
-            f"{s.gateway_tls}/v1/models/sklearn-iris:predict {iris_v1}",
+            "Plain HTTP only redirects to HTTPS (deploy/gateway/https-redirect.yaml)",
+            f'curl -s -o /dev/null -w "%{{http_code}} %{{redirect_url}}\\n" {auth} {json_h} '
+            f"$GW_HTTP/v1/models/sklearn-iris:predict {iris_v1}",
         ),
-        ("No token: 401", f"curl -si {json_h} {gw}/v1/models/sklearn-iris:predict {iris_v1}"),
+        ("No token: 401", f"curl -si {early} {json_h} {gw}/v1/models/sklearn-iris:predict {iris_v1}"),
         (
             "A token scoped for wine only, calling iris: 403",
-            f'curl -s -w " (%{{http_code}})\\n" -H "Authorization: Bearer $WINE_TOKEN" {json_h} '
+            f'curl -s {early} -w " (%{{http_code}})\\n" -H "Authorization: Bearer $WINE_TOKEN" {json_h} '
             f"{gw}/v1/models/sklearn-iris:predict {iris_v1}",
         ),
         (
@@ -92,16 +111,41 @@ def examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
         ),
         (
             "Past wine's quota (burst 5, then 2/s per subject): 429 with Retry-After",
-            f"for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} retry-after=%header{{retry-after}}\\n' "
+            f"for i in 1 2 3 4 5 6; do curl -s {early} -o /dev/null -w '%{{http_code}} retry-after=%header{{retry-after}}\\n' "
             f"{auth} {json_h} {gw}/v1/models/sklearn-wine:predict -d '{{\"instances\": [{WINE_ROW}]}}'; done",
         ),
         (
-            "Per-model outcome counts from the filter (non-zero ones)",
+            "Per-model outcome counts from the filter (non-zero ones), named by deploy/'s EnvoyProxy",
             f"curl -s {admin}/metrics | grep '^modelgate_requests{{' | grep -v ' 0$'",
         ),
         (
-            "The effective config, secrets redacted",
+            "The effective config deploy/ became, secrets redacted",
             f"curl -s {admin}/config_dump | grep -A2 '\"jwks\"'",
+        ),
+    ]
+
+
+def legacy_examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
+    """The LLM stack's (host YAML) examples: plain HTTP, the iris explainer."""
+    gw, admin = "$GW", "$ADMIN"
+    json_h = "-H 'Content-Type: application/json'"
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    iris_v1 = f"-d '{{\"instances\": [{IRIS_ROW}]}}'"
+    return [
+        ("Health of the gateway itself", f"curl -s {gw}/health"),
+        ("List the models this token may call", f"curl -s {auth} {gw}/v1/models"),
+        (
+            "Predict iris (V1)",
+            f"curl -s {auth} {json_h} {gw}/v1/models/sklearn-iris:predict {iris_v1}",
+        ),
+        (
+            "Explain iris (served by the explainer)",
+            f"curl -s {auth} {json_h} {gw}/v1/models/sklearn-iris:explain {iris_v1}",
+        ),
+        ("No token: 401", f"curl -si {json_h} {gw}/v1/models/sklearn-iris:predict {iris_v1}"),
+        (
+            "Per-model outcome counts from the filter (non-zero ones)",
+            f"curl -s {admin}/metrics | grep '^modelgate_requests{{' | grep -v ' 0$'",
         ),
     ]
 
@@ -147,6 +191,14 @@ def llm_examples() -> list[tuple[str, str]]:
     ]
 
 
+def write_bodies(s: stack_mod.Stack) -> None:
+    """The sklearn-mnist examples' bodies (a digit is 784 numbers, too long for a command)."""
+    image, label = digits.image(0)
+    row = [px for line in image for (px,) in line]
+    (s.run_dir / "mnist-predict.json").write_text(json.dumps({"instances": [row]}) + "\n")
+    (s.run_dir / "mnist-explain.json").write_text(json.dumps({"instances": [[image], [label]]}) + "\n")
+
+
 def write_tokens(s: stack_mod.Stack) -> dict[str, str]:
     both = f"{demo_config.IRIS_SCOPE} {demo_config.WINE_SCOPE}"
     if s.llm:
@@ -155,6 +207,8 @@ def write_tokens(s: stack_mod.Stack) -> dict[str, str]:
         "TOKEN": s.token("RS256", sub="demo-user", scope=both, lifetime=24 * 3600),
         "WINE_TOKEN": s.token("ES256", sub="wine-only-user", scope=demo_config.WINE_SCOPE, lifetime=24 * 3600),
     }
+    if s.manifests:
+        tokens["MNIST_TOKEN"] = s.token("RS256", sub="mnist-user", scope=demo_config.MNIST_SCOPE, lifetime=24 * 3600)
     if s.llm:
         zen = demo_config.CHAT_SCOPES[demo_config.ZEN]
         tokens["ZEN_TOKEN"] = s.token("ES256", sub="zen-only-user", scope=zen, lifetime=24 * 3600)
@@ -165,12 +219,12 @@ def write_tokens(s: stack_mod.Stack) -> dict[str, str]:
 
 
 def shell_env(s: stack_mod.Stack, tokens: dict[str, str]) -> dict[str, str]:
-    return {
-        "GW": s.gateway,
-        "ADMIN": s.admin,
-        "RUN": str(s.run_dir),
-        **tokens,
-    }
+    env = {"GW": s.gateway, "ADMIN": s.admin, "RUN": str(s.run_dir), **tokens}
+    if s.manifests:
+        # curl trusts the run's certificate for $GW, deploy/'s HTTPS listener.
+        env["GW_HTTP"] = s.gateway_http
+        env["CURL_CA_BUNDLE"] = str(s.cert_path)
+    return env
 
 
 def all_examples(s: stack_mod.Stack) -> list[tuple[str, str]]:
@@ -194,7 +248,11 @@ def print_paste_block(s: stack_mod.Stack, env: dict[str, str]) -> None:
     run = shlex.quote(str(s.run_dir))
     print("\n# Ready to paste (tokens valid 24 h):")
     print(f"export RUN={run} GW={env['GW']} ADMIN={env['ADMIN']}")
+    if s.manifests:
+        print(f"export GW_HTTP={env['GW_HTTP']} CURL_CA_BUNDLE=\"$RUN/tls/server.pem\"")
     exports = 'export TOKEN=$(cat "$RUN/token") WINE_TOKEN=$(cat "$RUN/wine_token")'
+    if s.manifests:
+        exports += ' MNIST_TOKEN=$(cat "$RUN/mnist_token")'
     if s.llm:
         exports += ' ZEN_TOKEN=$(cat "$RUN/zen_token")'
     print(exports)
@@ -215,18 +273,21 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ports = stack_mod.ports_from_env()
     started = time.monotonic()
-    servers = "4 KServe model servers, 2 KServe OpenAI servers" if args.llm else "4 KServe model servers"
-    print(f"demo: starting {servers} and modelgate (run dir {args.run_dir})", flush=True)
+    servers = "4 KServe model servers, 2 KServe OpenAI servers" if args.llm else "5 KServe model servers"
+    config = "its host YAML" if args.llm else "deploy/ plus the local overlay"
+    print(f"demo: starting {servers} and modelgate on {config} (run dir {args.run_dir})", flush=True)
     try:
         with stack_mod.Stack(ports, Path(args.run_dir), args.verbose_models, llm=args.llm) as s:
+            servers = ", ".join(f"{spec.port} ({spec.name})" for spec in s.model_servers())
             openai = f", {ports.openai1}, {ports.openai2} (OpenAI)" if args.llm else ""
             print(
-                f"demo: ready in {time.monotonic() - started:.1f}s: gateway {s.gateway} and "
+                f"demo: ready in {time.monotonic() - started:.1f}s: gateway {s.gateway_http} and "
                 f"{s.gateway_tls}, admin {s.admin}, model servers on ports "
-                f"{ports.iris1}, {ports.iris2} (iris), {ports.wine} (wine), "
-                f"{ports.explainer} (iris explainer){openai}; logs in {s.run_dir / 'logs'}",
+                f"{servers}{openai}; logs in {s.run_dir / 'logs'}",
                 flush=True,
             )
+            if s.manifests:
+                write_bodies(s)
             env = shell_env(s, write_tokens(s))
             if not args.no_walkthrough:
                 run_walkthrough(s, env)

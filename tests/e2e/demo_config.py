@@ -1,20 +1,34 @@
-"""The demo configuration: the gateway's YAML (docs/host-config.md) and the filter's JSON
-(docs/config.md), built from the ports and the freshly generated keys.
+"""The demo configuration: deploy/ itself, plus the small local overlay a laptop needs.
 
-The demo and the end-to-end tests run this very configuration, so what the README shows is
-what the tests prove. The policy it states:
+`make demo` and the end-to-end suite run `modelgate serve --manifests <overlay>` (stack.py),
+where the overlay (`local_overlay`, written into the run directory) is deploy/ plus only what
+a cluster has elsewhere or what deploy/ does not state:
 
-  sklearn-iris  two replicas, round robin; explain goes to the explainer server.
-                Needs scope `predict:sklearn-iris`. 50 requests/s per subject, burst 100.
-                V1 rows of 4 numbers, at most 100 instances; V2 tensors [N, 4] of a
-                numeric datatype, N at most 100.
-  sklearn-wine  one replica. Needs scope `predict:sklearn-wine`.
-                2 requests/s per subject, burst 5 (small, so a loop of curls shows 429).
-                V1 rows of 13 numbers, at most 100 instances; V2 exactly the input the
-                model server's metadata declares (`input-0`, FP64, [-1, 13]).
-                KServe's model repository API (load, unload) with scope
-                `admin:sklearn-wine` (adminScopes); iris has none, so the filter refuses it
-                and no route sends it to iris's servers.
+  keys          the e2e signing keys (keys.py, 12 algorithms) instead of deploy/'s sample
+                identity provider (whose private halves were discarded), with the e2e issuer
+                and audience: the block deploy/ tells a user to replace with their own. HMAC
+                secrets reach the filter through `kFromEnv` and the policy's `env.hostKeys`,
+                as deploy/'s envoyproxy.yaml hands the cluster's Envoy its Secret.
+  TLS Secret    `kserve/modelgate-tls` with a self-signed certificate (cert-manager makes it
+                in the cluster).
+  sklearn-wine  a third model with what deploy/'s models do not configure: KServe's model
+                repository API allowed by `adminScopes`, exact V2 inputs (`v2Inputs`), and a
+                small quota (2/s, burst 5) so a loop of curls shows 429.
+  backends      where each Service runs on this machine (`--backend`, `backends`): two
+                sklearn-iris predictor replicas (deploy/ asks for at least 2), sklearn-mnist's
+                predictor and ART-shaped explainer, sklearn-wine's predictor.
+
+Every other value (routes, listeners, buffer limit, quotas, feature counts, body limit,
+scopes, headers) is deploy/'s, and the test constants below are read from its manifests.
+
+The host's own YAML (`host_config`, docs/host-config.md) stays for what deploy/ cannot
+express here: the LLM stack (`llm`: OpenAI models routed by the body's `model`, which needs
+deploy/openai-body-routing's EnvoyPatchPolicy, not emulated by the host), the gRPC and
+CloudEvents gateways some suites start beside the stack, and examples/policy-tests/demo. Its
+policy (`filter_config`):
+
+  sklearn-iris  as deploy/ states it; explain goes to an iris explainer server.
+  sklearn-wine  as in the overlay.
   every model   a JWT from the demo issuer, any of the 12 supported algorithms; bodies over
                 64 KiB get 413; the token's `sub` goes upstream as `x-jwt-sub`.
 
@@ -31,6 +45,8 @@ data plane (openai_server.py, two replicas of one cluster), routed by the body's
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,26 +54,70 @@ import yaml
 
 import keys
 
-CLIENT_TRAFFIC_POLICY = Path(__file__).resolve().parents[2] / "deploy" / "gateway" / "clienttrafficpolicy.yaml"
-
-IRIS = "sklearn-iris"
-WINE = "sklearn-wine"
-IRIS_SCOPE = f"predict:{IRIS}"
-WINE_SCOPE = f"predict:{WINE}"
-ROUTING_HEADER = "x-gateway-model-name"
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+CLIENT_TRAFFIC_POLICY = DEPLOY / "gateway" / "clienttrafficpolicy.yaml"
 # The EnvoyProxy deploy/ applies: the gateway reads its stats tag rules, so /metrics names the
 # filter's metrics exactly as the cluster's Envoy does (`modelgate_requests{model,outcome}`).
-ENVOY_PROXY_MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "gateway" / "envoyproxy.yaml"
-SUBJECT_HEADER = "x-jwt-sub"
-MAX_BODY_BYTES = 64 * 1024
-IRIS_FEATURES = 4
-WINE_FEATURES = 13
-MAX_INSTANCES = 100
-IRIS_QUOTA = {"requestsPerSecond": 50, "burst": 100}
-WINE_QUOTA = {"requestsPerSecond": 2, "burst": 5}
+ENVOY_PROXY_MANIFEST = DEPLOY / "gateway" / "envoyproxy.yaml"
+POLICY_MANIFEST = DEPLOY / "modelgate" / "envoyextensionpolicy.yaml"
+
+
+def manifest(path: Path, kind: str) -> dict:
+    """The one object of `kind` in a manifest file of deploy/."""
+    (doc,) = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d and d.get("kind") == kind]
+    return doc
+
+
+def quantity(text: str) -> int:
+    """A Kubernetes byte quantity (`2Mi`, `32Ki`, `1048576`)."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(text[: -len(suffix)]) * factor
+    return int(text)
+
+
+# deploy/'s filter configuration (its EnvoyExtensionPolicy's `config`) and client policy.
+DEPLOY_POLICY = manifest(POLICY_MANIFEST, "EnvoyExtensionPolicy")["spec"]["wasm"][0]["config"]
+BUFFER_LIMIT = quantity(manifest(CLIENT_TRAFFIC_POLICY, "ClientTrafficPolicy")["spec"]["connection"]["bufferLimit"])
+
+IRIS = "sklearn-iris"
+MNIST = "sklearn-mnist"
+WINE = "sklearn-wine"
+ROUTING_HEADER = DEPLOY_POLICY["routing"]["header"]
+SUBJECT_HEADER = DEPLOY_POLICY["jwt"]["forwardClaims"]["sub"]
+MAX_BODY_BYTES = DEPLOY_POLICY["validation"]["maxBodyBytes"]
+LEEWAY_SECONDS = DEPLOY_POLICY["jwt"]["leewaySeconds"]
+(IRIS_SCOPE,) = DEPLOY_POLICY["models"][IRIS]["requiredScopes"]
+(MNIST_SCOPE,) = DEPLOY_POLICY["models"][MNIST]["requiredScopes"]
+IRIS_FEATURES = DEPLOY_POLICY["models"][IRIS]["validation"]["featureCount"]
+MNIST_FEATURES = DEPLOY_POLICY["models"][MNIST]["validation"]["featureCount"]
+MAX_INSTANCES = DEPLOY_POLICY["models"][IRIS]["validation"]["maxInstances"]
+IRIS_QUOTA = DEPLOY_POLICY["models"][IRIS]["rateLimit"]
+
+# sklearn-wine: the overlay's model (see above), the one place its policy is stated.
+WINE_SCOPE = f"predict:{WINE}"
 WINE_ADMIN_SCOPE = f"admin:{WINE}"
+WINE_FEATURES = 13
+WINE_QUOTA = {"requestsPerSecond": 2, "burst": 5}
+WINE_POLICY = {
+    "protocols": ["v1", "v2"],
+    "requiredScopes": [WINE_SCOPE],
+    "adminScopes": [WINE_ADMIN_SCOPE],
+    "rateLimit": WINE_QUOTA,
+    "validation": {
+        "featureCount": WINE_FEATURES,
+        "maxInstances": MAX_INSTANCES,
+        "elementType": "number",
+        # As the model server's V2 metadata declares it (model_server.py).
+        "v2Inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, WINE_FEATURES]}],
+    },
+}
 # Models whose repository API (load, unload) is allowed, and the scopes it needs.
 ADMIN_SCOPES = {WINE: [WINE_ADMIN_SCOPE]}
+# The body limit of the host-YAML policy (filter_config; examples/policy-tests/demo tests it).
+HOST_YAML_MAX_BODY_BYTES = 64 * 1024
 
 ZEN = "markov-zen"
 DOCS = "markov-docs"
@@ -92,18 +152,184 @@ class Ports:
     explainer: int = 8084
     openai1: int = 8091
     openai2: int = 8092
+    mnist: int = 8085
+    mnist_explainer: int = 8086
+    iris1_grpc: int = 8087
+    iris2_grpc: int = 8088
 
     @classmethod
     def from_base(cls, base: int) -> "Ports":
-        """Gateway base, HTTPS base+1, admin base+2, model servers base+11..14, the OpenAI
+        """Gateway base, HTTPS base+1, admin base+2, model servers base+11..18, the OpenAI
         servers (`llm`) base+21..22."""
         return cls(
-            base, base + 1, base + 2, base + 11, base + 12, base + 13, base + 14, base + 21, base + 22
-        )
+            base, base + 1, base + 2, base + 11, base + 12, base + 13, base + 14, base + 21, base + 22,
+            base + 15, base + 16, base + 17, base + 18,
+        )  # fmt: skip
 
     def all(self, llm: bool = False) -> list[int]:
-        ports = [self.gateway, self.https, self.admin, self.iris1, self.iris2, self.wine, self.explainer]
-        return ports + ([self.openai1, self.openai2] if llm else [])
+        """The ports a stack listens on: deploy/'s (`llm` false) or the host-YAML LLM stack's."""
+        ports = [self.gateway, self.https, self.admin, self.iris1, self.iris2, self.wine]
+        if llm:
+            return ports + [self.explainer, self.openai1, self.openai2]
+        return ports + [self.mnist, self.mnist_explainer, self.iris1_grpc, self.iris2_grpc]
+
+
+# The overlay ---------------------------------------------------------------------------------
+# Environment variables of the gateway holding the e2e HMAC secrets (`kFromEnv`): HS256 uses the
+# one deploy/'s policy already lets through (`env.hostKeys`), the overlay adds the other two.
+HMAC_ENV = {"HS256": "MODELGATE_JWT_HMAC_KEY", "HS384": "MODELGATE_JWT_HS384_KEY", "HS512": "MODELGATE_JWT_HS512_KEY"}
+POLICY_TARGET = {"group": "gateway.envoyproxy.io", "kind": "EnvoyExtensionPolicy", "name": "modelgate", "namespace": "kserve"}
+
+
+def overlay_jwks(keyset: keys.KeySet) -> dict:
+    """The e2e keys as the policy's `jwt.jwks`: public JWKs, HMAC keys by `kFromEnv`."""
+    out = []
+    for alg, key in keyset.keys.items():
+        jwk = dict(key.public_jwk)
+        if alg in HMAC_ENV:
+            del jwk["k"]
+            jwk["kFromEnv"] = HMAC_ENV[alg]
+        out.append(jwk)
+    return {"keys": out}
+
+
+def hmac_env(keyset: keys.KeySet) -> dict[str, str]:
+    """The gateway's environment for `overlay_jwks`' HMAC keys."""
+    return {var: keyset.keys[alg].private.decode() for alg, var in HMAC_ENV.items()}
+
+
+def policy_patch(keyset: keys.KeySet) -> list[dict]:
+    """JSON 6902 operations on deploy/'s EnvoyExtensionPolicy: the e2e identity provider in
+    place of deploy/'s sample one, and the sklearn-wine model."""
+    config = "/spec/wasm/0/config"
+    return [
+        {"op": "replace", "path": f"{config}/jwt/issuer", "value": keys.ISSUER},
+        {"op": "replace", "path": f"{config}/jwt/audiences", "value": [keys.AUDIENCE]},
+        {"op": "replace", "path": f"{config}/jwt/algorithms", "value": list(keys.ALGORITHMS)},
+        {"op": "replace", "path": f"{config}/jwt/jwks", "value": overlay_jwks(keyset)},
+        *(
+            {"op": "add", "path": "/spec/wasm/0/env/hostKeys/-", "value": var}
+            for var in HMAC_ENV.values()
+            if var not in manifest(POLICY_MANIFEST, "EnvoyExtensionPolicy")["spec"]["wasm"][0]["env"]["hostKeys"]
+        ),
+        {"op": "add", "path": f"{config}/models/{WINE}", "value": WINE_POLICY},
+    ]
+
+
+def local_policy(keyset: keys.KeySet) -> dict:
+    """The filter configuration the overlay gives the gateway: deploy/'s policy with
+    `policy_patch` applied (RFC 6902 `add` and `replace`, all it uses), for the suites that run
+    the same policy offline (`modelgate test`, with `hmac_env` as its `env`)."""
+    policy = json.loads(json.dumps(manifest(POLICY_MANIFEST, "EnvoyExtensionPolicy")))
+    for op in policy_patch(keyset):
+        *parents, last = [part.replace("~1", "/").replace("~0", "~") for part in op["path"].split("/")[1:]]
+        node = policy
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            node.append(op["value"]) if last == "-" else node.__setitem__(int(last), op["value"])
+        else:
+            node[last] = op["value"]
+    return policy["spec"]["wasm"][0]["config"]
+
+
+def wine_manifests() -> list[dict]:
+    """sklearn-wine's InferenceService and HTTPRoute, shaped as deploy/kserve/'s: the V1/V2
+    model paths and KServe's repository API (which only wine's `adminScopes` allow) on the
+    HTTPS listener, matched on the header the filter sets."""
+    header = [{"type": "Exact", "name": ROUTING_HEADER, "value": WINE}]
+    parent = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "kserve-ingress-gateway",
+              "namespace": "kserve", "sectionName": "https"}  # fmt: skip
+    prefixes = ["/v1/models", "/v2/models", f"/v2/repository/models/{WINE}"]
+    return [
+        {
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "metadata": {"name": WINE, "namespace": "ml-models"},
+            "spec": {"predictor": {"sklearn": {"protocolVersion": "v1"}}},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": WINE, "namespace": "ml-models"},
+            "spec": {
+                "parentRefs": [parent],
+                "rules": [
+                    {
+                        "name": "predict",
+                        "matches": [{"path": {"type": "PathPrefix", "value": p}, "headers": header} for p in prefixes],
+                        "backendRefs": [{"kind": "Service", "name": f"{WINE}-predictor", "port": 80}],
+                        "timeouts": {"request": "60s"},
+                    }
+                ],
+            },
+        },
+    ]
+
+
+def tls_secret(cert_pem: str, key_pem: str) -> dict:
+    """The HTTPS listener's Secret, which cert-manager makes in the cluster."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "modelgate-tls", "namespace": "kserve"},
+        "stringData": {"tls.crt": cert_pem, "tls.key": key_pem},
+    }
+
+
+OVERLAY_HEADER = """\
+# Written by tests/e2e/stack.py for this run (tests/e2e/demo_config.py, local_overlay): deploy/
+# as `kubectl apply -k deploy/` applies it, plus what a laptop lacks: the e2e identity
+# provider's keys, issuer and audience in place of deploy/'s sample ones (HMAC secrets through
+# kFromEnv and env.hostKeys), the HTTPS listener's Secret (cert-manager's job in a cluster), and
+# sklearn-wine, a model with the repository API, V2 inputs and a small quota the suites need.
+# Where each Service runs is given by --backend. Served with
+#   modelgate serve --manifests THIS_DIR --backend ... (docs/manifests.md)
+"""
+
+
+def local_overlay(directory: Path, keyset: keys.KeySet, cert_pem: str, key_pem: str, deploy: Path = DEPLOY) -> Path:
+    """Writes the overlay (a kustomization over `deploy`) into `directory`; returns it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "tls-secret.yaml").write_text(yaml.dump(tls_secret(cert_pem, key_pem), Dumper=_BlockDumper))
+    (directory / "sklearn-wine.yaml").write_text(yaml.safe_dump_all(wine_manifests(), sort_keys=False))
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(deploy, directory), "tls-secret.yaml", "sklearn-wine.yaml"],
+        "patches": [{"target": POLICY_TARGET, "patch": yaml.safe_dump(policy_patch(keyset), sort_keys=False)}],
+    }
+    (directory / "kustomization.yaml").write_text(OVERLAY_HEADER + yaml.dump(kustomization, Dumper=_BlockDumper, sort_keys=False))
+    return directory
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line strings (the patch) as `|` blocks, readable in the run directory."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None),
+)
+
+
+def backends(ports: Ports) -> list[str]:
+    """`--backend` mappings: every Service the overlay's routes send to, on this machine."""
+
+    def at(port: int) -> str:
+        return f"127.0.0.1:{port}"
+
+    return [
+        f"sklearn-iris-predictor.ml-models:80={at(ports.iris1)}",
+        f"sklearn-iris-predictor.ml-models:80={at(ports.iris2)}",
+        # deploy/kserve/grpcroute-sklearn-iris.yaml: KServe's gRPC port of the same replicas.
+        f"sklearn-iris-predictor.ml-models:8081={at(ports.iris1_grpc)}",
+        f"sklearn-iris-predictor.ml-models:8081={at(ports.iris2_grpc)}",
+        f"sklearn-mnist-predictor.ml-models={at(ports.mnist)}",
+        f"sklearn-mnist-explainer.ml-models={at(ports.mnist_explainer)}",
+        f"{WINE}-predictor.ml-models={at(ports.wine)}",
+    ]
 
 
 def filter_config(keyset: keys.KeySet, llm: bool = False) -> dict:
@@ -123,11 +349,11 @@ def filter_config(keyset: keys.KeySet, llm: bool = False) -> dict:
             "audiences": [keys.AUDIENCE],
             "jwks": keyset.jwks(),
             "algorithms": list(keys.ALGORITHMS),
-            "leewaySeconds": 5,
+            "leewaySeconds": 5,  # the host-YAML policy's; deploy/'s is LEEWAY_SECONDS
             "forwardClaims": {"sub": SUBJECT_HEADER},
         },
         "rateLimit": {"key": {"claim": "sub"}},
-        "validation": {"maxBodyBytes": MAX_BODY_BYTES},
+        "validation": {"maxBodyBytes": HOST_YAML_MAX_BODY_BYTES},
         "models": {
             IRIS: {
                 "requiredScopes": [IRIS_SCOPE],
@@ -138,18 +364,7 @@ def filter_config(keyset: keys.KeySet, llm: bool = False) -> dict:
                     "elementType": "number",
                 },
             },
-            WINE: {
-                "requiredScopes": [WINE_SCOPE],
-                "adminScopes": ADMIN_SCOPES[WINE],
-                "rateLimit": WINE_QUOTA,
-                "validation": {
-                    "featureCount": WINE_FEATURES,
-                    "maxInstances": MAX_INSTANCES,
-                    "elementType": "number",
-                    # As the model server's V2 metadata declares it (model_server.py).
-                    "v2Inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, WINE_FEATURES]}],
-                },
-            },
+            WINE: {k: v for k, v in WINE_POLICY.items() if k != "protocols"},
         },
     }
     if llm:

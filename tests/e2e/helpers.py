@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import os
 import re
+import ssl
 import urllib.parse
 
 import requests
@@ -102,7 +104,12 @@ def post_raw(base: str, path: str, body: bytes, headers: list[tuple[str, str]]) 
     """A POST with exactly these header lines, repeats kept (requests folds them into a dict);
     only `Host` and `Content-Length` are added."""
     url = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=15)
+    if url.scheme == "https":
+        # deploy/'s HTTPS listener, with the run's certificate (conftest sets the bundle).
+        context = ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE"))
+        conn = http.client.HTTPSConnection(url.hostname, url.port, timeout=15, context=context)
+    else:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=15)
     try:
         conn.putrequest("POST", path, skip_accept_encoding=True)
         for name, value in headers:

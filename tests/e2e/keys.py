@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -109,7 +110,9 @@ class KeySet:
         material["ES384"] = (p384, _ec_jwk(p384, "P-384", 48))
         material["EdDSA"] = (ed, _okp_jwk(ed))
         for alg, size in (("HS256", 32), ("HS384", 48), ("HS512", 64)):
-            secret = os.urandom(size)
+            # Printable, so a gateway can take it from an environment variable (`kFromEnv`,
+            # as deploy/'s Envoy gets its HMAC key from a Secret): `size` base64url characters.
+            secret = secrets.token_urlsafe(size)[:size].encode()
             material[alg] = (secret, {"kty": "oct", "k": b64url(secret)})
         keys = {}
         for alg, (private, jwk) in material.items():

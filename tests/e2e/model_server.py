@@ -1,10 +1,11 @@
 """A real KServe model server for the demo and the end-to-end tests.
 
 It is KServe's own Python server (`kserve.ModelServer`, FastAPI + uvicorn) serving a
-scikit-learn model trained at start-up from the datasets scikit-learn ships (iris, wine),
-so nothing is downloaded. KServe's `sklearnserver` is not on PyPI, so the model class
-here does what it does: `get_predict_input` -> `predict` -> `get_predict_response`,
-which serves both the V1 and the V2 (Open Inference) protocols.
+scikit-learn model trained at start-up from the datasets scikit-learn ships (iris, wine, and
+for deploy/'s sklearn-mnist the digits made 28x28, digits.py), so nothing is downloaded.
+KServe's `sklearnserver` is not on PyPI, so the model class here does what it does:
+`get_predict_input` -> `predict` -> `get_predict_response`, which serves both the V1 and the
+V2 (Open Inference) protocols.
 
 Roles:
   predictor  serves `:predict` (V1) and `infer` (V2); `:explain` answers KServe's 501,
@@ -49,7 +50,7 @@ from concurrent import futures
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=["iris", "wine"], required=True)
+    parser.add_argument("--model", choices=["iris", "wine", "mnist"], required=True)
     parser.add_argument("--name", required=True, help="model name on the URL path")
     parser.add_argument("--port", type=int, required=True, help="HTTP port")
     parser.add_argument("--grpc-port", type=int, default=0, help="gRPC port (0: no gRPC)")
@@ -71,7 +72,7 @@ import numpy as np  # noqa: E402
 from sklearn import datasets  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E402
 
 import kserve  # noqa: E402
 from kserve import model_server as kserve_model_server  # noqa: E402
@@ -85,10 +86,16 @@ from kserve.protocol.grpc.servicer import InferenceServicer  # noqa: E402
 from kserve.protocol.rest.server import RESTServer  # noqa: E402
 from kserve.utils.utils import get_predict_input, get_predict_response  # noqa: E402
 
+import digits  # noqa: E402
 from request_recorder import REQUESTS, RecentRequests, RequestRecorder  # noqa: E402
 
 def train(dataset: str):
     """Trains a deterministic classifier on a dataset bundled with scikit-learn."""
+    if dataset == "mnist":
+        images, labels = digits.load()
+        model = make_pipeline(FunctionTransformer(digits.digit_pixels), LogisticRegression(max_iter=1000))
+        model.fit(digits.mnist_pixels(images), labels)
+        return model, None
     data = datasets.load_iris() if dataset == "iris" else datasets.load_wine()
     if dataset == "iris":
         # Unscaled, so the coefficients explain the raw features the caller sends.
@@ -120,7 +127,7 @@ class SklearnModel(kserve.Model):
         return get_predict_response(payload, result, self.name)
 
     def get_input_types(self):
-        n = self.data.data.shape[1]
+        n = digits.SIDE * digits.SIDE if self.dataset == "mnist" else self.data.data.shape[1]
         return [{"name": "input-0", "datatype": "FP64", "shape": [-1, n]}]
 
     def get_output_types(self):
@@ -152,6 +159,38 @@ class LinearShapExplainer(SklearnModel):
                 }
             )
         return {"explanations": explanations}
+
+
+class AdversarialExplainer(SklearnModel):
+    """The mnist model again, plus `explain` in the shape of KServe's ART explainer: the
+    smallest walk found along the sign of the gradient of (other class's logit - predicted
+    class's logit) that changes the prediction, in steps of 0.05 up to 40 steps."""
+
+    STEP, MAX_STEPS = 0.05, 40
+
+    def explain(self, payload, headers=None):
+        images = np.asarray(payload["instances"][0], dtype=float)
+        rows = images.reshape(len(images), -1)
+        prediction = int(self.model.predict(rows[:1])[0])
+        # d(logit)/d(pixel) of the pipeline: the block mean spreads each weight over 9 pixels.
+        coef = self.model[-1].coef_
+        weights = digits.mnist_pixels(coef.reshape(-1, 8, 8) * 16.0) / digits.SCALE**2
+        runner_up = int(np.argsort(self.model.decision_function(rows[:1])[0])[-2])
+        direction = np.sign(weights[runner_up] - weights[prediction])
+        adversarial = rows[0].copy()
+        for _ in range(self.MAX_STEPS):
+            if int(self.model.predict(adversarial[None])[0]) != prediction:
+                break
+            adversarial = adversarial + self.STEP * direction
+        adv_prediction = int(self.model.predict(adversarial[None])[0])
+        return {
+            "explanations": {
+                "adversarial_example": adversarial.reshape((1, *images.shape[1:])).tolist(),
+                "L2 error": float(np.linalg.norm(adversarial - rows[0])),
+                "adversarial_prediction": adv_prediction,
+                "prediction": prediction,
+            }
+        }
 
 
 class CountingInterceptor(grpc.aio.ServerInterceptor):
@@ -261,9 +300,10 @@ def quiet_loggers() -> None:
 
 def main() -> None:
     replica = ARGS.replica or f"{ARGS.name}@{ARGS.port}"
-    model_class = LinearShapExplainer if ARGS.role == "explainer" else SklearnModel
-    if ARGS.role == "explainer" and ARGS.model != "iris":
-        sys.exit("model_server: the explainer role is implemented for the iris model only")
+    explainers = {"iris": LinearShapExplainer, "mnist": AdversarialExplainer}
+    if ARGS.role == "explainer" and ARGS.model not in explainers:
+        sys.exit("model_server: the explainer role is implemented for iris and mnist only")
+    model_class = explainers[ARGS.model] if ARGS.role == "explainer" else SklearnModel
     model = model_class(ARGS.name, ARGS.model)
     model.load()
 

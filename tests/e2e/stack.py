@@ -1,13 +1,23 @@
 """Starts and stops the demo stack: real KServe model servers and the `modelgate` gateway.
 
 Used by both `scripts/demo.sh` (through demo.py) and the pytest suite (conftest.py), so the
-demo and the tests run the same processes with the same configuration:
+demo and the tests run the same processes with the same configuration. The gateway serves
+deploy/ itself: `modelgate serve --manifests <run dir>/overlay --backend ...`, the overlay
+being deploy/ plus the few local things demo_config.local_overlay states (test keys, the TLS
+Secret, sklearn-wine). Its processes:
 
-  iris-1, iris-2   KServe servers for sklearn-iris (the two replicas of one cluster)
-  wine             a KServe server for sklearn-wine
-  iris-explainer   a KServe server answering sklearn-iris `:explain`
+  iris-1, iris-2   KServe servers for sklearn-iris (the two predictor replicas deploy/ asks
+                   for), each with KServe's gRPC port for deploy/'s GRPCRoute
+  mnist            a KServe server for sklearn-mnist (784 features, digits upsampled to 28x28)
+  mnist-explainer  a KServe server answering sklearn-mnist `:explain` as KServe's ART explainer
+  wine             a KServe server for sklearn-wine (the overlay's model)
   modelgate        target/release/modelgate with target/modelgate.wasm
-  openai-1, -2     with `llm`: KServe OpenAI servers (llm_stack.py, in .venv-llm), each serving
+
+With `llm` (`make demo-llm`, the LLM tests) the gateway runs the host's own YAML instead
+(demo_config.host_config; deploy/ cannot state body routing here, see demo_config), in front
+of iris-1, iris-2, wine, an iris explainer (`iris-explainer`) and:
+
+  openai-1, -2     KServe OpenAI servers (llm_stack.py, in .venv-llm), each serving
                    markov-zen and markov-docs (the two replicas of one cluster)
 
 It builds nothing (`make build` does). Each process runs in its own process group with its
@@ -15,8 +25,8 @@ output in `<run dir>/logs/<name>.log`; `stop()` sends SIGTERM to each group, the
 to what is still alive after a grace period, so no model server outlives the stack.
 
 Ports: defaults in demo_config.Ports; `MODELGATE_PORT_BASE=N` moves them all (see
-Ports.from_base), and MODELGATE_{GATEWAY,HTTPS,ADMIN,IRIS1,IRIS2,WINE,EXPLAINER,OPENAI1,OPENAI2}_PORT
-set one.
+Ports.from_base), and MODELGATE_<FIELD>_PORT (e.g. MODELGATE_GATEWAY_PORT,
+MODELGATE_MNIST_EXPLAINER_PORT) sets one.
 """
 
 from __future__ import annotations
@@ -165,10 +175,11 @@ def wait_http(proc: Process, url: str, timeout: float = START_TIMEOUT) -> None:
 @dataclass(frozen=True)
 class ModelServerSpec:
     name: str  # process name, e.g. iris-1
-    model: str  # iris | wine
+    model: str  # iris | wine | mnist
     model_name: str  # name on the URL path
     port: int
     role: str = "predictor"
+    grpc_port: int = 0
 
 
 class Stack:
@@ -185,11 +196,20 @@ class Stack:
         self.keyset: keys.KeySet | None = None
         self.host_config_path = self.run_dir / "modelgate.yaml"
         self.filter_config_path = self.run_dir / "filter-config.json"
+        self.overlay_path = self.run_dir / "overlay"
         self.cert_path: Path | None = None
+        # deploy/ through the local overlay, or (the LLM stack) the host's own YAML.
+        self.manifests = not llm
 
     # Addresses -------------------------------------------------------------------------
     @property
     def gateway(self) -> str:
+        """Where clients send model requests: deploy/'s HTTPS listener (its HTTP listener only
+        redirects), or the LLM stack's plain HTTP listener."""
+        return self.gateway_tls if self.manifests else self.gateway_http
+
+    @property
+    def gateway_http(self) -> str:
         return f"http://127.0.0.1:{self.ports.gateway}"
 
     @property
@@ -202,11 +222,20 @@ class Stack:
 
     def model_servers(self) -> list[ModelServerSpec]:
         p = self.ports
+        if not self.manifests:
+            return [
+                ModelServerSpec("iris-1", "iris", demo_config.IRIS, p.iris1),
+                ModelServerSpec("iris-2", "iris", demo_config.IRIS, p.iris2),
+                ModelServerSpec("wine", "wine", demo_config.WINE, p.wine),
+                ModelServerSpec("iris-explainer", "iris", demo_config.IRIS, p.explainer, "explainer"),
+            ]
+        mnist = demo_config.MNIST
         return [
-            ModelServerSpec("iris-1", "iris", demo_config.IRIS, p.iris1),
-            ModelServerSpec("iris-2", "iris", demo_config.IRIS, p.iris2),
+            ModelServerSpec("iris-1", "iris", demo_config.IRIS, p.iris1, grpc_port=p.iris1_grpc),
+            ModelServerSpec("iris-2", "iris", demo_config.IRIS, p.iris2, grpc_port=p.iris2_grpc),
+            ModelServerSpec("mnist", "mnist", mnist, p.mnist),
+            ModelServerSpec("mnist-explainer", "mnist", mnist, p.mnist_explainer, "explainer"),
             ModelServerSpec("wine", "wine", demo_config.WINE, p.wine),
-            ModelServerSpec("iris-explainer", "iris", demo_config.IRIS, p.explainer, "explainer"),
         ]
 
     def model_server_url(self, name: str) -> str:
@@ -245,6 +274,13 @@ class Stack:
         self.keyset.save(str(self.run_dir / "keys"))
         cert, key = keys.self_signed_cert(str(self.run_dir / "tls"))
         self.cert_path = Path(cert)
+        if self.manifests:
+            demo_config.local_overlay(
+                self.overlay_path, self.keyset, Path(cert).read_text(), Path(key).read_text()
+            )
+            # The same policy as a file, for `modelgate test` (with `filter_env`).
+            self.filter_config_path.write_text(json.dumps(demo_config.local_policy(self.keyset), indent=2) + "\n")
+            return
         with open(self.filter_config_path, "w") as f:
             json.dump(demo_config.filter_config(self.keyset, self.llm), f, indent=2)
             f.write("\n")
@@ -263,6 +299,8 @@ class Stack:
                 "--model", spec.model, "--name", spec.model_name,
                 "--port", str(spec.port), "--role", spec.role, "--replica", spec.name,
             ]  # fmt: skip
+            if spec.grpc_port:
+                argv += ["--grpc-port", str(spec.grpc_port)]
             if self.verbose_models:
                 argv.append("--verbose")
             proc = Process(spec.name, argv, self.run_dir / "logs" / f"{spec.name}.log")
@@ -297,14 +335,25 @@ class Stack:
         if missing:
             raise StackError(f"not built: {', '.join(missing)}; run `make build` first")
 
+    def gateway_argv(self) -> list[str]:
+        """The gateway's command line: deploy/ through the overlay, or the host's YAML."""
+        if not self.manifests:
+            return [str(HOST_BINARY), "serve", "--config", str(self.host_config_path)]
+        p = self.ports
+        argv = [
+            str(HOST_BINARY), "serve", "--manifests", str(self.overlay_path), "--wasm", str(WASM),
+            "--listener", f"http=127.0.0.1:{p.gateway}", "--listener", f"https=127.0.0.1:{p.https}",
+            "--admin", f"127.0.0.1:{p.admin}",
+        ]  # fmt: skip
+        for mapping in demo_config.backends(p):
+            argv += ["--backend", mapping]
+        return argv
+
     def start_gateway(self) -> None:
         self.check_built()
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")}
-        proc = Process(
-            "modelgate",
-            [str(HOST_BINARY), "serve", "--config", str(self.host_config_path)],
-            self.run_dir / "logs" / "modelgate.log",
-        )
+        env.update(self.filter_env)
+        proc = Process("modelgate", self.gateway_argv(), self.run_dir / "logs" / "modelgate.log")
         proc.start(env=env)
         self.processes.append(proc)
         self._wait_http(proc, f"{self.admin}/ready")
@@ -325,6 +374,11 @@ class Stack:
 
     def _wait_http(self, proc: Process, url: str) -> None:
         wait_http(proc, url)
+
+    @property
+    def filter_env(self) -> dict[str, str]:
+        """The filter VM's environment: the HMAC secrets the overlay's keys read (`kFromEnv`)."""
+        return demo_config.hmac_env(self.keyset) if self.manifests else {}
 
     # Tokens ----------------------------------------------------------------------------
     def token(self, alg: str = "RS256", **claim_args) -> str:

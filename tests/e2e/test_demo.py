@@ -27,9 +27,14 @@ def test_demo_walkthrough_runs_and_cleans_up(tmp_path):
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
     assert "demo: ready in" in out
-    assert '{"status":"ok"}' in out
+    assert "on deploy/ plus the local overlay" in out
+    assert "\nready\n" in out  # the admin listener's /ready
     assert '{"predictions":[0]}' in out
-    assert '"explanations"' in out
+    # sklearn-mnist, deploy/'s own second model: the digit 0 predicted, then explained by the
+    # ART-shaped explainer through deploy/'s Exact explain rule.
+    assert re.search(r'^"prediction": *0$', out, re.MULTILINE), out
+    assert re.search(r'^"adversarial_prediction": *[1-9]$', out, re.MULTILINE), out
+    assert re.search(r"^301 https://127\.0\.0\.1:\d+/v1/models/sklearn-iris:predict$", out, re.MULTILINE), out
     assert '"x-request-id":"req-456"' in out
     assert "(403)" in out and "(400)" in out
     assert "200 retry-after=\n" in out

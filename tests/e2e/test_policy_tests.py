@@ -103,9 +103,10 @@ def cases(stack) -> list[dict]:
         out.append((f"V1 body: {name}", "POST", v1(IRIS), corpus.V1_MALFORMED[name], good, {}))
     for name in list(corpus.V2_MALFORMED)[:6]:
         out.append((f"V2 body: {name}", "POST", f"/v2/models/{IRIS}/infer", corpus.V2_MALFORMED[name], good, {}))
-    row = json.dumps(IRIS_ROW)
-    oversize = ('{"instances": [' + ", ".join([row] * 3000) + "]}").encode()
-    out.append(("body over 64 KiB", "POST", v1(IRIS), oversize, good, {}))
+    # Valid but for its size: past the policy's maxBodyBytes, within the buffer limit.
+    small = iris_body[:-1]
+    oversize = small + b" " * (demo_config.MAX_BODY_BYTES + 1 - len(iris_body)) + b"}"
+    out.append(("body over maxBodyBytes", "POST", v1(IRIS), oversize, good, {}))
     out.append(("wine with iris features", "POST", v1(WINE), iris_body, good, {}))
     return out
 
@@ -200,10 +201,10 @@ def test_the_runner_agrees_with_the_gateway_in_front_of_kserve(stack, tmp_path):
     assert len(tests) >= 50
 
     suite = {
-        "policy": {"file": str(stack.filter_config_path)},
+        "policy": {"file": str(stack.filter_config_path), "env": stack.filter_env},
         "now": now,
-        # As the stack's gateway config (demo_config.host_config).
-        "bufferLimit": "1Mi",
+        # As the stack's gateway: deploy/'s ClientTrafficPolicy.
+        "bufferLimit": demo_config.BUFFER_LIMIT,
         "tests": tests,
     }
     suite_file = tmp_path / "differential.test.yaml"

@@ -56,24 +56,34 @@ def test_the_error_says_what_and_where(stack, gw):
     assert "instances[3]" in answer["error"], answer
 
 
+def oversize_v1(extra: int = 1) -> bytes:
+    """A valid V1 body padded with whitespace to deploy/'s `maxBodyBytes` plus `extra`: only
+    its size is wrong."""
+    body = json.dumps({"instances": [corpus.ROW]}).encode()
+    return body[:-1] + b" " * (demo_config.MAX_BODY_BYTES + extra - len(body)) + b"}"
+
+
 def test_oversize_body_is_413(stack, gw):
-    row = json.dumps(corpus.ROW)
-    body = ('{"instances": [' + ", ".join([row] * 3000) + "]}").encode()
-    assert len(body) > demo_config.MAX_BODY_BYTES
-    assert_rejected_before_kserve(stack, gw, V1_PATH, body, status=413)
+    body = oversize_v1()
+    assert len(body) == demo_config.MAX_BODY_BYTES + 1
+    # Below deploy/'s ClientTrafficPolicy buffer limit, so the filter's JSON 413 answers it.
+    assert len(body) < demo_config.BUFFER_LIMIT
+    answer = assert_rejected_before_kserve(stack, gw, V1_PATH, body, status=413)
+    assert answer == {"error": f"request body exceeds {demo_config.MAX_BODY_BYTES} bytes"}
+    # Control: one byte less is forwarded.
+    r = gw.post(f"{stack.gateway}{V1_PATH}", data=oversize_v1(0), headers=JSON, timeout=15)
+    assert r.status_code == 200, r.text[:300]
 
 
 def test_oversize_chunked_body_is_413(stack, gw):
-    chunk = (json.dumps(corpus.ROW) + ", ").encode()
+    body = oversize_v1()
 
-    def body():
-        yield b'{"instances": ['
-        for _ in range(4000):
-            yield chunk
-        yield json.dumps(corpus.ROW).encode() + b"]}"
+    def chunks():
+        for i in range(0, len(body), 64 * 1024):
+            yield body[i : i + 64 * 1024]
 
     before = total_requests(stack)
-    r = gw.post(f"{stack.gateway}{V1_PATH}", data=body(), headers=JSON, timeout=15)
+    r = gw.post(f"{stack.gateway}{V1_PATH}", data=chunks(), headers=JSON, timeout=15)
     assert r.status_code == 413, r.text[:300]
     assert total_requests(stack) == before
 

@@ -16,10 +16,14 @@ import pytest
 import requests
 
 import demo_config
+import digits
 from helpers import filter_outcome, model_server_requests, received_headers, total_requests
 
 IRIS = demo_config.IRIS
 WINE = demo_config.WINE
+MNIST = demo_config.MNIST
+# The cluster deploy/'s sklearn-iris predict rule becomes (Envoy Gateway's irRouteDestinationName).
+IRIS_CLUSTER = f"httproute/ml-models/{IRIS}/rule/0"
 JSON = {"Content-Type": "application/json"}
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.8, 2.8, 4.8, 1.4], [6.3, 3.3, 6.0, 2.5]]
 WINE_ROW = [13.2, 1.78, 2.14, 11.2, 100.0, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050.0]
@@ -43,11 +47,30 @@ def test_every_model_server_is_reachable(stack):
         assert r.json() == {"name": spec.model_name, "ready": True}
 
 
-def test_health_is_answered_by_the_gateway(stack):
+def test_readiness_is_the_admin_listeners_and_deploys_listeners_serve_models_only(stack, gw):
+    # Envoy Gateway's listeners answer no health path of their own (docs/manifests.md); the
+    # gateway's readiness is on its admin listener, as Envoy's is.
     before = total_requests(stack)
-    r = requests.get(f"{stack.gateway}/health", timeout=5)
-    assert r.status_code == 200
-    assert r.json() == {"status": "ok"}
+    r = requests.get(f"{stack.admin}/ready", timeout=5)
+    assert (r.status_code, r.text) == (200, "ready\n")
+    # On the HTTPS listener /health is a request like any other: the filter wants a token,
+    # and with one no route of deploy/ matches it.
+    assert requests.get(f"{stack.gateway}/health", timeout=5).status_code == 401
+    assert gw.get(f"{stack.gateway}/health", timeout=5).status_code == 404
+    assert total_requests(stack) == before
+
+
+def test_plain_http_is_only_a_redirect_to_https(stack, gw):
+    # deploy/gateway/https-redirect.yaml: the HTTP listener's one route. The filter runs first
+    # (it targets the whole Gateway), so a request without a token gets its 401.
+    path = f"/v1/models/{IRIS}:predict"
+    before = total_requests(stack)
+    r = gw.post(f"{stack.gateway_http}{path}", json={"instances": IRIS_ROWS[:1]}, allow_redirects=False, timeout=5)
+    assert r.status_code == 301, r.text
+    # Same authority, scheme https: Envoy strips the port only when it is the old scheme's
+    # default (80 in the cluster; here the listener's local port).
+    assert r.headers["location"] == f"https://127.0.0.1:{stack.ports.gateway}{path}"
+    assert requests.post(f"{stack.gateway_http}{path}", json={"instances": IRIS_ROWS[:1]}, timeout=5).status_code == 401
     assert total_requests(stack) == before
 
 
@@ -119,11 +142,11 @@ def test_https_listener_serves_the_same_answer(stack, gw):
 
 
 @pytest.mark.parametrize(
-    ("protocol_flag", "base_attr"),
-    [("--http2", "gateway_tls"), ("--http2-prior-knowledge", "gateway")],
-    ids=["h2 over TLS (ALPN)", "h2c"],
+    ("protocol_flag", "base_attr", "status"),
+    [("--http2", "gateway_tls", b"200"), ("--http2-prior-knowledge", "gateway_http", b"301")],
+    ids=["h2 over TLS (ALPN)", "h2c on the HTTP listener, which only redirects"],
 )
-def test_http2_clients_get_the_same_answer(stack, token, protocol_flag, base_attr):
+def test_http2_clients_get_the_same_answer(stack, token, protocol_flag, base_attr, status):
     # curl, since requests speaks HTTP/1.1 only; the status line proves the protocol used.
     body = json.dumps({"instances": IRIS_ROWS}).encode()
     path = f"/v1/models/{IRIS}:predict"
@@ -136,33 +159,58 @@ def test_http2_clients_get_the_same_answer(stack, token, protocol_flag, base_att
         input=body, capture_output=True, timeout=20, check=True,
     )  # fmt: skip
     head, _, answer = result.stdout.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/2 200"), head
-    assert answer == direct(stack, "iris-1", "POST", path, body).content
+    assert head.startswith(b"HTTP/2 " + status), head
+    if status == b"200":
+        assert answer == direct(stack, "iris-1", "POST", path, body).content
 
 
 def test_explain_goes_to_the_explainer(stack, gw):
-    body = json.dumps({"instances": IRIS_ROWS[:1]}).encode()
-    path = f"/v1/models/{IRIS}:explain"
-    before = {n: model_server_requests(stack, n).get("v1_explain", 0) for n in ("iris-1", "iris-2", "iris-explainer")}
-    via = gw.post(f"{stack.gateway}{path}", data=body, headers=JSON, timeout=10)
-    after = {n: model_server_requests(stack, n).get("v1_explain", 0) for n in before}
+    # deploy/'s explainer: sklearn-mnist's (an ART explainer, deploy/kserve/sklearn-mnist.yaml),
+    # reached through its HTTPRoute's Exact explain rule, before the model's path prefixes.
+    image, label = digits.image(0)
+    body = json.dumps({"instances": [[image], [label]]}).encode()
+    path = f"/v1/models/{MNIST}:explain"
+    servers = ("mnist", "mnist-explainer")
+    scoped = stack.token("RS256", sub="mnist-explain", scope=demo_config.MNIST_SCOPE)
+    before = {n: model_server_requests(stack, n).get("v1_explain", 0) for n in servers}
+    via = requests.post(f"{stack.gateway}{path}", data=body, headers={**JSON, "Authorization": f"Bearer {scoped}"}, timeout=30)
+    after = {n: model_server_requests(stack, n).get("v1_explain", 0) for n in servers}
     assert via.status_code == 200, via.text
-    assert after["iris-explainer"] == before["iris-explainer"] + 1
-    assert after["iris-1"] == before["iris-1"] and after["iris-2"] == before["iris-2"]
-    assert_same_answer(via, direct(stack, "iris-explainer", "POST", path, body))
-    explanation = via.json()["explanations"][0]
-    assert explanation["class_name"] == "setosa"
-    assert set(explanation["contributions"]) == {
-        "sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)",
-    }  # fmt: skip
+    assert after == {"mnist": before["mnist"], "mnist-explainer": before["mnist-explainer"] + 1}
+    assert_same_answer(via, direct(stack, "mnist-explainer", "POST", path, body))
+    explanation = via.json()["explanations"]
+    assert explanation["prediction"] == label
+    assert explanation["adversarial_prediction"] != label
 
 
 def test_explain_of_a_model_without_explainer_is_kserves_501(stack, gw):
-    body = json.dumps({"instances": [WINE_ROW]}).encode()
-    path = f"/v1/models/{WINE}:explain"
+    # deploy/'s sklearn-iris has no explainer: `:explain` matches its predict rule's prefix.
+    body = json.dumps({"instances": IRIS_ROWS[:1]}).encode()
+    path = f"/v1/models/{IRIS}:explain"
+    before = total_requests(stack, ["iris-1", "iris-2"])
     via = gw.post(f"{stack.gateway}{path}", data=body, headers=JSON, timeout=10)
+    assert total_requests(stack, ["iris-1", "iris-2"]) == before + 1
     assert via.status_code == 501
-    assert_same_answer(via, direct(stack, "wine", "POST", path, body))
+    assert_same_answer(via, direct(stack, "iris-1", "POST", path, body))
+
+
+def test_mnist_predicts_digits_through_deploys_route(stack, token):
+    images, labels = zip(*(digits.image(i) for i in range(3)))
+    rows = [sum((px for row in img for px in row), []) for img in images]
+    assert all(len(r) == demo_config.MNIST_FEATURES for r in rows)
+    body = json.dumps({"instances": rows}).encode()
+    path = f"/v1/models/{MNIST}:predict"
+    scoped = stack.token("RS256", sub="mnist-walkthrough", scope=demo_config.MNIST_SCOPE)
+    via = requests.post(f"{stack.gateway}{path}", data=body, headers={**JSON, "Authorization": f"Bearer {scoped}"}, timeout=10)
+    assert via.status_code == 200, via.text
+    assert_same_answer(via, direct(stack, "mnist", "POST", path, body))
+    assert via.json()["predictions"] == list(labels)
+    # 783 features: the filter refuses it for deploy/'s featureCount before KServe sees it.
+    short = json.dumps({"instances": [rows[0][:-1]]}).encode()
+    before = total_requests(stack, ["mnist"])
+    r = requests.post(f"{stack.gateway}{path}", data=short, headers={**JSON, "Authorization": f"Bearer {scoped}"}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert total_requests(stack, ["mnist"]) == before
 
 
 def test_two_models_are_routed_by_name(stack, gw):
@@ -209,7 +257,7 @@ def test_custom_headers_and_request_id_reach_the_model_server(stack, gw, subject
     assert headers["x-user-id"] == "user123"
     assert headers[demo_config.SUBJECT_HEADER] == subject  # the claim the filter forwards
     assert headers[demo_config.ROUTING_HEADER] == IRIS
-    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-proto"] == "https"  # deploy/'s HTTPS listener
 
 
 def test_a_request_id_is_generated_when_absent(stack, gw):
@@ -253,7 +301,7 @@ def test_gateway_metrics_count_requests_by_cluster(stack, gw):
             v
             for name, labels, v in gateway_metrics(stack)
             if name == "envoy_cluster_upstream_rq"
-            and labels == {"envoy_cluster_name": IRIS, "envoy_response_code": "200"}
+            and labels == {"envoy_cluster_name": IRIS_CLUSTER, "envoy_response_code": "200"}
         )
 
     before = iris_200()
@@ -267,17 +315,29 @@ def test_config_dump_shows_the_effective_config_without_secrets(stack):
     assert r.status_code == 200
     dump = r.json()
     text = r.text
-    assert {c["name"] for c in dump["clusters"]} == {IRIS, f"{IRIS}-explainer", WINE}
+    # deploy/'s routes, named and ordered as Envoy Gateway names and orders them (docs/manifests.md).
+    assert {c["name"] for c in dump["clusters"]} == {
+        IRIS_CLUSTER,
+        "grpcroute/ml-models/sklearn-iris-grpc/rule/0",
+        "httproute/ml-models/sklearn-mnist/rule/0",
+        "httproute/ml-models/sklearn-mnist/rule/1",
+        "httproute/ml-models/sklearn-wine/rule/0",
+    }
     assert [rt["name"] for rt in dump["routes"]] == [
-        f"{IRIS}-explain",
-        f"{IRIS}-v1",
-        f"{IRIS}-v2",
-        f"{WINE}-v1",
-        f"{WINE}-v2",
-        # Only wine has adminScopes, so only wine's repository API is routed.
-        f"{WINE}-repository",
+        "httproute/ml-models/sklearn-mnist/rule/0/match/0",  # the Exact explain rule first
+        "httproute/ml-models/sklearn-wine/rule/0/match/2",  # the repository API's longer prefix
+        "grpcroute/ml-models/sklearn-iris-grpc/rule/0/match/0",
+        "httproute/ml-models/sklearn-iris/rule/0/match/0",
+        "httproute/ml-models/sklearn-iris/rule/0/match/1",
+        "httproute/ml-models/sklearn-mnist/rule/1/match/0",
+        "httproute/ml-models/sklearn-mnist/rule/1/match/1",
+        "httproute/ml-models/sklearn-wine/rule/0/match/0",
+        "httproute/ml-models/sklearn-wine/rule/0/match/1",
+        "httproute/kserve/model-fallback/rule/0/match/0",
+        "httproute/kserve/model-fallback/rule/0/match/1",
+        "httproute/kserve/https-redirect/rule/0/match/0",
     ]
     assert f"127.0.0.1:{stack.ports.iris2}" in text
-    # The HMAC secrets of the inline JWKS must not leak through the admin listener.
+    # The HMAC secrets (from the gateway's environment) must not leak through the admin listener.
     for alg in ("HS256", "HS384", "HS512"):
-        assert stack.keyset.keys[alg].public_jwk["k"] not in text
+        assert stack.keyset.keys[alg].private.decode() not in text
