@@ -172,6 +172,19 @@ def wait_http(proc: Process, url: str, timeout: float = START_TIMEOUT) -> None:
     )
 
 
+def manifests_argv(overlay: Path, ports: demo_config.Ports) -> list[str]:
+    """`modelgate serve --manifests overlay`, its listeners and admin on `ports`, its Services
+    on the model servers' ports (demo_config.backends)."""
+    argv = [
+        str(HOST_BINARY), "serve", "--manifests", str(overlay), "--wasm", str(WASM),
+        "--listener", f"http=127.0.0.1:{ports.gateway}", "--listener", f"https=127.0.0.1:{ports.https}",
+        "--admin", f"127.0.0.1:{ports.admin}",
+    ]  # fmt: skip
+    for mapping in demo_config.backends(ports):
+        argv += ["--backend", mapping]
+    return argv
+
+
 @dataclass(frozen=True)
 class ModelServerSpec:
     name: str  # process name, e.g. iris-1
@@ -339,15 +352,7 @@ class Stack:
         """The gateway's command line: deploy/ through the overlay, or the host's YAML."""
         if not self.manifests:
             return [str(HOST_BINARY), "serve", "--config", str(self.host_config_path)]
-        p = self.ports
-        argv = [
-            str(HOST_BINARY), "serve", "--manifests", str(self.overlay_path), "--wasm", str(WASM),
-            "--listener", f"http=127.0.0.1:{p.gateway}", "--listener", f"https=127.0.0.1:{p.https}",
-            "--admin", f"127.0.0.1:{p.admin}",
-        ]  # fmt: skip
-        for mapping in demo_config.backends(p):
-            argv += ["--backend", mapping]
-        return argv
+        return manifests_argv(self.overlay_path, self.ports)
 
     def start_gateway(self) -> None:
         self.check_built()
