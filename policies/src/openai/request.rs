@@ -264,10 +264,13 @@ fn messages_text(messages: &Value, at: &str, parsed: &mut Parsed) -> Result<(), 
     Ok(())
 }
 
-/// A completions `prompt`: required and non-empty unless `prompt_embeds` is sent (vLLM's
-/// `validate_prompt_and_prompt_embeds`).
+/// A completions `prompt`: required and non-empty unless `prompt_embeds` is sent and non-empty
+/// (vLLM's `validate_prompt_and_prompt_embeds`: its `embeds_is_empty` is `None` or an empty
+/// list).
 fn prompt_text(body: &Map<String, Value>, parsed: &mut Parsed) -> Result<(), Invalid> {
-    let embeds = body.get("prompt_embeds").is_some_and(|v| !v.is_null());
+    let embeds = body
+        .get("prompt_embeds")
+        .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|items| !items.is_empty()));
     match body.get("prompt") {
         None | Some(Value::Null) if embeds => {
             parsed.text_bytes += body.get("prompt_embeds").map_or(0, strings_bytes);

@@ -548,3 +548,23 @@ fn a_prefix_must_be_plain_path_segments() {
         );
     }
 }
+
+#[test]
+fn only_a_post_to_a_body_endpoint_waits_for_the_body() {
+    // KServe's OpenAI body endpoints are POST routes; a GET there carries no body to read and
+    // goes on as any other path does (the server answers it with 405).
+    let p = policies(&config(true));
+    let store = MemoryStore::new();
+    let get = Req::get(CHAT).bearer(&markov_token());
+    let decision = get.headers_decision(&p, at(NOW), &store);
+    assert!(
+        matches!(decision, HeadersDecision::Continue(_)),
+        "{decision:?}"
+    );
+    assert!(matches!(
+        Req::post(CHAT)
+            .bearer(&markov_token())
+            .headers_decision(&p, at(NOW), &store),
+        HeadersDecision::NeedBody(_)
+    ));
+}

@@ -355,6 +355,39 @@ fn prompts_are_strings_or_token_ids() {
 }
 
 #[test]
+fn prompt_embeds_stand_in_for_the_prompt_when_not_empty() {
+    // vLLM's `validate_prompt_and_prompt_embeds`: a prompt that is absent, null or "" needs
+    // `prompt_embeds` that are neither null nor an empty list.
+    let read = |members: &str| {
+        parse(
+            Kind::Completions,
+            format!(r#"{{"model":"m"{members}}}"#).as_bytes(),
+        )
+    };
+    // The embeddings' bytes count as the prompt's text for the reservation.
+    assert_eq!(read(r#","prompt_embeds":"AAAA""#).unwrap().text_bytes, 4);
+    assert_eq!(
+        read(r#","prompt":null,"prompt_embeds":["AAAA","BB"]"#)
+            .unwrap()
+            .text_bytes,
+        6
+    );
+    assert!(read(r#","prompt":"","prompt_embeds":"AAAA""#).is_ok());
+    for refused in [
+        r#","prompt_embeds":null"#,
+        r#","prompt_embeds":[]"#,
+        r#","prompt":"","prompt_embeds":[]"#,
+        r#","prompt":null,"prompt_embeds":null"#,
+    ] {
+        let err = read(refused).unwrap_err();
+        assert_eq!(
+            err.message, "prompt: Either prompt or prompt_embeds must be provided and non-empty.",
+            "{refused}"
+        );
+    }
+}
+
+#[test]
 fn embeddings_take_inputs_or_messages() {
     let parsed = parse(Kind::Embeddings, br#"{"model":"m","input":["abc","de"]}"#).unwrap();
     assert_eq!((parsed.text_bytes, parsed.max_tokens), (5, None));

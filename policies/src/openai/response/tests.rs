@@ -219,3 +219,18 @@ fn an_event_ends_at_its_blank_line_whatever_the_line_endings_around_it() {
         assert_eq!(meter.usage().map(|u| u.prompt_tokens), Some(7));
     }
 }
+
+#[test]
+fn an_event_s_data_lines_are_joined_by_a_line_feed() {
+    // The SSE spec's reading: one optional space after `data:` removed, the lines joined by LF.
+    assert_eq!(
+        event_data(b"data: a\ndata:b\r\nid: 1\ndata:  c\n\n"),
+        b"a\nb\n c"
+    );
+    assert_eq!(event_data(b"data: [DONE]\n\n"), b"[DONE]");
+    // So a usage object cut inside a number across two lines is not read as another number.
+    let split = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1\ndata: 2}}\n\n";
+    let mut meter = ResponseMeter::new(200, Some("text/event-stream"), false);
+    run(&mut meter, split.as_bytes(), &[]);
+    assert_eq!(meter.usage(), None);
+}
