@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import signal
 from pathlib import Path
 
@@ -87,3 +88,16 @@ def test_removing_deploys_iris_route_breaks_the_walkthroughs_prediction(stack, g
         timeout=10,
     )
     assert wine.status_code == 200, wine.text
+
+
+def test_the_stacks_overlay_checks_ok_with_every_service_mapped(stack):
+    argv = stack_mod.manifests_argv(stack.overlay_path, stack.ports)
+    argv[1] = "check"
+    result = subprocess.run(argv, env={**os.environ, **stack.filter_env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "OK", result.stdout
+    # What is not emulated is listed; every Service a route sends to has its model server (the
+    # tracing collector has none: the e2e stack exports no spans, tests/deploy/test_tracing.py does).
+    assert any("not emulated" in line for line in lines[1:]), result.stdout
+    assert not [line for line in lines if "Service " in line and "has no local address" in line], result.stdout
