@@ -88,7 +88,6 @@ WINE = "sklearn-wine"
 ROUTING_HEADER = DEPLOY_POLICY["routing"]["header"]
 SUBJECT_HEADER = DEPLOY_POLICY["jwt"]["forwardClaims"]["sub"]
 MAX_BODY_BYTES = DEPLOY_POLICY["validation"]["maxBodyBytes"]
-LEEWAY_SECONDS = DEPLOY_POLICY["jwt"]["leewaySeconds"]
 (IRIS_SCOPE,) = DEPLOY_POLICY["models"][IRIS]["requiredScopes"]
 (MNIST_SCOPE,) = DEPLOY_POLICY["models"][MNIST]["requiredScopes"]
 IRIS_FEATURES = DEPLOY_POLICY["models"][IRIS]["validation"]["featureCount"]
@@ -202,6 +201,7 @@ def policy_patch(keyset: keys.KeySet) -> list[dict]:
     """JSON 6902 operations on deploy/'s EnvoyExtensionPolicy: the e2e identity provider in
     place of deploy/'s sample one, and the sklearn-wine model."""
     config = "/spec/wasm/0/config"
+    deploy_host_keys = manifest(POLICY_MANIFEST, "EnvoyExtensionPolicy")["spec"]["wasm"][0]["env"]["hostKeys"]
     return [
         {"op": "replace", "path": f"{config}/jwt/issuer", "value": keys.ISSUER},
         {"op": "replace", "path": f"{config}/jwt/audiences", "value": [keys.AUDIENCE]},
@@ -210,7 +210,7 @@ def policy_patch(keyset: keys.KeySet) -> list[dict]:
         *(
             {"op": "add", "path": "/spec/wasm/0/env/hostKeys/-", "value": var}
             for var in HMAC_ENV.values()
-            if var not in manifest(POLICY_MANIFEST, "EnvoyExtensionPolicy")["spec"]["wasm"][0]["env"]["hostKeys"]
+            if var not in deploy_host_keys
         ),
         {"op": "add", "path": f"{config}/models/{WINE}", "value": WINE_POLICY},
     ]
@@ -226,8 +226,10 @@ def local_policy(keyset: keys.KeySet) -> dict:
         node = policy
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node[part]
-        if isinstance(node, list):
-            node.append(op["value"]) if last == "-" else node.__setitem__(int(last), op["value"])
+        if isinstance(node, list) and last == "-":
+            node.append(op["value"])
+        elif isinstance(node, list):
+            node[int(last)] = op["value"]
         else:
             node[last] = op["value"]
     return policy["spec"]["wasm"][0]["config"]
@@ -349,7 +351,7 @@ def filter_config(keyset: keys.KeySet, llm: bool = False) -> dict:
             "audiences": [keys.AUDIENCE],
             "jwks": keyset.jwks(),
             "algorithms": list(keys.ALGORITHMS),
-            "leewaySeconds": 5,  # the host-YAML policy's; deploy/'s is LEEWAY_SECONDS
+            "leewaySeconds": 5,
             "forwardClaims": {"sub": SUBJECT_HEADER},
         },
         "rateLimit": {"key": {"claim": "sub"}},
