@@ -311,13 +311,18 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn cluster(policy: &str) -> Arc<Cluster> {
         let yaml = format!(
             "version: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nclusters: [{{name: c, lbPolicy: {policy}, endpoints: [127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3], outlierDetection: {{consecutiveErrors: 1, maxEjectionPercent: 50}}}}]\n"
         );
-        Arc::new(Cluster::new(&Config::parse(&yaml).unwrap().clusters[0], 1).unwrap())
+        Arc::new(
+            Cluster::new(
+                &crate::compile::parse(&yaml).unwrap().document.clusters[0],
+                1,
+            )
+            .unwrap(),
+        )
     }
 
     #[tokio::test]

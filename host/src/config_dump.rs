@@ -4,14 +4,14 @@ use serde_json::{Map, Value};
 
 use modelgate_runtime::FailurePolicy;
 
-use crate::config::Config;
+use crate::config::RawConfig;
 use crate::plugin_source::ResolvedPlugin;
 
 const REDACTED: &str = "[redacted]";
 
 /// The config with defaults filled in, each filter's effective root id, fail-open and plugin
 /// config (as the JSON it receives, or its text), and secrets redacted.
-pub(crate) fn dump(config: &Config, plugins: &[ResolvedPlugin]) -> Value {
+pub(crate) fn dump(config: &RawConfig, plugins: &[ResolvedPlugin]) -> Value {
     let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
     if let Some(filters) = value.get_mut("filters").and_then(Value::as_array_mut) {
         for (filter, plugin) in filters.iter_mut().zip(plugins) {

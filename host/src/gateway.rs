@@ -62,7 +62,7 @@ impl Gateway {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut admin = None;
-        if let Some(admin_config) = &config.admin {
+        if let Some(admin_config) = &config.document.admin {
             let socket = bind("admin listener", admin_config.address).await?;
             let address = socket.local_addr().map_err(|source| StartError::Bind {
                 what: "admin listener".into(),
@@ -78,7 +78,7 @@ impl Gateway {
             )));
         }
         let mut sockets = Vec::new();
-        for (index, listener_config) in config.listeners.iter().enumerate() {
+        for (index, listener_config) in config.document.listeners.iter().enumerate() {
             let tls = listener_config.tls.is_some();
             let what = format!("listener {}", listener_config.name);
             let socket = bind(&what, listener_config.address).await?;
@@ -89,7 +89,7 @@ impl Gateway {
             })?;
             sockets.push((index, listener_config.name.clone(), address, socket, tls));
         }
-        let drain_timeout = config.drain_timeout.0;
+        let drain_timeout = config.document.drain_timeout.0;
         let build_shared = Arc::clone(&shared);
         let snapshot = tokio::task::spawn_blocking(move || {
             Snapshot::build(config, &build_shared.runtime, &build_shared.services)

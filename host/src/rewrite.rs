@@ -12,13 +12,12 @@
 
 use hyper::StatusCode;
 use modelgate_runtime::Headers;
-use regex::Regex;
 
 use crate::config::{PathModifier, RedirectConfig, RedirectScheme, RewriteConfig};
 use crate::headers;
 
 /// A path rewrite, in the form Envoy Gateway gives it to Envoy.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum PathRewrite {
     /// `ReplaceFullPath` on a rewrite: `regex_rewrite` `^/.*$` to the value, so the path is
     /// replaced and the query string kept.
@@ -30,42 +29,77 @@ enum PathRewrite {
     Prefix { matched: String, with: String },
     /// `ReplacePrefixMatch` by `/` or nothing: `regex_rewrite` `^<prefix>\/*` to `/`, Envoy
     /// Gateway's way around a doubled slash (envoyproxy/envoy#26055, `prefix2RegexRewrite`).
-    PrefixToRoot(Regex),
+    /// Holds the prefix as written; the regex is a literal prefix and any slashes after it, so
+    /// it is applied as that.
+    PrefixToRoot(String),
+}
+
+/// An `HTTPPathModifier` the compile step has checked: exactly one replacement, and a matched
+/// prefix for `replacePrefixMatch`.
+#[derive(Debug)]
+pub(crate) enum PathReplace {
+    Full(String),
+    Prefix {
+        with: String,
+        matched: MatchedPrefix,
+    },
+}
+
+/// Checks a path modifier at field path `at`, pushing every problem to `errors`; `matched` is
+/// the prefix the route's match gives, if it gives one.
+pub(crate) fn path_replace(
+    at: &str,
+    modifier: &PathModifier,
+    matched: Option<&MatchedPrefix>,
+    errors: &mut Vec<String>,
+) -> Option<PathReplace> {
+    match (&modifier.replace_full_path, &modifier.replace_prefix_match) {
+        (Some(path), None) => {
+            if path.starts_with('/') {
+                return Some(PathReplace::Full(path.clone()));
+            }
+            errors.push(format!("{at}.replaceFullPath: must start with '/'"));
+        }
+        (None, Some(with)) => match matched {
+            Some(matched) => {
+                return Some(PathReplace::Prefix {
+                    with: with.clone(),
+                    matched: matched.clone(),
+                });
+            }
+            None => errors.push(format!(
+                "{at}.replacePrefixMatch: needs a prefix or pathPrefix match"
+            )),
+        },
+        _ => errors.push(format!(
+            "{at}: give exactly one of replaceFullPath and replacePrefixMatch"
+        )),
+    }
+    None
 }
 
 impl PathRewrite {
     /// `redirect` selects Envoy Gateway's redirect translation, which keeps a trailing `/` of
     /// the replacement, where the rewrite's drops it (envoyproxy/gateway#3989).
-    fn compile(
-        modifier: &PathModifier,
-        matched: Option<&MatchedPrefix>,
-        redirect: bool,
-    ) -> Result<PathRewrite, String> {
-        if let Some(full) = &modifier.replace_full_path {
-            return Ok(if redirect {
-                PathRewrite::RedirectFull(full.clone())
-            } else {
-                PathRewrite::Full(full.clone())
-            });
+    fn new(replace: PathReplace, redirect: bool) -> PathRewrite {
+        match replace {
+            PathReplace::Full(full) if redirect => PathRewrite::RedirectFull(full),
+            PathReplace::Full(full) => PathRewrite::Full(full),
+            PathReplace::Prefix { with, matched } if with.is_empty() || with == "/" => {
+                PathRewrite::PrefixToRoot(matched.written)
+            }
+            PathReplace::Prefix { with, matched } => {
+                let with = if redirect {
+                    with.as_str()
+                } else {
+                    with.strip_suffix('/').unwrap_or(&with)
+                };
+                PathRewrite::Prefix {
+                    matched: matched.matched,
+                    with: with.to_owned(),
+                }
+            }
         }
-        let (Some(with), Some(matched)) = (&modifier.replace_prefix_match, matched) else {
-            return Err("replacePrefixMatch needs a prefix or pathPrefix match".to_owned());
-        };
-        if with.is_empty() || with == "/" {
-            let pattern = format!("^{}/*", regex::escape(&matched.written));
-            return Regex::new(&pattern)
-                .map(PathRewrite::PrefixToRoot)
-                .map_err(|e| e.to_string());
-        }
-        let with = if redirect {
-            with.as_str()
-        } else {
-            with.strip_suffix('/').unwrap_or(with)
-        };
-        Ok(PathRewrite::Prefix {
-            matched: matched.matched.clone(),
-            with: with.to_owned(),
-        })
     }
 
     /// The rewritten `:path` (query string included), or `None` when it stays as it is.
@@ -81,9 +115,9 @@ impl PathRewrite {
             PathRewrite::Prefix { matched, with } => path
                 .strip_prefix(matched.as_str())
                 .map(|rest| format!("{with}{rest}")),
-            PathRewrite::PrefixToRoot(regex) => {
-                let found = regex.find(just_path)?;
-                Some(format!("/{}{query}", &just_path[found.end()..]))
+            PathRewrite::PrefixToRoot(prefix) => {
+                let rest = just_path.strip_prefix(prefix.as_str())?;
+                Some(format!("/{}{query}", rest.trim_start_matches('/')))
             }
         }
     }
@@ -100,26 +134,34 @@ pub(crate) struct MatchedPrefix {
 }
 
 /// A route's `rewrite`: Envoy's `host_rewrite_literal` and path rewrite.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Rewrite {
     host: Option<Vec<u8>>,
     path: Option<PathRewrite>,
 }
 
 impl Rewrite {
+    /// Checks and compiles a route's `rewrite` at field path `at`; `None` after pushing every
+    /// problem to `errors`.
     pub(crate) fn compile(
+        at: &str,
         config: &RewriteConfig,
         matched: Option<&MatchedPrefix>,
-    ) -> Result<Rewrite, String> {
+        errors: &mut Vec<String>,
+    ) -> Option<Rewrite> {
+        let before = errors.len();
+        if let Some(host) = &config.hostname
+            && let Err(e) = crate::hostname::check_exact(host)
+        {
+            errors.push(format!("{at}.hostname: {e}"));
+        }
         let path = config
             .path
             .as_ref()
-            .map(|p| PathRewrite::compile(p, matched, false))
-            .transpose()
-            .map_err(|e| format!("path: {e}"))?;
-        Ok(Rewrite {
+            .and_then(|p| path_replace(&format!("{at}.path"), p, matched, errors));
+        (errors.len() == before).then(|| Rewrite {
             host: config.hostname.as_ref().map(|h| h.as_bytes().to_vec()),
-            path,
+            path: path.map(|p| PathRewrite::new(p, false)),
         })
     }
 
@@ -164,7 +206,7 @@ fn replace_in_place(request: &mut Headers, name: &str, value: Vec<u8>) {
 }
 
 /// A route's `redirect`: Envoy's `RedirectAction` as Envoy Gateway fills it in.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Redirect {
     scheme: Option<&'static str>,
     host: Option<String>,
@@ -176,29 +218,41 @@ pub(crate) struct Redirect {
 }
 
 impl Redirect {
+    /// Checks and compiles a route's `redirect` at field path `at`; `None` after pushing every
+    /// problem to `errors`.
     pub(crate) fn compile(
+        at: &str,
         config: &RedirectConfig,
         matched: Option<&MatchedPrefix>,
-    ) -> Result<Redirect, String> {
+        errors: &mut Vec<String>,
+    ) -> Option<Redirect> {
+        let before = errors.len();
+        let status = match config.status_code {
+            301 => Some(StatusCode::MOVED_PERMANENTLY),
+            302 => Some(StatusCode::FOUND),
+            _ => {
+                errors.push(format!("{at}.statusCode: must be 301 or 302"));
+                None
+            }
+        };
+        if let Some(host) = &config.hostname
+            && let Err(e) = crate::hostname::check_exact(host)
+        {
+            errors.push(format!("{at}.hostname: {e}"));
+        }
         let path = config
             .path
             .as_ref()
-            .map(|p| PathRewrite::compile(p, matched, true))
-            .transpose()
-            .map_err(|e| format!("path: {e}"))?;
-        let status = match config.status_code {
-            301 => StatusCode::MOVED_PERMANENTLY,
-            302 => StatusCode::FOUND,
-            other => return Err(format!("statusCode: {other} is not 301 or 302")),
-        };
-        Ok(Redirect {
+            .and_then(|p| path_replace(&format!("{at}.path"), p, matched, errors));
+        let status = status.filter(|_| errors.len() == before)?;
+        Some(Redirect {
             scheme: config.scheme.map(RedirectScheme::as_str),
             host: config.hostname.clone(),
             port: match config.port.map(std::num::NonZeroU16::get) {
                 Some(80 | 443) | None => String::new(),
                 Some(port) => format!(":{port}"),
             },
-            path,
+            path: path.map(|p| PathRewrite::new(p, true)),
             status,
         })
     }
@@ -273,9 +327,8 @@ mod tests {
     }
 
     fn rewrite(modifier: &PathModifier, m: Option<&MatchedPrefix>, path: &str) -> Option<String> {
-        PathRewrite::compile(modifier, m, false)
-            .unwrap()
-            .apply(path)
+        let replace = path_replace("path", modifier, m, &mut Vec::new()).unwrap();
+        PathRewrite::new(replace, false).apply(path)
     }
 
     // Envoy Gateway's `HTTPRoute` `URLRewrite` translations, applied as Envoy applies them.
@@ -319,7 +372,12 @@ mod tests {
         // Regex metacharacters of the prefix are literal (envoyproxy/gateway#6857).
         let dotted = matched("/a.b", "/a.b");
         assert_eq!(rewrite(&prefix("/"), Some(&dotted), "/axb/c"), None);
-        assert!(PathRewrite::compile(&prefix("/x"), None, false).is_err());
+        let mut errors = Vec::new();
+        assert!(path_replace("path", &prefix("/x"), None, &mut errors).is_none());
+        assert_eq!(
+            errors,
+            ["path.replacePrefixMatch: needs a prefix or pathPrefix match"]
+        );
     }
 
     fn request(authority: &str, path: &str, scheme: &str) -> Headers {
@@ -335,7 +393,7 @@ mod tests {
     fn redirect(config: &str) -> Redirect {
         let config: RedirectConfig = serde_norway::from_str(config).unwrap();
         let api = matched("/api", "/api");
-        Redirect::compile(&config, Some(&api)).unwrap()
+        Redirect::compile("redirect", &config, Some(&api), &mut Vec::new()).unwrap()
     }
 
     // Envoy's `Utility::newUri` for the `RedirectAction`s Envoy Gateway emits.
@@ -404,7 +462,7 @@ mod tests {
     #[test]
     fn a_host_rewrite_moves_the_old_host_to_x_forwarded_host() {
         let config: RewriteConfig = serde_norway::from_str("{hostname: upstream.local}").unwrap();
-        let rewrite = Rewrite::compile(&config, None).unwrap();
+        let rewrite = Rewrite::compile("rewrite", &config, None, &mut Vec::new()).unwrap();
         let mut request = request("a.com:8080", "/x", "http");
         rewrite.apply(&mut request);
         assert_eq!(

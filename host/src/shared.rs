@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use modelgate_runtime::Runtime;
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{ConfigErrors, RawConfig};
 use crate::metrics::HostMetrics;
 use crate::services::GatewayServices;
 use crate::snapshot::Snapshot;
@@ -117,8 +117,8 @@ impl Shared {
 }
 
 /// Sockets are bound once; say so when a reload asks to move them.
-fn warn_about_fixed_fields(old: &Config, new: &Config) {
-    let addresses = |c: &Config| {
+fn warn_about_fixed_fields(old: &RawConfig, new: &RawConfig) {
+    let addresses = |c: &RawConfig| {
         let mut a: Vec<String> = c
             .listeners
             .iter()

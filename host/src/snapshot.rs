@@ -8,7 +8,8 @@ use modelgate_runtime::{FilterChain, PluginSpec, Runtime};
 use tokio_rustls::TlsAcceptor;
 
 use crate::cluster::{Cluster, Clusters};
-use crate::config::{Config, ConfigErrors};
+use crate::compile::GatewayConfig;
+use crate::config::{ConfigErrors, RawConfig};
 use crate::global_ratelimit::GlobalRateLimit;
 use crate::plugin_source::{self, ResolvedPlugin};
 use crate::route::RouteTable;
@@ -17,7 +18,8 @@ use crate::stats_tags::TagExtractors;
 use crate::tracing::Tracer;
 
 pub(crate) struct Snapshot {
-    pub config: Config,
+    /// The document it was compiled from.
+    pub config: RawConfig,
     pub routes: RouteTable,
     pub clusters: Arc<Clusters>,
     pub chain: FilterChain,
@@ -36,19 +38,21 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compiles `config` and loads its filters (running `on_configure`). The runtime's
-    /// `http_call` sees the new clusters while the filters configure; on failure the previous
-    /// clusters are put back. Every error is reported, each naming its field.
+    /// Builds on a compiled `config` (`crate::compile`) what needs the file system or the
+    /// runtime: clusters, TLS acceptors, stats tags, the tracer, and the filters (running
+    /// `on_configure`). The runtime's `http_call` sees the new clusters while the filters
+    /// configure; on failure the previous clusters are put back. Every error is reported, each
+    /// naming its field.
     pub(crate) fn build(
-        config: Config,
+        config: GatewayConfig,
         runtime: &Runtime,
         services: &GatewayServices,
     ) -> Result<Snapshot, ConfigErrors> {
+        let GatewayConfig {
+            document: config,
+            routes,
+        } = config;
         let mut errors = Vec::new();
-        let routes = RouteTable::compile(&config).unwrap_or_else(|e| {
-            errors.push(e);
-            RouteTable::default()
-        });
         let workers = config.workers();
         let mut clusters = Clusters::new();
         for (i, c) in config.clusters.iter().enumerate() {
@@ -129,7 +133,7 @@ impl Snapshot {
 }
 
 /// The admin config's `statsTags`, then those its `statsTagsFromEnvoyProxy` manifest adds.
-fn stats_tags(config: &Config) -> Result<TagExtractors, String> {
+fn stats_tags(config: &RawConfig) -> Result<TagExtractors, String> {
     let Some(admin) = &config.admin else {
         return Ok(TagExtractors::default());
     };

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Config, ConfigErrors};
+use crate::compile::GatewayConfig;
+use crate::config::ConfigErrors;
 use crate::manifests;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub enum ConfigSource {
 /// A config with what loading it found on the way.
 #[derive(Debug)]
 pub struct Loaded {
-    pub config: Config,
+    pub config: GatewayConfig,
     /// Manifest fields the host does not emulate (none for a host config file).
     pub warnings: Vec<String>,
     /// The files (and directories) it was read from, to reload when one changes; the files
@@ -30,7 +31,7 @@ impl ConfigSource {
     pub fn load(&self) -> Result<Loaded, ConfigErrors> {
         match self {
             ConfigSource::File(path) => Ok(Loaded {
-                config: Config::load(path)?,
+                config: crate::compile::load(path)?,
                 warnings: Vec::new(),
                 files: vec![path.clone()],
                 host_yaml: None,

@@ -5,7 +5,7 @@
 //! it.
 //!
 //! The translation writes a host config document (docs/host-config.md), exactly what a
-//! hand-written YAML would hold, and parses it with [`Config::parse`]: everything downstream
+//! hand-written YAML would hold, and checks and compiles it with [`crate::compile::parse`]: everything downstream
 //! (listeners, routes, clusters, filters, TLS, stats tags) is the host's ordinary path.
 //! Every manifest field the translation does not read is a warning naming its path and
 //! "not emulated"; a reference to something that is not there is an error naming the object
@@ -40,7 +40,8 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use crate::config::{Config, ConfigErrors};
+use crate::compile::GatewayConfig;
+use crate::config::ConfigErrors;
 use fields::{Fields, Node};
 use load::Object;
 
@@ -70,7 +71,7 @@ pub struct Options {
 /// The host config the manifests describe, with what it leaves out.
 #[derive(Debug)]
 pub(crate) struct Translation {
-    pub config: Config,
+    pub config: GatewayConfig,
     /// The host config document, as YAML (`modelgate check --manifests --print-config`).
     pub host_yaml: String,
     /// `Kind namespace/name: field.path: not emulated[: why]`, in object order.
@@ -93,7 +94,7 @@ pub(crate) fn translate(options: &Options) -> Result<Translation, ConfigErrors> 
     }
     let host_yaml = serde_norway::to_string(&document)
         .map_err(|e| ConfigErrors(vec![format!("generated host config: {e}")]))?;
-    let config = Config::parse(&host_yaml).map_err(|e| {
+    let config = crate::compile::parse(&host_yaml).map_err(|e| {
         ConfigErrors(
             e.0.into_iter()
                 .map(|e| format!("generated host config: {e}"))

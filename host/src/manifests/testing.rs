@@ -62,6 +62,7 @@ pub(super) fn routes_in_order(manifests: &str, options: &Options) -> Vec<String>
     let translation = translate_text(manifests, options).unwrap_or_else(|e| panic!("{e}"));
     translation
         .config
+        .document
         .routes
         .iter()
         .map(|r| r.name.clone().unwrap_or_default())

@@ -30,7 +30,7 @@ fn deploy_options(serving: bool) -> Options {
 #[test]
 fn deploy_becomes_its_routes_in_envoy_gateways_order_with_its_client_policy() {
     let translation = translate(&deploy_options(false)).unwrap_or_else(|e| panic!("{e}"));
-    let config = &translation.config;
+    let config = &translation.config.document;
     let names: Vec<&str> = config
         .routes
         .iter()
@@ -107,7 +107,7 @@ fn deploy_becomes_its_routes_in_envoy_gateways_order_with_its_client_policy() {
             .parse()
             .unwrap(),
     );
-    let tracing = translate(&traced).unwrap().config.tracing.unwrap();
+    let tracing = translate(&traced).unwrap().config.document.tracing.unwrap();
     assert_eq!(tracing.collector, Some("127.0.0.1:4317".parse().unwrap()));
     assert_eq!(
         tracing.tags["modelgate.model"],
@@ -140,7 +140,10 @@ fn several_backend_mappings_of_one_service_are_its_endpoints_balanced_by_least_r
             .parse()
             .unwrap(),
     );
-    let config = translate(&options).unwrap_or_else(|e| panic!("{e}")).config;
+    let config = translate(&options)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config
+        .document;
     let cluster = |name: &str| config.clusters.iter().find(|c| c.name == name).unwrap();
     let iris = cluster("httproute/ml-models/sklearn-iris/rule/0");
     let endpoints: Vec<String> = iris.endpoints.iter().map(ToString::to_string).collect();
@@ -156,12 +159,15 @@ fn several_backend_mappings_of_one_service_are_its_endpoints_balanced_by_least_r
 fn without_a_client_traffic_policy_the_buffer_limit_is_envoy_gateways_32_kib() {
     let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ml}\nspec:\n  parentRefs: [{name: gw, namespace: gw}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n";
     let translation = translate_text(route, &serve_options()).unwrap();
-    assert_eq!(translation.config.buffer_limit.as_usize(), 32 * 1024);
-    let route = &translation.config.routes[0];
+    assert_eq!(
+        translation.config.document.buffer_limit.as_usize(),
+        32 * 1024
+    );
+    let route = &translation.config.document.routes[0];
     // Envoy Gateway sets no retries, and the cluster has no outlier detection.
     assert_eq!(route.retry.num_retries, 0);
     assert_eq!(
-        translation.config.clusters[0]
+        translation.config.document.clusters[0]
             .outlier_detection
             .consecutive_errors,
         0
@@ -208,7 +214,7 @@ fn fields_the_host_does_not_read_are_warnings_with_their_path() {
             "HTTPRoute ml/r: spec.rules[0].timeouts.backendRequest: not emulated: the host does not read this field",
         ]
     );
-    let route = &translation.config.routes[0];
+    let route = &translation.config.document.routes[0];
     assert_eq!(route.timeout.0, std::time::Duration::from_secs(90));
     assert_eq!(route.request_headers.set["x-a"], "1");
     assert_eq!(route.request_headers.remove, ["x-b"]);
@@ -241,7 +247,7 @@ fn weights_query_matches_and_rewrites_become_the_hosts_route_fields() {
         "{:?}",
         translation.warnings
     );
-    let route = &translation.config.routes[0];
+    let route = &translation.config.document.routes[0];
     assert_eq!(route.matcher.path_prefix.as_deref(), Some("/api"));
     assert_eq!(route.matcher.query_params[0].name, "v");
     assert_eq!(route.matcher.query_params[0].exact.as_deref(), Some("2"));

@@ -31,7 +31,7 @@ const DEFAULT_NOW: &str = "2030-01-01T00:00:00Z";
 const DEFAULT_BUFFER_LIMIT: usize = 32 * 1024;
 /// The header modelgate routes by, and the name `KServe` and the Inference Extension use.
 const DEFAULT_ROUTING_HEADER: &str = "x-gateway-model-name";
-/// As the gateway's defaults for a filter (host/src/config.rs).
+/// As the gateway's defaults for a filter (host/src/config/filter.rs).
 const MEMORY_LIMIT: usize = 256 << 20;
 const CALLBACK_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a request may make no progress before the case fails as stalled. Nothing in a

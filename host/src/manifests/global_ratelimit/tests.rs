@@ -40,6 +40,7 @@ fn deploys_global_policy_becomes_the_hosts_rules_with_the_redis_given() {
     let translation = translate(&options).unwrap_or_else(|e| panic!("{e}"));
     let limit = translation
         .config
+        .document
         .global_rate_limit
         .expect("globalRateLimit");
     assert_eq!(limit.redis, REDIS);
@@ -99,7 +100,7 @@ fn serving_without_the_redis_is_an_error_and_check_says_serve_needs_it() {
         ..serve_options()
     };
     let translation = translate_text(&manifests, &checking).unwrap();
-    assert!(translation.config.global_rate_limit.is_none());
+    assert!(translation.config.document.global_rate_limit.is_none());
     assert!(
         translation
             .warnings
@@ -109,7 +110,7 @@ fn serving_without_the_redis_is_an_error_and_check_says_serve_needs_it() {
         translation.warnings
     );
     let served = translate_text(&manifests, &with_redis(serve_options())).unwrap();
-    let rule = &served.config.global_rate_limit.unwrap().rules[0];
+    let rule = &served.config.document.global_rate_limit.unwrap().rules[0];
     assert_eq!(
         rule.client_selectors[0].headers[0].kind,
         HeaderSelectorKind::Distinct
@@ -150,7 +151,7 @@ fn rules_the_host_cannot_count_as_the_cluster_does_are_left_out_and_named() {
         );
         let translation = translate_text(&manifests, &with_redis(serve_options()))
             .unwrap_or_else(|e| panic!("{rule}: {e}"));
-        let rules = translation.config.global_rate_limit.unwrap().rules;
+        let rules = translation.config.document.global_rate_limit.unwrap().rules;
         assert_eq!(rules.len(), 1, "{rule}");
         assert_eq!(rules[0].limit.requests, 3, "{rule}");
         let warning = format!("BackendTrafficPolicy gw/limits: {path}: not emulated:");
@@ -188,7 +189,7 @@ fn only_one_gateway_targeted_policy_applies_and_route_targets_are_reported() {
     .join("---\n");
     let translation =
         translate_text(&manifests, &with_redis(serve_options())).unwrap_or_else(|e| panic!("{e}"));
-    let rules = translation.config.global_rate_limit.unwrap().rules;
+    let rules = translation.config.document.global_rate_limit.unwrap().rules;
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].limit.requests, 3);
     for (name, why) in [

@@ -13,12 +13,14 @@ use hyper::StatusCode;
 use modelgate_runtime::Headers;
 use regex::Regex;
 
-use crate::config::{Config, HeaderMutations, RetryConfig, RouteConfig, RouteMatchConfig};
+use crate::config::{HeaderMutations, RetryConfig};
 use crate::headers;
-use crate::rewrite::{MatchedPrefix, Redirect, Rewrite};
+use crate::rewrite::{Redirect, Rewrite};
+
+mod compile;
 
 /// One compiled route.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Route {
     /// Shared so each request's access entry takes the names without copying them.
     pub name: Arc<str>,
@@ -36,7 +38,7 @@ pub(crate) struct Route {
 }
 
 /// What a matched route does.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Action {
     Forward(Backends),
     Redirect(Redirect),
@@ -49,31 +51,13 @@ pub(crate) enum Action {
 /// it (`source/common/router/config_impl.cc`, `WeightedClusterEntry` selection). Clusters of
 /// weight 0 are left out, as Envoy Gateway leaves out a zero-weight `backendRef`
 /// (`internal/gatewayapi/route.go`, `processHTTPRouteRules`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Backends {
     clusters: Vec<(Arc<str>, u32)>,
     total: u64,
 }
 
 impl Backends {
-    /// `cluster` alone, or `backends` without those of weight 0.
-    fn compile(route: &RouteConfig) -> Backends {
-        let clusters: Vec<(Arc<str>, u32)> = route
-            .cluster
-            .iter()
-            .map(|c| (c.as_str().into(), 1))
-            .chain(
-                route
-                    .backends
-                    .iter()
-                    .filter(|b| b.weight > 0)
-                    .map(|b| (b.cluster.as_str().into(), b.weight)),
-            )
-            .collect();
-        let total = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
-        Backends { clusters, total }
-    }
-
     /// The cluster for one request; `None` when every weight is 0, which Envoy Gateway turns
     /// into a direct 500 answer (`route.go`: "all valid destinations having 0 weight").
     pub(crate) fn pick(&self) -> Option<&Arc<str>> {
@@ -114,7 +98,7 @@ fn random() -> u64 {
     })
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum PathMatch {
     Exact(String),
     Prefix(String),
@@ -123,13 +107,13 @@ enum PathMatch {
     Regex(Regex),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct HeaderMatch {
     name: String,
     rule: HeaderRule,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum HeaderRule {
     Exact(Vec<u8>),
     Regex(Regex),
@@ -139,13 +123,13 @@ enum HeaderRule {
 /// Envoy's `QueryParameterMatcher` with a `string_match`: the parameter's first value in the
 /// query string as sent (`QueryParamsMulti::parseQueryString`, which does not decode), equal
 /// or wholly matching; a parameter without `=` has the value "".
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct QueryMatch {
     name: String,
     rule: QueryRule,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum QueryRule {
     Exact(String),
     Regex(Regex),
@@ -168,13 +152,7 @@ impl QueryMatch {
     }
 }
 
-/// Anchors a regex so it must match the whole subject, as Envoy's `safe_regex` does.
-fn whole(pattern: &str) -> Result<Regex, String> {
-    crate::pattern::compile_regex(pattern)?;
-    crate::pattern::compile_regex(&format!("^(?:{pattern})$"))
-}
-
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RouteTable {
     /// Every route, in config order.
     routes: Vec<Route>,
@@ -188,7 +166,7 @@ pub(crate) struct RouteTable {
 /// (same file). Envoy picks the virtual host by the request's host without its port, lower
 /// case: an exact domain, else the longest matching suffix wildcard, else `*`, else none,
 /// which is a 404 (`source/common/router/config_impl.cc`, `RouteMatcher::findVirtualHost`).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct VirtualHosts {
     /// Exact domains, lower case, and the routes (indices, config order) that serve each.
     exact: HashMap<Box<[u8]>, Vec<usize>>,
@@ -322,40 +300,6 @@ fn wildcard_admits(wildcard: &str, host: &str) -> bool {
 }
 
 impl RouteTable {
-    /// Compiles the routes and each listener's virtual hosts; the config has already been
-    /// checked, so errors here only repeat what [`crate::config::Config::parse`] reported.
-    pub(crate) fn compile(config: &Config) -> Result<RouteTable, String> {
-        let routes = &config.routes;
-        let mut listeners: Vec<VirtualHosts> = Vec::with_capacity(config.listeners.len());
-        for listener in &config.listeners {
-            let listener_host = listener.hostname.as_ref().map(|h| h.to_ascii_lowercase());
-            let mut hosts_of = VirtualHosts::default();
-            for (i, route) in routes.iter().enumerate() {
-                if !route.listeners.is_empty() && !route.listeners.contains(&listener.name) {
-                    continue;
-                }
-                let names: Vec<String> = route
-                    .hostnames
-                    .iter()
-                    .map(|h| h.to_ascii_lowercase())
-                    .collect();
-                for host in hosts(&names, listener_host.as_deref()) {
-                    hosts_of.add(&host, i);
-                }
-            }
-            listeners.push(hosts_of);
-        }
-        let compiled = routes
-            .iter()
-            .enumerate()
-            .map(|(i, route)| Route::compile(i, route))
-            .collect::<Result<_, _>>()?;
-        Ok(RouteTable {
-            routes: compiled,
-            listeners,
-        })
-    }
-
     /// The first route of the listener's virtual host for the request that matches its
     /// headers (`:authority`, `:path`, `:method` and the rest).
     #[cfg(test)]
@@ -388,82 +332,6 @@ impl RouteTable {
 }
 
 impl Route {
-    /// Compiles one route; the config has been checked, so errors repeat what it reported.
-    fn compile(i: usize, route: &RouteConfig) -> Result<Route, String> {
-        let m = &route.matcher;
-        let (path, matched) = path_match(i, m)?;
-        let mut header_matches = Vec::new();
-        for (j, h) in m.headers.iter().enumerate() {
-            let rule = match (&h.exact, &h.regex, h.present) {
-                (Some(v), None, None) => HeaderRule::Exact(v.as_bytes().to_vec()),
-                (None, Some(r), None) => HeaderRule::Regex(
-                    whole(r).map_err(|e| format!("routes[{i}].match.headers[{j}].regex: {e}"))?,
-                ),
-                (None, None, Some(p)) => HeaderRule::Present(p),
-                _ => {
-                    return Err(format!(
-                        "routes[{i}].match.headers[{j}]: give exactly one of exact, regex and present"
-                    ));
-                }
-            };
-            header_matches.push(HeaderMatch {
-                name: h.name.to_ascii_lowercase(),
-                rule,
-            });
-        }
-        let mut query = Vec::new();
-        for (j, q) in m.query_params.iter().enumerate() {
-            let at = format!("routes[{i}].match.queryParams[{j}]");
-            let rule = match (&q.exact, &q.regex) {
-                (Some(v), None) => QueryRule::Exact(v.clone()),
-                (None, Some(r)) => {
-                    QueryRule::Regex(whole(r).map_err(|e| format!("{at}.regex: {e}"))?)
-                }
-                _ => return Err(format!("{at}: give exactly one of exact and regex")),
-            };
-            query.push(QueryMatch {
-                name: q.name.clone(),
-                rule,
-            });
-        }
-        let action = if let Some(redirect) = &route.redirect {
-            Action::Redirect(
-                Redirect::compile(redirect, matched.as_ref())
-                    .map_err(|e| format!("routes[{i}].redirect.{e}"))?,
-            )
-        } else if let Some(direct) = &route.direct_response {
-            let status = StatusCode::from_u16(direct.status_code)
-                .map_err(|e| format!("routes[{i}].directResponse.statusCode: {e}"))?;
-            let body = direct.body.clone().unwrap_or_default();
-            Action::DirectResponse(status, body.into())
-        } else {
-            Action::Forward(Backends::compile(route))
-        };
-        let rewrite = route
-            .rewrite
-            .as_ref()
-            .map(|r| Rewrite::compile(r, matched.as_ref()))
-            .transpose()
-            .map_err(|e| format!("routes[{i}].rewrite.{e}"))?;
-        Ok(Route {
-            name: route
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("route{i}"))
-                .into(),
-            action,
-            rewrite,
-            timeout: route.timeout.0,
-            retry: route.retry.clone(),
-            request_headers: route.request_headers.clone(),
-            response_headers: route.response_headers.clone(),
-            path,
-            headers: header_matches,
-            query,
-            method: m.method.as_ref().map(|s| s.to_ascii_uppercase()),
-        })
-    }
-
     fn matches(&self, path: &str, query: Option<&str>, method: &str, request: &Headers) -> bool {
         let path_ok = match &self.path {
             PathMatch::Exact(p) => path == p,
@@ -478,43 +346,6 @@ impl Route {
             && self.headers.iter().all(|h| h.matches(request))
             && self.query.iter().all(|q| q.matches(query))
     }
-}
-
-/// The path match, and the prefix a `replacePrefixMatch` replaces. `pathPrefix` is Gateway
-/// API's `PathPrefix` as Envoy Gateway gives it to Envoy (`internal/xds/translator/route.go`,
-/// `buildPathMatch`): `/` stays a plain prefix; anything else, less one trailing `/`, is a
-/// `path_separated_prefix`.
-fn path_match(
-    i: usize,
-    m: &RouteMatchConfig,
-) -> Result<(PathMatch, Option<MatchedPrefix>), String> {
-    let prefix = |matched: &str, written: &str| MatchedPrefix {
-        matched: matched.to_owned(),
-        written: written.to_owned(),
-    };
-    Ok(match (&m.path, &m.prefix, &m.path_prefix, &m.regex) {
-        (Some(p), None, None, None) => (PathMatch::Exact(p.clone()), None),
-        (None, Some(p), None, None) => (PathMatch::Prefix(p.clone()), Some(prefix(p, p))),
-        (None, None, Some(p), None) if p == "/" => {
-            (PathMatch::Prefix(p.clone()), Some(prefix(p, p)))
-        }
-        (None, None, Some(p), None) => {
-            let trimmed = p.strip_suffix('/').unwrap_or(p);
-            (
-                PathMatch::SeparatedPrefix(trimmed.to_owned()),
-                Some(prefix(trimmed, p)),
-            )
-        }
-        (None, None, None, Some(r)) => (
-            PathMatch::Regex(whole(r).map_err(|e| format!("routes[{i}].match.regex: {e}"))?),
-            None,
-        ),
-        _ => {
-            return Err(format!(
-                "routes[{i}].match: give exactly one of path, prefix, pathPrefix and regex"
-            ));
-        }
-    })
 }
 
 impl HeaderMatch {
@@ -533,7 +364,6 @@ impl HeaderMatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn table(routes: &str) -> RouteTable {
         table_with("[{address: 127.0.0.1:0}]", routes)
@@ -543,7 +373,11 @@ mod tests {
         let yaml = format!(
             "version: 1\nlisteners: {listeners}\nclusters: [{{name: a, endpoints: [127.0.0.1:1]}}, {{name: b, endpoints: [127.0.0.1:2]}}]\nroutes:\n{routes}"
         );
-        RouteTable::compile(&Config::parse(&yaml).unwrap()).unwrap()
+        let document = crate::config::RawConfig::parse(&yaml).unwrap();
+        let mut errors = Vec::new();
+        let table = RouteTable::compile(&document, &mut errors);
+        assert_eq!(errors, Vec::<String>::new());
+        table
     }
 
     fn request(method: &str, path: &str, extra: &[(&str, &str)]) -> Headers {
