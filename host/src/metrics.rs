@@ -7,6 +7,17 @@
 //! dashboard or alert works against both. The few with no Envoy counterpart keep a
 //! `modelgate_` name (per-endpoint health, VM rebuilds, config reloads). Filter metrics are
 //! named as Envoy names them (`stats_tags.rs`).
+//!
+//! The text is written here, not by a Prometheus crate, because neither maintained one renders
+//! what Envoy writes and the tests assert (checked against their encoders' source):
+//! `prometheus-client` (`prometheus/client_rust`, `src/encoding/text.rs`) writes `OpenMetrics`:
+//! a `_total` suffix on every counter (`conformance_requests{} 4` would become
+//! `conformance_requests_total 4`, `envoy_cluster_upstream_rq_total` would end `_total_total`),
+//! a `# HELP` line always, `_sum` and `_count` before the buckets, and `# EOF`;
+//! `prometheus` (`tikv/rust-prometheus`, `src/encoder/text.rs`) writes a series without labels
+//! with no `{}`, where Envoy's `PrometheusStatsFormatter` writes `name{} value`
+//! (`envoy_wasm_<plugin>_vm_reload_success{} 0`, every filter metric without tags). Either would
+//! also hold a second copy of the values the runtime and the gateway already count.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
