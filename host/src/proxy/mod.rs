@@ -336,25 +336,24 @@ impl Exchange {
                 }
             }
         };
-        let (status, message, detail) = match upstream {
+        let error = match upstream {
             Ok(upstream) => return self.respond(route, cluster_name, upstream).await,
-            Err(ForwardError::NoHealthy) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no healthy upstream",
-                "no_healthy_upstream",
-            ),
-            Err(ForwardError::Failed(detail)) => (
+            Err(error) => error,
+        };
+        // Envoy's local reply bodies for each (`source/common/router/router.cc`).
+        let (status, message) = match error {
+            ForwardError::NoHealthy => (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+            ForwardError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+            ForwardError::BadRequestHeaders
+            | ForwardError::Overflow
+            | ForwardError::ConnectFailure
+            | ForwardError::Reset
+            | ForwardError::ServerError => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream connect error or disconnect/reset before headers",
-                detail,
-            ),
-            Err(ForwardError::Timeout) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream request timeout",
-                "upstream_timeout",
             ),
         };
-        Box::pin(self.gateway_reply(status, message, detail)).await
+        Box::pin(self.gateway_reply(status, message, error.detail())).await
     }
 
     async fn body_error(self, error: BodyError) -> Response<GatewayBody> {

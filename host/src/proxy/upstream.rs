@@ -26,11 +26,39 @@ pub(super) struct Upstream {
     pub(super) deadline: tokio::time::Instant,
 }
 
-/// Why no upstream answer came.
+/// Why no upstream answer came, by kind, as Envoy's response code details tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ForwardError {
+    /// No endpoint of the cluster may be tried (all ejected, or none left to retry on).
     NoHealthy,
-    Failed(&'static str),
+    /// The route's deadline passed before an answer, or while waiting for a connection.
     Timeout,
+    /// The filtered request headers do not make an HTTP request.
+    BadRequestHeaders,
+    /// The cluster's circuit breaker has as many requests waiting as it allows.
+    Overflow,
+    /// No connection could be made to the endpoint.
+    ConnectFailure,
+    /// The connection broke before the response headers.
+    Reset,
+    /// The endpoint answered 5xx and the route retries on it (never on the last attempt).
+    ServerError,
+}
+
+impl ForwardError {
+    /// Envoy's response code detail for it (`StreamInfo::ResponseCodeDetails`), which the
+    /// access log writes and the response flags are read from.
+    pub(super) fn detail(self) -> &'static str {
+        match self {
+            ForwardError::NoHealthy => "no_healthy_upstream",
+            ForwardError::Timeout => "upstream_timeout",
+            ForwardError::BadRequestHeaders => "bad_request_headers",
+            ForwardError::Overflow => "upstream_overflow",
+            ForwardError::ConnectFailure => "upstream_connect_failure",
+            ForwardError::Reset => "upstream_reset",
+            ForwardError::ServerError => "upstream_5xx",
+        }
+    }
 }
 
 impl Exchange {
@@ -144,10 +172,12 @@ impl Exchange {
 fn end_attempt(trace: &mut RequestTrace, result: &Result<Upstream, (ForwardError, bool)>) {
     match result {
         Ok(upstream) => trace.end_attempt(Some(upstream.response.status().as_u16()), None, false),
-        Err((ForwardError::Timeout, _)) => trace.end_attempt(None, Some("UT"), true),
-        Err((ForwardError::NoHealthy, _)) => trace.end_attempt(None, Some("UH"), true),
-        Err((ForwardError::Failed(detail), _)) => {
-            trace.end_attempt(None, Some(tracing::response_flags(Some(detail))), true);
+        Err((error, _)) => {
+            trace.end_attempt(
+                None,
+                Some(tracing::response_flags(Some(error.detail()))),
+                true,
+            );
         }
     }
 }
@@ -190,13 +220,13 @@ impl<'a> Target<'a> {
         let (cluster, index) = (self.cluster, in_flight.index());
         let address = in_flight.endpoint().address;
         let upstream_request = headers::to_upstream_request(self.request, address, body)
-            .map_err(|_| (ForwardError::Failed("bad_request_headers"), false))?;
+            .map_err(|_| (ForwardError::BadRequestHeaders, false))?;
         let retry_on = |on: RetryOn| self.route.retry.on.contains(&on);
         match in_flight.admit(self.deadline).await {
             Ok(()) => {}
             // Envoy does not retry an overflow: every endpoint shares the cluster's breaker.
             Err(Refused::Overflow) => {
-                return Err((ForwardError::Failed("upstream_overflow"), false));
+                return Err((ForwardError::Overflow, false));
             }
             Err(Refused::Timeout) => return Err((ForwardError::Timeout, false)),
         }
@@ -211,21 +241,18 @@ impl<'a> Target<'a> {
                 log::debug!("cluster {}: connect to {address} failed: {e}", cluster.name);
                 cluster.record_failure(index);
                 let retry = retry_on(RetryOn::ConnectFailure);
-                Err((ForwardError::Failed("upstream_connect_failure"), retry))
+                Err((ForwardError::ConnectFailure, retry))
             }
             Ok(Err(e)) => {
                 log::debug!("cluster {}: request to {address} failed: {e}", cluster.name);
                 cluster.record_failure(index);
-                Err((
-                    ForwardError::Failed("upstream_reset"),
-                    retry_on(RetryOn::Reset),
-                ))
+                Err((ForwardError::Reset, retry_on(RetryOn::Reset)))
             }
             Ok(Ok(response)) => {
                 if response.status().is_server_error() {
                     cluster.record_failure(index);
                     if retry_on(RetryOn::ServerError) && !last_attempt {
-                        return Err((ForwardError::Failed("upstream_5xx"), true));
+                        return Err((ForwardError::ServerError, true));
                     }
                 } else {
                     cluster.record_success(index);
