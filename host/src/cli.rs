@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Args as _, FromArgMatches, Parser, Subcommand};
 
-use crate::config::ConfigErrors;
+use crate::config::{ConfigErrorKind, ConfigErrors};
 use crate::manifests::{self, BackendMapping};
 use crate::policy_test;
 use crate::services::GatewayServices;
@@ -319,7 +319,7 @@ pub fn check(source: &ConfigSource) -> Result<Loaded, ConfigErrors> {
     let runtime = modelgate_runtime::Runtime::new(
         Arc::clone(&services) as Arc<dyn modelgate_runtime::HostServices>
     )
-    .map_err(|e| ConfigErrors(vec![format!("runtime: {e}")]))?;
+    .map_err(|e| ConfigErrors::one(ConfigErrorKind::Internal, format!("runtime: {e}")))?;
     Snapshot::build(config, &runtime, &services)?;
     Ok(loaded)
 }

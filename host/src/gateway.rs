@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::ConfigErrors;
+pub use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors};
 use crate::listener;
 use crate::services::GatewayServices;
 use crate::shared::Shared;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use modelgate_runtime::Runtime;
 
-use crate::config::{ConfigErrors, RawConfig};
+use crate::config::{ConfigErrorKind, ConfigErrors, RawConfig};
 use crate::metrics::HostMetrics;
 use crate::services::GatewayServices;
 use crate::snapshot::Snapshot;
@@ -93,7 +93,12 @@ impl Shared {
             Snapshot::build(loaded.config, &shared.runtime, &shared.services)
         })
         .await
-        .unwrap_or_else(|e| Err(ConfigErrors(vec![format!("reload task failed: {e}")])));
+        .unwrap_or_else(|e| {
+            Err(ConfigErrors::one(
+                ConfigErrorKind::Internal,
+                format!("reload task failed: {e}"),
+            ))
+        });
         match built {
             Ok(snapshot) => {
                 if let Some(old) = self.snapshot() {

@@ -9,7 +9,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::cluster::{Cluster, Clusters};
 use crate::compile::GatewayConfig;
-use crate::config::{ConfigErrors, RawConfig};
+use crate::config::{ConfigErrorKind, ConfigErrors, RawConfig};
 use crate::global_ratelimit::GlobalRateLimit;
 use crate::plugin_source::{self, ResolvedPlugin};
 use crate::route::RouteTable;
@@ -97,7 +97,7 @@ impl Snapshot {
             }
         }
         if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
+            return Err(ConfigErrors::new(ConfigErrorKind::Resource, errors));
         }
         let previous = services.clusters();
         services.set_clusters(Arc::clone(&clusters));
@@ -110,7 +110,7 @@ impl Snapshot {
         }
         if !errors.is_empty() {
             services.set_clusters(previous);
-            return Err(ConfigErrors(errors));
+            return Err(ConfigErrors::new(ConfigErrorKind::Filter, errors));
         }
         let dump = serde_json::to_string_pretty(&crate::config_dump::dump(&config, &resolved))
             .unwrap_or_default();

@@ -102,8 +102,12 @@ async fn a_reload_replaces_the_certificate_and_a_bad_one_is_refused() {
     let errors = setup.gateway.gateway.reload().await.unwrap_err();
     assert_eq!(errors.0.len(), 1);
     assert!(
-        errors.0[0].starts_with("listeners[0].tls: certFile "),
+        errors.messages()[0].starts_with("listeners[0].tls: certFile "),
         "{errors}"
+    );
+    assert_eq!(
+        errors.0[0].kind,
+        modelgate_host::gateway::ConfigErrorKind::Resource
     );
     assert!(try_connect(&setup, &next_root, &[b"h2"]).await.is_ok());
 }

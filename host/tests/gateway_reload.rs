@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
+use modelgate_host::gateway::ConfigErrorKind;
 
 use gateway_support::{TestGateway, Upstream, client, cluster, get};
 
@@ -92,14 +93,19 @@ async fn a_broken_config_is_refused_and_the_running_one_stays() {
     gw.config
         .rewrite(&yaml.replace("cluster: old", "cluster: missing"));
     let errors = gw.gateway.reload().await.unwrap_err();
-    assert_eq!(errors.0, ["routes[0].cluster: unknown cluster \"missing\""]);
+    assert_eq!(
+        errors.messages(),
+        ["routes[0].cluster: unknown cluster \"missing\""]
+    );
+    assert_eq!(errors.0[0].kind, ConfigErrorKind::Invalid);
     gw.config
         .rewrite(&yaml.replace("prefix: /", "prefix: /, bogus: 1"));
     let errors = gw.gateway.reload().await.unwrap_err();
     assert!(
-        errors.0[0].starts_with("routes[0].match.bogus: unknown field `bogus`"),
+        errors.messages()[0].starts_with("routes[0].match.bogus: unknown field `bogus`"),
         "{errors}"
     );
+    assert_eq!(errors.0[0].kind, ConfigErrorKind::Syntax);
     let answer = get(&client(), &gw.url("/")).await;
     assert_eq!(answer.header("x-upstream"), Some("old"));
     // A good config after the broken ones is taken.

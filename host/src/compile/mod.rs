@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::config::{ConfigErrors, RawConfig, VERSION};
+use crate::config::{ConfigErrorKind, ConfigErrors, RawConfig, VERSION};
 use crate::route::RouteTable;
 
 #[cfg(test)]
@@ -60,7 +60,7 @@ pub(crate) fn compile(document: RawConfig) -> Result<GatewayConfig, ConfigErrors
     if errors.is_empty() {
         Ok(GatewayConfig { document, routes })
     } else {
-        Err(ConfigErrors(errors))
+        Err(ConfigErrors::new(ConfigErrorKind::Invalid, errors))
     }
 }
 

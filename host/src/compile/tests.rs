@@ -2,7 +2,9 @@ use super::*;
 use crate::units::ByteSize;
 
 fn errors_of(yaml: &str) -> Vec<String> {
-    parse(yaml).expect_err("config should be rejected").0
+    parse(yaml)
+        .expect_err("config should be rejected")
+        .into_messages()
 }
 
 const MINIMAL: &str = "version: 1\nlisteners: [{address: 127.0.0.1:0}]\n";

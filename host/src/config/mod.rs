@@ -12,12 +12,14 @@ use serde::{Deserialize, Serialize};
 use crate::units::{ByteSize, ConfigDuration};
 
 mod cluster;
+mod error;
 mod filter;
 pub(crate) mod global_ratelimit;
 mod listener;
 mod route;
 
 pub(crate) use cluster::*;
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub(crate) use filter::*;
 pub(crate) use listener::*;
 pub(crate) use route::*;
@@ -122,17 +124,13 @@ fn default_poll_interval() -> ConfigDuration {
     ConfigDuration::from_millis(1_000)
 }
 
-/// Every problem found in a config, each naming its field path.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
-pub struct ConfigErrors(pub Vec<String>);
-
 impl RawConfig {
     /// Reads the document at `path`; relative paths inside it are made relative to the file's
     /// directory.
     pub fn read(path: &Path) -> Result<RawConfig, ConfigErrors> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::one(ConfigErrorKind::Read, format!("{}: {e}", path.display()))
+        })?;
         let mut config = RawConfig::parse(&text)?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         config.resolve_paths(base);
@@ -159,11 +157,12 @@ impl RawConfig {
                 Some((own, rest)) if path.starts_with(own) => rest.to_owned(),
                 _ => message,
             };
-            ConfigErrors(vec![if path == "." {
+            let message = if path == "." {
                 message
             } else {
                 format!("{path}: {message}")
-            }])
+            };
+            ConfigErrors::one(ConfigErrorKind::Syntax, message)
         })
     }
 

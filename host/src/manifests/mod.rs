@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use crate::compile::GatewayConfig;
-use crate::config::ConfigErrors;
+use crate::config::{ConfigErrorKind, ConfigErrors};
 use fields::{Fields, Node};
 use load::Object;
 
@@ -83,23 +83,27 @@ pub(crate) struct Translation {
 /// Reads the manifests and builds the host config; every error found, each naming its
 /// object and field.
 pub(crate) fn translate(options: &Options) -> Result<Translation, ConfigErrors> {
-    let loaded = load::load(&options.paths).map_err(ConfigErrors)?;
+    let loaded = load::load(&options.paths)
+        .map_err(|errors| ConfigErrors::new(ConfigErrorKind::Manifest, errors))?;
     let translator = Translator::new(options, &loaded.objects);
     let document = translator.run();
     let mut warnings = loaded.warnings;
     warnings.extend(translator.warnings.into_inner());
     let errors = translator.errors.into_inner();
     if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
+        return Err(ConfigErrors::new(ConfigErrorKind::Manifest, errors));
     }
-    let host_yaml = serde_norway::to_string(&document)
-        .map_err(|e| ConfigErrors(vec![format!("generated host config: {e}")]))?;
-    let config = crate::compile::parse(&host_yaml).map_err(|e| {
-        ConfigErrors(
-            e.0.into_iter()
-                .map(|e| format!("generated host config: {e}"))
-                .collect(),
+    let host_yaml = serde_norway::to_string(&document).map_err(|e| {
+        ConfigErrors::one(
+            ConfigErrorKind::Internal,
+            format!("generated host config: {e}"),
         )
+    })?;
+    let config = crate::compile::parse(&host_yaml).map_err(|mut errors| {
+        for error in &mut errors.0 {
+            error.message = format!("generated host config: {}", error.message);
+        }
+        errors
     })?;
     let mut files = loaded.files;
     files.sort();

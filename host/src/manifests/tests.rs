@@ -177,7 +177,9 @@ fn without_a_client_traffic_policy_the_buffer_limit_is_envoy_gateways_32_kib() {
 #[test]
 fn a_route_to_a_service_nobody_defines_or_maps_is_an_error_naming_the_route_and_field() {
     let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ml}\nspec:\n  parentRefs: [{name: gw, namespace: gw}]\n  rules:\n    - backendRefs: [{name: svc, port: 80}]\n    - backendRefs: [{name: gone, port: 80}]\n";
-    let errors = translate_text(route, &serve_options()).unwrap_err().0;
+    let errors = translate_text(route, &serve_options())
+        .unwrap_err()
+        .into_messages();
     assert_eq!(
         errors,
         [
@@ -189,7 +191,9 @@ fn a_route_to_a_service_nobody_defines_or_maps_is_an_error_naming_the_route_and_
 #[test]
 fn references_to_missing_gateways_listeners_and_ports_are_errors() {
     let manifests = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: ClientTrafficPolicy\nmetadata: {name: p, namespace: gw}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: nowhere}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ml}\nspec:\n  parentRefs: [{name: gw, namespace: gw, sectionName: https}, {name: other}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n---\napiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: iris, namespace: ml}\nspec: {predictor: {sklearn: {storageUri: 'gs://x'}}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: explain, namespace: ml}\nspec:\n  parentRefs: [{name: gw, namespace: gw}]\n  rules: [{backendRefs: [{name: iris-explainer, port: 80}]}, {backendRefs: [{name: iris-predictor, port: 8080}]}]\n";
-    let errors = translate_text(manifests, &serve_options()).unwrap_err().0;
+    let errors = translate_text(manifests, &serve_options())
+        .unwrap_err()
+        .into_messages();
     assert_eq!(
         errors,
         [
@@ -223,7 +227,9 @@ fn fields_the_host_does_not_read_are_warnings_with_their_path() {
 #[test]
 fn a_tls_secret_becomes_the_listeners_certificate_and_must_exist_to_serve() {
     let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tls, namespace: gw}\nspec:\n  gatewayClassName: eg\n  listeners: [{name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}]\n";
-    let errors = translate_text(gateway, &serve_options()).unwrap_err().0;
+    let errors = translate_text(gateway, &serve_options())
+        .unwrap_err()
+        .into_messages();
     assert_eq!(
         errors,
         [
