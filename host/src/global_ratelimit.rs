@@ -39,7 +39,7 @@ mod resp;
 use resp::Redis;
 
 pub(crate) use crate::config::global_ratelimit::{
-    GlobalRateLimitConfig, HeaderSelectorKind, RuleConfig,
+    GlobalRateLimitConfig, HeaderSelector, HeaderSelectorKind, RuleConfig,
 };
 
 /// One descriptor entry: (key, value).
@@ -78,25 +78,10 @@ pub(crate) fn descriptors(rules: &[RuleConfig], route: &str, request: &Headers) 
         let matches = rule.client_selectors.iter().flat_map(|s| &s.headers);
         for (m, header) in matches.enumerate() {
             let key = format!("rule-{r}-match-{m}");
-            let name = header.name.to_ascii_lowercase();
-            match header.kind {
-                HeaderSelectorKind::Distinct => {
-                    // Envoy's request_headers action takes the first value; no header, no
-                    // descriptor.
-                    let Some(value) = headers::get_str(request, &name) else {
-                        continue 'rules;
-                    };
-                    entries.push((key, value.to_owned()));
-                }
-                HeaderSelectorKind::Exact => {
-                    // header_value_match compares every value joined with ',', as Envoy's
-                    // header matchers read a repeated header.
-                    let joined = all_values(request, &name);
-                    if joined.as_deref() != header.value.as_deref() {
-                        continue 'rules;
-                    }
-                    entries.push((key.clone(), key));
-                }
+            match select(header, request) {
+                Some(Selected::Value(value)) => entries.push((key, value)),
+                Some(Selected::Matched) => entries.push((key.clone(), key)),
+                None => continue 'rules,
             }
         }
         if entries.len() == 1 {
@@ -112,13 +97,32 @@ pub(crate) fn descriptors(rules: &[RuleConfig], route: &str, request: &Headers) 
     out
 }
 
-fn all_values(request: &Headers, name: &str) -> Option<String> {
-    let values: Vec<&str> = request
-        .iter()
-        .filter(|(n, _)| n == name)
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
+/// The entry one header selector makes of a request, as Envoy's rate limit actions do.
+pub(crate) enum Selected {
+    /// `Distinct`: the header's first value (the `request_headers` action).
+    Value(String),
+    /// `Exact`: the header equals the selector's value (`header_value_match`).
+    Matched,
+}
+
+/// `None` when the selector produces no entry: the header is absent, or not the value.
+pub(crate) fn select(header: &HeaderSelector, request: &Headers) -> Option<Selected> {
+    let name = header.name.to_ascii_lowercase();
+    match header.kind {
+        HeaderSelectorKind::Distinct => {
+            headers::get_str(request, &name).map(|value| Selected::Value(value.to_owned()))
+        }
+        HeaderSelectorKind::Exact => {
+            // Every value joined with ',', as Envoy's header matchers read a repeated header.
+            let values: Vec<&str> = request
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+                .collect();
+            let joined = (!values.is_empty()).then(|| values.join(","));
+            (joined.as_deref() == header.value.as_deref()).then_some(Selected::Matched)
+        }
+    }
 }
 
 /// What the limit says of one request.

@@ -29,6 +29,7 @@ mod global_ratelimit;
 mod headers;
 mod hostname;
 mod listener;
+mod local_ratelimit;
 mod manifests;
 mod metrics;
 mod outlier;

@@ -502,3 +502,54 @@ async fn direct_responses_answer_without_an_upstream() {
     );
     assert_eq!(iris.count() + wine.count(), 0);
 }
+
+// Envoy Gateway's local rate limit (`BackendTrafficPolicy` `rateLimit.local`) as Envoy's local
+// rate limit filter runs it on each route: its own buckets per route, a bucket per value of a
+// `Distinct` header, the default bucket for requests no rule picks, and 429
+// `local_rate_limited` with `x-envoy-ratelimited` that never reaches the upstream.
+#[tokio::test]
+async fn local_rate_limits_answer_429_before_the_upstream_per_route_and_caller() {
+    let limit = "localRateLimit: {rules: [{limit: {requests: 2, unit: Hour}}, {clientSelectors: [{headers: [{type: Distinct, name: x-user}]}], limit: {requests: 3, unit: Hour}}]}";
+    let (iris, wine, gw) = with_routes(&format!(
+        "  - {{match: {{pathPrefix: /iris}}, cluster: iris, {limit}}}
+  - {{match: {{pathPrefix: /wine}}, cluster: wine, {limit}}}
+"
+    ))
+    .await;
+    let c = client();
+    let send_as = |path: &'static str, user: Option<&'static str>| {
+        let mut request = Request::get(gw.url(path));
+        if let Some(user) = user {
+            request = request.header("x-user", user);
+        }
+        send(&c, request.body(Full::default()).unwrap())
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send_as("/iris", Some("alice")).await.unwrap().status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let refused = send_as("/iris", Some("alice")).await.unwrap();
+    assert_eq!(refused.header("x-envoy-ratelimited"), Some("true"));
+    assert_eq!(refused.header("content-type"), Some("text/plain"));
+    assert_eq!(refused.body, "local_rate_limited");
+    // Another caller has a bucket of its own; no caller header, the default bucket of 2.
+    assert_eq!(
+        send_as("/iris", Some("bob")).await.unwrap().status,
+        StatusCode::OK
+    );
+    let anonymous: Vec<StatusCode> = [
+        send_as("/iris", None).await.unwrap().status,
+        send_as("/iris", None).await.unwrap().status,
+        send_as("/iris", None).await.unwrap().status,
+    ]
+    .into();
+    assert_eq!(anonymous, [200, 200, 429]);
+    assert_eq!(iris.count(), 3 + 1 + 2);
+    // The other route, under the same policy, counts on its own buckets.
+    assert_eq!(
+        send_as("/wine", Some("alice")).await.unwrap().status,
+        StatusCode::OK
+    );
+    assert_eq!(wine.count(), 1);
+}

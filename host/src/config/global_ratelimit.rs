@@ -112,28 +112,35 @@ impl GlobalRateLimitConfig {
         if self.rules.is_empty() {
             errors.push("globalRateLimit.rules: at least one rule is required".to_owned());
         }
-        for (r, rule) in self.rules.iter().enumerate() {
-            if rule.limit.requests == 0 {
-                errors.push(format!(
-                    "globalRateLimit.rules[{r}].limit.requests: must be greater than 0"
-                ));
-            }
-            for (s, selector) in rule.client_selectors.iter().enumerate() {
-                for (h, header) in selector.headers.iter().enumerate() {
-                    let at =
-                        format!("globalRateLimit.rules[{r}].clientSelectors[{s}].headers[{h}]");
-                    match (header.kind, &header.value) {
-                        (HeaderSelectorKind::Exact, None) => {
-                            errors.push(format!("{at}.value: required for type Exact"));
-                        }
-                        (HeaderSelectorKind::Distinct, Some(_)) => {
-                            errors.push(format!("{at}.value: not allowed for type Distinct"));
-                        }
-                        _ => {}
+        errors.extend(check_rules(&self.rules, "globalRateLimit"));
+        errors
+    }
+}
+
+/// The checks of a rule list serde cannot do (the global and the local limit share them),
+/// each naming its field under `at`.
+pub(crate) fn check_rules(rules: &[RuleConfig], at: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (r, rule) in rules.iter().enumerate() {
+        if rule.limit.requests == 0 {
+            errors.push(format!(
+                "{at}.rules[{r}].limit.requests: must be greater than 0"
+            ));
+        }
+        for (s, selector) in rule.client_selectors.iter().enumerate() {
+            for (h, header) in selector.headers.iter().enumerate() {
+                let at = format!("{at}.rules[{r}].clientSelectors[{s}].headers[{h}]");
+                match (header.kind, &header.value) {
+                    (HeaderSelectorKind::Exact, None) => {
+                        errors.push(format!("{at}.value: required for type Exact"));
                     }
+                    (HeaderSelectorKind::Distinct, Some(_)) => {
+                        errors.push(format!("{at}.value: not allowed for type Distinct"));
+                    }
+                    _ => {}
                 }
             }
         }
-        errors
     }
+    errors
 }

@@ -16,6 +16,7 @@ mod error;
 mod filter;
 pub(crate) mod global_ratelimit;
 mod listener;
+pub(crate) mod local_ratelimit;
 mod route;
 
 pub(crate) use cluster::*;

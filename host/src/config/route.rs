@@ -52,6 +52,10 @@ pub struct RouteConfig {
     pub request_headers: HeaderMutations,
     #[serde(default)]
     pub response_headers: HeaderMutations,
+    /// Envoy Gateway's local rate limit (a `BackendTrafficPolicy`'s `rateLimit.local`), with
+    /// buckets of this route's own.
+    #[serde(default)]
+    pub local_rate_limit: Option<super::local_ratelimit::LocalRateLimitConfig>,
 }
 
 /// A route with every default: no match, no action (for code that builds configs).
@@ -71,6 +75,7 @@ impl Default for RouteConfig {
             retry: RetryConfig::default(),
             request_headers: HeaderMutations::default(),
             response_headers: HeaderMutations::default(),
+            local_rate_limit: None,
         }
     }
 }

@@ -17,16 +17,16 @@
 //! `backends` (Services: `--backend` mappings, Service manifests, `InferenceService`
 //! components), `traffic` (`ClientTrafficPolicy`, `BackendTrafficPolicy`), `extension`
 //! (`EnvoyExtensionPolicy` to filters), `envoy_proxy` (the `EnvoyProxy`'s stats tags),
-//! `global_ratelimit` (a `BackendTrafficPolicy`'s global rate limit).
+//! `rate_limit` (a `BackendTrafficPolicy`'s local and global rate limits).
 
 mod backends;
 mod envoy_proxy;
 mod extension;
 mod fields;
 mod gateway;
-mod global_ratelimit;
 pub(crate) mod load;
 pub(crate) mod precedence;
+mod rate_limit;
 mod routes;
 #[cfg(test)]
 mod testing;
@@ -203,7 +203,7 @@ impl<'a> Translator<'a> {
         let (routes, clusters) = routes::read(self, &gateways, &backends, &traffic);
         let filters = extension::read(self, &gateways);
         let stats_tags = envoy_proxy::read(self);
-        let global_rate_limit = global_ratelimit::read(self);
+        let global_rate_limit = rate_limit::read_global(self);
         for (index, object) in self.objects.iter().enumerate() {
             if object.kind == "Namespace" {
                 self.root(index);

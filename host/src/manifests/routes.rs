@@ -10,7 +10,7 @@ use super::backends::Backends;
 use super::fields::Node;
 use super::gateway::Gateways;
 use super::precedence::{self, Origin, PathKind, Rank};
-use super::traffic::Traffic;
+use super::traffic::{BackendPolicy, Traffic};
 use super::{Translator, duration};
 
 /// Envoy Gateway's cluster connect timeout (internal/xds/translator/cluster.go,
@@ -117,11 +117,7 @@ fn read_route(
                 Err(e) => t.error(index, request.path(), e),
             }
         }
-        // Envoy retries nothing unless a policy says so (the host's own default retries a
-        // connect failure once).
-        let retry = policy
-            .and_then(|p| p.route_fields.get("retry").cloned())
-            .unwrap_or_else(|| json!({"on": [], "numRetries": 0}));
+        let policy_fields = policy_route_fields(policy);
         let rule_clusters = rule_clusters.into_iter().map(|mut cluster| {
             if let Some(p) = policy {
                 cluster.extend(p.cluster_fields.clone());
@@ -143,9 +139,8 @@ fn read_route(
                 "listeners": listeners,
                 "hostnames": hostnames,
                 "match": matcher,
-                "retry": retry,
             });
-            for (key, value) in target.iter().chain(&actions.fields) {
+            for (key, value) in target.iter().chain(&actions.fields).chain(&policy_fields) {
                 route[key] = value.clone();
             }
             if let Some(timeout) = &timeout {
@@ -165,6 +160,21 @@ fn read_route(
             });
         }
     }
+}
+
+/// What a `BackendTrafficPolicy` sets on each route it covers: retries (Envoy retries nothing
+/// unless a policy says so; the host's own default retries a connect failure once) and the
+/// local rate limit (Envoy Gateway puts it on every route it covers, each with buckets of its
+/// own: `internal/xds/translator/local_ratelimit.go`, `patchRoute`).
+fn policy_route_fields(policy: Option<&BackendPolicy>) -> Map<String, Value> {
+    let retry = policy
+        .and_then(|p| p.route_fields.get("retry").cloned())
+        .unwrap_or_else(|| json!({"on": [], "numRetries": 0}));
+    let mut fields = Map::from_iter([("retry".to_owned(), retry)]);
+    if let Some(limit) = policy.and_then(|p| p.route_fields.get("localRateLimit")) {
+        fields.insert("localRateLimit".to_owned(), limit.clone());
+    }
+    fields
 }
 
 /// The host listeners a route attaches to, and the Gateways its `parentRefs` name.

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::fields::Node;
 use super::gateway::Gateways;
+use super::rate_limit;
 use super::{Translator, duration, quantity_bytes, target_refs};
 
 /// Envoy Gateway's per-connection buffer limit when no `ClientTrafficPolicy` sets
@@ -244,6 +245,9 @@ fn read_backend(t: &Translator<'_>, index: usize) -> Option<BackendPolicy> {
         read_retry(t, index, &retry, &mut policy);
     }
     read_cluster_fields(t, index, &spec, &mut policy);
+    if let Some(local) = rate_limit::read_local(t, index, &spec) {
+        policy.route_fields.insert("localRateLimit".into(), local);
+    }
     Some(policy)
 }
 

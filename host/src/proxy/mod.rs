@@ -288,6 +288,13 @@ impl Exchange {
                 return Box::pin(reply).await;
             }
         };
+        // Envoy's local rate limit filter runs after the Wasm filters, on the route they chose;
+        // Envoy Gateway gives it to forwarding routes only (local_ratelimit.go, patchRoute).
+        if let Some(limit) = &route.local_rate_limit
+            && !limit.allow(&request_headers, std::time::Instant::now())
+        {
+            return Box::pin(self.local_rate_limited()).await;
+        }
         let Some(cluster_name) = backends.pick() else {
             let status = StatusCode::INTERNAL_SERVER_ERROR;
             let message = format!("route {} has no backend with a weight above 0", route.name);

@@ -88,17 +88,34 @@ impl Exchange {
 
     /// Envoy's rate limit filter's answer over the limit: 429, `x-envoy-ratelimited: true`, no
     /// body (`source/extensions/filters/http/ratelimit/ratelimit.cc`), through the filters.
-    pub(super) async fn rate_limited(mut self) -> Response<GatewayBody> {
-        self.log.detail = Some("request_rate_limited");
+    pub(super) async fn rate_limited(self) -> Response<GatewayBody> {
+        self.over_limit(b"", "request_rate_limited").await
+    }
+
+    /// Envoy's local rate limit filter's answer: 429 `local_rate_limited` (text), with
+    /// `x-envoy-ratelimited: true` (`source/extensions/filters/http/local_ratelimit/local_ratelimit.cc`).
+    pub(super) async fn local_rate_limited(self) -> Response<GatewayBody> {
+        self.over_limit(b"local_rate_limited", "local_rate_limited")
+            .await
+    }
+
+    async fn over_limit(mut self, body: &[u8], detail: &'static str) -> Response<GatewayBody> {
+        self.log.detail = Some(detail);
         let mut response_headers = vec![
             (":status".to_owned(), b"429".to_vec()),
             ("x-envoy-ratelimited".to_owned(), b"true".to_vec()),
         ];
         if self.grpc {
             // A gRPC caller gets status 14 (UNAVAILABLE), Envoy's mapping of a 429.
-            response_headers = headers::grpc_local_reply(response_headers, b"", None);
+            response_headers = headers::grpc_local_reply(response_headers, body, None);
+            return self
+                .send_local_through_chain(response_headers, Vec::new())
+                .await;
         }
-        self.send_local_through_chain(response_headers, Vec::new())
+        if !body.is_empty() {
+            response_headers.push(("content-type".to_owned(), b"text/plain".to_vec()));
+        }
+        self.send_local_through_chain(response_headers, body.to_vec())
             .await
     }
 

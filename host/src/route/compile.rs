@@ -3,6 +3,7 @@
 //! (`routes[i]...`), and each listener's virtual hosts built from the routes that attach to it.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use hyper::StatusCode;
 use hyper::header::{HeaderName, HeaderValue};
@@ -12,6 +13,7 @@ use super::{
     VirtualHosts, hosts,
 };
 use crate::config::{HeaderMutations, RawConfig, RouteConfig, RouteMatchConfig};
+use crate::local_ratelimit::LocalRateLimit;
 use crate::pattern::whole_match;
 use crate::rewrite::{MatchedPrefix, Redirect, Rewrite};
 
@@ -93,6 +95,9 @@ impl Route {
         }
         check_mutations(i, "requestHeaders", &route.request_headers, errors);
         check_mutations(i, "responseHeaders", &route.response_headers, errors);
+        if let Some(limit) = &route.local_rate_limit {
+            errors.extend(limit.check(&format!("routes[{i}].localRateLimit")));
+        }
         if errors.len() != before {
             return None;
         }
@@ -109,6 +114,10 @@ impl Route {
             retry: route.retry.clone(),
             request_headers: route.request_headers.clone(),
             response_headers: route.response_headers.clone(),
+            local_rate_limit: route
+                .local_rate_limit
+                .as_ref()
+                .map(|limit| Arc::new(LocalRateLimit::new(limit))),
             path,
             headers: header_matches,
             query,

@@ -15,6 +15,7 @@ use regex::Regex;
 
 use crate::config::{HeaderMutations, RetryConfig};
 use crate::headers;
+use crate::local_ratelimit::LocalRateLimit;
 use crate::rewrite::{Redirect, Rewrite};
 
 mod compile;
@@ -31,6 +32,9 @@ pub(crate) struct Route {
     pub retry: RetryConfig,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
+    /// Its buckets, shared by every worker (Envoy's are per process) and by the copies of the
+    /// compiled config.
+    pub local_rate_limit: Option<Arc<LocalRateLimit>>,
     path: PathMatch,
     headers: Vec<HeaderMatch>,
     query: Vec<QueryMatch>,

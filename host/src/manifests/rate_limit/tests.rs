@@ -208,3 +208,94 @@ fn only_one_gateway_targeted_policy_applies_and_route_targets_are_reported() {
         );
     }
 }
+
+/// An `HTTPRoute` `name` in namespace `gw` with one rule to the Service `svc` in `ml`.
+fn route(name: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: gw}}\n\
+         spec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: /{name}}}}}], \
+         backendRefs: [{{name: svc, namespace: ml, port: 80}}]}}]\n"
+    )
+}
+
+fn local_policy(name: &str, target: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\n\
+         metadata: {{name: {name}, namespace: gw}}\nspec:\n  targetRefs: [{target}]\n  \
+         rateLimit:\n    local:\n      rules: {rules}\n"
+    )
+}
+
+#[test]
+fn a_local_limit_goes_on_every_route_the_policy_covers_and_a_routes_own_policy_wins() {
+    let manifests = [
+        route("a"),
+        route("b"),
+        local_policy(
+            "everywhere",
+            ON_GATEWAY,
+            &format!("[{{limit: {{requests: 10, unit: Second}}}}, {DISTINCT_CALLER}]"),
+        ),
+        local_policy(
+            "on-b",
+            "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: b}",
+            "[{limit: {requests: 1, unit: Minute}}]",
+        ),
+    ]
+    .join("---\n");
+    let translation =
+        translate_text(&manifests, &serve_options()).unwrap_or_else(|e| panic!("{e}"));
+    let limits: Vec<(String, Vec<u64>)> = translation
+        .config
+        .document
+        .routes
+        .iter()
+        .map(|r| {
+            let limit = r.local_rate_limit.as_ref().expect("a local limit");
+            (
+                r.name.clone().unwrap_or_default(),
+                limit.rules.iter().map(|rule| rule.limit.requests).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            ("httproute/gw/a/rule/0/match/0".to_owned(), vec![10, 3]),
+            ("httproute/gw/b/rule/0/match/0".to_owned(), vec![1]),
+        ]
+    );
+    assert!(
+        !translation.warnings.iter().any(|w| w.contains("rateLimit")),
+        "{:#?}",
+        translation.warnings
+    );
+}
+
+#[test]
+fn local_rules_the_host_cannot_count_as_the_cluster_does_are_left_out_and_named() {
+    let manifests = [
+        route("a"),
+        local_policy(
+            "limits",
+            ON_GATEWAY,
+            &format!("[{{clientSelectors: [{{path: {{type: Exact, value: /a}}}}], limit: {{requests: 1, unit: Second}}}}, {DISTINCT_CALLER}]"),
+        ),
+    ]
+    .join("---\n");
+    let translation =
+        translate_text(&manifests, &serve_options()).unwrap_or_else(|e| panic!("{e}"));
+    let limit = translation.config.document.routes[0]
+        .local_rate_limit
+        .as_ref()
+        .unwrap();
+    assert_eq!(limit.rules.len(), 1);
+    assert_eq!(limit.rules[0].limit.requests, 3);
+    assert!(
+        translation.warnings.iter().any(|w| w.starts_with(
+            "BackendTrafficPolicy gw/limits: spec.rateLimit.local.rules[0].clientSelectors[0].path: not emulated:"
+        ) && w.ends_with("the rule is left out")),
+        "{:#?}",
+        translation.warnings
+    );
+}

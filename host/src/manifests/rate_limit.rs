@@ -1,7 +1,8 @@
-//! Envoy Gateway's global rate limit (`BackendTrafficPolicy` `spec.rateLimit.global`) as the
-//! host's `globalRateLimit` section (docs/host-config.md), so the rules a user applies are the
-//! ones the local gateway counts in Redis (`api/v1alpha1/ratelimit_types.go`; the descriptors
-//! they become: `internal/xds/translator/ratelimit.go`).
+//! Envoy Gateway's rate limits of a `BackendTrafficPolicy` (`spec.rateLimit`,
+//! `api/v1alpha1/ratelimit_types.go`) as the host's: `local` as the covered routes'
+//! `localRateLimit` (Envoy's local rate limit filter, `internal/xds/translator/local_ratelimit.go`),
+//! `global` as the top-level `globalRateLimit` (the rate limit service, counted in Redis;
+//! `internal/xds/translator/ratelimit.go`).
 //!
 //! The Redis is not in the manifests: Envoy Gateway's own config names it
 //! (`rateLimit.backend.redis.url`, a Helm value), so `--ratelimit-redis HOST:PORT` gives it.
@@ -24,8 +25,23 @@ const NARROWING_SELECTORS: [&str; 4] = ["methods", "path", "queryParams", "sourc
 /// Rule fields that change how a rule counts.
 const COUNTING_FIELDS: [&str; 3] = ["cost", "shared", "shadowMode"];
 
+/// A policy's `rateLimit.local`, as the `localRateLimit` of the routes it covers (all its
+/// rules left out: none).
+pub(super) fn read_local(t: &Translator<'_>, index: usize, spec: &Node<'_>) -> Option<Value> {
+    let rate_limit = spec.get("rateLimit")?;
+    // Deprecated: it only says which of `global` and `local` is set.
+    rate_limit.accept("type");
+    let local = rate_limit.get("local")?;
+    let rules: Vec<Value> = local
+        .list("rules")
+        .iter()
+        .filter_map(|rule| read_rule(t, index, rule))
+        .collect();
+    (!rules.is_empty()).then(|| json!({"rules": rules}))
+}
+
 /// The `globalRateLimit` section the manifests ask for, if any.
-pub(super) fn read(t: &Translator<'_>) -> Option<Value> {
+pub(super) fn read_global(t: &Translator<'_>) -> Option<Value> {
     let mut section = None;
     for index in t.of_kind("BackendTrafficPolicy") {
         let Some(spec) = t.root(index).get("spec") else {
