@@ -568,3 +568,53 @@ fn only_a_post_to_a_body_endpoint_waits_for_the_body() {
         HeadersDecision::NeedBody(_)
     ));
 }
+
+#[test]
+fn the_listing_is_answered_only_for_a_get_with_list_models_on() {
+    // Otherwise it is forwarded after authentication (docs/config.md, `GET P/v1/models`).
+    let store = MemoryStore::new();
+    let p = policies(&config(true));
+    let post = Req::post("/openai/v1/models")
+        .bearer(&markov_token())
+        .headers_decision(&p, at(NOW), &store);
+    assert!(matches!(post, HeadersDecision::Continue(_)), "{post:?}");
+    let mut off = config(true);
+    off["routing"]["listModels"] = json!(false);
+    let p = policies(&off);
+    let get = Req::get("/openai/v1/models")
+        .bearer(&markov_token())
+        .headers_decision(&p, at(NOW), &store);
+    assert!(matches!(get, HeadersDecision::Continue(_)), "{get:?}");
+}
+
+#[test]
+fn settlement_charges_the_prompt_plus_the_completion_tokens() {
+    let p = policies(&config(true));
+    let store = MemoryStore::new();
+    let req = Req::post(CHAT).bearer(&markov_token());
+    let remaining = |c: &modelgate_policies::Continue| {
+        let exchange = c.openai.as_ref().unwrap();
+        exchange
+            .response_headers
+            .iter()
+            .find(|(n, _)| *n == "x-ratelimit-remaining-tokens")
+            .map(|(_, v)| v.clone())
+    };
+    // 8 bytes + 4 for the message + 10 completion tokens: 22 reserved of 1,000.
+    let c = req
+        .send(&p, &chat_body("markov", 10, ""), at(NOW), &store)
+        .unwrap();
+    assert_eq!(remaining(&c).as_deref(), Some("978"));
+    let exchange = c.openai.unwrap();
+    let mut meter = p.response_meter(&exchange, 200, Some("application/json"));
+    meter.feed(
+        br#"{"usage":{"prompt_tokens":12,"completion_tokens":3}}"#,
+        true,
+    );
+    p.settle(&exchange, Some(&meter), at(NOW), &store);
+    // 15 used, then 22 more reserved.
+    let c = req
+        .send(&p, &chat_body("markov", 10, ""), at(NOW), &store)
+        .unwrap();
+    assert_eq!(remaining(&c).as_deref(), Some("963"));
+}

@@ -155,6 +155,8 @@ fn content_parts_of_every_chat_type_are_forwarded() {
         r#"{"type":"image_url","image_url":{"url":"http://x/a.png","detail":"low"}}"#,
         r#"{"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}"#,
         r#"{"type":"audio_url","audio_url":{"url":"http://x/a.mp3"}}"#,
+        // `detail` is an image URL's member only: beside an audio URL it is not read.
+        r#"{"type":"audio_url","audio_url":{"url":"http://x/a.mp3","detail":5}}"#,
         r#"{"type":"video_url","video_url":{"url":"http://x/a.mp4"}}"#,
         r#"{"type":"refusal","refusal":"no"}"#,
         r#"{"type":"thinking","thinking":"hm","closed":true}"#,
@@ -253,6 +255,17 @@ fn content_parts_kserve_cannot_read_are_refused_where_they_are() {
         refused("user", r#"[{"type":"image_pil","image_pil":"x"}]"#),
         "messages[0].content[0].image_pil"
     );
+    // A tool reference's name is optional, but a string when sent.
+    assert!(parts("user", r#"[{"type":"tool_reference"}]"#).is_ok());
+    assert_eq!(
+        refused("user", r#"[{"type":"tool_reference","name":5}]"#),
+        "messages[0].content[0].name"
+    );
+    // Without a type, a media URL is read only as a string; the object form needs a uuid.
+    assert_eq!(
+        refused("user", r#"[{"image_url":{"url":"http://x/a.png"}}]"#),
+        "messages[0].content[0]"
+    );
     // Neither a string nor an object, for any role (pydantic: 422).
     for bad in ["5", "null", r#"["a"]"#, "true"] {
         for role in ["user", "narrator"] {
@@ -277,6 +290,14 @@ fn string_parts_alone_and_parts_with_a_uuid_are_read_by_role_and_as_media() {
         );
     }
     assert!(parts("narrator", r#"[{"type":"input_text","text":"a"}]"#).is_ok());
+    // `input_image` is one of them, its payload left to the server.
+    assert!(
+        parts(
+            "narrator",
+            r#"[{"type":"input_image","image_url":"http://x/a.png"}]"#
+        )
+        .is_ok()
+    );
     // vLLM reads a part with a uuid as media given directly, whatever its type.
     assert_eq!(
         refused("user", r#"[{"type":"text","text":"a","uuid":"u"}]"#),
@@ -341,6 +362,7 @@ fn prompts_are_strings_or_token_ids() {
             format!(r#"{{"model":"m","prompt":{prompt}}}"#).as_bytes(),
         )
     };
+    assert_eq!(read(r#""abcd""#).unwrap().text_bytes, 4);
     assert_eq!(read(r#"["ab","c"]"#).unwrap().text_bytes, 3);
     assert_eq!(read("[1,2,3]").unwrap().token_ids, 3);
     assert_eq!(read("[[1,2],[3]]").unwrap().token_ids, 3);

@@ -157,6 +157,11 @@ fn only_a_meter_that_strips_the_usage_chunk_rewrites_the_body() {
     assert!(!ResponseMeter::new(200, Some("application/json"), true).rewrites_body());
 }
 
+/// The limits as the module documents them, written out: a test that read the constants would
+/// follow any change to them.
+const JSON_LIMIT: usize = 4 * 1024 * 1024;
+const EVENT_LIMIT: usize = 1024 * 1024;
+
 /// A JSON body of exactly `len` bytes whose `usage` comes after `len` minus a few bytes of padding.
 fn padded_json(len: usize) -> Vec<u8> {
     let usage = r#","usage":{"prompt_tokens":3,"completion_tokens":5}}"#;
@@ -170,28 +175,28 @@ fn padded_json(len: usize) -> Vec<u8> {
 #[test]
 fn a_json_body_up_to_four_mebibytes_is_read_and_a_larger_one_is_not() {
     let mut meter = ResponseMeter::new(200, Some("application/json"), false);
-    let body = padded_json(MAX_JSON_BYTES);
-    run(&mut meter, &body, &[MAX_JSON_BYTES / 2]);
+    let body = padded_json(JSON_LIMIT);
+    run(&mut meter, &body, &[JSON_LIMIT / 2]);
     assert_eq!(meter.usage().map(|u| u.completion_tokens), Some(5));
 
     let mut meter = ResponseMeter::new(200, Some("application/json"), false);
-    let body = padded_json(MAX_JSON_BYTES + 1);
+    let body = padded_json(JSON_LIMIT + 1);
     // Still passed on unchanged; only its usage is not read.
-    assert_eq!(run(&mut meter, &body, &[MAX_JSON_BYTES / 2]), body);
+    assert_eq!(run(&mut meter, &body, &[JSON_LIMIT / 2]), body);
     assert_eq!(meter.usage(), None);
 }
 
 #[test]
 fn an_event_of_up_to_a_mebibyte_is_still_read() {
-    // A content chunk whose first MAX_EVENT_BYTES bytes arrive without its blank line: it is
-    // held, not passed on unread, and the usage chunk after it is still removed.
+    // A content chunk whose first mebibyte arrives without its blank line is held, not passed
+    // on unread, and the usage chunk after it is still removed.
     let head = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"";
     let tail = "\"}}]}\n\n";
-    let content = "y".repeat(MAX_EVENT_BYTES - head.len());
+    let content = "y".repeat(EVENT_LIMIT - head.len());
     let event = format!("{head}{content}{tail}");
     let body = [event.as_str(), USAGE, DONE].concat();
     let mut meter = ResponseMeter::new(200, Some("text/event-stream"), true);
-    let out = run(&mut meter, body.as_bytes(), &[MAX_EVENT_BYTES]);
+    let out = run(&mut meter, body.as_bytes(), &[EVENT_LIMIT]);
     assert_eq!(out, [event.as_str(), DONE].concat().into_bytes());
     assert_eq!(meter.usage().map(|u| u.prompt_tokens), Some(7));
     assert_eq!(meter.content_events(), 1);
