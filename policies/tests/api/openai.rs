@@ -618,3 +618,31 @@ fn settlement_charges_the_prompt_plus_the_completion_tokens() {
         .unwrap();
     assert_eq!(remaining(&c).as_deref(), Some("963"));
 }
+
+#[test]
+fn a_crowded_budget_table_says_when_the_caller_s_bucket_frees() {
+    // One key of live state per model: while alice's reservation is owed (22 tokens of 1,000 a
+    // minute, 1.32 s), bob finds no room and is told to come back when it frees, in 2 s.
+    let mut one_key = config(true);
+    one_key["rateLimit"]["maxKeys"] = json!(1);
+    let p = policies(&one_key);
+    let store = MemoryStore::new();
+    Req::post(CHAT)
+        .bearer(&markov_token())
+        .send(&p, &chat_body("markov", 10, ""), at(NOW), &store)
+        .unwrap();
+    let reply = Req::post(CHAT)
+        .bearer(&token("bob", "models:markov"))
+        .send(&p, &chat_body("markov", 10, ""), at(NOW), &store)
+        .unwrap_err();
+    assert_eq!(reply.status, 429);
+    assert!(
+        error_of(&reply.body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many active callers"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply_header(&reply, "retry-after"), Some("2"));
+}
