@@ -99,18 +99,13 @@ fn answer(shared: &Shared, path: &str) -> Response<GatewayBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::GatewayServices;
 
     #[test]
     fn ready_and_config_dump_answer_503_until_a_config_is_serving() {
-        let services = Arc::new(GatewayServices::default());
-        let runtime = modelgate_runtime::Runtime::new(
-            Arc::clone(&services) as Arc<dyn modelgate_runtime::HostServices>
-        )
-        .unwrap();
+        let runtime =
+            modelgate_runtime::Runtime::new(Arc::new(modelgate_runtime::NoClusters)).unwrap();
         let shared = Shared::new(
             runtime,
-            services,
             crate::source::ConfigSource::File("unused.yaml".into()),
         );
         assert_eq!(

@@ -15,7 +15,6 @@ use clap::{ArgMatches, Args as _, FromArgMatches, Parser, Subcommand};
 use crate::config::{ConfigErrorKind, ConfigErrors};
 use crate::manifests::{self, BackendMapping};
 use crate::policy_test;
-use crate::services::GatewayServices;
 use crate::snapshot::Snapshot;
 use crate::source::{ConfigSource, Loaded};
 use crate::token::{ClaimArg, KeyFile, TokenArgs};
@@ -315,12 +314,9 @@ fn name_value(text: &str) -> Result<(String, String), String> {
 pub fn check(source: &ConfigSource) -> Result<Loaded, ConfigErrors> {
     let loaded = source.load()?;
     let config = loaded.config.clone();
-    let services = Arc::new(GatewayServices::default());
-    let runtime = modelgate_runtime::Runtime::new(
-        Arc::clone(&services) as Arc<dyn modelgate_runtime::HostServices>
-    )
-    .map_err(|e| ConfigErrors::one(ConfigErrorKind::Internal, format!("runtime: {e}")))?;
-    Snapshot::build(config, &runtime, &services)?;
+    let runtime = modelgate_runtime::Runtime::new(Arc::new(modelgate_runtime::NoClusters))
+        .map_err(|e| ConfigErrors::one(ConfigErrorKind::Internal, format!("runtime: {e}")))?;
+    Snapshot::build(config, &runtime)?;
     Ok(loaded)
 }
 

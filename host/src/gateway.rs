@@ -12,7 +12,6 @@ use tokio::task::JoinHandle;
 
 pub use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors};
 use crate::listener;
-use crate::services::GatewayServices;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::source::ConfigSource;
@@ -53,11 +52,10 @@ impl Gateway {
 
     /// [`Gateway::start`] from any source of configuration.
     pub async fn start_from(source: ConfigSource) -> Result<Gateway, StartError> {
-        let services = Arc::new(GatewayServices::default());
-        let runtime =
-            Runtime::new(Arc::clone(&services) as Arc<dyn modelgate_runtime::HostServices>)
-                .map_err(|e| StartError::Runtime(e.to_string()))?;
-        let shared = Arc::new(Shared::new(runtime, services, source));
+        // Plugins reach clusters through their snapshot's services (`Snapshot::build`).
+        let runtime = Runtime::new(Arc::new(modelgate_runtime::NoClusters))
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let shared = Arc::new(Shared::new(runtime, source));
         let config = shared.load()?.config;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -91,11 +89,10 @@ impl Gateway {
         }
         let drain_timeout = config.document.drain_timeout.0;
         let build_shared = Arc::clone(&shared);
-        let snapshot = tokio::task::spawn_blocking(move || {
-            Snapshot::build(config, &build_shared.runtime, &build_shared.services)
-        })
-        .await
-        .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let snapshot =
+            tokio::task::spawn_blocking(move || Snapshot::build(config, &build_shared.runtime))
+                .await
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
         let snapshot = match snapshot {
             Ok(snapshot) => snapshot,
             Err(errors) => {

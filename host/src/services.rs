@@ -1,12 +1,13 @@
-//! What the gateway offers the runtime: its clusters, for filters' `http_call` and their
-//! streaming requests (`proxy_grpc_call`, `proxy_grpc_stream`; `filter_stream`).
+//! What the gateway offers the runtime: the clusters of one config, for filters' `http_call`
+//! and their streaming requests (`proxy_grpc_call`, `proxy_grpc_stream`; `filter_stream`).
+//! Each snapshot hands the plugins it loads its own (`Runtime::load_with`), so the cluster
+//! set lives in one place, the snapshot, and building a snapshot changes nothing that serves.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use modelgate_runtime::{HostServices, HttpCallRequest, HttpCallResponse, StreamEvent};
@@ -16,25 +17,20 @@ use crate::body::ReplayBody;
 use crate::cluster::Clusters;
 use crate::headers;
 
-/// The clusters filters may call. Swapped on reload together with the route table.
-#[derive(Default)]
-pub(crate) struct GatewayServices {
-    clusters: ArcSwap<Clusters>,
+/// The clusters a snapshot's filters may call: the snapshot's own.
+pub(crate) struct ClusterServices {
+    clusters: Arc<Clusters>,
 }
 
-impl GatewayServices {
-    pub(crate) fn set_clusters(&self, clusters: Arc<Clusters>) {
-        self.clusters.store(clusters);
-    }
-
-    pub(crate) fn clusters(&self) -> Arc<Clusters> {
-        self.clusters.load_full()
+impl ClusterServices {
+    pub(crate) fn new(clusters: Arc<Clusters>) -> ClusterServices {
+        ClusterServices { clusters }
     }
 }
 
-impl HostServices for GatewayServices {
+impl HostServices for ClusterServices {
     fn has_cluster(&self, name: &str) -> bool {
-        self.clusters.load().contains_key(name)
+        self.clusters.contains_key(name)
     }
 
     fn http_call(
@@ -43,7 +39,7 @@ impl HostServices for GatewayServices {
         request: HttpCallRequest,
         timeout: Option<Duration>,
     ) -> Pin<Box<dyn Future<Output = Option<HttpCallResponse>> + Send>> {
-        let cluster = self.clusters.load().get(cluster).cloned();
+        let cluster = self.clusters.get(cluster).cloned();
         let call = async move {
             let cluster = cluster?;
             let in_flight = cluster.pick(&[])?;
@@ -103,7 +99,7 @@ impl HostServices for GatewayServices {
         body: mpsc::UnboundedReceiver<(Vec<u8>, bool)>,
         events: mpsc::UnboundedSender<StreamEvent>,
     ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
-        let cluster = self.clusters.load().get(cluster).cloned()?;
+        let cluster = self.clusters.get(cluster).cloned()?;
         Some(Box::pin(crate::filter_stream::exchange(
             cluster, headers, timeout, body, events,
         )))

@@ -1,5 +1,5 @@
 //! The state every connection, the admin listener and the reloader share: the runtime, the
-//! upstream services, the host's metrics and the running [`Snapshot`], swapped whole on reload.
+//! host's metrics and the running [`Snapshot`] (with its clusters), swapped whole on reload.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,14 +10,12 @@ use modelgate_runtime::Runtime;
 
 use crate::config::{ConfigErrorKind, ConfigErrors, RawConfig};
 use crate::metrics::HostMetrics;
-use crate::services::GatewayServices;
 use crate::snapshot::Snapshot;
 use crate::source::{ConfigSource, Loaded};
 
 /// State every connection and the admin listener share.
 pub(crate) struct Shared {
     pub runtime: Runtime,
-    pub services: Arc<GatewayServices>,
     pub metrics: HostMetrics,
     state: ArcSwapOption<Snapshot>,
     source: ConfigSource,
@@ -30,14 +28,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Shared state with no config serving yet (`/ready` answers 503).
-    pub(crate) fn new(
-        runtime: Runtime,
-        services: Arc<GatewayServices>,
-        source: ConfigSource,
-    ) -> Shared {
+    pub(crate) fn new(runtime: Runtime, source: ConfigSource) -> Shared {
         Shared {
             runtime,
-            services,
             metrics: HostMetrics::default(),
             state: ArcSwapOption::empty(),
             source,
@@ -90,7 +83,7 @@ impl Shared {
         // Compiling wasm and running on_configure is CPU work: keep it off the reactor.
         let built = tokio::task::spawn_blocking(move || {
             let loaded = shared.load()?;
-            Snapshot::build(loaded.config, &shared.runtime, &shared.services)
+            Snapshot::build(loaded.config, &shared.runtime)
         })
         .await
         .unwrap_or_else(|e| {

@@ -13,7 +13,7 @@ use crate::config::{ConfigErrorKind, ConfigErrors, RawConfig};
 use crate::global_ratelimit::GlobalRateLimit;
 use crate::plugin_source::{self, ResolvedPlugin};
 use crate::route::RouteTable;
-use crate::services::GatewayServices;
+use crate::services::ClusterServices;
 use crate::stats_tags::TagExtractors;
 use crate::tracing::Tracer;
 
@@ -40,13 +40,12 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     /// Builds on a compiled `config` (`crate::compile`) what needs the file system or the
     /// runtime: clusters, TLS acceptors, stats tags, the tracer, and the filters (running
-    /// `on_configure`). The runtime's `http_call` sees the new clusters while the filters
-    /// configure; on failure the previous clusters are put back. Every error is reported, each
-    /// naming its field.
+    /// `on_configure`). The filters are handed this snapshot's clusters for their `http_call`s
+    /// (from `on_configure` on), so building changes nothing that serves: the snapshot takes
+    /// effect only when swapped in. Every error is reported, each naming its field.
     pub(crate) fn build(
         config: GatewayConfig,
         runtime: &Runtime,
-        services: &GatewayServices,
     ) -> Result<Snapshot, ConfigErrors> {
         let GatewayConfig {
             document: config,
@@ -99,17 +98,16 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(ConfigErrors::new(ConfigErrorKind::Resource, errors));
         }
-        let previous = services.clusters();
-        services.set_clusters(Arc::clone(&clusters));
+        let services: Arc<dyn modelgate_runtime::HostServices> =
+            Arc::new(ClusterServices::new(Arc::clone(&clusters)));
         let mut plugins = Vec::new();
         for (i, (filter, plugin)) in config.filters.iter().zip(&resolved).enumerate() {
-            match runtime.load(spec(filter, plugin, workers)) {
+            match runtime.load_with(spec(filter, plugin, workers), Arc::clone(&services)) {
                 Ok(loaded) => plugins.push(loaded),
                 Err(e) => errors.push(format!("filters[{i}] ({}): {e}", filter.name)),
             }
         }
         if !errors.is_empty() {
-            services.set_clusters(previous);
             return Err(ConfigErrors::new(ConfigErrorKind::Filter, errors));
         }
         let dump = serde_json::to_string_pretty(&crate::config_dump::dump(&config, &resolved))

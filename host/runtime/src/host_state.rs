@@ -14,6 +14,7 @@ use crate::shared::{Queues, SharedData};
 use crate::spec::PluginCounters;
 
 pub(crate) struct RuntimeShared {
+    /// The services of plugins loaded without their own ([`crate::Runtime::load`]).
     pub(crate) services: Arc<dyn HostServices>,
     pub(crate) shared_data: SharedData,
     pub(crate) queues: Queues,

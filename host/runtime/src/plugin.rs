@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::HostServices;
 use crate::engine::{EPOCH_TICK, EngineHost};
 use crate::host_state::RuntimeShared;
 use crate::spec::{LoadError, PluginSpec};
@@ -54,6 +55,7 @@ impl Plugin {
         engine: &EngineHost,
         runtime: &Arc<RuntimeShared>,
         spec: PluginSpec,
+        services: Arc<dyn HostServices>,
     ) -> Result<Plugin, LoadError> {
         let name = spec.name.clone();
         let pre = engine
@@ -75,6 +77,7 @@ impl Plugin {
         let shared = Arc::new(PluginShared {
             spec,
             runtime: Arc::clone(runtime),
+            services,
             deadline_ticks,
             counters,
         });

@@ -63,8 +63,22 @@ impl Runtime {
 
     /// Compile (one Module + `InstancePre` per distinct wasm), build `vm_count` VMs, run
     /// `_initialize`/`_start`, `on_context_create(root)`, `on_vm_start`, `on_configure`.
+    /// Its `http_call`s and gRPC calls reach the services the runtime was created with.
     pub fn load(&self, spec: PluginSpec) -> Result<Plugin, LoadError> {
-        Plugin::load(self.engine, &self.shared, spec)
+        let services = Arc::clone(&self.shared.services);
+        Plugin::load(self.engine, &self.shared, spec, services)
+    }
+
+    /// As [`Runtime::load`], with the plugin's `http_call`s and gRPC calls going to `services`:
+    /// an embedding whose clusters change with its configuration hands each plugin the
+    /// clusters of the configuration that loads it, so loading one has no effect on the
+    /// plugins already serving.
+    pub fn load_with(
+        &self,
+        spec: PluginSpec,
+        services: Arc<dyn HostServices>,
+    ) -> Result<Plugin, LoadError> {
+        Plugin::load(self.engine, &self.shared, spec, services)
     }
 
     /// Every metric filters defined, named as the filter gave it.

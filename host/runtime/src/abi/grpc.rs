@@ -42,7 +42,7 @@ struct Target {
 fn target(state: &VmState, bytes: &[u8]) -> Result<Target, Status> {
     match service::read(bytes) {
         ServiceArg::ClusterName(name) => {
-            if !state.plugin.runtime.services.has_cluster(&name) {
+            if !state.plugin.services.has_cluster(&name) {
                 return Err(Status::ParseFailure);
             }
             Ok(Target {
@@ -113,7 +113,8 @@ fn open(caller: &mut Caller<'_>, args: &Open) -> AbiResult {
     let cell = state.cell.clone();
     let generation = state.generation;
     let Some(exchange) =
-        runtime
+        state
+            .plugin
             .services
             .open_stream(&target.cluster, headers, limit, body_rx, events_tx)
     else {

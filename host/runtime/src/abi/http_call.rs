@@ -37,7 +37,8 @@ fn http_call(caller: &mut Caller<'_>, args: &CallArgs) -> AbiResult {
     let trailers = header_map::decode_map(&trailers).unwrap_or_default();
     let state = caller.data_mut();
     let runtime = std::sync::Arc::clone(&state.plugin.runtime);
-    if !runtime.services.has_cluster(&cluster) {
+    let services = std::sync::Arc::clone(&state.plugin.services);
+    if !services.has_cluster(&cluster) {
         return Err(Status::BadArgument.into());
     }
     let required = [":method", ":path", ":authority"];
@@ -66,7 +67,7 @@ fn http_call(caller: &mut Caller<'_>, args: &CallArgs) -> AbiResult {
         body,
         trailers,
     };
-    let answer = runtime.services.http_call(&cluster, request, timeout);
+    let answer = services.http_call(&cluster, request, timeout);
     let cell = state.cell.clone();
     let generation = state.generation;
     runtime.handle.spawn(async move {

@@ -17,12 +17,14 @@ use crate::context::StreamCtx;
 use crate::host_state::RuntimeShared;
 use crate::shared::QueueReady;
 use crate::spec::PluginCounters;
-use crate::{FailurePolicy, HttpCallResponse, PluginSpec};
+use crate::{FailurePolicy, HostServices, HttpCallResponse, PluginSpec};
 
 /// What every VM of a plugin shares.
 pub(crate) struct PluginShared {
     pub(crate) spec: PluginSpec,
     pub(crate) runtime: Arc<RuntimeShared>,
+    /// The clusters its `http_call`s and gRPC calls reach.
+    pub(crate) services: Arc<dyn HostServices>,
     /// The callback deadline in epoch ticks.
     pub(crate) deadline_ticks: u64,
     pub(crate) counters: Arc<PluginCounters>,
