@@ -31,6 +31,7 @@ MODELGATE_MNIST_EXPLAINER_PORT) sets one.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -39,6 +40,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -146,6 +148,25 @@ class Process:
             return True
         except subprocess.TimeoutExpired:
             return False
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL it if it still runs after `grace`."""
+        self.signal_group(signal.SIGTERM)
+        if not self.wait(grace):
+            self.signal_group(signal.SIGKILL)
+            self.wait(5.0)
+
+
+@contextlib.contextmanager
+def serving(proc: Process, ready_url: str, env: dict | None = None) -> Iterator[None]:
+    """Starts `proc`, waits until `ready_url` answers, and stops it on the way out: a
+    gateway a test starts beside the stack."""
+    proc.start(env=env)
+    try:
+        wait_http(proc, ready_url)
+        yield
+    finally:
+        proc.stop()
 
 
 def wait_http(proc: Process, url: str, timeout: float = START_TIMEOUT) -> None:

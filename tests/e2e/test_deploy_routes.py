@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import subprocess
-import signal
 from pathlib import Path
 
 import pytest
@@ -57,15 +56,8 @@ def gateway_without_iris_route(stack, tmp_path_factory):
     spare = stack_mod.free_ports()
     ports = dataclasses.replace(stack.ports, gateway=spare.gateway, https=spare.https, admin=spare.admin)
     proc = stack_mod.Process("modelgate-no-iris-route", stack_mod.manifests_argv(overlay, ports), tmp / "modelgate.log")
-    proc.start(env={**os.environ, **stack.filter_env})
-    try:
-        stack_mod.wait_http(proc, f"http://127.0.0.1:{ports.admin}/ready")
+    with stack_mod.serving(proc, f"http://127.0.0.1:{ports.admin}/ready", env={**os.environ, **stack.filter_env}):
         yield f"https://localhost:{ports.https}"
-    finally:
-        proc.signal_group(signal.SIGTERM)
-        if not proc.wait(10):
-            proc.signal_group(signal.SIGKILL)
-            proc.wait(5)
 
 
 def test_removing_deploys_iris_route_breaks_the_walkthroughs_prediction(stack, gw, gateway_without_iris_route):

@@ -23,7 +23,6 @@ import base64
 import dataclasses
 import itertools
 import json
-import signal
 import subprocess
 import sys
 import uuid
@@ -281,15 +280,8 @@ def unwrapping_gateway(stack, tmp_path_factory):
 
     host_path.write_text(yaml.safe_dump(demo_config.host_config(ports, str(stack_mod.WASM), str(filter_path), cert, key)))
     proc = stack_mod.Process("modelgate-unwrap", [str(stack_mod.HOST_BINARY), "serve", "--config", str(host_path)], run_dir / "modelgate.log")
-    proc.start()
-    try:
-        stack._wait_http(proc, f"http://127.0.0.1:{ports.admin}/ready")
+    with stack_mod.serving(proc, f"http://127.0.0.1:{ports.admin}/ready"):
         yield f"http://127.0.0.1:{ports.gateway}"
-    finally:
-        proc.signal_group(signal.SIGTERM)
-        if not proc.wait(10):
-            proc.signal_group(signal.SIGKILL)
-            proc.wait(5)
 
 
 def test_with_cloudevents_unwrapped_the_filter_validates_what_kserve_feeds_the_model(stack, unwrapping_gateway):

@@ -14,7 +14,6 @@ import concurrent.futures
 import dataclasses
 import json
 import re
-import signal
 import time
 import uuid
 
@@ -288,15 +287,8 @@ def budget_gateway(llm_stack, tmp_path_factory):
     proc = stack_mod.Process(
         "modelgate-budget", [str(stack_mod.HOST_BINARY), "serve", "--config", str(host_path)], run_dir / "modelgate.log"
     )
-    proc.start()
-    try:
-        stack_mod.wait_http(proc, f"http://127.0.0.1:{ports.admin}/ready")
+    with stack_mod.serving(proc, f"http://127.0.0.1:{ports.admin}/ready"):
         yield f"http://127.0.0.1:{ports.gateway}", budget, f"http://127.0.0.1:{ports.admin}"
-    finally:
-        proc.signal_group(signal.SIGTERM)
-        if not proc.wait(10):
-            proc.signal_group(signal.SIGKILL)
-            proc.wait(5)
 
 
 def test_fifty_parallel_requests_admit_at_most_the_budget_and_settle_the_servers_usage(
