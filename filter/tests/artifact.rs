@@ -3,11 +3,10 @@
 //! (and in the `modelgate` host) without an unresolved import.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef};
 
-const BUILD_COMMAND: &str = "make wasm  (scripts/build-wasm.sh: cargo, then wasm-opt)";
+mod support;
 
 /// The size budget from the issue: the module is fetched and compiled by every Envoy.
 const MAX_WASM_BYTES: usize = 1024 * 1024;
@@ -73,17 +72,6 @@ const ENVOY_WASI_FUNCTIONS: &[&str] = &[
 
 const WASI_MODULES: &[&str] = &["wasi_snapshot_preview1", "wasi_unstable"];
 
-fn artifact() -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/modelgate.wasm");
-    match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(error) => panic!(
-            "cannot read {}: {error}; build it first with: {BUILD_COMMAND}",
-            path.display()
-        ),
-    }
-}
-
 struct Surface {
     imports: Vec<(String, String, bool)>,
     exports: BTreeSet<String>,
@@ -121,7 +109,7 @@ fn surface(wasm: &[u8]) -> Surface {
 
 #[test]
 fn fits_the_size_budget() {
-    let wasm = artifact();
+    let wasm = support::module();
     assert!(
         wasm.len() <= MAX_WASM_BYTES,
         "modelgate.wasm is {} bytes, over the {MAX_WASM_BYTES}-byte budget",
@@ -131,7 +119,7 @@ fn fits_the_size_budget() {
 
 #[test]
 fn imports_only_what_envoy_provides() {
-    let surface = surface(&artifact());
+    let surface = surface(&support::module());
     assert!(
         !surface.imports.is_empty(),
         "a Proxy-Wasm filter imports host functions"
@@ -157,7 +145,7 @@ fn imports_only_what_envoy_provides() {
 
 #[test]
 fn exports_the_proxy_wasm_entry_points() {
-    let surface = surface(&artifact());
+    let surface = surface(&support::module());
     for required in [
         "proxy_abi_version_0_2_1",
         "proxy_on_memory_allocate",

@@ -10,8 +10,6 @@
 //! oracle, decides a few hundred requests natively, and the filter in the runtime must produce
 //! the same replies byte for byte and the same forwarded headers.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,11 +22,13 @@ use modelgate_policies::{
 };
 use modelgate_runtime::{
     FilterChain, Flow, Headers, LoadError, LocalReply, MetricValue, NoClusters, Plugin, PluginSpec,
-    Runtime, StreamInfo,
+    Runtime,
 };
 use serde_json::{Value, json};
 
-const BUILD_COMMAND: &str = "make wasm  (scripts/build-wasm.sh: cargo, then wasm-opt)";
+mod support;
+use support::{header, stream_info};
+
 const ISSUER: &str = "https://issuer.test";
 
 /// One runtime for the whole test binary, so the module is compiled once; created outside any
@@ -39,21 +39,6 @@ fn runtime() -> &'static Runtime {
         install_log_capture();
         Runtime::new(Arc::new(NoClusters)).expect("runtime starts")
     })
-}
-
-fn wasm() -> Arc<[u8]> {
-    static WASM: OnceLock<Arc<[u8]>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/modelgate.wasm");
-        match std::fs::read(&path) {
-            Ok(bytes) => bytes.into(),
-            Err(error) => panic!(
-                "cannot read {}: {error}; build it first with: {BUILD_COMMAND}",
-                path.display()
-            ),
-        }
-    })
-    .clone()
 }
 
 /// Load modelgate with `config` into `vm_count` VMs. Each load gets its own `vm_id`, so tests
@@ -70,7 +55,7 @@ fn load_as(vm_id: &str, config: &Value, vm_count: usize) -> Result<Plugin, LoadE
         name: vm_id.to_owned(),
         root_id: String::new(),
         vm_id: vm_id.to_owned(),
-        wasm: wasm(),
+        wasm: support::module(),
         vm_config: Vec::new(),
         plugin_config: config.to_string().into_bytes(),
         failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
@@ -231,17 +216,6 @@ impl Answer {
     }
 }
 
-fn stream_info() -> StreamInfo {
-    StreamInfo {
-        source: SocketAddr::from(([127, 0, 0, 1], 40_000)),
-        destination: SocketAddr::from(([127, 0, 0, 1], 18_080)),
-        connection_id: 1,
-        tls: false,
-        protocol: "HTTP/1.1",
-        start_time: SystemTime::now(),
-    }
-}
-
 fn request_headers(method: &str, path: &str, extra: &[(&str, &[u8])]) -> Headers {
     let mut headers: Headers = vec![
         (":authority".into(), b"models.local".to_vec()),
@@ -309,13 +283,6 @@ async fn post(chain: &FilterChain, path: &str, extra: &[(&str, &[u8])], body: &[
     let mut with_type: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
     with_type.extend_from_slice(extra);
     send(chain, "POST", path, &with_type, &[body]).await
-}
-
-fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| std::str::from_utf8(v).expect("header value is UTF-8"))
 }
 
 fn json_body(reply: &LocalReply) -> Value {

@@ -7,8 +7,6 @@
 //! are written here in the shape `KServe`'s `OpenAI` server sends (the e2e suites run the real
 //! server). Tokens are signed with jsonwebtoken and the test keys of `policies/tests/keys`.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,32 +15,19 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use modelgate_runtime::{
     ChainStream, FilterChain, Flow, Headers, LocalReply, MetricValue, NoClusters, PluginSpec,
-    Runtime, StreamInfo,
+    Runtime,
 };
 use serde_json::{Value, json};
 
-const BUILD_COMMAND: &str = "make wasm  (scripts/build-wasm.sh: cargo, then wasm-opt)";
+mod support;
+use support::{header, stream_info};
+
 const ISSUER: &str = "https://issuer.test";
 const CHAT: &str = "/openai/v1/chat/completions";
 
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| Runtime::new(Arc::new(NoClusters)).expect("runtime starts"))
-}
-
-fn wasm() -> Arc<[u8]> {
-    static WASM: OnceLock<Arc<[u8]>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/modelgate.wasm");
-        match std::fs::read(&path) {
-            Ok(bytes) => bytes.into(),
-            Err(error) => panic!(
-                "cannot read {}: {error}; build it first with: {BUILD_COMMAND}",
-                path.display()
-            ),
-        }
-    })
-    .clone()
 }
 
 /// Load modelgate with `config` into `vm_count` worker VMs of a `vm_id` of their own, as
@@ -61,7 +46,7 @@ fn chain_with(config: &Value, vm_count: usize, allow_headers_stop: bool) -> Filt
             name: vm_id.clone(),
             root_id: String::new(),
             vm_id,
-            wasm: wasm(),
+            wasm: support::module(),
             vm_config: Vec::new(),
             plugin_config: config.to_string().into_bytes(),
             failure_policy: modelgate_runtime::FailurePolicy::FailClosed,
@@ -131,24 +116,6 @@ fn chat_body(model: &str, extra: &str) -> Vec<u8> {
         r#"{{"model":"{model}","messages":[{{"role":"user","content":"abcdefgh"}}],"max_tokens":88{extra}}}"#
     )
     .into_bytes()
-}
-
-fn stream_info() -> StreamInfo {
-    StreamInfo {
-        source: SocketAddr::from(([127, 0, 0, 1], 40_000)),
-        destination: SocketAddr::from(([127, 0, 0, 1], 18_080)),
-        connection_id: 1,
-        tls: false,
-        protocol: "HTTP/1.1",
-        start_time: SystemTime::now(),
-    }
-}
-
-fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| std::str::from_utf8(v).expect("header value is UTF-8"))
 }
 
 /// Send the request through the chain: the stream, ready for its response, or the filter's

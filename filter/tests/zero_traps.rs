@@ -11,7 +11,6 @@
 //! in `on_configure` fails the test with the names of the inputs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,22 +21,8 @@ use modelgate_runtime::{
 };
 use serde_json::Value;
 
-const BUILD_COMMAND: &str = "make wasm  (scripts/build-wasm.sh: cargo, then wasm-opt)";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn wasm() -> Arc<[u8]> {
-    let path = repo().join("target/modelgate.wasm");
-    match std::fs::read(&path) {
-        Ok(bytes) => bytes.into(),
-        Err(error) => panic!(
-            "cannot read {}: {error}; build it first with: {BUILD_COMMAND}",
-            path.display()
-        ),
-    }
-}
+mod support;
+use support::repo;
 
 /// The corpora as `tests/corpora/export.py` writes them (it needs the project's venv for
 /// `PyJWT` and cryptography, which mint the JWT attack tokens).
@@ -74,7 +59,7 @@ fn spec(name: &str, plugin_config: Vec<u8>) -> PluginSpec {
         name: name.to_owned(),
         root_id: "modelgate".to_owned(),
         vm_id: format!("zero-traps-{name}"),
-        wasm: wasm(),
+        wasm: support::module(),
         vm_config: Vec::new(),
         plugin_config,
         failure_policy: FailurePolicy::FailClosed,
