@@ -295,10 +295,12 @@ fn json_body(reply: &LocalReply) -> Value {
     serde_json::from_slice(&reply.body).expect("reply body is JSON")
 }
 
-fn state<'a>(filter_state: &'a [(String, Vec<u8>)], key: &str) -> Option<&'a str> {
+/// What the filter stored under `wasm.modelgate.<name>` for access logs and span tags.
+fn stored<'a>(filter_state: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+    let key = format!("wasm.modelgate.{name}");
     filter_state
         .iter()
-        .find(|(k, _)| k == key)
+        .find(|(k, _)| *k == key)
         .map(|(_, v)| std::str::from_utf8(v).expect("filter state is UTF-8"))
 }
 
@@ -425,19 +427,10 @@ async fn a_model_request_is_forwarded_with_the_routing_header_and_a_route_recomp
         route_cache_cleared,
         "the routing header changed: the route must be re-matched"
     );
-    assert_eq!(
-        state(&filter_state, "wasm.modelgate.model"),
-        Some("sklearn-iris")
-    );
-    assert_eq!(
-        state(&filter_state, "wasm.modelgate.outcome"),
-        Some("allowed")
-    );
+    assert_eq!(stored(&filter_state, "model"), Some("sklearn-iris"));
+    assert_eq!(stored(&filter_state, "outcome"), Some("allowed"));
     // The verified subject, for access logs and span tags (never a client header).
-    assert_eq!(
-        state(&filter_state, "wasm.modelgate.subject"),
-        Some("alice")
-    );
+    assert_eq!(stored(&filter_state, "subject"), Some("alice"));
 }
 
 // ---- authentication and authorization ---------------------------------------------------------
@@ -457,11 +450,8 @@ async fn a_missing_token_gets_401_with_a_bearer_challenge() {
     let challenge = header(&reply.headers, "www-authenticate").expect("www-authenticate");
     assert!(challenge.starts_with("Bearer realm="), "{challenge}");
     assert!(json_body(&reply)["error"].is_string());
-    assert_eq!(
-        state(&filter_state, "wasm.modelgate.outcome"),
-        Some("unauthenticated")
-    );
-    assert_eq!(state(&filter_state, "wasm.modelgate.subject"), None);
+    assert_eq!(stored(&filter_state, "outcome"), Some("unauthenticated"));
+    assert_eq!(stored(&filter_state, "subject"), None);
 }
 
 #[tokio::test]
@@ -536,12 +526,9 @@ async fn a_token_without_the_models_scope_gets_403() {
     assert_eq!(reply.status, 403);
     let challenge = header(&reply.headers, "www-authenticate").expect("www-authenticate");
     assert!(challenge.contains("insufficient_scope"), "{challenge}");
-    assert_eq!(
-        state(&filter_state, "wasm.modelgate.outcome"),
-        Some("forbidden")
-    );
+    assert_eq!(stored(&filter_state, "outcome"), Some("forbidden"));
     // A denial names the verified caller too.
-    assert_eq!(state(&filter_state, "wasm.modelgate.subject"), Some("bob"));
+    assert_eq!(stored(&filter_state, "subject"), Some("bob"));
 }
 
 #[tokio::test]
@@ -682,14 +669,8 @@ async fn a_malformed_v1_body_gets_400_saying_where() {
         message.contains("instances[1]") && message.contains("expected 4 features, got 3"),
         "{message}"
     );
-    assert_eq!(
-        state(&filter_state, "wasm.modelgate.model"),
-        Some("sklearn-iris")
-    );
-    assert_eq!(
-        state(&filter_state, "wasm.modelgate.outcome"),
-        Some("invalid")
-    );
+    assert_eq!(stored(&filter_state, "model"), Some("sklearn-iris"));
+    assert_eq!(stored(&filter_state, "outcome"), Some("invalid"));
 }
 
 #[tokio::test]
@@ -713,10 +694,7 @@ async fn a_valid_v1_body_is_forwarded_with_the_routing_header() {
     );
     assert_eq!(header(&headers, "x-user-id"), Some("alice"));
     assert!(route_cache_cleared);
-    assert_eq!(
-        state(&filter_state, "wasm.modelgate.outcome"),
-        Some("allowed")
-    );
+    assert_eq!(stored(&filter_state, "outcome"), Some("allowed"));
 }
 
 #[tokio::test]
